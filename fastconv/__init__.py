@@ -1,0 +1,22 @@
+"""fastconv: Numba-accelerated convolution (direct, im2col and FFT behind one dispatch API).
+
+>>> import numpy as np, fastconv as fc
+>>> fc.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))).tolist()
+[[[[4.0, 4.0], [4.0, 4.0]]]]
+"""
+__version__ = "0.1.0"
+
+from . import grad
+from ._conv import conv1d, conv2d, conv3d, conv_transpose2d
+from .dispatch import Choice, choose_algorithm, set_autotune
+
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose2d", "grad", "choose_algorithm",
+           "set_autotune", "Choice", "signal", "nn", "optim", "datasets", "__version__"]
+
+
+def __getattr__(name):
+    # submodules with heavier imports load on first use
+    if name in ("signal", "nn", "optim", "datasets"):
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'fastconv' has no attribute {name!r}")

@@ -1,0 +1,91 @@
+"""ConvSpec: one normalised description of an N-d convolution.
+
+Everything below the public wrappers works on this description and on 5-D
+arrays ``(N, C, D, H, W)``: 1-D and 2-D problems are lifted to 3-D by leading
+singleton spatial axes, so one kernel serves every rank.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """A validated convolution problem (shapes are per spatial axis, length ``nd``)."""
+
+    nd: int                      # spatial rank: 1, 2 or 3
+    N: int
+    C_in: int
+    in_size: tuple               # spatial input size, e.g. (H, W)
+    C_out: int
+    kernel: tuple                # spatial kernel size, e.g. (kH, kW)
+    stride: tuple
+    padding: tuple               # ((before, after), ...) per spatial axis
+    dilation: tuple
+    groups: int
+    padding_mode: str            # zeros | reflect | replicate | circular
+    dtype: np.dtype              # compute dtype: float32 or float64
+    out_dtype: np.dtype          # returned dtype
+    batched: bool = True
+
+    # -- derived sizes -------------------------------------------------
+    @property
+    def padded_size(self) -> tuple:
+        return tuple(n + b + a for n, (b, a) in zip(self.in_size, self.padding))
+
+    @property
+    def effective_kernel(self) -> tuple:
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilation))
+
+    @property
+    def out_size(self) -> tuple:
+        return tuple((p - e) // s + 1 for p, e, s in
+                     zip(self.padded_size, self.effective_kernel, self.stride))
+
+    @property
+    def out_shape(self) -> tuple:
+        shape = (self.C_out,) + self.out_size
+        return (self.N,) + shape if self.batched else shape
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds x 2 of the direct definition."""
+        return (2 * self.N * self.C_out * _prod(self.out_size)
+                * (self.C_in // self.groups) * _prod(self.kernel))
+
+    # -- the 3-D lift used by every kernel --------------------------------
+    def lift(self, t, fill=1):
+        """Prefix a per-axis tuple with ``fill`` up to 3 axes."""
+        return (fill,) * (3 - self.nd) + tuple(t)
+
+    @property
+    def stride3(self):
+        return self.lift(self.stride)
+
+    @property
+    def dilation3(self):
+        return self.lift(self.dilation)
+
+    @property
+    def padding3(self):
+        return self.lift(self.padding, (0, 0))
+
+    def key(self) -> tuple:
+        """Hashable identity of the problem (for autotune caches)."""
+        return (self.nd, self.N, self.C_in, self.in_size, self.C_out, self.kernel,
+                self.stride, self.padding, self.dilation, self.groups,
+                self.padding_mode, self.dtype.name)
+
+
+def _prod(t) -> int:
+    r = 1
+    for v in t:
+        r *= int(v)
+    return r
+
+
+def lift5(a: np.ndarray, nd: int) -> np.ndarray:
+    """View a batched (N, C, *spatial) array as 5-D (N, C, D, H, W)."""
+    return a.reshape(a.shape[:2] + (1,) * (3 - nd) + a.shape[2:])

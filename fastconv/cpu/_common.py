@@ -1,0 +1,12 @@
+"""Settings shared by the CPU kernels."""
+import numba
+
+# fastmath without nnan/ninf: lets LLVM reassociate reductions and fuse multiply-adds
+# (vectorised loops) while NaN and inf inputs still propagate as in SciPy/PyTorch.
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+JIT = dict(cache=True, nogil=True, fastmath=FASTMATH)
+
+
+def n_tasks_target() -> int:
+    """How many parallel tasks to aim for so that both (all) cores stay busy."""
+    return 8 * max(1, numba.get_num_threads())

@@ -1,0 +1,159 @@
+"""im2col + GEMM: gather input patches into a column matrix, then one BLAS GEMM per
+block of images (batched over groups by ``np.matmul``). The column matrix is built in
+blocks of images or, for one huge image, of output rows, so memory stays bounded.
+
+Backward: ``col2im`` scatter-adds ``W^T @ grad_out`` into the padded input gradient;
+the weight gradient is ``grad_out @ col^T``.
+"""
+import numpy as np
+from numba import njit, prange
+
+from ._common import JIT
+
+COL_BUDGET_BYTES = 48 << 20   # largest column matrix held at once
+
+
+@njit(parallel=True, **JIT)
+def _im2col(col, xp, n0, nb, row0, nrows, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh, dw):
+    # col: (G, Cg*KD*KH*KW, nb*nrows*OW)   xp: (N, C, Dp, Hp, Wp); rows index (od, oh)
+    G, R, _ = col.shape
+    Cg = xp.shape[1] // G
+    for t in prange(G * R):
+        g = t // R
+        r = t % R
+        kw = r % KW
+        kh = (r // KW) % KH
+        kd = (r // (KW * KH)) % KD
+        ci = g * Cg + r // (KW * KH * KD)
+        x0 = kw * dw
+        dst = col[g, r]
+        for i in range(nb):
+            for rr in range(nrows):
+                row = row0 + rr
+                od = row // OH
+                oh = row % OH
+                xr = xp[n0 + i, ci, od * sd + kd * dd, oh * sh + kh * dh]
+                base = (i * nrows + rr) * OW
+                for ow in range(OW):
+                    dst[base + ow] = xr[x0 + ow * sw]
+
+
+@njit(parallel=True, **JIT)
+def _col2im(gxp, col, n0, OD, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh, dw):
+    # gxp[n0:n0+nb] += col2im(col);  col: (G, Cg*K, nb*OD*OH*OW).  One task per (image, channel):
+    # every task writes its own input channel.
+    G, R, _ = col.shape
+    C = gxp.shape[1]
+    Cg = C // G
+    K = KD * KH * KW
+    P = OD * OH * OW
+    nb = col.shape[2] // P
+    for t in prange(nb * C):
+        i = t // C
+        ci = t % C
+        g = ci // Cg
+        c = ci % Cg
+        for k in range(K):
+            kw = k % KW
+            kh = (k // KW) % KH
+            kd = k // (KW * KH)
+            src = col[g, c * K + k]
+            for od in range(OD):
+                for oh in range(OH):
+                    gr = gxp[n0 + i, ci, od * sd + kd * dd, oh * sh + kh * dh]
+                    base = i * P + (od * OH + oh) * OW
+                    for ow in range(OW):
+                        gr[kw * dw + ow * sw] += src[base + ow]
+
+
+@njit(parallel=True, **JIT)
+def _scatter_rows(out, res, bias, n0, row0, nrows):
+    # out[n0+i, g*Og+o, rows row0:row0+nrows] = res[g, o, (i, rr, ow)] + bias[g*Og+o]
+    G, Og, _ = res.shape
+    N, O, OD, OH, OW = out.shape
+    nb = res.shape[2] // (nrows * OW)
+    for t in prange(nb * O):
+        i = t // O
+        o = t % O
+        src = res[o // Og, o % Og]
+        bv = bias[o]
+        for rr in range(nrows):
+            row = row0 + rr
+            dst = out[n0 + i, o, row // OH, row % OH]
+            base = (i * nrows + rr) * OW
+            for ow in range(OW):
+                dst[ow] = src[base + ow] + bv
+
+
+def _blocks(N, rows, bytes_per_row):
+    """Yield (n0, nb, row0, nrows) tiles whose column matrix fits the budget."""
+    per_image = rows * bytes_per_row
+    if per_image <= COL_BUDGET_BYTES:
+        nb = max(1, min(N, COL_BUDGET_BYTES // max(per_image, 1)))
+        for n0 in range(0, N, nb):
+            yield n0, min(nb, N - n0), 0, rows
+    else:
+        nr = max(1, COL_BUDGET_BYTES // bytes_per_row)
+        for n in range(N):
+            for r0 in range(0, rows, nr):
+                yield n, 1, r0, min(nr, rows - r0)
+
+
+def im2col_fwd(xp, w, bias, stride, dilation, groups, out):
+    N, O, OD, OH, OW = out.shape
+    KD, KH, KW = w.shape[2:]
+    G = groups
+    R = w.shape[1] * KD * KH * KW
+    wm = w.reshape(G, O // G, R)
+    rows = OD * OH
+    bytes_per_row = G * R * OW * xp.dtype.itemsize
+    for n0, nb, row0, nrows in _blocks(N, rows, bytes_per_row):
+        col = np.empty((G, R, nb * nrows * OW), dtype=xp.dtype)
+        _im2col(col, xp, n0, nb, row0, nrows, OH, OW, KD, KH, KW, *stride, *dilation)
+        if nb == 1 and nrows == rows:          # the GEMM writes straight into the output
+            dst = out[n0].reshape(G, O // G, rows * OW)
+            np.matmul(wm, col, out=dst)
+            dst += bias.reshape(G, O // G, 1)
+        else:
+            res = np.matmul(wm, col)
+            _scatter_rows(out, res, bias, n0, row0, nrows)
+    return out
+
+
+def im2col_bwd_input(go, w, padded_size, stride, dilation, groups):
+    """Gradient with respect to the padded input: col2im(W^T @ grad_out)."""
+    N, O, OD, OH, OW = go.shape
+    C = w.shape[1] * groups
+    KD, KH, KW = w.shape[2:]
+    G = groups
+    R = w.shape[1] * KD * KH * KW
+    wt = np.ascontiguousarray(w.reshape(G, O // G, R).transpose(0, 2, 1))
+    gxp = np.zeros((N, C) + tuple(padded_size), dtype=go.dtype)
+    P = OD * OH * OW
+    nb = max(1, min(N, COL_BUDGET_BYTES // max(G * R * P * go.dtype.itemsize, 1)))
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        g_blk = go[n0:n0 + m].reshape(m, G, O // G, P).transpose(1, 2, 0, 3).reshape(G, O // G, m * P)
+        col = np.matmul(wt, g_blk)
+        _col2im(gxp, col, n0, OD, OH, OW, KD, KH, KW, *stride, *dilation)
+    return gxp
+
+
+def im2col_bwd_weight(xp, go, kernel, stride, dilation, groups):
+    """Gradient with respect to the weight: grad_out @ col^T, accumulated over image blocks."""
+    N, O, OD, OH, OW = go.shape
+    KD, KH, KW = kernel
+    G = groups
+    Cg = xp.shape[1] // G
+    R = Cg * KD * KH * KW
+    rows = OD * OH
+    P = rows * OW
+    gw = np.zeros((G, O // G, R), dtype=xp.dtype)
+    nb = max(1, min(N, COL_BUDGET_BYTES // max(G * R * P * xp.dtype.itemsize, 1)))
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        col = np.empty((G, R, m * P), dtype=xp.dtype)
+        _im2col(col, xp, n0, m, 0, rows, OH, OW, KD, KH, KW, *stride, *dilation)
+        g_blk = go[n0:n0 + m].reshape(m, G, O // G, P).transpose(1, 2, 0, 3).reshape(G, O // G, m * P)
+        gw += np.matmul(g_blk, col.transpose(0, 2, 1))
+    return gw.reshape((O, Cg) + tuple(kernel))

@@ -1,0 +1,315 @@
+"""Choosing the algorithm: a fitted cost model, optional autotuning, and its disk cache.
+
+The cost model estimates seconds per candidate from operation and byte counts times
+constants fitted on a machine of our CI class (2 AVX-512 cores). The constants live in
+``cost_model.json`` next to this file; ``python bench/fit_cost_model.py`` re-times the
+kernels on the current machine, refits them (non-negative least squares) and rewrites
+that file.
+
+Autotuning (``set_autotune(True)`` or ``FASTCONV_AUTOTUNE=1``) times every candidate the
+first time a problem is seen and keeps the winner in memory and in
+``$FASTCONV_CACHE_DIR/autotune.json`` (default ``~/.cache/fastconv``), keyed by CPU
+model, numba version and fastconv version.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _config
+from ._spec import ConvSpec, _prod
+
+CPU_ALGORITHMS = ("direct", "im2col", "fft")
+
+_MODEL_FILE = Path(__file__).with_name("cost_model.json")
+_DEFAULT_MODEL = {
+    # seconds per unit; see bench/fit_cost_model.py for how these are measured
+    "direct": {"overhead": 2.0e-5, "flop": 1.0e-11},
+    "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11},
+    "fft": {"overhead": 1.0e-4, "fft_flop": 1.0e-10, "cmul": 1.0e-9},
+}
+
+
+@dataclass
+class Choice:
+    """The outcome of :func:`choose_algorithm`."""
+
+    algorithm: str
+    reason: str
+    estimates: dict = field(default_factory=dict)
+
+    def __repr__(self):
+        est = ", ".join(f"{k}={v * 1e3:.3g} ms" for k, v in self.estimates.items())
+        return f"Choice(algorithm={self.algorithm!r}, estimates: {est}; {self.reason})"
+
+
+def _load_model() -> dict:
+    try:
+        with open(_MODEL_FILE) as fh:
+            model = json.load(fh)
+        return {k: dict(_DEFAULT_MODEL[k], **model.get(k, {})) for k in _DEFAULT_MODEL}
+    except (OSError, ValueError):
+        return _DEFAULT_MODEL
+
+
+_MODEL = _load_model()
+
+
+# --- features -------------------------------------------------------------------------
+def features(spec: ConvSpec) -> dict:
+    """Operation and byte counts per algorithm (the cost model's regressors)."""
+    isz = spec.dtype.itemsize
+    lanes = 64 // isz                                       # AVX-512 lanes
+    OW = spec.out_size[-1]
+    sw = spec.stride[-1]
+    lane_waste = math.ceil(OW / lanes) * lanes / OW          # partly filled vectors
+    stride_pen = 1.0 if sw == 1 else 2.0                     # gathers instead of loads
+    Og = spec.C_out // spec.groups
+    small_block = 4 / min(Og, 4) if Og < 4 else 1.0          # unused register block
+    direct_flop = spec.flops * lane_waste * stride_pen * small_block
+
+    R = spec.C_in // spec.groups * _prod(spec.kernel)
+    P = _prod(spec.out_size)
+    col_bytes = spec.N * spec.groups * R * P * isz
+    # small GEMMs run well below peak: penalise by the GEMM's smallest dimension
+    gemm_eff = min(1.0, min(Og, R, spec.N * P) / 32.0)
+    im2col_flop = spec.flops / max(gemm_eff, 1 / 32)
+
+    fsz = [_fast_len(p) for p in spec.padded_size]
+    F = _prod(fsz)
+    Fh = F // max(fsz[-1], 1) * (fsz[-1] // 2 + 1)
+    n_ffts = spec.N * spec.C_in + spec.N * spec.C_out + spec.C_out * spec.C_in // spec.groups
+    fft_flop = n_ffts * 2.5 * F * math.log2(max(F, 2))
+    cmul = spec.N * spec.C_out * spec.C_in // spec.groups * Fh
+    return {"direct": {"overhead": 1.0, "flop": direct_flop},
+            "im2col": {"overhead": 1.0, "gather_byte": col_bytes, "flop": im2col_flop},
+            "fft": {"overhead": 1.0, "fft_flop": fft_flop, "cmul": cmul}}
+
+
+def _fast_len(n: int) -> int:
+    import scipy.fft
+    return scipy.fft.next_fast_len(int(n), real=True)
+
+
+def estimate(spec: ConvSpec) -> dict:
+    feats = features(spec)
+    return {a: float(sum(_MODEL[a][k] * v for k, v in feats[a].items())) for a in CPU_ALGORITHMS}
+
+
+# --- the public chooser ---------------------------------------------------------------
+def _proxy(shape, dtype):
+    """A zero-strided array of the given shape: validation without memory."""
+    return np.broadcast_to(np.zeros((), dtype=dtype), tuple(int(s) for s in shape))
+
+
+def choose_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
+                     dtype="float32", device="cpu") -> Choice:
+    """Pick the fastest algorithm for a convolution and say why.
+
+    Parameters
+    ----------
+    x_shape, weight_shape : tuple of int
+        ``(N, C_in, *spatial)`` (or unbatched) and ``(C_out, C_in/groups, *kernel)``;
+        the spatial rank (1, 2 or 3) is taken from ``weight_shape``.
+    stride, padding, dilation, groups :
+        As for :func:`fastconv.conv2d`.
+    dtype : str or numpy dtype
+    device : {"cpu", "cuda"}
+
+    Returns
+    -------
+    Choice
+        ``.algorithm`` (what ``algorithm="auto"`` runs), ``.reason`` (one sentence) and
+        ``.estimates`` (estimated seconds per candidate).
+
+    Examples
+    --------
+    >>> import fastconv as fc
+    >>> c = fc.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    >>> c.algorithm in c.estimates
+    True
+    >>> sorted(c.estimates)
+    ['direct', 'fft', 'im2col']
+    """
+    from ._validate import conv_spec
+    nd = len(weight_shape) - 2
+    if nd not in (1, 2, 3):
+        raise ValueError(f"choose_algorithm: weight_shape must have 3 to 5 entries "
+                         f"(C_out, C_in/groups, *kernel), got {tuple(weight_shape)}")
+    dtype = np.dtype(dtype)
+    spec, _, _, _ = conv_spec("choose_algorithm", nd, _proxy(x_shape, dtype),
+                              _proxy(weight_shape, dtype), None, stride, padding, dilation,
+                              groups, "zeros")
+    return choose(spec, device)
+
+
+def choose(spec: ConvSpec, device: str = "cpu") -> Choice:
+    if device == "cuda":
+        from .cuda import cost as cuda_cost
+        return cuda_cost.choose(spec)
+    if device not in ("cpu", None):
+        raise ValueError(f"choose_algorithm: device must be 'cpu' or 'cuda', got {device!r}")
+    est = estimate(spec)
+    best = min(est, key=est.get)
+    others = sorted((a for a in est if a != best), key=est.get)
+    ratio = est[others[0]] / est[best] if est[best] > 0 else float("inf")
+    why = _REASONS[best](spec)
+    reason = (f"{best} is estimated fastest ({est[best] * 1e3:.3g} ms, {ratio:.1f}x ahead of "
+              f"{others[0]}): {why}.")
+    return Choice(best, reason, est)
+
+
+def _kernel_str(spec):
+    return "x".join(map(str, spec.kernel))
+
+
+_REASONS = {
+    "direct": lambda s: (f"the {_kernel_str(s)} kernel with {s.C_in // s.groups} input "
+                         f"channel(s) per group is too small to amortise building a column "
+                         f"matrix or FFTs"),
+    "im2col": lambda s: (f"{s.C_in // s.groups * _prod(s.kernel)}-deep patches and "
+                         f"{s.C_out // s.groups} output channels per group make one large "
+                         f"BLAS GEMM the most efficient"),
+    "fft": lambda s: (f"the {_kernel_str(s)} kernel is large relative to the "
+                      f"{'x'.join(map(str, s.in_size))} input, so O(n log n) FFTs beat "
+                      f"direct summation"),
+}
+
+
+# --- autotuning -----------------------------------------------------------------------
+_lock = threading.Lock()
+_memory: dict = {}          # spec key -> algorithm (autotuned)
+_chosen: dict = {}          # spec key -> algorithm (cost model), a cheap memo for hot loops
+_disk_loaded = False
+
+
+def set_autotune(enabled: bool = True) -> None:
+    """Time the candidates on first use of each shape and keep the fastest.
+
+    The winner is kept in memory and in ``$FASTCONV_CACHE_DIR/autotune.json``
+    (default ``~/.cache/fastconv``). Also enabled by the environment variable
+    ``FASTCONV_AUTOTUNE=1``.
+
+    Examples
+    --------
+    >>> import fastconv as fc
+    >>> fc.set_autotune(False)
+    """
+    _config.AUTOTUNE = bool(enabled)
+
+
+def cache_path() -> Path:
+    return _config.cache_dir() / "autotune.json"
+
+
+def _machine_key() -> str:
+    import numba
+    from . import __version__
+    return f"{_cpu_model()}|numba-{numba.__version__}|fastconv-{__version__}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _spec_key(spec: ConvSpec) -> str:
+    return repr(spec.key())
+
+
+def _read_disk() -> dict:
+    path = cache_path()
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        entries = data.get(_machine_key(), {})
+        if not isinstance(entries, dict):
+            raise ValueError("bad entry")
+        return {k: v for k, v in entries.items() if v in CPU_ALGORITHMS}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"fastconv: ignoring unreadable autotune cache {path}: {exc}", RuntimeWarning,
+                      stacklevel=3)
+        return {}
+
+
+def _write_disk(key: str, algo: str) -> None:
+    path = cache_path()
+    try:
+        data = {}
+        try:
+            with open(path) as fh:
+                data = json.load(fh)
+            if not isinstance(data, dict):
+                data = {}
+        except (OSError, ValueError):
+            data = {}
+        data.setdefault(_machine_key(), {})[key] = algo
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as exc:
+        warnings.warn(f"fastconv: could not write autotune cache {path}: {exc}", RuntimeWarning,
+                      stacklevel=3)
+
+
+def _autotune(spec: ConvSpec, run) -> str:
+    global _disk_loaded
+    key = _spec_key(spec)
+    with _lock:
+        if not _disk_loaded:
+            _memory.update(_read_disk())
+            _disk_loaded = True
+        if key in _memory:
+            return _memory[key]
+    times = {}
+    for algo in CPU_ALGORITHMS:
+        run(algo)                               # warm-up (compiles on first use)
+        best = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            run(algo)
+            best = min(best, time.perf_counter() - t0)
+        times[algo] = best
+    winner = min(times, key=times.get)
+    with _lock:
+        _memory[key] = winner
+        _write_disk(key, winner)
+    return winner
+
+
+def select(spec: ConvSpec, algorithm: str, run=None) -> str:
+    """The algorithm to run for ``spec``: the caller's, the autotuned or the modelled one.
+
+    ``run(algo)`` executes the problem with one algorithm (used to autotune)."""
+    if algorithm != "auto":
+        return algorithm
+    key = spec.key()
+    if _config.AUTOTUNE and run is not None:
+        return _autotune(spec, run)
+    algo = _chosen.get(key)
+    if algo is None:
+        algo = choose(spec).algorithm
+        _chosen[key] = algo
+    return algo
