@@ -4,6 +4,9 @@ import numba
 # fastmath without nnan/ninf: lets LLVM reassociate reductions and fuse multiply-adds
 # (vectorised loops) while NaN and inf inputs still propagate as in SciPy/PyTorch.
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+# Unsigned indices: numba skips its negative-index wrap-around for them, which otherwise
+# turns affine loads into selects and stops LLVM from vectorising inner loops.
+U = numba.uint64
 JIT = dict(cache=True, nogil=True, fastmath=FASTMATH)
 
 

@@ -2,73 +2,156 @@
 
 Forward parallelises over (image, group, block of 4 output channels, block of output
 rows): every task owns distinct output rows, so threads never write the same memory.
-The innermost loop runs along an output row (``W_out``), contiguous in the output and,
-for stride 1, in the input, so LLVM vectorises it; four output channels share each input
-load (register blocking).
+The innermost loop runs along a line of outputs (a row, or for unit stride a whole plane
+on the padded-width grid), contiguous in the input, so LLVM vectorises it; four output
+channels share each input load and each accumulator update carries up to four taps.
 """
 import numpy as np
 from numba import njit, prange
 
-from ._common import JIT, n_tasks_target
+from ._common import JIT, U, n_tasks_target
 
-OB = 4  # output channels per task (register block)
+@njit(inline="always", **JIT)
+def _taps4(a0, a1, a2, a3, S, xr, base, step, wr0, wr1, wr2, wr3, KW, dw):
+    # a_j[t] += sum_kw wr_j[kw] * xr[base + kw*dw + t*step]  for 4 output channels j.
+    # Taps go 4 (then 2, then 1) at a time, so every accumulator load/store feeds
+    # 4-16 FMAs and the t-loop vectorises along contiguous memory. Input indices are
+    # unsigned: numba then skips negative-index wrap-around, which would otherwise block
+    # vectorisation.
+    us = U(step)
+    kw = 0
+    while kw + 4 <= KW:
+        b0 = U(base + kw * dw)
+        b1 = b0 + U(dw)
+        b2 = b1 + U(dw)
+        b3 = b2 + U(dw)
+        w00, w01, w02, w03 = wr0[kw], wr0[kw + 1], wr0[kw + 2], wr0[kw + 3]
+        w10, w11, w12, w13 = wr1[kw], wr1[kw + 1], wr1[kw + 2], wr1[kw + 3]
+        w20, w21, w22, w23 = wr2[kw], wr2[kw + 1], wr2[kw + 2], wr2[kw + 3]
+        w30, w31, w32, w33 = wr3[kw], wr3[kw + 1], wr3[kw + 2], wr3[kw + 3]
+        for t in range(S):
+            q = U(t) * us
+            x0 = xr[b0 + q]
+            x1 = xr[b1 + q]
+            x2 = xr[b2 + q]
+            x3 = xr[b3 + q]
+            a0[t] += w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3
+            a1[t] += w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3
+            a2[t] += w20 * x0 + w21 * x1 + w22 * x2 + w23 * x3
+            a3[t] += w30 * x0 + w31 * x1 + w32 * x2 + w33 * x3
+        kw += 4
+    while kw + 2 <= KW:
+        b0 = U(base + kw * dw)
+        b1 = b0 + U(dw)
+        w00, w01, w10, w11 = wr0[kw], wr0[kw + 1], wr1[kw], wr1[kw + 1]
+        w20, w21, w30, w31 = wr2[kw], wr2[kw + 1], wr3[kw], wr3[kw + 1]
+        for t in range(S):
+            q = U(t) * us
+            x0 = xr[b0 + q]
+            x1 = xr[b1 + q]
+            a0[t] += w00 * x0 + w01 * x1
+            a1[t] += w10 * x0 + w11 * x1
+            a2[t] += w20 * x0 + w21 * x1
+            a3[t] += w30 * x0 + w31 * x1
+        kw += 2
+    while kw < KW:
+        b0 = U(base + kw * dw)
+        w00, w10, w20, w30 = wr0[kw], wr1[kw], wr2[kw], wr3[kw]
+        for t in range(S):
+            x0 = xr[b0 + U(t) * us]
+            a0[t] += w00 * x0
+            a1[t] += w10 * x0
+            a2[t] += w20 * x0
+            a3[t] += w30 * x0
+        kw += 1
+
+
+@njit(inline="always", **JIT)
+def _taps1(a0, S, xr, base, step, wr0, KW, dw):
+    # One output channel: a0[t] += sum_kw wr0[kw] * xr[base + kw*dw + t*step].
+    us = U(step)
+    kw = 0
+    while kw + 4 <= KW:
+        b0 = U(base + kw * dw)
+        b1 = b0 + U(dw)
+        b2 = b1 + U(dw)
+        b3 = b2 + U(dw)
+        w00, w01, w02, w03 = wr0[kw], wr0[kw + 1], wr0[kw + 2], wr0[kw + 3]
+        for t in range(S):
+            q = U(t) * us
+            a0[t] += w00 * xr[b0 + q] + w01 * xr[b1 + q] + w02 * xr[b2 + q] + w03 * xr[b3 + q]
+        kw += 4
+    while kw < KW:
+        b0 = U(base + kw * dw)
+        w00 = wr0[kw]
+        for t in range(S):
+            a0[t] += w00 * xr[b0 + U(t) * us]
+        kw += 1
 
 
 @njit(parallel=True, **JIT)
-def _direct_fwd(out, xp, w, bias, sd, sh, sw, dd, dh, dw, groups, row_block):
-    # out: (N, O, OD, OH, OW)   xp: (N, C, Dp, Hp, Wp) padded   w: (O, C/groups, KD, KH, KW)
+def _direct_fwd(out, xf, w, bias, Wp, sd, sh, sw, dd, dh, dw, groups, flat, seg):
+    # out: (N, O, OD, OH, OW)   xf: (N, C, Dp, Hp*Wp) padded planes, flattened
+    # w: (O, C/groups, KD, KH, KW)
+    # A "line" is a run of outputs whose inputs advance by a fixed step: one output row
+    # (flat=False), or, for unit stride, a whole output plane read on the padded width
+    # grid (flat=True; the Wp - OW wrap-around columns are computed and dropped). Tasks
+    # are (image, group, block of 4 output channels, od, line, segment of `seg` outputs).
     N, O, OD, OH, OW = out.shape
     Cg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
     Og = O // groups
-    nob = (Og + OB - 1) // OB
-    rows = OD * OH
-    nrb = (rows + row_block - 1) // row_block
-    for t in prange(N * groups * nob * nrb):
-        rb = t % nrb
-        r = t // nrb
+    nob = (Og + 3) // 4
+    if flat:
+        nlines = 1
+        L = (OH - 1) * Wp + OW
+        pitch = Wp
+    else:
+        nlines = OH
+        L = OW
+        pitch = OW
+    nseg = (L + seg - 1) // seg
+    for task in prange(N * groups * nob * OD * nlines * nseg):
+        sg = task % nseg
+        r = task // nseg
+        line = r % nlines
+        r = r // nlines
+        od = r % OD
+        r = r // OD
         ob = r % nob
         r = r // nob
         g = r % groups
         n = r // groups
-        o0 = g * Og + ob * OB
-        nb = min(OB, (g + 1) * Og - o0)
-        for row in range(rb * row_block, min(rows, (rb + 1) * row_block)):
-            od = row // OH
-            oh = row % OH
-            for j in range(nb):
-                orow = out[n, o0 + j, od, oh]
-                bv = bias[o0 + j]
-                for ow in range(OW):
-                    orow[ow] = bv
-            y0 = out[n, o0, od, oh]
-            y1 = out[n, min(o0 + 1, O - 1), od, oh]
-            y2 = out[n, min(o0 + 2, O - 1), od, oh]
-            y3 = out[n, min(o0 + 3, O - 1), od, oh]
-            for c in range(Cg):
-                ci = g * Cg + c
-                for kd in range(KD):
-                    z = od * sd + kd * dd
-                    for kh in range(KH):
-                        xr = xp[n, ci, z, oh * sh + kh * dh]
-                        for kw in range(KW):
-                            x0 = kw * dw
-                            if nb == OB:
-                                w0 = w[o0, c, kd, kh, kw]
-                                w1 = w[o0 + 1, c, kd, kh, kw]
-                                w2 = w[o0 + 2, c, kd, kh, kw]
-                                w3 = w[o0 + 3, c, kd, kh, kw]
-                                for ow in range(OW):
-                                    v = xr[x0 + ow * sw]
-                                    y0[ow] += w0 * v
-                                    y1[ow] += w1 * v
-                                    y2[ow] += w2 * v
-                                    y3[ow] += w3 * v
-                            else:
-                                for j in range(nb):
-                                    wv = w[o0 + j, c, kd, kh, kw]
-                                    yj = out[n, o0 + j, od, oh]
-                                    for ow in range(OW):
-                                        yj[ow] += wv * xr[x0 + ow * sw]
+        o0 = g * Og + ob * 4
+        nb = min(4, (g + 1) * Og - o0)
+        s0 = sg * seg
+        S = min(seg, L - s0)
+        acc = np.zeros((4, seg), dtype=out.dtype)
+        for c in range(Cg):
+            xc = xf[n, g * Cg + c]
+            for kd in range(KD):
+                xr = xc[od * sd + kd * dd]
+                for kh in range(KH):
+                    base = (line * sh + kh * dh) * Wp + s0 * sw
+                    if nb == 4:
+                        _taps4(acc[0], acc[1], acc[2], acc[3], S, xr, base, sw,
+                               w[o0, c, kd, kh], w[o0 + 1, c, kd, kh],
+                               w[o0 + 2, c, kd, kh], w[o0 + 3, c, kd, kh], KW, dw)
+                    else:
+                        for j in range(nb):
+                            _taps1(acc[j], S, xr, base, sw, w[o0 + j, c, kd, kh], KW, dw)
+        for j in range(nb):
+            bv = bias[o0 + j]
+            oc = out[n, o0 + j, od]
+            aj = acc[j]
+            tg = s0
+            while tg < s0 + S:                      # one output row at a time
+                row = tg // pitch
+                ow0 = tg - row * pitch
+                end = min(s0 + S, (row + 1) * pitch)
+                orow = oc[line + row]
+                for ow in range(ow0, min(OW, ow0 + end - tg)):
+                    orow[ow] = aj[tg - s0 + ow - ow0] + bv
+                tg = end
 
 
 @njit(parallel=True, **JIT)
@@ -96,18 +179,22 @@ def _direct_bwd_weight(gw, xp, go, sd, sh, sw, dd, dh, dw, groups):
                     xr = xp[n, ci, z, oh * sh + kh * dh]
                     gr = go[n, o, od, oh]
                     for ow in range(OW):
-                        acc += gr[ow] * xr[x0 + ow * sw]
+                        acc += gr[ow] * xr[U(x0 + ow * sw)]
         gw[o, c, kd, kh, kw] = acc
 
 
 def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     """out[n, o] = bias[o] + sum_{c, k} w[o, c, k] * xp[n, g*Cg + c, p*stride + k*dilation]."""
-    N, O = out.shape[:2]
-    rows = out.shape[2] * out.shape[3]
-    tasks = N * groups * -(-(O // groups) // OB)
-    nrb = min(rows, max(1, -(-n_tasks_target() // tasks)))
-    row_block = -(-rows // nrb)
-    _direct_fwd(out, xp, w, bias, *stride, *dilation, groups, row_block)
+    N, O, OD, OH, OW = out.shape
+    Wp = xp.shape[4]
+    flat = stride[1] == 1 and stride[2] == 1
+    L = (OH - 1) * Wp + OW if flat else OW
+    lines = OD * (1 if flat else OH)
+    tasks = N * groups * -(-(O // groups) // 4) * lines
+    nseg = max(1, min(-(-n_tasks_target() // tasks), L // 64))
+    seg = min(-(-L // nseg), 4096)
+    xf = xp.reshape(xp.shape[:3] + (xp.shape[3] * Wp,))
+    _direct_fwd(out, xf, w, bias, Wp, *stride, *dilation, groups, flat, seg)
     return out
 
 

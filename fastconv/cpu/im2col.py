@@ -8,7 +8,7 @@ the weight gradient is ``grad_out @ col^T``.
 import numpy as np
 from numba import njit, prange
 
-from ._common import JIT
+from ._common import JIT, U
 
 COL_BUDGET_BYTES = 48 << 20   # largest column matrix held at once
 
@@ -33,9 +33,9 @@ def _im2col(col, xp, n0, nb, row0, nrows, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh
                 od = row // OH
                 oh = row % OH
                 xr = xp[n0 + i, ci, od * sd + kd * dd, oh * sh + kh * dh]
-                base = (i * nrows + rr) * OW
+                base = U((i * nrows + rr) * OW)
                 for ow in range(OW):
-                    dst[base + ow] = xr[x0 + ow * sw]
+                    dst[base + U(ow)] = xr[U(x0 + ow * sw)]
 
 
 @njit(parallel=True, **JIT)
@@ -61,9 +61,9 @@ def _col2im(gxp, col, n0, OD, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh, dw):
             for od in range(OD):
                 for oh in range(OH):
                     gr = gxp[n0 + i, ci, od * sd + kd * dd, oh * sh + kh * dh]
-                    base = i * P + (od * OH + oh) * OW
+                    base = U(i * P + (od * OH + oh) * OW)
                     for ow in range(OW):
-                        gr[kw * dw + ow * sw] += src[base + ow]
+                        gr[U(kw * dw + ow * sw)] += src[base + U(ow)]
 
 
 @njit(parallel=True, **JIT)
@@ -80,9 +80,9 @@ def _scatter_rows(out, res, bias, n0, row0, nrows):
         for rr in range(nrows):
             row = row0 + rr
             dst = out[n0 + i, o, row // OH, row % OH]
-            base = (i * nrows + rr) * OW
+            base = U((i * nrows + rr) * OW)
             for ow in range(OW):
-                dst[ow] = src[base + ow] + bv
+                dst[ow] = src[base + U(ow)] + bv
 
 
 def _blocks(N, rows, bytes_per_row):
