@@ -11,7 +11,8 @@ from ._validate import check_algorithm, check_out, conv_spec, int_tuple
 
 # --- devices --------------------------------------------------------------------------
 def is_gpu_array(a) -> bool:
-    return hasattr(a, "__cuda_array_interface__")
+    # __cuda_ndarray__: numba's device arrays, including the CUDA simulator's
+    return hasattr(a, "__cuda_array_interface__") or bool(getattr(type(a), "__cuda_ndarray__", False))
 
 
 def is_dask_array(a) -> bool:
@@ -30,7 +31,8 @@ def _shape_proxy(a):
     """Host stand-in (zero-strided, no copy) for validating a GPU array's shape and dtype."""
     if a is None or not is_gpu_array(a):
         return a
-    return np.broadcast_to(np.zeros((), dtype=np.dtype(a.dtype)), tuple(a.shape))
+    from .cuda.api import proxy
+    return proxy(a)
 
 
 # --- forward --------------------------------------------------------------------------
@@ -181,6 +183,10 @@ def input_grad(nd, fn, input_size, weight, grad_output, stride, padding, dilatio
                padding_mode, algorithm):
     """dL/dinput of conv{nd}d, for a given dL/doutput. Returns (grad, spec)."""
     check_algorithm(fn, algorithm)
+    if is_gpu_array(weight) or is_gpu_array(grad_output):
+        from .cuda import api as cuda_api
+        return cuda_api.input_grad(nd, fn, input_size, weight, grad_output, stride, padding,
+                                   dilation, groups, padding_mode, algorithm)
     size = _split_input_size(fn, nd, input_size)
     w = np.asarray(weight)
     go = np.asarray(grad_output)
@@ -205,6 +211,10 @@ def weight_grad(nd, fn, input, weight_size, grad_output, stride, padding, dilati
                 padding_mode, algorithm):
     """dL/dweight of conv{nd}d."""
     check_algorithm(fn, algorithm)
+    if is_gpu_array(input) or is_gpu_array(grad_output):
+        from .cuda import api as cuda_api
+        return cuda_api.weight_grad(nd, fn, input, weight_size, grad_output, stride, padding,
+                                    dilation, groups, padding_mode, algorithm)
     wsize = tuple(int(s) for s in weight_size)
     if len(wsize) != nd + 2:
         raise ValueError(f"{fn}: weight_size must have {nd + 2} entries (C_out, C_in/groups, "

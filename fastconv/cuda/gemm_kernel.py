@@ -1,0 +1,371 @@
+"""Tiled, register-blocked GEMM kernels: implicit-GEMM convolution and a plain GEMM.
+
+All three kernels share one micro-kernel (:func:`_mma`): a block of NT=128 threads
+computes a BM x BN = 64 x 128 tile of C, stepping through the reduction BK=8 at a time;
+A and B tiles are staged in double-buffered shared memory (the next tile's global loads
+are in flight while the current one is multiplied), each thread owns an 8 x 8 block of C
+in registers (rows ``ty*4 + {0..3}`` and ``32 + ty*4 + {0..3}``, columns ``tx*4 + {0..3}``
+and ``64 + tx*4 + {0..3}``: four-wide shared loads, conflict-free).
+
+- ``_conv_fwd``: implicit GEMM, no column matrix. Per group g,
+  ``C[o, (n, p)] = sum_r W[g*Og + o, r] * X[n, g*Cg + c(r), p*stride + k(r)*dilation]``;
+  the gather offset of reduction index r = (c, kd, kh, kw) comes from a small table
+  ``koff[r]``, the offset of column (n, p) is computed once per thread.
+- ``_conv_bwd_weight``: ``gW[o, r] = sum_{(n, p)} gY[n, g*Og + o, p] * X[...]``; the
+  reduction over all images and positions is split across blocks (split-K), each split
+  writes its partial tile to a workspace and ``_sum_splits`` adds them up (deterministic).
+- ``_gemm``: ``C = A @ B (+ bias per column)`` on strided A, B, C (the linear layer).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, uint32
+
+from . import runtime as rt
+
+BM, BN, BK = 64, 128, 8
+NT = 128                 # threads: 16 along n (tx) x 8 along m (ty)
+AS = BM + 4              # padded row of the A tile in shared memory
+ASZ = BK * AS            # one A buffer
+BSZ = BK * BN            # one B buffer
+ALIGN = rt.smem_align()
+
+
+@cuda.jit(device=True, inline="always")
+def _mma(As, Bs, cur, acc, av, bv, ty4, tx4):
+    # acc[i, j] += sum_kk As[cur, kk, row(i)] * Bs[cur, kk, col(j)]
+    abase = cur * uint32(ASZ) + ty4
+    bbase = cur * uint32(BSZ) + tx4
+    for kk in range(BK):
+        a0 = abase + uint32(kk * AS)
+        b0 = bbase + uint32(kk * BN)
+        for i in range(4):
+            av[i] = As[a0 + uint32(i)]
+            av[i + 4] = As[a0 + uint32(32 + i)]
+        for j in range(4):
+            bv[j] = Bs[b0 + uint32(j)]
+            bv[j + 4] = Bs[b0 + uint32(64 + j)]
+        for i in range(8):
+            for j in range(8):
+                acc[i, j] += av[i] * bv[j]
+
+
+@cuda.jit(device=True, inline="always")
+def _row(i, ty):
+    return ty * 4 + (i % 4) + 32 * (i // 4)
+
+
+@cuda.jit(device=True, inline="always")
+def _col(j, tx):
+    return tx * 4 + (j % 4) + 64 * (j // 4)
+
+
+@cuda.jit(cache=True)
+def _conv_fwd(out, w, x, koff, bias, geo):
+    # out: (N*O*P,) = (N, O, OD*OH*OW)   w: (O*R,) = (O, Cg*KD*KH*KW)   x: padded input, flat
+    # geo = (Og, NC = N*P, R, P, OHW, OW, CS = C*S, GCS = Cg*S, sd*Hp*Wp, sh*Wp, sw, O)
+    M, NC, K, P, OHW, OW, CS, GCS, sdHW, shW, sw, O = geo
+    As = cuda.shared.array(2 * ASZ, dtype=out.dtype, alignment=ALIGN)
+    Bs = cuda.shared.array(2 * BSZ, dtype=out.dtype, alignment=ALIGN)
+    acc = cuda.local.array((8, 8), dtype=out.dtype)
+    av = cuda.local.array(8, dtype=out.dtype)
+    bv = cuda.local.array(8, dtype=out.dtype)
+    ra = cuda.local.array(4, dtype=out.dtype)
+    rb = cuda.local.array(BK, dtype=out.dtype)
+    tid = uint32(cuda.threadIdx.x)
+    tx4 = (tid % uint32(16)) * uint32(4)
+    ty4 = (tid // uint32(16)) * uint32(4)
+    g = cuda.blockIdx.z
+    m0 = cuda.blockIdx.y * BM
+    n0 = cuda.blockIdx.x * BN
+    for i in range(8):
+        for j in range(8):
+            acc[i, j] = 0
+    # this thread's B column (fixed for the whole reduction)
+    nl = n0 + tid
+    bvalid = nl < NC
+    xbase = 0
+    if bvalid:
+        img = nl // P
+        p = nl % P
+        od = p // OHW
+        r = p % OHW
+        xbase = img * CS + g * GCS + od * sdHW + (r // OW) * shW + (r % OW) * sw
+    # this thread's A elements: rows tid // 8 + 16*q, reduction index tid % 8
+    ak = tid % uint32(8)
+    am = tid // uint32(8)
+    nk = (K + BK - 1) // BK
+    for t in range(nk + 1):
+        # t < nk: fetch tile t into registers; t > 0: multiply tile t-1 from shared memory
+        if t < nk:
+            k0 = t * BK
+            k = k0 + ak
+            for q in range(4):
+                m = m0 + am + 16 * q
+                if m < M and k < K:
+                    ra[q] = w[(g * M + m) * K + k]
+                else:
+                    ra[q] = 0
+            for q in range(BK):
+                kq = k0 + q
+                if bvalid and kq < K:
+                    rb[q] = x[xbase + koff[kq]]
+                else:
+                    rb[q] = 0
+        if t > 0:
+            _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
+        if t < nk:
+            buf = uint32(t % 2)
+            for q in range(4):
+                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(16 * q)] = ra[q]
+            for q in range(BK):
+                Bs[buf * uint32(BSZ) + uint32(q * BN) + tid] = rb[q]
+        cuda.syncthreads()
+    ty = tid // uint32(16)
+    tx = tid % uint32(16)
+    for j in range(8):
+        n = n0 + _col(j, tx)
+        if n < NC:
+            obase = (n // P) * O * P + n % P
+            for i in range(8):
+                m = m0 + _row(i, ty)
+                if m < M:
+                    oc = g * M + m
+                    out[obase + oc * P] = acc[i, j] + bias[oc]
+
+
+@cuda.jit(cache=True)
+def _conv_bwd_weight(ws, go, x, koff, qx, qg, geo):
+    # ws: (splits, G, Og, R) partial sums     go: (N*O*P,)    x: padded input, flat
+    # qx[q], qg[q]: offsets of reduction index q = (n, p) in x and in go (without channels)
+    # geo = (Og, R, Q = N*P, P, GCS, chunk, G)
+    M, NR, Q, P, GCS, chunk, G = geo
+    As = cuda.shared.array(2 * ASZ, dtype=ws.dtype, alignment=ALIGN)
+    Bs = cuda.shared.array(2 * BSZ, dtype=ws.dtype, alignment=ALIGN)
+    acc = cuda.local.array((8, 8), dtype=ws.dtype)
+    av = cuda.local.array(8, dtype=ws.dtype)
+    bv = cuda.local.array(8, dtype=ws.dtype)
+    ra = cuda.local.array(4, dtype=ws.dtype)
+    rb = cuda.local.array(BK, dtype=ws.dtype)
+    tid = uint32(cuda.threadIdx.x)
+    tx4 = (tid % uint32(16)) * uint32(4)
+    ty4 = (tid // uint32(16)) * uint32(4)
+    g = cuda.blockIdx.z % G
+    split = cuda.blockIdx.z // G
+    m0 = cuda.blockIdx.y * BM
+    n0 = cuda.blockIdx.x * BN
+    k_begin = split * chunk
+    k_end = min(Q, k_begin + chunk)
+    for i in range(8):
+        for j in range(8):
+            acc[i, j] = 0
+    nl = n0 + tid
+    bvalid = nl < NR
+    colbase = 0
+    if bvalid:
+        colbase = koff[nl] + g * GCS
+    ak = tid % uint32(8)
+    am = tid // uint32(8)
+    nk = (k_end - k_begin + BK - 1) // BK
+    for t in range(nk + 1):
+        if t < nk:
+            k0 = k_begin + t * BK
+            k = k0 + ak
+            if k < k_end:
+                gq = qg[k]
+                for q in range(4):
+                    m = m0 + am + 16 * q
+                    if m < M:
+                        ra[q] = go[gq + (g * M + m) * P]
+                    else:
+                        ra[q] = 0
+            else:
+                for q in range(4):
+                    ra[q] = 0
+            for q in range(BK):
+                kq = k0 + q
+                if bvalid and kq < k_end:
+                    rb[q] = x[qx[kq] + colbase]
+                else:
+                    rb[q] = 0
+        if t > 0:
+            _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
+        if t < nk:
+            buf = uint32(t % 2)
+            for q in range(4):
+                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(16 * q)] = ra[q]
+            for q in range(BK):
+                Bs[buf * uint32(BSZ) + uint32(q * BN) + tid] = rb[q]
+        cuda.syncthreads()
+    ty = tid // uint32(16)
+    tx = tid % uint32(16)
+    base = (split * G + g) * M * NR
+    for i in range(8):
+        m = m0 + _row(i, ty)
+        if m < M:
+            for j in range(8):
+                n = n0 + _col(j, tx)
+                if n < NR:
+                    ws[base + m * NR + n] = acc[i, j]
+
+
+@cuda.jit(cache=True)
+def _sum_splits(gw, ws, splits):
+    # gw[e] = sum_s ws[s * E + e]
+    E = gw.shape[0]
+    start = cuda.grid(1)
+    for e in range(start, E, cuda.gridsize(1)):
+        gw[e] = ws[e]
+        for s in range(1, splits):
+            gw[e] += ws[s * E + e]
+
+
+@cuda.jit(cache=True)
+def _gemm(c, a, b, bias, geo):
+    # c[m*scm + n*scn] = sum_k a[m*sam + k*sak] * b[k*sbk + n*sbn] (+ bias[n] if has_bias)
+    M, N, K, sam, sak, sbk, sbn, scm, scn, has_bias = geo
+    As = cuda.shared.array(2 * ASZ, dtype=c.dtype, alignment=ALIGN)
+    Bs = cuda.shared.array(2 * BSZ, dtype=c.dtype, alignment=ALIGN)
+    acc = cuda.local.array((8, 8), dtype=c.dtype)
+    av = cuda.local.array(8, dtype=c.dtype)
+    bv = cuda.local.array(8, dtype=c.dtype)
+    ra = cuda.local.array(4, dtype=c.dtype)
+    rb = cuda.local.array(BK, dtype=c.dtype)
+    tid = uint32(cuda.threadIdx.x)
+    tx4 = (tid % uint32(16)) * uint32(4)
+    ty4 = (tid // uint32(16)) * uint32(4)
+    m0 = cuda.blockIdx.y * BM
+    n0 = cuda.blockIdx.x * BN
+    for i in range(8):
+        for j in range(8):
+            acc[i, j] = 0
+    nl = n0 + tid
+    ak = tid % uint32(8)
+    am = tid // uint32(8)
+    nk = (K + BK - 1) // BK
+    for t in range(nk + 1):
+        if t < nk:
+            k0 = t * BK
+            k = k0 + ak
+            for q in range(4):
+                m = m0 + am + 16 * q
+                if m < M and k < K:
+                    ra[q] = a[m * sam + k * sak]
+                else:
+                    ra[q] = 0
+            for q in range(BK):
+                kq = k0 + q
+                if nl < N and kq < K:
+                    rb[q] = b[kq * sbk + nl * sbn]
+                else:
+                    rb[q] = 0
+        if t > 0:
+            _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
+        if t < nk:
+            buf = uint32(t % 2)
+            for q in range(4):
+                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(16 * q)] = ra[q]
+            for q in range(BK):
+                Bs[buf * uint32(BSZ) + uint32(q * BN) + tid] = rb[q]
+        cuda.syncthreads()
+    ty = tid // uint32(16)
+    tx = tid % uint32(16)
+    for i in range(8):
+        m = m0 + _row(i, ty)
+        if m < M:
+            for j in range(8):
+                n = n0 + _col(j, tx)
+                if n < N:
+                    if has_bias:
+                        c[m * scm + n * scn] = acc[i, j] + bias[n]
+                    else:
+                        c[m * scm + n * scn] = acc[i, j]
+
+
+# --- tables and launch wrappers --------------------------------------------------------
+def _koff(Cg, kernel, dilation, padded):
+    """Offset in the padded input of reduction index r = (c, kd, kh, kw)."""
+    KD, KH, KW = kernel
+    dd, dh, dw = dilation
+    Dp, Hp, Wp = padded
+
+    def make():
+        c, kd, kh, kw = np.meshgrid(np.arange(Cg), np.arange(KD), np.arange(KH), np.arange(KW),
+                                    indexing="ij")
+        return (c * (Dp * Hp * Wp) + kd * dd * Hp * Wp + kh * dh * Wp + kw * dw).ravel()
+    return rt.const(("koff", Cg, tuple(kernel), tuple(dilation), tuple(padded)),
+                    lambda: make().astype(np.int64))
+
+
+def conv_fwd(xp, w, bias, stride, dilation, groups, out):
+    """Implicit-GEMM forward: out = conv(xp, w) + bias on padded 5-D ``xp``."""
+    N, O, OD, OH, OW = out.shape
+    C, Dp, Hp, Wp = xp.shape[1:]
+    Cg = w.shape[1]
+    kernel = tuple(w.shape[2:])
+    Og = O // groups
+    P = OD * OH * OW
+    R = Cg * int(np.prod(kernel))
+    S = Dp * Hp * Wp
+    koff = _koff(Cg, kernel, dilation, (Dp, Hp, Wp))
+    geo = (Og, N * P, R, P, OH * OW, OW, C * S, Cg * S, stride[0] * Hp * Wp, stride[1] * Wp,
+           stride[2], O)
+    grid = (math.ceil(N * P / BN), math.ceil(Og / BM), groups)
+    _conv_fwd[grid, NT](rt.flat(out), rt.flat(w), rt.flat(xp), koff, bias, geo)
+    return out
+
+
+def conv_bwd_weight(xp, go, kernel, stride, dilation, groups):
+    """Implicit-GEMM weight gradient (split-K over images and output positions)."""
+    N, O, OD, OH, OW = go.shape
+    C, Dp, Hp, Wp = xp.shape[1:]
+    Cg = C // groups
+    Og = O // groups
+    P = OD * OH * OW
+    R = Cg * int(np.prod(kernel))
+    Q = N * P
+    koff = _koff(Cg, kernel, dilation, (Dp, Hp, Wp))
+    sd, sh, sw = stride
+
+    def make_qx():
+        n, od, oh, ow = np.meshgrid(np.arange(N), np.arange(OD), np.arange(OH), np.arange(OW),
+                                    indexing="ij")
+        return (n * C * Dp * Hp * Wp + od * sd * Hp * Wp + oh * sh * Wp + ow * sw).ravel()
+
+    def make_qg():
+        n, p = np.meshgrid(np.arange(N), np.arange(P), indexing="ij")
+        return (n * O * P + p).ravel()
+    qx = rt.const(("qx", N, C, (Dp, Hp, Wp), (OD, OH, OW), tuple(stride)),
+                  lambda: make_qx().astype(np.int64))
+    qg = rt.const(("qg", N, O, P), lambda: make_qg().astype(np.int64))
+    tiles = math.ceil(R / BN) * math.ceil(Og / BM) * groups
+    target = 4 if rt.simulator() else 2 * 132 * 4      # blocks: enough to fill every SM
+    splits = max(1, min(math.ceil(target / tiles), Q // (BK * 64) if Q >= BK * 64 else 1))
+    chunk = math.ceil(math.ceil(Q / splits) / BK) * BK
+    splits = math.ceil(Q / chunk)
+    gw = rt.empty((O, Cg) + tuple(kernel), xp.dtype)
+    ws = rt.flat(gw) if splits == 1 else rt.workspace("bwdw_split", (splits * O * R,), xp.dtype)
+    geo = (Og, R, Q, P, Cg * Dp * Hp * Wp, chunk, groups)
+    grid = (math.ceil(R / BN), math.ceil(Og / BM), groups * splits)
+    _conv_bwd_weight[grid, NT](ws, rt.flat(go), rt.flat(xp), koff, qx, qg, geo)
+    if splits > 1:
+        blocks, threads = rt.grid1d(O * R)
+        _sum_splits[blocks, threads](rt.flat(gw), ws, splits)
+    return gw
+
+
+def gemm(c, a, b, bias=None, trans_a=False, trans_b=False):
+    """c = op(a) @ op(b) (+ bias per column) on 2-D C-contiguous device arrays; op = .T if trans."""
+    M, N = c.shape
+    K = a.shape[0] if trans_a else a.shape[1]
+    sam, sak = (1, a.shape[1]) if trans_a else (a.shape[1], 1)
+    sbk, sbn = (1, b.shape[1]) if trans_b else (b.shape[1], 1)
+    has_bias = 0 if bias is None else 1
+    if bias is None:
+        bias = rt.workspace("gemm_nobias", (1,), c.dtype)
+    geo = (M, N, K, sam, sak, sbk, sbn, N, 1, has_bias)
+    grid = (math.ceil(N / BN), math.ceil(M / BM), 1)
+    _gemm[grid, NT](rt.flat(c), rt.flat(a), rt.flat(b), bias, geo)
+    return c
