@@ -1,0 +1,169 @@
+"""``save`` / ``load``: (nested) state dicts as ``.npz`` files, written atomically.
+
+Arrays are stored as ``.npz`` members named by their path in the nested structure
+(``"model/0.weight"``), so ``numpy.load`` reads them directly. Everything else (ints
+of any size, floats, strings, bools, None, lists, tuples, dicts with int or str keys,
+e.g. an optimizer's ``param_groups`` or a generator's state) goes into one JSON member
+that also records where each array belongs. Nothing is pickled.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["save", "load"]
+
+_META = "__fastconv__.json"
+_FORMAT = "fastconv-state/1"
+
+
+def _encode(obj, path, arrays, fn):
+    if isinstance(obj, np.ndarray):
+        arr = obj
+        if arr.dtype == object:
+            raise TypeError(f"{fn}: cannot store an object array at {'/'.join(path) or 'top'}")
+        name = "/".join(path) or "array"
+        base, n = name, 1
+        while name in arrays or name == _META:
+            name = f"{base}#{n}"
+            n += 1
+        arrays[name] = arr
+        return {"__array__": name}
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.str_):
+        return str(obj)
+    if isinstance(obj, (numbers.Integral, np.integer)):
+        return int(obj)
+    if isinstance(obj, (numbers.Real, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else {"__float__": repr(v)}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, path + (str(i),), arrays, fn) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, path + (str(i),), arrays, fn) for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        items = [(k, _encode(v, path + (str(k),), arrays, fn)) for k, v in obj.items()]
+        if all(isinstance(k, str) for k in obj) and not any(k.startswith("__") for k in obj):
+            return dict(items)
+        keys = []
+        for k, _ in items:
+            if isinstance(k, bool) or not isinstance(k, (str, numbers.Integral, np.integer)):
+                raise TypeError(f"{fn}: dict keys must be str or int, got {k!r} at "
+                                f"{'/'.join(path) or 'top'}")
+            keys.append(k if isinstance(k, str) else int(k))
+        return {"__dict__": [[k, v] for k, (_, v) in zip(keys, items)]}
+    raise TypeError(f"{fn}: cannot store a {type(obj).__name__} at {'/'.join(path) or 'top'}; "
+                    f"use arrays, numbers, strings, None, lists, tuples and dicts")
+
+
+def _decode(obj, arrays):
+    if isinstance(obj, list):
+        return [_decode(v, arrays) for v in obj]
+    if isinstance(obj, dict):
+        if "__array__" in obj:
+            return arrays[obj["__array__"]]
+        if "__float__" in obj:
+            return float(obj["__float__"])
+        if "__tuple__" in obj:
+            return tuple(_decode(v, arrays) for v in obj["__tuple__"])
+        if "__dict__" in obj:
+            return {k: _decode(v, arrays) for k, v in obj["__dict__"]}
+        return {k: _decode(v, arrays) for k, v in obj.items()}
+    return obj
+
+
+def save(obj, path):
+    """Store a (nested) state dict in a ``.npz`` file, atomically.
+
+    The file is written to a temporary file in the same directory and renamed over
+    ``path`` (``os.replace``), so a crash never leaves a half-written checkpoint.
+
+    Parameters
+    ----------
+    obj : dict, list or tuple
+        Arrays, numbers, strings, bools, None and nested lists/tuples/dicts of them, e.g.
+        ``{"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}``.
+    path : str or os.PathLike
+        Written exactly as given (no suffix is added).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from fastconv import nn
+    >>> model = nn.Sequential(nn.Linear(3, 2))
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.npz")
+    >>> nn.save({"model": model.state_dict(), "epoch": 1}, path)
+    >>> state = nn.load(path)
+    >>> list(state["model"]), state["epoch"]
+    (['0.weight', '0.bias'], 1)
+    """
+    fn = "save"
+    arrays = {}
+    meta = {"format": _FORMAT, "root": _encode(obj, (), arrays, fn)}
+    path = Path(os.fspath(path))
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for name, arr in arrays.items():
+                    with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.ascontiguousarray(arr),
+                                                  allow_pickle=False)
+                zf.writestr(_META, json.dumps(meta, allow_nan=False))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load(path):
+    """Read a file written by :func:`save` (arrays come back as ndarrays).
+
+    Plain ``.npz`` files (``numpy.savez``) load as a dict of arrays. Nothing is unpickled.
+
+    Raises
+    ------
+    ValueError
+        The file is not a readable ``.npz`` archive (the message names it).
+
+    Examples
+    --------
+    See :func:`save`.
+    """
+    path = Path(os.fspath(path))
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = list(npz.files)
+            arrays = {name: npz[name] for name in files if name != _META}
+            meta_raw = None
+            if _META in npz.zip.namelist():
+                meta_raw = npz.zip.read(_META)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"load: {path} is not a readable fastconv/.npz file ({exc})") from None
+    if meta_raw is None:
+        return arrays
+    try:
+        meta = json.loads(meta_raw.decode("utf-8"))
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"unknown format {meta.get('format')!r}")
+        return _decode(meta["root"], arrays)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"load: {path} has an unreadable fastconv header ({exc})") from None

@@ -1,0 +1,619 @@
+"""The layers: each ``forward`` keeps what its ``backward`` needs, right next to it."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import _engine, dispatch
+from .._pad import pad, pad_adjoint
+from .._spec import lift5
+from .._validate import ALGORITHMS, PADDING_MODES, conv_spec
+from . import functional as F
+from . import init
+from .module import Module, Parameter, as_generator, check_float_dtype
+
+__all__ = ["Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "Dropout", "Flatten",
+           "LogSoftmax", "Identity"]
+
+
+def _positive_int(value, name, fn, minimum=1):
+    if not isinstance(value, (numbers.Integral, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{fn}: {name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _cast(x, dtype):
+    """x as a C-contiguous array of ``dtype`` (no copy when it already is one)."""
+    if isinstance(x, np.ndarray) and x.dtype == dtype and x.flags.c_contiguous:
+        return x
+    a = np.asarray(x)
+    if a.dtype.kind == "c" or a.dtype == object:
+        raise TypeError(f"input must be a real numeric array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+# -- Conv2d --------------------------------------------------------------------------------
+class Conv2d(Module):
+    """2-D convolution layer (as ``torch.nn.Conv2d``) on fastconv's kernels.
+
+    The forward runs the kernels behind :func:`fastconv.conv2d`, the backward those
+    behind :func:`fastconv.grad.conv2d_weight` / :func:`fastconv.grad.conv2d_input`
+    (one code path per algorithm, see :mod:`fastconv._engine`); validation and the
+    algorithm choice happen once per input shape.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or tuple (kH, kW)
+    stride : int or tuple (sH, sW). Default: 1
+    padding : int, tuple (pH, pW), per-side pairs ``((top, bottom), (left, right))``,
+        ``'valid'`` or ``'same'``. Default: 0
+    dilation : int or tuple (dH, dW). Default: 1
+    groups : int. Default: 1
+    bias : bool. Default: True
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
+    algorithm : {'auto', 'direct', 'im2col', 'fft'}
+        Speed only; ``'auto'`` asks :func:`fastconv.choose_algorithm`.
+    dtype : float32 (default) or float64
+    rng : None, int or numpy.random.Generator
+        Source of the initial weights (default: the global generator, see
+        :func:`fastconv.nn.manual_seed`).
+
+    Attributes
+    ----------
+    weight : Parameter, shape (out_channels, in_channels / groups, kH, kW)
+        Initialised from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_channels / groups * kH * kW
+        (PyTorch's ``kaiming_uniform_(a=sqrt(5))``).
+    bias : Parameter, shape (out_channels,), or None
+        U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    Notes
+    -----
+    Input ``(N, C_in, H, W)`` or ``(C_in, H, W)``, cast to the layer's dtype; output
+    ``(N, C_out, H_out, W_out)`` with
+    ``H_out = floor((H + pad_top + pad_bottom - dH (kH - 1) - 1) / sH) + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> conv = nn.Conv2d(1, 10, kernel_size=5)
+    >>> conv
+    Conv2d(1, 10, kernel_size=(5, 5), stride=(1, 1))
+    >>> y = conv(np.zeros((2, 1, 28, 28), np.float32))
+    >>> y.shape, y.dtype.name
+    ((2, 10, 24, 24), 'float32')
+    >>> conv.backward(np.ones_like(y)).shape, conv.weight.grad.shape
+    ((2, 1, 28, 28), (10, 1, 5, 5))
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", *, algorithm="auto",
+                 dtype=np.float32, rng=None):
+        super().__init__()
+        fn = "Conv2d"
+        self.in_channels = _positive_int(in_channels, "in_channels", fn)
+        self.out_channels = _positive_int(out_channels, "out_channels", fn)
+        self.groups = _positive_int(groups, "groups", fn)
+        if in_channels % groups:
+            raise ValueError(f"{fn}: in_channels ({in_channels}) must be divisible by groups ({groups})")
+        if out_channels % groups:
+            raise ValueError(f"{fn}: out_channels ({out_channels}) must be divisible by groups ({groups})")
+        self.kernel_size = F._pair(kernel_size, "kernel_size", fn, 1)
+        self.stride = F._pair(stride, "stride", fn, 1)
+        self.dilation = F._pair(dilation, "dilation", fn, 1)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{fn}: padding string must be 'valid' or 'same', got {padding!r}")
+            self.padding = padding
+        elif isinstance(padding, (tuple, list)) and padding and all(
+                isinstance(p, (tuple, list)) for p in padding):
+            self.padding = tuple(tuple(int(v) for v in p) for p in padding)
+        else:
+            self.padding = F._pair(padding, "padding", fn, 0)
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"{fn}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"{fn}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        self.algorithm = algorithm
+        dt = check_float_dtype(dtype, fn)
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.weight = Parameter(np.empty(shape, dtype=dt))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_channels, dtype=dt))
+        else:
+            self.register_parameter("bias", None)
+        self._plans = {}
+        self._saved_xp = None
+        self.reset_parameters(rng)
+
+    def reset_parameters(self, rng=None):
+        """Re-draw weight and bias with PyTorch's default initialisation."""
+        gen = as_generator(rng, "Conv2d")
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=gen)
+        if self.bias is not None:
+            fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight.shape)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound, rng=gen)
+
+    def _dtype_changed(self, dtype):
+        self._plans.clear()
+        self._saved_xp = None
+
+    def _plan(self, x):
+        """Validate once per input shape and pick the algorithms (as the public API does)."""
+        w = self.weight.data
+        proxy = np.broadcast_to(np.zeros((), dtype=w.dtype), x.shape)
+        bproxy = None if self.bias is None else np.broadcast_to(np.zeros((), w.dtype), self.bias.shape)
+        spec, _, _, _ = conv_spec("Conv2d", 2, proxy, w, bproxy, self.stride, self.padding,
+                                  self.dilation, self.groups, self.padding_mode)
+        fwd = dispatch.select(spec, self.algorithm, self._runner(x, spec))
+        bwd = dispatch.select(spec, self.algorithm)
+        plan = (spec, fwd, bwd)
+        self._plans[(x.shape, w.dtype)] = plan
+        return plan
+
+    def _runner(self, x, spec):
+        def run(algo, out=None):             # used by the autotuner only
+            xb = _cast(x, spec.dtype).reshape((spec.N, spec.C_in) + spec.in_size)
+            xp5 = lift5(pad(xb, spec.padding, spec.padding_mode), 2)
+            return _engine.forward(xp5, lift5(self.weight.data, 2),
+                                   None if self.bias is None else self.bias.data,
+                                   spec.stride3, spec.dilation3, spec.groups, algo, out)
+        return run
+
+    def forward(self, x):
+        w = self.weight.data
+        x = _cast(x, w.dtype)
+        plan = self._plans.get((x.shape, w.dtype)) or self._plan(x)
+        spec, fwd, _ = plan
+        xb = x if spec.batched else x[None]
+        xp5 = lift5(pad(xb, spec.padding, spec.padding_mode), 2)
+        y = _engine.forward(xp5, lift5(w, 2), None if self.bias is None else self.bias.data,
+                            spec.stride3, spec.dilation3, spec.groups, fwd)
+        if self.training:
+            self._saved_xp = xp5
+            self._saved_plan = plan
+        y = y.reshape((spec.N, spec.C_out) + spec.out_size)
+        return y if spec.batched else y[0]
+
+    def backward(self, grad_output, input_grad=True):
+        """dL/d input (None when ``input_grad`` is False); adds dL/d weight and dL/d bias
+        into their ``.grad``."""
+        xp5 = self._saved("_saved_xp")
+        spec, _, bwd = self._saved_plan
+        w = self.weight.data
+        go = _cast(grad_output, w.dtype)
+        if go.shape != spec.out_shape:
+            raise ValueError(f"Conv2d.backward: grad_output has shape {go.shape} but the "
+                             f"forward's output had shape {spec.out_shape}")
+        go5 = go.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size))
+        self._saved_xp = None
+        if self.weight.requires_grad:
+            self.weight.accumulate(_engine.backward_weight(
+                xp5, go5, spec.lift(spec.kernel), spec.stride3, spec.dilation3, spec.groups, bwd))
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate(go5.reshape(spec.N, spec.C_out, -1).sum(axis=2).sum(axis=0))
+        if not input_grad:
+            return None
+        gxp = _engine.backward_input(go5, lift5(w, 2), spec.lift(spec.padded_size), spec.stride3,
+                                     spec.dilation3, spec.groups, bwd)
+        gx = pad_adjoint(gxp.reshape((spec.N, spec.C_in) + spec.padded_size), spec.in_size,
+                         spec.padding, spec.padding_mode)
+        return gx if spec.batched else gx[0]
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if isinstance(self.padding, str):
+            s += f", padding={self.padding}"
+        elif self.padding not in ((0, 0), ((0, 0), (0, 0))):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        return s
+
+
+# -- Linear --------------------------------------------------------------------------------
+class Linear(Module):
+    """Fully connected layer ``y = x @ weight.T + bias`` (as ``torch.nn.Linear``).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool. Default: True
+    dtype : float32 (default) or float64
+    rng : None, int or numpy.random.Generator (see :class:`Conv2d`)
+
+    Attributes
+    ----------
+    weight : Parameter, shape (out_features, in_features), U(-1/sqrt(in), 1/sqrt(in))
+    bias : Parameter, shape (out_features,), or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> fc = nn.Linear(320, 50)
+    >>> fc
+    Linear(in_features=320, out_features=50, bias=True)
+    >>> fc(np.zeros((64, 320), np.float32)).shape
+    (64, 50)
+    """
+
+    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features", "Linear", 0)
+        self.out_features = _positive_int(out_features, "out_features", "Linear", 0)
+        dt = check_float_dtype(dtype, "Linear")
+        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dt))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_features, dtype=dt))
+        else:
+            self.register_parameter("bias", None)
+        self._saved_x = None
+        self.reset_parameters(rng)
+
+    def reset_parameters(self, rng=None):
+        """Re-draw weight and bias with PyTorch's default initialisation."""
+        gen = as_generator(rng, "Linear")
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=gen)
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            init.uniform_(self.bias, -bound, bound, rng=gen)
+
+    def forward(self, x):
+        w = self.weight.data
+        x = _cast(x, w.dtype)
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear: input of shape {x.shape} does not end in "
+                             f"in_features={self.in_features}")
+        y = F.linear(x, w, None if self.bias is None else self.bias.data)
+        if self.training:
+            self._saved_x = x
+        return y
+
+    def backward(self, grad_output, input_grad=True):
+        """dL/d input (None when ``input_grad`` is False); fills weight/bias ``.grad``."""
+        x = self._saved("_saved_x")
+        go = _cast(grad_output, self.weight.data.dtype)
+        if go.shape != x.shape[:-1] + (self.out_features,):
+            raise ValueError(f"Linear.backward: grad_output has shape {go.shape}, expected "
+                             f"{x.shape[:-1] + (self.out_features,)}")
+        self._saved_x = None
+        gx, gw, gb = F.linear_backward(go, x, self.weight.data, input_grad)
+        if self.weight.requires_grad:
+            self.weight.accumulate(gw)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate(gb)
+        return gx
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+# -- parameter-free layers -------------------------------------------------------------------
+class ReLU(Module):
+    """``max(x, 0)`` elementwise (as ``torch.nn.ReLU``; a numba kernel).
+
+    Parameters
+    ----------
+    inplace : bool, default False
+        Overwrite the input (when it is a C-contiguous float array) instead of allocating.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> relu = nn.ReLU()
+    >>> relu(np.array([-1., 2.], np.float32)).tolist(), relu.backward(np.ones(2, np.float32)).tolist()
+    ([0.0, 2.0], [0.0, 1.0])
+    """
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = bool(inplace)
+        self._saved_y = None
+
+    def forward(self, x):
+        if (self.inplace and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
+                and x.flags.c_contiguous and x.flags.writeable):
+            from ..cpu.nn_act import _relu_fwd
+            _relu_fwd(x.reshape(-1), x.reshape(-1))
+            y = x
+        else:
+            y = F.relu(x)
+        if self.training:
+            self._saved_y = y
+        return y
+
+    def backward(self, grad_output, input_grad=True):
+        y = self._saved("_saved_y")
+        self._saved_y = None
+        return F.relu_backward(grad_output, y) if input_grad else None
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class MaxPool2d(Module):
+    """2-D max pooling (as ``torch.nn.MaxPool2d``); the forward stores the argmax indices
+    for the backward.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple
+    stride : int or tuple, default ``kernel_size``
+    padding : int or tuple, default 0
+    dilation : int or tuple, default 1
+    return_indices : bool, default False
+    ceil_mode : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> pool = nn.MaxPool2d(2)
+    >>> pool
+    MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)
+    >>> pool(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))[0, 0].tolist()
+    [[5.0, 7.0], [13.0, 15.0]]
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if (stride is not None and stride != ()) else kernel_size
+        self.padding = padding
+        self.dilation = dilation
+        self.return_indices = bool(return_indices)
+        self.ceil_mode = bool(ceil_mode)
+        F._pool_args("MaxPool2d", (1, 1, 1 << 20, 1 << 20), kernel_size, self.stride, padding,
+                     dilation, ceil_mode)          # argument checks now, not at first call
+        self._saved_idx = None
+
+    def forward(self, x):
+        a = F.float_array(x, "MaxPool2d")
+        y, idx = F.max_pool2d(a, self.kernel_size, self.stride, self.padding, self.dilation,
+                              self.ceil_mode, return_indices=True)
+        if self.training:
+            self._saved_idx = idx
+            self._saved_shape = a.shape
+        return (y, idx) if self.return_indices else y
+
+    def backward(self, grad_output, input_grad=True):
+        idx = self._saved("_saved_idx")
+        self._saved_idx = None
+        return F.max_pool2d_backward(grad_output, idx, self._saved_shape) if input_grad else None
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """2-D average pooling (as ``torch.nn.AvgPool2d``).
+
+    Parameters
+    ----------
+    kernel_size : int or tuple
+    stride : int or tuple, default ``kernel_size``
+    padding : int or tuple, default 0
+    ceil_mode : bool, default False
+    count_include_pad : bool, default True
+    divisor_override : int, optional
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> pool = nn.AvgPool2d(2)
+    >>> pool
+    AvgPool2d(kernel_size=2, stride=2, padding=0)
+    >>> pool(np.ones((1, 1, 4, 4), np.float32)).shape
+    (1, 1, 2, 2)
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if (stride is not None and stride != ()) else kernel_size
+        self.padding = padding
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        self.divisor_override = divisor_override
+        F._avg_args("AvgPool2d", (1, 1, 1 << 20, 1 << 20), kernel_size, self.stride, padding,
+                    ceil_mode, divisor_override)
+        self._saved_shape = None
+
+    def _args(self):
+        return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                self.count_include_pad, self.divisor_override)
+
+    def forward(self, x):
+        a = F.float_array(x, "AvgPool2d")
+        y = F.avg_pool2d(a, *self._args())
+        if self.training:
+            self._saved_shape = a.shape
+        return y
+
+    def backward(self, grad_output, input_grad=True):
+        shape = self._saved("_saved_shape")
+        self._saved_shape = None
+        return F.avg_pool2d_backward(grad_output, shape, *self._args()) if input_grad else None
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class Dropout(Module):
+    """Zero each element with probability ``p`` in train mode, scaling the rest by
+    ``1 / (1 - p)`` (as ``torch.nn.Dropout``); the identity in eval mode.
+
+    Parameters
+    ----------
+    p : float in [0, 1], default 0.5
+    inplace : bool, default False
+    rng : None, int or numpy.random.Generator
+        Source of the masks (default: the global generator, :func:`fastconv.nn.manual_seed`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> drop = nn.Dropout(0.5, rng=0)
+    >>> y = drop(np.ones(1000, np.float32))
+    >>> sorted(set(y.tolist()))
+    [0.0, 2.0]
+    >>> bool((drop.backward(np.ones(1000, np.float32)) == y).all())
+    True
+    >>> drop.eval()(np.ones(3, np.float32)).tolist()
+    [1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, p=0.5, inplace=False, *, rng=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+            raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.inplace = bool(inplace)
+        self._rng = None if rng is None else as_generator(rng, "Dropout")
+        self._saved_scale = None
+
+    def forward(self, x):
+        a = F.float_array(x, "Dropout")
+        if not self.training or self.p == 0:
+            self._saved_scale = 1.0 if self.training else None
+            return a
+        gen = self._rng if self._rng is not None else as_generator(None)
+        keep = gen.random(a.shape, dtype=np.float32 if a.dtype == np.float32 else np.float64) >= self.p
+        scale = (keep * (1.0 / (1.0 - self.p))).astype(a.dtype) if self.p < 1 else \
+            np.zeros(a.shape, a.dtype)
+        self._saved_scale = scale
+        if self.inplace and a is x:
+            a *= scale
+            return a
+        return a * scale
+
+    def backward(self, grad_output, input_grad=True):
+        scale = self._saved_scale
+        if scale is None:         # eval mode: the identity
+            return grad_output if input_grad else None
+        self._saved_scale = None
+        return (np.asarray(grad_output) * scale) if input_grad else None
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class Flatten(Module):
+    """Flatten dimensions ``start_dim..end_dim`` into one (as ``torch.nn.Flatten``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> flat = nn.Flatten()
+    >>> flat(np.zeros((64, 20, 4, 4))).shape, flat.backward(np.zeros((64, 320))).shape
+    ((64, 320), (64, 20, 4, 4))
+    """
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim = int(start_dim)
+        self.end_dim = int(end_dim)
+        self._saved_shape = None
+
+    def forward(self, x):
+        a = np.asarray(x)
+        nd = max(a.ndim, 1)
+        s, e = self.start_dim % nd, self.end_dim % nd
+        if not (-nd <= self.start_dim < nd and -nd <= self.end_dim < nd) or s > e:
+            raise ValueError(f"Flatten: start_dim={self.start_dim}, end_dim={self.end_dim} "
+                             f"do not fit an input of shape {a.shape}")
+        if self.training:
+            self._saved_shape = a.shape
+        return a.reshape(a.shape[:s] + (-1,) + a.shape[e + 1:]) if a.ndim else a.reshape(1)
+
+    def backward(self, grad_output, input_grad=True):
+        shape = self._saved("_saved_shape")
+        self._saved_shape = None
+        return np.asarray(grad_output).reshape(shape) if input_grad else None
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class LogSoftmax(Module):
+    """``log(softmax(x))`` along ``dim`` (as ``torch.nn.LogSoftmax``; a numba kernel).
+
+    Parameters
+    ----------
+    dim : int
+        The class axis, e.g. 1 for (N, C) scores. None picks PyTorch's legacy default
+        (0 for 0-, 1- and 3-D input, else 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> ls = nn.LogSoftmax(dim=1)
+    >>> y = ls(np.zeros((2, 4), np.float32))
+    >>> np.allclose(y, np.log(0.25)), ls.backward(np.zeros_like(y)).shape
+    (True, (2, 4))
+    """
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+        self._saved_y = None
+
+    def _dim(self, ndim):
+        if self.dim is not None:
+            return self.dim
+        return 0 if ndim in (0, 1, 3) else 1
+
+    def forward(self, x):
+        a = F.float_array(x, "LogSoftmax")
+        y = F.log_softmax(a, self._dim(a.ndim))
+        if self.training:
+            self._saved_y = y
+        return y
+
+    def backward(self, grad_output, input_grad=True):
+        y = self._saved("_saved_y")
+        self._saved_y = None
+        return F.log_softmax_backward(grad_output, y, self._dim(y.ndim)) if input_grad else None
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class Identity(Module):
+    """Returns its input (a placeholder, as ``torch.nn.Identity``).
+
+    Examples
+    --------
+    >>> from fastconv import nn
+    >>> nn.Identity()(3)
+    3
+    """
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_output, input_grad=True):
+        return grad_output if input_grad else None

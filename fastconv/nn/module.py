@@ -1,0 +1,551 @@
+"""``Parameter``, the ``Module`` base class, ``Sequential`` and the layers' random generator.
+
+There is no autograd tape: every module's ``forward`` keeps what its ``backward`` needs
+(in train mode), and ``backward(grad_output)`` returns the gradient with respect to the
+input and adds the parameter gradients into ``Parameter.grad`` (accumulating, as in
+PyTorch, until ``zero_grad()``).
+"""
+from __future__ import annotations
+
+import numbers
+from collections import OrderedDict
+
+import numpy as np
+
+# -- random numbers ----------------------------------------------------------------------
+# Like PyTorch, layers draw from one global generator with a fixed default seed, so a
+# script is reproducible unless it asks otherwise; pass rng= for independent streams.
+_DEFAULT_SEED = 67280421310721
+
+
+def _new_generator(seed):
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+_generator = _new_generator(_DEFAULT_SEED)
+
+
+def manual_seed(seed):
+    """Reseed the global generator the layers draw from (initialisation, dropout).
+
+    Parameters
+    ----------
+    seed : int
+
+    Returns
+    -------
+    numpy.random.Generator
+        The new global generator.
+
+    Examples
+    --------
+    >>> from fastconv import nn
+    >>> _ = nn.manual_seed(0)
+    >>> a = nn.Linear(3, 2).weight.data
+    >>> _ = nn.manual_seed(0)
+    >>> bool((nn.Linear(3, 2).weight.data == a).all())
+    True
+    """
+    global _generator
+    if not isinstance(seed, (numbers.Integral, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"manual_seed: seed must be an int, got {seed!r}")
+    _generator = _new_generator(int(seed))
+    return _generator
+
+
+def default_generator():
+    """The global ``numpy.random.Generator`` used when a layer gets no ``rng``.
+
+    Examples
+    --------
+    >>> from fastconv import nn
+    >>> type(nn.default_generator()).__name__
+    'Generator'
+    """
+    return _generator
+
+
+def get_rng_state():
+    """The global generator's state (a dict; store it to resume a run exactly).
+
+    Examples
+    --------
+    >>> from fastconv import nn
+    >>> state = nn.get_rng_state()
+    >>> x = nn.default_generator().random()
+    >>> nn.set_rng_state(state)
+    >>> nn.default_generator().random() == x
+    True
+    """
+    return _generator.bit_generator.state
+
+
+def set_rng_state(state):
+    """Restore a state returned by :func:`get_rng_state` (see its example)."""
+    _generator.bit_generator.state = state
+
+
+def as_generator(rng, fn="rng"):
+    """None -> the global generator, an int -> a new seeded generator, a Generator as is."""
+    if rng is None:
+        return _generator
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, bool):
+        return _new_generator(int(rng))
+    raise TypeError(f"{fn}: rng must be None, an int seed or a numpy.random.Generator, "
+                    f"got {type(rng).__name__}")
+
+
+def check_float_dtype(dtype, fn):
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"{fn}: dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+# -- Parameter ---------------------------------------------------------------------------
+class Parameter:
+    """A trainable array: ``.data`` (ndarray) and ``.grad`` (ndarray or None).
+
+    Parameters
+    ----------
+    data : array_like
+        The initial value; float32 unless it already is a float64 array.
+    requires_grad : bool, default True
+        False freezes it: layers then skip its gradient and optimisers its update.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> p = nn.Parameter(np.zeros(3))
+    >>> p.shape, p.dtype.name, p.grad is None
+    ((3,), 'float64', True)
+    """
+
+    __slots__ = ("data", "grad", "requires_grad")
+
+    def __init__(self, data, requires_grad=True):
+        arr = np.array(data, copy=True)
+        if arr.dtype != np.float64:
+            arr = arr.astype(np.float32)
+        self.data = np.ascontiguousarray(arr)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def accumulate(self, grad):
+        """Add ``grad`` into ``.grad`` (creating it on first use), as PyTorch accumulates."""
+        if self.grad is None:
+            self.grad = np.ascontiguousarray(grad, dtype=self.data.dtype).reshape(self.data.shape)
+            if self.grad is grad:
+                self.grad = self.grad.copy()
+        else:
+            self.grad += grad.reshape(self.data.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __repr__(self):
+        return f"Parameter containing:\n{self.data!r}"
+
+
+# -- Module ------------------------------------------------------------------------------
+def _addindent(s, n):
+    lines = s.split("\n")
+    if len(lines) == 1:
+        return s
+    return lines[0] + "\n" + "\n".join(" " * n + line for line in lines[1:])
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Assigning a :class:`Parameter` or a ``Module`` to an attribute registers it, in
+    assignment order (that order is :meth:`parameters`' and :meth:`state_dict`'s, as in
+    PyTorch). Subclasses implement ``forward(x)`` and ``backward(grad_output)``; calling
+    the module runs ``forward``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> class Scale(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.alpha = nn.Parameter(np.ones(1))
+    ...     def forward(self, x):
+    ...         self.x = x
+    ...         return self.alpha.data * x
+    ...     def backward(self, grad_output):
+    ...         self.alpha.accumulate(np.array([(grad_output * self.x).sum()]))
+    ...         return grad_output * self.alpha.data
+    >>> m = Scale()
+    >>> m(np.array([1., 2.])).tolist()
+    [1.0, 2.0]
+    >>> m.backward(np.array([1., 1.])).tolist(), m.alpha.grad.tolist()
+    ([1.0, 1.0], [3.0])
+    >>> list(m.state_dict())
+    ['alpha']
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # registration --------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
+                                 f"assigning attributes")
+        if isinstance(value, Parameter):
+            self._modules.pop(name, None)
+            self._buffers.pop(name, None)
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._parameters.pop(name, None)
+            self._buffers.pop(name, None)
+            self._modules[name] = value
+        elif name in self._parameters or name in self._modules:
+            if value is not None:
+                kind = "Parameter" if name in self._parameters else "Module"
+                raise TypeError(f"{type(self).__name__}: cannot assign {type(value).__name__} "
+                                f"to {name!r} ({kind} or None expected)")
+            (self._parameters if name in self._parameters else self._modules)[name] = None
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        for d in (self._parameters, self._buffers, self._modules):
+            d.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name, param):
+        """Register ``param`` (a :class:`Parameter`, or None for an absent one) as ``name``."""
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter: {name!r} must be a Parameter or None, "
+                            f"got {type(param).__name__}")
+        self._modules.pop(name, None)
+        self._buffers.pop(name, None)
+        self._parameters[name] = param
+        object.__setattr__(self, name, param)
+
+    def register_buffer(self, name, array):
+        """Register a non-trainable array (the attribute ``name``) that belongs in
+        :meth:`state_dict`."""
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        self._buffers[name] = None          # the attribute holds the value; keep the name
+        object.__setattr__(self, name, array)
+
+    def add_module(self, name, module):
+        """Register ``module`` as a child called ``name``."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module: {name!r} must be a Module, got {type(module).__name__}")
+        setattr(self, str(name), module)
+
+    # traversal -----------------------------------------------------------------------
+    def named_children(self):
+        """Yield ``(name, child)`` for the direct submodules."""
+        for name, m in self._modules.items():
+            if m is not None:
+                yield name, m
+
+    def children(self):
+        """Yield the direct submodules."""
+        for _, m in self.named_children():
+            yield m
+
+    def named_modules(self, prefix=""):
+        """Yield ``(name, module)`` for this module and every descendant (depth first)."""
+        yield prefix, self
+        for name, m in self.named_children():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        """Yield this module and every descendant."""
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix="", recurse=True):
+        """Yield ``(name, Parameter)`` in PyTorch's order and naming (``"0.weight"``)."""
+        seen = set()
+        mods = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mprefix, m in mods:
+            for name, p in m._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mprefix}.{name}" if mprefix else name), p
+
+    def parameters(self, recurse=True):
+        """Yield the parameters in PyTorch's order (what optimisers take).
+
+        Examples
+        --------
+        >>> from fastconv import nn
+        >>> [p.shape for p in nn.Linear(3, 2).parameters()]
+        [(2, 3), (2,)]
+        """
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix=""):
+        for mprefix, m in self.named_modules(prefix):
+            for name in m._buffers:
+                value = getattr(m, name)
+                if value is not None:
+                    yield (f"{mprefix}.{name}" if mprefix else name), value
+
+    # modes -----------------------------------------------------------------------------
+    def train(self, mode=True):
+        """Set train mode (``mode=True``) or eval mode on this module and its children.
+
+        In train mode ``forward`` keeps what ``backward`` needs and dropout is active.
+        Returns the module itself.
+        """
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        """Set eval mode (``train(False)``): no cached activations, dropout off."""
+        return self.train(False)
+
+    def zero_grad(self, set_to_none=True):
+        """Clear every parameter's ``.grad`` (to None, or zeros with ``set_to_none=False``)."""
+        for p in self.parameters():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad[...] = 0
+
+    def to(self, dtype):
+        """Convert every parameter (and cached state) to float32 or float64, in place.
+
+        Examples
+        --------
+        >>> from fastconv import nn
+        >>> nn.Linear(2, 2).to("float64").weight.dtype.name
+        'float64'
+        """
+        dt = check_float_dtype(dtype, f"{type(self).__name__}.to")
+        for m in self.modules():
+            for p in m._parameters.values():
+                if p is not None and p.data.dtype != dt:
+                    p.data = p.data.astype(dt)
+                    p.grad = None if p.grad is None else p.grad.astype(dt)
+            m._dtype_changed(dt)
+        return self
+
+    def double(self):
+        """``to(float64)``."""
+        return self.to(np.float64)
+
+    def float(self):
+        """``to(float32)``."""
+        return self.to(np.float32)
+
+    def _dtype_changed(self, dtype):
+        """Hook for layers that cache dtype-dependent plans."""
+
+    # state -----------------------------------------------------------------------------
+    def state_dict(self):
+        """An ordered dict ``name -> ndarray`` (copies) with PyTorch's key names.
+
+        Examples
+        --------
+        >>> from fastconv import nn
+        >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> list(model.state_dict())
+        ['0.weight', '0.bias', '2.weight', '2.bias']
+        """
+        out = OrderedDict()
+        for mprefix, m in self.named_modules():
+            for name, p in m._parameters.items():
+                if p is not None:
+                    out[f"{mprefix}.{name}" if mprefix else name] = p.data.copy()
+            for name in m._buffers:
+                value = getattr(m, name)
+                if value is not None:
+                    out[f"{mprefix}.{name}" if mprefix else name] = np.array(value, copy=True)
+        return out
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays from ``state_dict`` into the parameters (in place, cast to their dtype).
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            As returned by :meth:`state_dict` (or a PyTorch model's, converted to numpy).
+        strict : bool, default True
+            Require exactly the same keys.
+
+        Returns
+        -------
+        (missing_keys, unexpected_keys) : tuple of lists
+
+        Raises
+        ------
+        ValueError
+            Missing or unexpected keys (when ``strict``), or a shape mismatch.
+
+        Examples
+        --------
+        >>> from fastconv import nn
+        >>> a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+        >>> b.load_state_dict(a.state_dict())
+        ([], [])
+        >>> bool((a.weight.data == b.weight.data).all())
+        True
+        """
+        fn = f"{type(self).__name__}.load_state_dict"
+        targets = OrderedDict()
+        for mprefix, m in self.named_modules():
+            for name, p in m._parameters.items():
+                if p is not None:
+                    targets[f"{mprefix}.{name}" if mprefix else name] = (m, name, p)
+            for name in m._buffers:
+                if getattr(m, name) is not None:
+                    targets[f"{mprefix}.{name}" if mprefix else name] = (m, name, None)
+        keys = list(state_dict.keys())
+        missing = [k for k in targets if k not in state_dict]
+        unexpected = [k for k in keys if k not in targets]
+        if strict and (missing or unexpected):
+            raise ValueError(f"{fn}: missing key(s) {missing}, unexpected key(s) {unexpected}; "
+                             f"expected keys {list(targets)}")
+        for key, (m, name, p) in targets.items():
+            if key not in state_dict:
+                continue
+            value = np.asarray(state_dict[key])
+            current = p.data if p is not None else np.asarray(getattr(m, name))
+            if value.shape != current.shape:
+                raise ValueError(f"{fn}: {key!r} has shape {value.shape} in the state dict but "
+                                 f"{current.shape} in the model")
+            if p is not None:
+                np.copyto(p.data, value, casting="unsafe")
+            else:
+                object.__setattr__(m, name, np.array(value, dtype=current.dtype))
+        return missing, unexpected
+
+    # calling ---------------------------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
+
+    def backward(self, grad_output, input_grad=True):
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _saved(self, name):
+        """The activation ``forward`` kept for ``backward``, or a clear error."""
+        value = self.__dict__.get(name)
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: nothing saved to differentiate; "
+                               f"call forward in train mode (model.train()) first, and backward "
+                               f"only once per forward")
+        return value
+
+    # printing --------------------------------------------------------------------------
+    def extra_repr(self):
+        """The text inside ``Name(...)`` in the repr (layers override it)."""
+        return ""
+
+    def __repr__(self):
+        lines = []
+        extra = self.extra_repr()
+        if extra:
+            lines = extra.split("\n")
+        for name, m in self._modules.items():
+            lines.append(f"({name}): " + _addindent(repr(m), 2))
+        head = type(self).__name__ + "("
+        if not lines:
+            return head + ")"
+        if len(lines) == 1 and not self._modules:
+            return head + lines[0] + ")"
+        return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """A chain of modules: ``forward`` runs them in order, ``backward`` in reverse.
+
+    Children are named ``"0"``, ``"1"``, ... (so ``state_dict`` keys are PyTorch's).
+
+    Parameters
+    ----------
+    *modules : Module
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> model(np.ones((5, 4), np.float32)).shape
+    (5, 2)
+    >>> model.backward(np.ones((5, 2), np.float32)).shape
+    (5, 4)
+    >>> model
+    Sequential(
+      (0): Linear(in_features=4, out_features=3, bias=True)
+      (1): ReLU()
+      (2): Linear(in_features=3, out_features=2, bias=True)
+    )
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (dict, OrderedDict)):
+            for name, m in modules[0].items():
+                self.add_module(name, m)
+        else:
+            for i, m in enumerate(modules):
+                self.add_module(str(i), m)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, i):
+        mods = list(self._modules.values())
+        if isinstance(i, slice):
+            return Sequential(*mods[i])
+        return mods[i]
+
+    def append(self, module):
+        """Add ``module`` at the end; returns self."""
+        self.add_module(str(len(self)), module)
+        return self
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def backward(self, grad_output, input_grad=True):
+        """Back-propagate ``grad_output`` (dL/d output) through the chain.
+
+        Fills every parameter's ``.grad`` (accumulating) and returns dL/d input, or None
+        with ``input_grad=False`` (then the first layer skips that computation: use it
+        when the input is data, as in a training loop).
+        """
+        mods = list(self._modules.values())
+        g = grad_output
+        for i in range(len(mods) - 1, -1, -1):
+            g = mods[i].backward(g, input_grad=input_grad or i > 0)
+        return g
