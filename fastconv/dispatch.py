@@ -34,8 +34,8 @@ CPU_ALGORITHMS = ("direct", "im2col", "fft")
 _MODEL_FILE = Path(__file__).with_name("cost_model.json")
 _DEFAULT_MODEL = {
     # seconds per unit; see bench/fit_cost_model.py for how these are measured
-    "direct": {"overhead": 2.0e-5, "flop": 1.0e-11},
-    "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11},
+    "direct": {"overhead": 2.0e-5, "line": 1.0e-8, "flop": 1.0e-11},
+    "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11, "out_byte": 1e-10},
     "fft": {"overhead": 1.0e-4, "fft_flop": 1.0e-10, "cmul": 1.0e-9},
 }
 
@@ -69,36 +69,55 @@ _MODEL = _load_model()
 def features(spec: ConvSpec) -> dict:
     """Operation and byte counts per algorithm (the cost model's regressors)."""
     isz = spec.dtype.itemsize
-    lanes = 64 // isz                                       # AVX-512 lanes
-    OW = spec.out_size[-1]
-    sw = spec.stride[-1]
-    lane_waste = math.ceil(OW / lanes) * lanes / OW          # partly filled vectors
-    stride_pen = 1.0 if sw == 1 else 2.0                     # gathers instead of loads
-    Og = spec.C_out // spec.groups
-    small_block = 4 / min(Og, 4) if Og < 4 else 1.0          # unused register block
-    direct_flop = spec.flops * lane_waste * stride_pen * small_block
-
-    R = spec.C_in // spec.groups * _prod(spec.kernel)
-    P = _prod(spec.out_size)
-    col_bytes = spec.N * spec.groups * R * P * isz
-    # small GEMMs run well below peak: penalise by the GEMM's smallest dimension
-    gemm_eff = min(1.0, min(Og, R, spec.N * P) / 32.0)
-    im2col_flop = spec.flops / max(gemm_eff, 1 / 32)
-
-    fsz = [_fast_len(p) for p in spec.padded_size]
+    G = spec.groups
+    Cg, Og = spec.C_in // G, spec.C_out // G
+    kd, kh, kw = spec.lift(spec.kernel)
+    od, oh, ow = spec.lift(spec.out_size)
+    sd, sh, sw = spec.stride3
+    wp = spec.lift(spec.padded_size)[2]
+    # direct: what cpu/direct.py computes -- lines on the padded-width grid for unit
+    # stride, output channels in blocks of 4 (remainders one by one, slower), taps in
+    # groups of 4/2/1 along kW (single taps cost about twice per multiply-add)
+    flat = sh == 1 and sw == 1
+    line = (oh - 1) * wp + ow if flat else ow
+    lines = spec.N * G * -(-Og // 4) * od * (1 if flat else oh)
+    tap_cost = (kw // 4) * 4 + ((kw % 4) // 2) * 2 * 1.3 + (kw % 2) * 2
+    ch_cost = (Og // 4) * 4 + (Og % 4) * 1.5
+    direct_flop = 2 * spec.N * G * ch_cost * od * line * (1 if flat else oh) * Cg * kd * kh * tap_cost
+    if sw > 1:
+        direct_flop *= 2.5                                  # strided loads
+    # im2col: gather the column matrix, one GEMM (less efficient when small), scatter
+    R = Cg * kd * kh * kw
+    P = od * oh * ow
+    col_bytes = spec.N * G * R * P * isz
+    gemm_eff = min(1.0, min(Og, R, spec.N * P) / 64.0)
+    im2col_flop = spec.flops / max(gemm_eff, 1 / 64)
+    out_bytes = spec.N * spec.C_out * P * isz
+    # fft: forward/inverse real FFTs plus the per-frequency channel contraction
+    fsz = [_fast_len(p) for p in spec.lift(spec.padded_size)]
     F = _prod(fsz)
     Fh = F // max(fsz[-1], 1) * (fsz[-1] // 2 + 1)
-    n_ffts = spec.N * spec.C_in + spec.N * spec.C_out + spec.C_out * spec.C_in // spec.groups
+    n_ffts = spec.N * spec.C_in + spec.N * spec.C_out + spec.C_out * Cg
     fft_flop = n_ffts * 2.5 * F * math.log2(max(F, 2))
-    cmul = spec.N * spec.C_out * spec.C_in // spec.groups * Fh
-    return {"direct": {"overhead": 1.0, "flop": direct_flop},
-            "im2col": {"overhead": 1.0, "gather_byte": col_bytes, "flop": im2col_flop},
+    cmul = spec.N * spec.C_out * Cg * Fh
+    return {"direct": {"overhead": 1.0, "line": lines, "flop": direct_flop},
+            "im2col": {"overhead": 1.0, "gather_byte": col_bytes, "flop": im2col_flop,
+                       "out_byte": out_bytes},
             "fft": {"overhead": 1.0, "fft_flop": fft_flop, "cmul": cmul}}
 
 
 def _fast_len(n: int) -> int:
-    import scipy.fft
-    return scipy.fft.next_fast_len(int(n), real=True)
+    """Smallest 5-smooth integer >= n (scipy.fft.next_fast_len(n, real=True)), without
+    importing scipy.fft on the dispatch path."""
+    m = max(int(n), 1)
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
 
 
 def estimate(spec: ConvSpec) -> dict:

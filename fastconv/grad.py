@@ -92,8 +92,8 @@ def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     """Gradient of :func:`fastconv.conv3d` with respect to its input (see :func:`conv2d_input`).
 
     >>> import numpy as np, fastconv as fc
-    >>> fc.grad.conv3d_input((1, 1, 2, 2, 2), np.ones((1, 1, 1, 1, 1)), np.ones((1, 1, 2, 2, 2))).sum()
-    8.0
+    >>> fc.grad.conv3d_input((1, 1, 1, 1, 2), np.ones((1, 1, 1, 1, 1)), np.ones((1, 1, 1, 1, 2)))
+    array([[[[[1., 1.]]]]])
     """
     return input_grad(3, "conv3d_input", input_size, weight, grad_output, stride, padding,
                       dilation, groups, padding_mode, algorithm)[0]

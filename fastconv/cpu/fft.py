@@ -6,7 +6,6 @@ Correlation theorem: with F >= the padded input size, the circular correlation
 ``P - K_eff + 1`` samples. Dilation uses a zero-dilated kernel, stride subsamples.
 """
 import numpy as np
-import scipy.fft as sfft
 from numba import njit, prange
 
 from ._common import JIT
@@ -49,6 +48,7 @@ def _dilate(w, dilation):
 
 
 def fft_fwd(xp, w, bias, stride, dilation, groups, out):
+    import scipy.fft as sfft   # imported on first use: keeps `import fastconv` fast
     N, C = xp.shape[:2]
     O = w.shape[0]
     P = xp.shape[2:]

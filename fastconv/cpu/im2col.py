@@ -11,6 +11,7 @@ from numba import njit, prange
 from ._common import JIT, U
 
 COL_BUDGET_BYTES = 48 << 20   # largest column matrix held at once
+BATCH_BELOW_BYTES = 1 << 20   # images with a smaller column matrix share one GEMM
 
 
 @njit(parallel=True, **JIT)
@@ -89,7 +90,9 @@ def _blocks(N, rows, bytes_per_row):
     """Yield (n0, nb, row0, nrows) tiles whose column matrix fits the budget."""
     per_image = rows * bytes_per_row
     if per_image <= COL_BUDGET_BYTES:
-        nb = max(1, min(N, COL_BUDGET_BYTES // max(per_image, 1)))
+        # batch small images into one GEMM; a large image is a good GEMM on its own and
+        # then writes straight into the output (no scatter pass)
+        nb = 1 if per_image >= BATCH_BELOW_BYTES else max(1, min(N, COL_BUDGET_BYTES // max(per_image, 1)))
         for n0 in range(0, N, nb):
             yield n0, min(nb, N - n0), 0, rows
     else:

@@ -1,0 +1,102 @@
+"""Refit the CPU cost model that ``algorithm="auto"`` uses.
+
+Times every algorithm on a random grid of convolution shapes, then fits, per algorithm,
+the non-negative constants that turn the operation/byte counts of
+``fastconv.dispatch.features`` into seconds (least squares on relative error), and writes
+them to ``fastconv/cost_model.json``. Run it on an otherwise idle machine of the class
+you deploy to:
+
+    python bench/fit_cost_model.py [--cases 60] [--seed 0] [--dry-run]
+
+It prints how often the refitted model picks the measured-fastest algorithm and the
+mean slowdown of its picks against the fastest.
+"""
+import argparse
+import json
+import time
+
+import numpy as np
+from scipy.optimize import nnls
+
+import fastconv as fc
+from fastconv import dispatch
+from fastconv._validate import conv_spec
+
+ALGOS = dispatch.CPU_ALGORITHMS
+
+
+def random_case(rng):
+    while True:
+        k = int(rng.choice([1, 3, 5, 7, 9, 15, 25]))
+        H = int(rng.choice([8, 12, 16, 28, 32, 56, 64, 128, 256]))
+        if k > H:
+            continue
+        N = int(rng.choice([1, 2, 8, 32, 64]))
+        C = int(rng.choice([1, 3, 8, 16, 32, 64, 128]))
+        O = int(rng.choice([1, 4, 10, 16, 32, 64, 128]))
+        s = int(rng.choice([1, 1, 1, 2]))
+        p = int(rng.choice([0, k // 2]))
+        groups = C if (C == O and rng.random() < 0.15) else 1
+        shape = ((N, C, H, H), (O, C // groups, k, k))
+        spec, *_ = conv_spec("fit", 2, dispatch._proxy(shape[0], "float32"),
+                             dispatch._proxy(shape[1], "float32"), None, s, p, 1, groups, "zeros")
+        if 2e5 < spec.flops < 3e9:
+            return shape, dict(stride=s, padding=p, groups=groups)
+
+
+def best_time(fn, budget=0.3):
+    fn()
+    best, t_end = np.inf, time.perf_counter() + budget
+    for i in range(20):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        if i >= 2 and time.perf_counter() > t_end:
+            break
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dry-run", action="store_true", help="fit and report, do not write")
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for i in range(args.cases):
+        (xs, ws), kw = random_case(rng)
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        spec, *_ = conv_spec("fit", 2, x, w, None, kw["stride"], kw["padding"], 1, kw["groups"], "zeros")
+        times = {a: best_time(lambda a=a: fc.conv2d(x, w, algorithm=a, **kw)) for a in ALGOS}
+        rows.append((spec, times))
+        print(f"{i:3d} x{xs} w{ws} {kw}: " + " ".join(f"{a}={t * 1e3:.2f}ms" for a, t in times.items()),
+              flush=True)
+
+    model = {}
+    for a in ALGOS:
+        names = list(dispatch.features(rows[0][0])[a])
+        A = np.array([[dispatch.features(s)[a][n] for n in names] for s, _ in rows])
+        y = np.array([t[a] for _, t in rows])
+        coef, _ = nnls(A / y[:, None], np.ones_like(y))      # minimise relative error
+        model[a] = dict(zip(names, map(float, coef)))
+    dispatch._MODEL = {a: dict(v) for a, v in model.items()}
+    hits, slow = 0, []
+    for spec, t in rows:
+        pick = min(dispatch.estimate(spec).items(), key=lambda kv: kv[1])[0]
+        best = min(t, key=t.get)
+        hits += pick == best
+        slow.append(t[pick] / t[best])
+    print(f"refitted model picks the fastest in {hits}/{len(rows)} cases; "
+          f"mean slowdown of its picks {np.mean(slow):.3f}x, worst {np.max(slow):.2f}x")
+    print(json.dumps(model, indent=1))
+    if not args.dry_run:
+        with open(dispatch._MODEL_FILE, "w") as fh:
+            json.dump({"_comment": f"fitted by bench/fit_cost_model.py on {dispatch._cpu_model()}",
+                       **model}, fh, indent=1)
+        print(f"wrote {dispatch._MODEL_FILE}")
+
+
+if __name__ == "__main__":
+    main()
