@@ -155,32 +155,59 @@ def _direct_fwd(out, xf, w, bias, Wp, sd, sh, sw, dd, dh, dw, groups, flat, seg)
 
 
 @njit(parallel=True, **JIT)
-def _direct_bwd_weight(gw, xp, go, sd, sh, sw, dd, dh, dw, groups):
-    # gw: (O, C/groups, KD, KH, KW)   xp: (N, C, Dp, Hp, Wp) padded   go: (N, O, OD, OH, OW)
+def _direct_bwd_weight(gw, xf, gl, Wp, sd, sh, sw, dd, dh, dw, groups, nlines):
+    # gw: (O, C/groups, KD, KH, KW)    xf: (N, C, Dp, Hp*Wp) padded planes, flattened
+    # gl: (N, O, OD, nlines * L) grad_out as lines (see _direct_fwd; for unit stride one
+    #     line per plane on the padded-width grid with zeros in the wrap-around columns)
+    # One task per (o, c, kd, kh, group of 4 kw taps): four dot products share each
+    # grad_out load and run along contiguous lines, so they vectorise.
     O, Cg, KD, KH, KW = gw.shape
-    N, _, OD, OH, OW = go.shape
+    N, _, OD, LL = gl.shape
+    L = LL // nlines
     Og = O // groups
-    K = KD * KH * KW
-    for t in prange(O * Cg * K):
-        k = t % K
-        r = t // K
+    nkg = (KW + 3) // 4
+    us = U(sw)
+    for task in prange(O * Cg * KD * KH * nkg):
+        kg = task % nkg
+        r = task // nkg
+        kh = r % KH
+        r = r // KH
+        kd = r % KD
+        r = r // KD
         c = r % Cg
         o = r // Cg
-        kw = k % KW
-        kh = (k // KW) % KH
-        kd = k // (KW * KH)
         ci = (o // Og) * Cg + c
-        x0 = kw * dw
-        acc = gw[o, c, kd, kh, kw]  # zero-initialised: keeps the array's precision
+        kw0 = kg * 4
+        # the last group may be partial: its extra taps repeat the last one (discarded)
+        e1 = U(min(kw0 + 1, KW - 1) * dw)
+        e2 = U(min(kw0 + 2, KW - 1) * dw)
+        e3 = U(min(kw0 + 3, KW - 1) * dw)
+        e0 = U(kw0 * dw)
+        a0 = gw[o, c, kd, kh, 0] * 0
+        a1 = a0
+        a2 = a0
+        a3 = a0
         for n in range(N):
             for od in range(OD):
-                z = od * sd + kd * dd
-                for oh in range(OH):
-                    xr = xp[n, ci, z, oh * sh + kh * dh]
-                    gr = go[n, o, od, oh]
-                    for ow in range(OW):
-                        acc += gr[ow] * xr[U(x0 + ow * sw)]
-        gw[o, c, kd, kh, kw] = acc
+                xr = xf[n, ci, od * sd + kd * dd]
+                g = gl[n, o, od]
+                for line in range(nlines):
+                    base = U((line * sh + kh * dh) * Wp)
+                    lo = U(line * L)
+                    for t in range(L):
+                        gv = g[lo + U(t)]
+                        q = base + U(t) * us
+                        a0 += gv * xr[q + e0]
+                        a1 += gv * xr[q + e1]
+                        a2 += gv * xr[q + e2]
+                        a3 += gv * xr[q + e3]
+        gw[o, c, kd, kh, kw0] = a0
+        if kw0 + 1 < KW:
+            gw[o, c, kd, kh, kw0 + 1] = a1
+        if kw0 + 2 < KW:
+            gw[o, c, kd, kh, kw0 + 2] = a2
+        if kw0 + 3 < KW:
+            gw[o, c, kd, kh, kw0 + 3] = a3
 
 
 def direct_fwd(xp, w, bias, stride, dilation, groups, out):
@@ -200,7 +227,19 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out):
 
 def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     """Gradient of the forward with respect to ``w`` (bias excluded)."""
-    O = go.shape[1]
-    gw = np.zeros((O, xp.shape[1] // groups) + tuple(kernel), dtype=xp.dtype)
-    _direct_bwd_weight(gw, xp, go, *stride, *dilation, groups)
+    N, O, OD, OH, OW = go.shape
+    Wp = xp.shape[4]
+    if stride[1] == 1 and stride[2] == 1:      # one line per plane on the padded-width grid
+        L = (OH - 1) * Wp + OW
+        gl = np.zeros((N, O, OD, OH * Wp), dtype=go.dtype)
+        gl.reshape(N, O, OD, OH, Wp)[..., :OW] = go
+        gl = gl[..., :L]
+        nlines = 1
+    else:                                      # one line per output row
+        gl = go.reshape(N, O, OD, OH * OW)
+        nlines = OH
+    gl = np.ascontiguousarray(gl)
+    xf = xp.reshape(xp.shape[:3] + (xp.shape[3] * Wp,))
+    gw = np.empty((O, xp.shape[1] // groups) + tuple(kernel), dtype=xp.dtype)
+    _direct_bwd_weight(gw, xf, gl, Wp, *stride, *dilation, groups, nlines)
     return gw
