@@ -17,7 +17,7 @@ from numba import cuda
 
 from . import runtime as rt
 
-TH, TW = 8, 16          # output tile (rows x columns) = block shape
+TH, TW = (2, 4) if rt.simulator() else (8, 16)   # output tile (rows x columns) = block shape
 NT = TH * TW            # threads per block
 OB = 8                  # output channels per thread (register block)
 XS = 3072               # shared input window capacity (elements)
@@ -27,10 +27,10 @@ ALIGN = rt.smem_align()
 
 @cuda.jit(cache=True)
 def _direct_fwd(out, xp, w, bias, KD, KH, KW, sd, sh, sw, dd, dh, dw, groups, CB,
-                TID, TIH, TIW, tiles_w):
+                TID, TIH, TIW, tiles_h, tiles_w):
     # out: (N, O, OD, OH, OW)   xp: (N, C, Dp, Hp, Wp) padded   w: (O * Cg * KD*KH*KW,) flat
     xs = cuda.shared.array(XS, dtype=out.dtype)          # [cc, a, b, q]: input window
-    ws = cuda.shared.array(WS, dtype=out.dtype, alignment=ALIGN)          # [cc, k, j]: filter taps
+    ws = cuda.shared.array(WS, dtype=out.dtype, alignment=ALIGN)   # [cc, k, j]: filter taps
     acc = cuda.local.array(OB, dtype=out.dtype)
     N, O, OD, OH, OW = out.shape
     C, Hp, Wp = xp.shape[1], xp.shape[3], xp.shape[4]
@@ -41,60 +41,61 @@ def _direct_fwd(out, xp, w, bias, KD, KH, KW, sd, sh, sw, dd, dh, dw, groups, CB
     g = cuda.blockIdx.y // nob
     o0 = g * Og + (cuda.blockIdx.y % nob) * OB
     nb = min(OB, (g + 1) * Og - o0)
-    th0 = (cuda.blockIdx.x // tiles_w) * TH
-    tw0 = (cuda.blockIdx.x % tiles_w) * TW
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     tid = ty * TW + tx
-    oh = th0 + ty
-    ow = tw0 + tx
     plane = TIH * TIW
-    for zi in range(cuda.blockIdx.z, N * OD, cuda.gridDim.z):
-        n = zi // OD
-        od = zi % OD
-        for j in range(OB):
-            acc[j] = 0
-        for c0 in range(0, Cg, CB):
-            cb = min(CB, Cg - c0)
-            # the input window: rows (cc, a, b) split over ty, columns q over tx
-            for row in range(ty, cb * TID * TIH, TH):
-                b = row % TIH
-                ca = row // TIH
-                a = ca % TID
-                cc = ca // TID
-                y = th0 * sh + b
-                z = od * sd + a
-                for q in range(tx, TIW, TW):
-                    x = tw0 * sw + q
-                    if y < Hp and x < Wp:
-                        xs[row * TIW + q] = xp[n, g * Cg + c0 + cc, z, y, x]
-                    else:
-                        xs[row * TIW + q] = 0
-            # the filter taps of this block's output channels
-            for e in range(tid, cb * K * OB, NT):
-                j = e % OB
-                r = e // OB
-                if j < nb:
-                    ws[e] = w[((o0 + j) * Cg + c0 + r // K) * K + r % K]
-                else:
-                    ws[e] = 0
-            cuda.syncthreads()
-            if oh < OH and ow < OW:
-                for cc in range(cb):
-                    for kd in range(KD):
-                        for kh in range(KH):
-                            xrow = ((cc * TID + kd * dd) * TIH + ty * sh + kh * dh) * TIW + tx * sw
-                            wrow = ((cc * KD + kd) * KH + kh) * KW * OB
-                            for kw in range(KW):
-                                v = xs[xrow + kw * dw]
-                                wb = wrow + kw * OB
-                                for j in range(OB):
-                                    acc[j] += ws[wb + j] * v
-            cuda.syncthreads()
-        if oh < OH and ow < OW:
+    for tile in range(cuda.blockIdx.x, tiles_h * tiles_w, cuda.gridDim.x):
+        th0 = (tile // tiles_w) * TH
+        tw0 = (tile % tiles_w) * TW
+        oh = th0 + ty
+        ow = tw0 + tx
+        for zi in range(cuda.blockIdx.z, N * OD, cuda.gridDim.z):
+            n = zi // OD
+            od = zi % OD
             for j in range(OB):
-                if j < nb:
-                    out[n, o0 + j, od, oh, ow] = acc[j] + bias[o0 + j]
+                acc[j] = 0
+            for c0 in range(0, Cg, CB):
+                cb = min(CB, Cg - c0)
+                # the input window: rows (cc, a, b) split over ty, columns q over tx
+                for row in range(ty, cb * TID * TIH, TH):
+                    b = row % TIH
+                    ca = row // TIH
+                    a = ca % TID
+                    cc = ca // TID
+                    y = th0 * sh + b
+                    z = od * sd + a
+                    for q in range(tx, TIW, TW):
+                        x = tw0 * sw + q
+                        if y < Hp and x < Wp:
+                            xs[row * TIW + q] = xp[n, g * Cg + c0 + cc, z, y, x]
+                        else:
+                            xs[row * TIW + q] = 0
+                # the filter taps of this block's output channels
+                for e in range(tid, cb * K * OB, NT):
+                    j = e % OB
+                    r = e // OB
+                    if j < nb:
+                        ws[e] = w[((o0 + j) * Cg + c0 + r // K) * K + r % K]
+                    else:
+                        ws[e] = 0
+                cuda.syncthreads()
+                if oh < OH and ow < OW:
+                    for cc in range(cb):
+                        for kd in range(KD):
+                            for kh in range(KH):
+                                xrow = ((cc * TID + kd * dd) * TIH + ty * sh + kh * dh) * TIW + tx * sw
+                                wrow = ((cc * KD + kd) * KH + kh) * KW * OB
+                                for kw in range(KW):
+                                    v = xs[xrow + kw * dw]
+                                    wb = wrow + kw * OB
+                                    for j in range(OB):
+                                        acc[j] += ws[wb + j] * v
+                cuda.syncthreads()
+            if oh < OH and ow < OW:
+                for j in range(OB):
+                    if j < nb:
+                        out[n, o0 + j, od, oh, ow] = acc[j] + bias[o0 + j]
 
 
 @cuda.jit(cache=True)
@@ -144,7 +145,8 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     nob = math.ceil(O // groups / OB)
     rows = N * OD
     zgrid = min(rows, 2 if rt.simulator() else 65535)
-    _direct_fwd[(tiles_h * tiles_w, groups * nob, zgrid), (TW, TH)](
+    xgrid = min(tiles_h * tiles_w, 2 if rt.simulator() else 1 << 30)
+    _direct_fwd[(xgrid, groups * nob, zgrid), (TW, TH)](
         out, xp, rt.flat(w), bias, KD, KH, KW, sd, sh, sw, dd, dh, dw, groups, CB,
-        TID, TIH, TIW, tiles_w)
+        TID, TIH, TIW, tiles_h, tiles_w)
     return out

@@ -219,7 +219,7 @@ def fft_fwd(xp, w, bias, stride, dilation, groups, out):
         nob = math.ceil(O // groups / OBK)
         zb = math.ceil(m / NBK)
         if rt.simulator():
-            tpb, zb = 32, min(zb, 2)
+            tpb, zb = 8, min(zb, 2)
         else:
             tpb, zb = 128, min(zb, 65535)
         _contract[(math.ceil(Fh / tpb), groups * nob, zb), tpb](ya.reshape((m, O, Fh)), xf, wf, groups)

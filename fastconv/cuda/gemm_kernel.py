@@ -4,8 +4,8 @@ All three kernels share one micro-kernel (:func:`_mma`): a block of NT=128 threa
 computes a BM x BN = 64 x 128 tile of C, stepping through the reduction BK=8 at a time;
 A and B tiles are staged in double-buffered shared memory (the next tile's global loads
 are in flight while the current one is multiplied), each thread owns an 8 x 8 block of C
-in registers (rows ``ty*4 + {0..3}`` and ``32 + ty*4 + {0..3}``, columns ``tx*4 + {0..3}``
-and ``64 + tx*4 + {0..3}``: four-wide shared loads, conflict-free).
+in registers (rows ``ty*4 + {0..3}`` and ``BM/2 + ty*4 + {0..3}``, columns ``tx*4 + {0..3}``
+and ``BN/2 + tx*4 + {0..3}``: four-wide shared loads, conflict-free).
 
 - ``_conv_fwd``: implicit GEMM, no column matrix. Per group g,
   ``C[o, (n, p)] = sum_r W[g*Og + o, r] * X[n, g*Cg + c(r), p*stride + k(r)*dilation]``;
@@ -25,11 +25,27 @@ from numba import cuda, uint32
 
 from . import runtime as rt
 
-BM, BN, BK = 64, 128, 8
-NT = 128                 # threads: 16 along n (tx) x 8 along m (ty)
-AS = BM + 4              # padded row of the A tile in shared memory
-ASZ = BK * AS            # one A buffer
-BSZ = BK * BN            # one B buffer
+# Threads: NTX along n x NTY along m, each owning TM x TN of C in two halves of VM x VN
+# (four-wide shared loads), so BM = TM NTY, BN = TN NTX. Loads: each thread fetches AL
+# elements of the A tile and BL of the B tile per step (NT >= BN: a thread's B column stays
+# fixed). The simulator runs a small variant of the same code (16 threads owning 2 x 2,
+# 8 x 8 tiles) because every simulated thread is an OS thread.
+if rt.simulator():
+    NTX, NTY, TM, TN = 4, 4, 2, 2
+else:
+    NTX, NTY, TM, TN = 16, 8, 8, 8
+VM, VN = TM // 2, TN // 2
+BK = 8
+BM, BN = TM * NTY, TN * NTX
+NT = NTX * NTY
+HM, HN = BM // 2, BN // 2    # second half of a thread's rows / columns
+AL = BM * BK // NT           # A elements loaded per thread per step
+BL = BN * BK // NT           # B elements loaded per thread per step
+AROW = NT // BK              # row stride between a thread's A elements
+BROW = NT // BN              # k stride between a thread's B elements
+AS = BM + 4                  # padded row of the A tile in shared memory
+ASZ = BK * AS                # one A buffer
+BSZ = BK * BN                # one B buffer
 ALIGN = rt.smem_align()
 
 
@@ -41,25 +57,25 @@ def _mma(As, Bs, cur, acc, av, bv, ty4, tx4):
     for kk in range(BK):
         a0 = abase + uint32(kk * AS)
         b0 = bbase + uint32(kk * BN)
-        for i in range(4):
+        for i in range(VM):
             av[i] = As[a0 + uint32(i)]
-            av[i + 4] = As[a0 + uint32(32 + i)]
-        for j in range(4):
+            av[i + VM] = As[a0 + uint32(HM + i)]
+        for j in range(VN):
             bv[j] = Bs[b0 + uint32(j)]
-            bv[j + 4] = Bs[b0 + uint32(64 + j)]
-        for i in range(8):
-            for j in range(8):
+            bv[j + VN] = Bs[b0 + uint32(HN + j)]
+        for i in range(TM):
+            for j in range(TN):
                 acc[i, j] += av[i] * bv[j]
 
 
 @cuda.jit(device=True, inline="always")
 def _row(i, ty):
-    return ty * 4 + (i % 4) + 32 * (i // 4)
+    return ty * VM + (i % VM) + HM * (i // VM)
 
 
 @cuda.jit(device=True, inline="always")
 def _col(j, tx):
-    return tx * 4 + (j % 4) + 64 * (j // 4)
+    return tx * VN + (j % VN) + HN * (j // VN)
 
 
 @cuda.jit(cache=True)
@@ -69,71 +85,74 @@ def _conv_fwd(out, w, x, koff, bias, geo):
     M, NC, K, P, OHW, OW, CS, GCS, sdHW, shW, sw, O = geo
     As = cuda.shared.array(2 * ASZ, dtype=out.dtype, alignment=ALIGN)
     Bs = cuda.shared.array(2 * BSZ, dtype=out.dtype, alignment=ALIGN)
-    acc = cuda.local.array((8, 8), dtype=out.dtype)
-    av = cuda.local.array(8, dtype=out.dtype)
-    bv = cuda.local.array(8, dtype=out.dtype)
-    ra = cuda.local.array(4, dtype=out.dtype)
-    rb = cuda.local.array(BK, dtype=out.dtype)
+    acc = cuda.local.array((TM, TN), dtype=out.dtype)
+    av = cuda.local.array(TM, dtype=out.dtype)
+    bv = cuda.local.array(TN, dtype=out.dtype)
+    ra = cuda.local.array(AL, dtype=out.dtype)
+    rb = cuda.local.array(BL, dtype=out.dtype)
     tid = uint32(cuda.threadIdx.x)
-    tx4 = (tid % uint32(16)) * uint32(4)
-    ty4 = (tid // uint32(16)) * uint32(4)
+    tx4 = (tid % uint32(NTX)) * uint32(VN)
+    ty4 = (tid // uint32(NTX)) * uint32(VM)
+    # loads: A rows am + AROW*q at reduction index ak; B column bn at rows bk + BROW*q
+    ak = tid % uint32(BK)
+    am = tid // uint32(BK)
+    bn = tid % uint32(BN)
+    bk = tid // uint32(BN)
     g = cuda.blockIdx.z
     m0 = cuda.blockIdx.y * BM
-    n0 = cuda.blockIdx.x * BN
-    for i in range(8):
-        for j in range(8):
-            acc[i, j] = 0
-    # this thread's B column (fixed for the whole reduction)
-    nl = n0 + tid
-    bvalid = nl < NC
-    xbase = 0
-    if bvalid:
-        img = nl // P
-        p = nl % P
-        od = p // OHW
-        r = p % OHW
-        xbase = img * CS + g * GCS + od * sdHW + (r // OW) * shW + (r % OW) * sw
-    # this thread's A elements: rows tid // 8 + 16*q, reduction index tid % 8
-    ak = tid % uint32(8)
-    am = tid // uint32(8)
-    nk = (K + BK - 1) // BK
-    for t in range(nk + 1):
-        # t < nk: fetch tile t into registers; t > 0: multiply tile t-1 from shared memory
-        if t < nk:
-            k0 = t * BK
-            k = k0 + ak
-            for q in range(4):
-                m = m0 + am + 16 * q
-                if m < M and k < K:
-                    ra[q] = w[(g * M + m) * K + k]
-                else:
-                    ra[q] = 0
-            for q in range(BK):
-                kq = k0 + q
-                if bvalid and kq < K:
-                    rb[q] = x[xbase + koff[kq]]
-                else:
-                    rb[q] = 0
-        if t > 0:
-            _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
-        if t < nk:
-            buf = uint32(t % 2)
-            for q in range(4):
-                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(16 * q)] = ra[q]
-            for q in range(BK):
-                Bs[buf * uint32(BSZ) + uint32(q * BN) + tid] = rb[q]
-        cuda.syncthreads()
-    ty = tid // uint32(16)
-    tx = tid % uint32(16)
-    for j in range(8):
-        n = n0 + _col(j, tx)
-        if n < NC:
-            obase = (n // P) * O * P + n % P
-            for i in range(8):
-                m = m0 + _row(i, ty)
-                if m < M:
-                    oc = g * M + m
-                    out[obase + oc * P] = acc[i, j] + bias[oc]
+    # grid-stride over column tiles (one pass on a GPU; the simulator runs few blocks)
+    for n0 in range(cuda.blockIdx.x * BN, NC, cuda.gridDim.x * BN):
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = 0
+        # this thread's B column (fixed for the whole reduction)
+        nl = n0 + bn
+        bvalid = nl < NC
+        xbase = 0
+        if bvalid:
+            img = nl // P
+            p = nl % P
+            od = p // OHW
+            r = p % OHW
+            xbase = img * CS + g * GCS + od * sdHW + (r // OW) * shW + (r % OW) * sw
+        nk = (K + BK - 1) // BK
+        for t in range(nk + 1):
+            # t < nk: fetch tile t into registers; t > 0: multiply tile t-1 from shared memory
+            if t < nk:
+                k0 = t * BK
+                k = k0 + ak
+                for q in range(AL):
+                    m = m0 + am + AROW * q
+                    if m < M and k < K:
+                        ra[q] = w[(g * M + m) * K + k]
+                    else:
+                        ra[q] = 0
+                for q in range(BL):
+                    kq = k0 + bk + BROW * q
+                    if bvalid and kq < K:
+                        rb[q] = x[xbase + koff[kq]]
+                    else:
+                        rb[q] = 0
+            if t > 0:
+                _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
+            if t < nk:
+                buf = uint32(t % 2)
+                for q in range(AL):
+                    As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(AROW * q)] = ra[q]
+                for q in range(BL):
+                    Bs[buf * uint32(BSZ) + (bk + uint32(BROW * q)) * uint32(BN) + bn] = rb[q]
+            cuda.syncthreads()
+        ty = tid // uint32(NTX)
+        tx = tid % uint32(NTX)
+        for j in range(TN):
+            n = n0 + _col(j, tx)
+            if n < NC:
+                obase = (n // P) * O * P + n % P
+                for i in range(TM):
+                    m = m0 + _row(i, ty)
+                    if m < M:
+                        oc = g * M + m
+                        out[obase + oc * P] = acc[i, j] + bias[oc]
 
 
 @cuda.jit(cache=True)
@@ -144,30 +163,33 @@ def _conv_bwd_weight(ws, go, x, koff, qx, qg, geo):
     M, NR, Q, P, GCS, chunk, G = geo
     As = cuda.shared.array(2 * ASZ, dtype=ws.dtype, alignment=ALIGN)
     Bs = cuda.shared.array(2 * BSZ, dtype=ws.dtype, alignment=ALIGN)
-    acc = cuda.local.array((8, 8), dtype=ws.dtype)
-    av = cuda.local.array(8, dtype=ws.dtype)
-    bv = cuda.local.array(8, dtype=ws.dtype)
-    ra = cuda.local.array(4, dtype=ws.dtype)
-    rb = cuda.local.array(BK, dtype=ws.dtype)
+    acc = cuda.local.array((TM, TN), dtype=ws.dtype)
+    av = cuda.local.array(TM, dtype=ws.dtype)
+    bv = cuda.local.array(TN, dtype=ws.dtype)
+    ra = cuda.local.array(AL, dtype=ws.dtype)
+    rb = cuda.local.array(BL, dtype=ws.dtype)
     tid = uint32(cuda.threadIdx.x)
-    tx4 = (tid % uint32(16)) * uint32(4)
-    ty4 = (tid // uint32(16)) * uint32(4)
+    tx4 = (tid % uint32(NTX)) * uint32(VN)
+    ty4 = (tid // uint32(NTX)) * uint32(VM)
+    # loads: A rows am + AROW*q at reduction index ak; B column bn at rows bk + BROW*q
+    ak = tid % uint32(BK)
+    am = tid // uint32(BK)
+    bn = tid % uint32(BN)
+    bk = tid // uint32(BN)
     g = cuda.blockIdx.z % G
     split = cuda.blockIdx.z // G
     m0 = cuda.blockIdx.y * BM
     n0 = cuda.blockIdx.x * BN
     k_begin = split * chunk
     k_end = min(Q, k_begin + chunk)
-    for i in range(8):
-        for j in range(8):
+    for i in range(TM):
+        for j in range(TN):
             acc[i, j] = 0
-    nl = n0 + tid
+    nl = n0 + bn
     bvalid = nl < NR
     colbase = 0
     if bvalid:
         colbase = koff[nl] + g * GCS
-    ak = tid % uint32(8)
-    am = tid // uint32(8)
     nk = (k_end - k_begin + BK - 1) // BK
     for t in range(nk + 1):
         if t < nk:
@@ -175,17 +197,17 @@ def _conv_bwd_weight(ws, go, x, koff, qx, qg, geo):
             k = k0 + ak
             if k < k_end:
                 gq = qg[k]
-                for q in range(4):
-                    m = m0 + am + 16 * q
+                for q in range(AL):
+                    m = m0 + am + AROW * q
                     if m < M:
                         ra[q] = go[gq + (g * M + m) * P]
                     else:
                         ra[q] = 0
             else:
-                for q in range(4):
+                for q in range(AL):
                     ra[q] = 0
-            for q in range(BK):
-                kq = k0 + q
+            for q in range(BL):
+                kq = k0 + bk + BROW * q
                 if bvalid and kq < k_end:
                     rb[q] = x[qx[kq] + colbase]
                 else:
@@ -194,18 +216,18 @@ def _conv_bwd_weight(ws, go, x, koff, qx, qg, geo):
             _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
         if t < nk:
             buf = uint32(t % 2)
-            for q in range(4):
-                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(16 * q)] = ra[q]
-            for q in range(BK):
-                Bs[buf * uint32(BSZ) + uint32(q * BN) + tid] = rb[q]
+            for q in range(AL):
+                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(AROW * q)] = ra[q]
+            for q in range(BL):
+                Bs[buf * uint32(BSZ) + (bk + uint32(BROW * q)) * uint32(BN) + bn] = rb[q]
         cuda.syncthreads()
-    ty = tid // uint32(16)
-    tx = tid % uint32(16)
+    ty = tid // uint32(NTX)
+    tx = tid % uint32(NTX)
     base = (split * G + g) * M * NR
-    for i in range(8):
+    for i in range(TM):
         m = m0 + _row(i, ty)
         if m < M:
-            for j in range(8):
+            for j in range(TN):
                 n = n0 + _col(j, tx)
                 if n < NR:
                     ws[base + m * NR + n] = acc[i, j]
@@ -228,35 +250,38 @@ def _gemm(c, a, b, bias, geo):
     M, N, K, sam, sak, sbk, sbn, scm, scn, has_bias = geo
     As = cuda.shared.array(2 * ASZ, dtype=c.dtype, alignment=ALIGN)
     Bs = cuda.shared.array(2 * BSZ, dtype=c.dtype, alignment=ALIGN)
-    acc = cuda.local.array((8, 8), dtype=c.dtype)
-    av = cuda.local.array(8, dtype=c.dtype)
-    bv = cuda.local.array(8, dtype=c.dtype)
-    ra = cuda.local.array(4, dtype=c.dtype)
-    rb = cuda.local.array(BK, dtype=c.dtype)
+    acc = cuda.local.array((TM, TN), dtype=c.dtype)
+    av = cuda.local.array(TM, dtype=c.dtype)
+    bv = cuda.local.array(TN, dtype=c.dtype)
+    ra = cuda.local.array(AL, dtype=c.dtype)
+    rb = cuda.local.array(BL, dtype=c.dtype)
     tid = uint32(cuda.threadIdx.x)
-    tx4 = (tid % uint32(16)) * uint32(4)
-    ty4 = (tid // uint32(16)) * uint32(4)
+    tx4 = (tid % uint32(NTX)) * uint32(VN)
+    ty4 = (tid // uint32(NTX)) * uint32(VM)
+    # loads: A rows am + AROW*q at reduction index ak; B column bn at rows bk + BROW*q
+    ak = tid % uint32(BK)
+    am = tid // uint32(BK)
+    bn = tid % uint32(BN)
+    bk = tid // uint32(BN)
     m0 = cuda.blockIdx.y * BM
     n0 = cuda.blockIdx.x * BN
-    for i in range(8):
-        for j in range(8):
+    for i in range(TM):
+        for j in range(TN):
             acc[i, j] = 0
-    nl = n0 + tid
-    ak = tid % uint32(8)
-    am = tid // uint32(8)
+    nl = n0 + bn
     nk = (K + BK - 1) // BK
     for t in range(nk + 1):
         if t < nk:
             k0 = t * BK
             k = k0 + ak
-            for q in range(4):
-                m = m0 + am + 16 * q
+            for q in range(AL):
+                m = m0 + am + AROW * q
                 if m < M and k < K:
                     ra[q] = a[m * sam + k * sak]
                 else:
                     ra[q] = 0
-            for q in range(BK):
-                kq = k0 + q
+            for q in range(BL):
+                kq = k0 + bk + BROW * q
                 if nl < N and kq < K:
                     rb[q] = b[kq * sbk + nl * sbn]
                 else:
@@ -265,17 +290,17 @@ def _gemm(c, a, b, bias, geo):
             _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
         if t < nk:
             buf = uint32(t % 2)
-            for q in range(4):
-                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(16 * q)] = ra[q]
-            for q in range(BK):
-                Bs[buf * uint32(BSZ) + uint32(q * BN) + tid] = rb[q]
+            for q in range(AL):
+                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(AROW * q)] = ra[q]
+            for q in range(BL):
+                Bs[buf * uint32(BSZ) + (bk + uint32(BROW * q)) * uint32(BN) + bn] = rb[q]
         cuda.syncthreads()
-    ty = tid // uint32(16)
-    tx = tid % uint32(16)
-    for i in range(8):
+    ty = tid // uint32(NTX)
+    tx = tid % uint32(NTX)
+    for i in range(TM):
         m = m0 + _row(i, ty)
         if m < M:
-            for j in range(8):
+            for j in range(TN):
                 n = n0 + _col(j, tx)
                 if n < N:
                     if has_bias:
@@ -312,7 +337,8 @@ def conv_fwd(xp, w, bias, stride, dilation, groups, out):
     koff = _koff(Cg, kernel, dilation, (Dp, Hp, Wp))
     geo = (Og, N * P, R, P, OH * OW, OW, C * S, Cg * S, stride[0] * Hp * Wp, stride[1] * Wp,
            stride[2], O)
-    grid = (math.ceil(N * P / BN), math.ceil(Og / BM), groups)
+    tiles = math.ceil(N * P / BN)
+    grid = (min(tiles, 2) if rt.simulator() else tiles, math.ceil(Og / BM), groups)
     _conv_fwd[grid, NT](rt.flat(out), rt.flat(w), rt.flat(xp), koff, bias, geo)
     return out
 
@@ -341,7 +367,7 @@ def conv_bwd_weight(xp, go, kernel, stride, dilation, groups):
                   lambda: make_qx().astype(np.int64))
     qg = rt.const(("qg", N, O, P), lambda: make_qg().astype(np.int64))
     tiles = math.ceil(R / BN) * math.ceil(Og / BM) * groups
-    target = 4 if rt.simulator() else 2 * 132 * 4      # blocks: enough to fill every SM
+    target = 2 if rt.simulator() else 2 * 132 * 4      # blocks: enough to fill every SM
     splits = max(1, min(math.ceil(target / tiles), Q // (BK * 64) if Q >= BK * 64 else 1))
     chunk = math.ceil(math.ceil(Q / splits) / BK) * BK
     splits = math.ceil(Q / chunk)

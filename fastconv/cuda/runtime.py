@@ -28,9 +28,7 @@ def cuda():
 
 def simulator() -> bool:
     """True under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
-    cuda()
-    from numba.core import config
-    return bool(getattr(config, "ENABLE_CUDASIM", 0))
+    return cuda().jit.__module__.startswith("numba.cuda.simulator")
 
 
 def smem_align():
@@ -150,16 +148,16 @@ def to_host(a):
 def grid1d(n: int, threads: int = 256):
     """(blocks, threads) for a grid-stride loop over n items (few blocks in the simulator)."""
     n = max(int(n), 1)
-    if simulator():
-        threads = min(threads, 32)
-        return min(math.ceil(n / threads), 4), threads
+    if simulator():          # each simulated thread is an OS thread: keep launches small
+        threads = min(threads, 8)
+        return min(math.ceil(n / threads), 2), threads
     return min(math.ceil(n / threads), 65535 * 4), threads
 
 
 def grid_rows(W: int, H: int, R: int):
     """(grid, block) for kernels over a (R, H, W) index space; rows R grid-strided."""
     if simulator():
-        return (min(math.ceil(W / 8), 2), min(math.ceil(H / 4), 2), min(R, 2)), (8, 4)
+        return (min(math.ceil(W / 2), 2), min(math.ceil(H / 2), 2), min(R, 2)), (2, 2)
     return (math.ceil(W / 32), math.ceil(H / 8), min(R, 65535)), (32, 8)
 
 

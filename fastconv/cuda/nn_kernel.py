@@ -1,0 +1,294 @@
+"""Kernels for training on the GPU: elementwise, pooling, softmax / NLL, reductions and
+optimiser updates. Wrappers (allocation, shapes) are in :mod:`fastconv.cuda.nn_ops`.
+
+Every backward is written as a gather over its output (no atomics): max-pool's backward
+visits, for each input element, the windows that contain it and adds the gradients of
+those whose argmax it is. Reductions are block-level trees, so results are deterministic.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import cuda, float64, uint64
+
+RT = 256            # threads of a reduction block
+
+
+# --- elementwise ------------------------------------------------------------------------
+@cuda.jit(cache=True)
+def _relu_fwd(y, x):
+    # y = max(x, 0); NaN propagates     y, x: flat
+    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        v = x[i]
+        y[i] = 0 if v < 0 else v
+
+
+@cuda.jit(cache=True)
+def _relu_bwd(gx, gy, y):
+    # gx = gy where y > 0 else 0
+    for i in range(cuda.grid(1), gx.shape[0], cuda.gridsize(1)):
+        gx[i] = gy[i] if y[i] > 0 else 0
+
+
+@cuda.jit(cache=True)
+def _axpy(y, a, x):
+    # y += a * x
+    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        y[i] += a * x[i]
+
+
+@cuda.jit(cache=True)
+def _dropout(y, mask, x, p, seed):
+    # mask[i] = 1/(1-p) with probability 1-p else 0 (counter-based hash RNG); y = x * mask
+    scale = 1.0 / (1.0 - p)
+    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        z = uint64(seed) * uint64(0x9E3779B97F4A7C15) + uint64(i) + uint64(1)
+        z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> uint64(27))) * uint64(0x94D049BB133111EB)
+        z = z ^ (z >> uint64(31))
+        u = float64(z >> uint64(11)) * (1.0 / 9007199254740992.0)
+        if u < p:
+            mask[i] = 0
+        else:
+            mask[i] = scale
+        y[i] = x[i] * mask[i]
+
+
+@cuda.jit(cache=True)
+def _mul(y, a, b):
+    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        y[i] = a[i] * b[i]
+
+
+# --- pooling (N, C, H, W) ---------------------------------------------------------------
+@cuda.jit(cache=True)
+def _maxpool_fwd(y, idx, x, kh, kw, sh, sw, ph, pw):
+    # y[n, c, oh, ow] = max over the window; idx = argmax as h * W + w (first max wins,
+    # NaN wins as in PyTorch). Padding positions never win.
+    N, C, OH, OW = y.shape
+    H, W = x.shape[2], x.shape[3]
+    for t in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
+        ow = t % OW
+        oh = (t // OW) % OH
+        c = (t // (OW * OH)) % C
+        n = t // (OW * OH * C)
+        best = -1
+        for i in range(kh):
+            h = oh * sh - ph + i
+            if h >= 0 and h < H:
+                for j in range(kw):
+                    w = ow * sw - pw + j
+                    if w >= 0 and w < W:
+                        if best < 0:
+                            best = h * W + w
+                        else:
+                            v = x[n, c, h, w]
+                            b = x[n, c, best // W, best % W]
+                            if v > b or (v != v and b == b):
+                                best = h * W + w
+        idx[n, c, oh, ow] = best
+        y[n, c, oh, ow] = x[n, c, best // W, best % W]
+
+
+@cuda.jit(cache=True)
+def _maxpool_bwd(gx, gy, idx, kh, kw, sh, sw, ph, pw):
+    # gx[n, c, h, w] = sum of gy over the windows containing (h, w) whose argmax it is
+    N, C, H, W = gx.shape
+    OH, OW = gy.shape[2], gy.shape[3]
+    for t in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
+        w = t % W
+        h = (t // W) % H
+        c = (t // (W * H)) % C
+        n = t // (W * H * C)
+        me = h * W + w
+        gx[n, c, h, w] = 0
+        oh_lo = max(0, (h + ph - kh + sh) // sh)
+        oh_hi = min(OH - 1, (h + ph) // sh)
+        ow_lo = max(0, (w + pw - kw + sw) // sw)
+        ow_hi = min(OW - 1, (w + pw) // sw)
+        for oh in range(oh_lo, oh_hi + 1):
+            for ow in range(ow_lo, ow_hi + 1):
+                if idx[n, c, oh, ow] == me:
+                    gx[n, c, h, w] += gy[n, c, oh, ow]
+
+
+@cuda.jit(cache=True)
+def _avgpool_fwd(y, x, kh, kw, sh, sw, ph, pw, divisor):
+    # y = sum over the window / divisor (count_include_pad: the full window size)
+    N, C, OH, OW = y.shape
+    H, W = x.shape[2], x.shape[3]
+    for t in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
+        ow = t % OW
+        oh = (t // OW) % OH
+        c = (t // (OW * OH)) % C
+        n = t // (OW * OH * C)
+        y[n, c, oh, ow] = 0
+        for i in range(kh):
+            h = oh * sh - ph + i
+            if h >= 0 and h < H:
+                for j in range(kw):
+                    w = ow * sw - pw + j
+                    if w >= 0 and w < W:
+                        y[n, c, oh, ow] += x[n, c, h, w]
+        y[n, c, oh, ow] /= divisor
+
+
+@cuda.jit(cache=True)
+def _avgpool_bwd(gx, gy, kh, kw, sh, sw, ph, pw, divisor):
+    N, C, H, W = gx.shape
+    OH, OW = gy.shape[2], gy.shape[3]
+    for t in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
+        w = t % W
+        h = (t // W) % H
+        c = (t // (W * H)) % C
+        n = t // (W * H * C)
+        gx[n, c, h, w] = 0
+        oh_lo = max(0, (h + ph - kh + sh) // sh)
+        oh_hi = min(OH - 1, (h + ph) // sh)
+        ow_lo = max(0, (w + pw - kw + sw) // sw)
+        ow_hi = min(OW - 1, (w + pw) // sw)
+        for oh in range(oh_lo, oh_hi + 1):
+            for ow in range(ow_lo, ow_hi + 1):
+                gx[n, c, h, w] += gy[n, c, oh, ow]
+        gx[n, c, h, w] /= divisor
+
+
+# --- rows: log-softmax, NLL -------------------------------------------------------------
+@cuda.jit(cache=True)
+def _log_softmax_fwd(y, x):
+    # y[r] = x[r] - max - log(sum(exp(x[r] - max)))   one thread per row   x, y: (B, K)
+    B, K = x.shape
+    for r in range(cuda.grid(1), B, cuda.gridsize(1)):
+        m = x[r, 0]
+        for k in range(1, K):
+            if x[r, k] > m or x[r, k] != x[r, k]:
+                m = x[r, k]
+        s = 0.0
+        for k in range(K):
+            s += math.exp(x[r, k] - m)
+        lse = m + math.log(s)
+        for k in range(K):
+            y[r, k] = x[r, k] - lse
+
+
+@cuda.jit(cache=True)
+def _log_softmax_bwd(gx, gy, y):
+    # gx = gy - exp(y) * sum(gy) per row
+    B, K = y.shape
+    for r in range(cuda.grid(1), B, cuda.gridsize(1)):
+        s = 0.0
+        for k in range(K):
+            s += gy[r, k]
+        for k in range(K):
+            gx[r, k] = gy[r, k] - math.exp(y[r, k]) * s
+
+
+@cuda.jit(cache=True)
+def _nll_fwd(loss, logp, target, scale):
+    # loss[0] = -scale * sum_r logp[r, target[r]]   one block, tree reduction
+    sm = cuda.shared.array(RT, dtype=float64)
+    tid = cuda.threadIdx.x
+    acc = 0.0
+    for r in range(tid, logp.shape[0], RT):
+        acc -= logp[r, target[r]]
+    sm[tid] = acc
+    cuda.syncthreads()
+    h = RT // 2
+    while h > 0:
+        if tid < h:
+            sm[tid] += sm[tid + h]
+        cuda.syncthreads()
+        h //= 2
+    if tid == 0:
+        loss[0] = sm[0] * scale
+
+
+@cuda.jit(cache=True)
+def _nll_bwd(g, target, scale):
+    # g[r, k] = -scale where k == target[r], else 0
+    B, K = g.shape
+    for t in range(cuda.grid(1), B * K, cuda.gridsize(1)):
+        r = t // K
+        k = t % K
+        g[r, k] = -scale if k == target[r] else 0
+
+
+@cuda.jit(cache=True)
+def _count_correct(count, x, target):
+    # count[0] = number of rows whose argmax equals target   one block
+    sm = cuda.shared.array(RT, dtype=float64)
+    tid = cuda.threadIdx.x
+    B, K = x.shape
+    acc = 0.0
+    for r in range(tid, B, RT):
+        best = 0
+        for k in range(1, K):
+            if x[r, k] > x[r, best]:
+                best = k
+        if best == target[r]:
+            acc += 1.0
+    sm[tid] = acc
+    cuda.syncthreads()
+    h = RT // 2
+    while h > 0:
+        if tid < h:
+            sm[tid] += sm[tid + h]
+        cuda.syncthreads()
+        h //= 2
+    if tid == 0:
+        count[0] = sm[0]
+
+
+# --- reductions -------------------------------------------------------------------------
+@cuda.jit(cache=True)
+def _channel_sum(out, g, inner):
+    # out[c] = sum over n and the inner (spatial) axis of g[n, c, s]   g: flat (N, C, inner)
+    # one block per channel
+    sm = cuda.shared.array(RT, dtype=float64)
+    C = out.shape[0]
+    tid = cuda.threadIdx.x
+    N = g.shape[0] // (C * inner)
+    for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
+        acc = 0.0
+        for e in range(tid, N * inner, RT):
+            acc += g[(e // inner) * C * inner + c * inner + e % inner]
+        sm[tid] = acc
+        cuda.syncthreads()
+        h = RT // 2
+        while h > 0:
+            if tid < h:
+                sm[tid] += sm[tid + h]
+            cuda.syncthreads()
+            h //= 2
+        if tid == 0:
+            out[c] = sm[0]
+        cuda.syncthreads()
+
+
+# --- optimisers -------------------------------------------------------------------------
+@cuda.jit(cache=True)
+def _sgd(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
+    # PyTorch's SGD: d = g + wd * p; buf = d (first step) or momentum * buf + (1 - dampening) * d;
+    # d = d + momentum * buf (nesterov) or buf; p -= lr * d
+    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+        d = g[i] + weight_decay * p[i]
+        if momentum != 0:
+            if first:
+                buf[i] = d
+            else:
+                buf[i] = momentum * buf[i] + (1 - dampening) * d
+            if nesterov:
+                d = d + momentum * buf[i]
+            else:
+                d = buf[i]
+        p[i] -= lr * d
+
+
+@cuda.jit(cache=True)
+def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    # PyTorch's Adam (L2 weight decay): bc1 = 1 - beta1**t, bc2 = 1 - beta2**t
+    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+        d = g[i] + weight_decay * p[i]
+        m[i] = beta1 * m[i] + (1 - beta1) * d
+        v[i] = beta2 * v[i] + (1 - beta2) * d * d
+        p[i] -= lr * (m[i] / bc1) / (math.sqrt(v[i] / bc2) + eps)
