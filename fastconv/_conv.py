@@ -47,6 +47,8 @@ def run_forward(spec: ConvSpec, x, w, b, algorithm, out=None):
         return _engine.forward(xp, w5, b, spec.stride3, spec.dilation3, spec.groups, algo, out)
 
     algo = dispatch.select(spec, algorithm, run)
+    if algo == "fft" and algorithm == "auto" and not np.isfinite(xp).all():
+        algo = "direct"      # an FFT spreads one NaN/inf over the whole output
     return run(algo, out)
 
 
@@ -105,8 +107,9 @@ _CONV_DOC = """{nd}-D convolution (cross-correlation, as ``torch.nn.functional.c
         ``C_in`` and ``C_out`` must both be divisible by it. Default: 1
     padding_mode : {{'zeros', 'reflect', 'replicate', 'circular'}}
     algorithm : {{'auto', 'direct', 'im2col', 'fft'}}
-        A speed choice only: every algorithm gives the same result.
-        ``'auto'`` uses :func:`fastconv.choose_algorithm`.
+        A speed choice only: every algorithm gives the same result for finite inputs
+        (``'fft'`` spreads a NaN or inf over the whole output, so ``'auto'`` does not use
+        it for non-finite input). ``'auto'`` uses :func:`fastconv.choose_algorithm`.
     device : None, 'cpu' or 'cuda'
         None: the GPU if ``input`` is a GPU array, else the CPU.
     out : ndarray, optional
@@ -188,13 +191,12 @@ def input_grad(nd, fn, input_size, weight, grad_output, stride, padding, dilatio
         return cuda_api.input_grad(nd, fn, input_size, weight, grad_output, stride, padding,
                                    dilation, groups, padding_mode, algorithm)
     size = _split_input_size(fn, nd, input_size)
-    w = np.asarray(weight)
-    go = np.asarray(grad_output)
     from ._validate import as_array, compute_dtypes
-    as_array(go, "grad_output", fn)
-    dtype, _ = compute_dtypes(fn, as_array(w, "weight", fn), go)
-    spec, _, w, _ = conv_spec(fn, nd, dispatch._proxy(size, dtype), w, None, stride, padding,
-                              dilation, groups, padding_mode)
+    w = as_array(weight, "weight", fn)
+    go = as_array(grad_output, "grad_output", fn)
+    compute_dtypes(fn, w, go)
+    spec, _, w, _ = conv_spec(fn, nd, dispatch._proxy(size, np.result_type(w, go)), w, None,
+                              stride, padding, dilation, groups, padding_mode)
     _check_grad_output(fn, go, spec)
     if spec.N == 0:
         return np.zeros(size, dtype=spec.out_dtype), spec
@@ -222,8 +224,8 @@ def weight_grad(nd, fn, input, weight_size, grad_output, stride, padding, dilati
     from ._validate import as_array, compute_dtypes
     x = as_array(input, "input", fn)
     go = as_array(grad_output, "grad_output", fn)
-    dtype, _ = compute_dtypes(fn, x, go)
-    spec, x, _, _ = conv_spec(fn, nd, x.astype(dtype, copy=False), dispatch._proxy(wsize, dtype),
+    compute_dtypes(fn, x, go)
+    spec, x, _, _ = conv_spec(fn, nd, x, dispatch._proxy(wsize, np.result_type(x, go)),
                               None, stride, padding, dilation, groups, padding_mode)
     _check_grad_output(fn, go, spec)
     go5 = np.ascontiguousarray(go.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)), dtype=spec.dtype)
@@ -269,6 +271,12 @@ def conv_transposend(nd, fn, input, weight, bias, stride, padding, output_paddin
         raise ValueError(f"{fn}: the output size {size} is not positive for input shape {x.shape}, "
                          f"weight shape {w.shape}, stride {s}, padding {p}, dilation {d}")
     in_size = (xb.shape[0], w.shape[1] * int(groups)) + size
+    # output_padding >= stride (allowed when < dilation) makes the matching forward output
+    # longer than the input: its extra positions carry zero gradient
+    fwd = tuple((n + 2 * pi - di * (k - 1) - 1) // si + 1
+                for n, pi, di, k, si in zip(size, p, d, w.shape[2:], s))
+    if fwd != tuple(xb.shape[2:]) and all(f >= i for f, i in zip(fwd, xb.shape[2:])):
+        xb = np.pad(xb, [(0, 0), (0, 0)] + [(0, f - i) for f, i in zip(fwd, xb.shape[2:])])
     gx, spec = input_grad(nd, fn, in_size, w, xb, s, p, d, groups, "zeros", algorithm)
     if bias is not None:
         b = as_array(bias, "bias", fn)

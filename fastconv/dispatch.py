@@ -282,7 +282,10 @@ def _write_disk(key: str, algo: str) -> None:
                 data = {}
         except (OSError, ValueError):
             data = {}
-        data.setdefault(_machine_key(), {})[key] = algo
+        entries = data.get(_machine_key())
+        if not isinstance(entries, dict):
+            entries = data[_machine_key()] = {}
+        entries[key] = algo
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".json")
         with os.fdopen(fd, "w") as fh:
