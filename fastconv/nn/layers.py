@@ -176,9 +176,8 @@ class Conv2d(Module):
         xp5 = lift5(pad(xb, spec.padding, spec.padding_mode), 2)
         y = _engine.forward(xp5, lift5(w, 2), None if self.bias is None else self.bias.data,
                             spec.stride3, spec.dilation3, spec.groups, fwd)
-        if self.training:
-            self._saved_xp = xp5
-            self._saved_plan = plan
+        self._saved_xp = xp5 if self.training else None      # eval mode keeps nothing
+        self._saved_plan = plan
         y = y.reshape((spec.N, spec.C_out) + spec.out_size)
         return y if spec.batched else y[0]
 
@@ -279,8 +278,7 @@ class Linear(Module):
             raise ValueError(f"Linear: input of shape {x.shape} does not end in "
                              f"in_features={self.in_features}")
         y = F.linear(x, w, None if self.bias is None else self.bias.data)
-        if self.training:
-            self._saved_x = x
+        self._saved_x = x if self.training else None
         return y
 
     def backward(self, grad_output, input_grad=True):
@@ -334,8 +332,7 @@ class ReLU(Module):
             y = x
         else:
             y = F.relu(x)
-        if self.training:
-            self._saved_y = y
+        self._saved_y = y if self.training else None
         return y
 
     def backward(self, grad_output, input_grad=True):
@@ -388,9 +385,8 @@ class MaxPool2d(Module):
         a = F.float_array(x, "MaxPool2d")
         y, idx = F.max_pool2d(a, self.kernel_size, self.stride, self.padding, self.dilation,
                               self.ceil_mode, return_indices=True)
-        if self.training:
-            self._saved_idx = idx
-            self._saved_shape = a.shape
+        self._saved_idx = idx if self.training else None
+        self._saved_shape = a.shape
         return (y, idx) if self.return_indices else y
 
     def backward(self, grad_output, input_grad=True):
@@ -446,8 +442,7 @@ class AvgPool2d(Module):
     def forward(self, x):
         a = F.float_array(x, "AvgPool2d")
         y = F.avg_pool2d(a, *self._args())
-        if self.training:
-            self._saved_shape = a.shape
+        self._saved_shape = a.shape if self.training else None
         return y
 
     def backward(self, grad_output, input_grad=True):
@@ -544,8 +539,7 @@ class Flatten(Module):
         if not (-nd <= self.start_dim < nd and -nd <= self.end_dim < nd) or s > e:
             raise ValueError(f"Flatten: start_dim={self.start_dim}, end_dim={self.end_dim} "
                              f"do not fit an input of shape {a.shape}")
-        if self.training:
-            self._saved_shape = a.shape
+        self._saved_shape = a.shape if self.training else None
         return a.reshape(a.shape[:s] + (-1,) + a.shape[e + 1:]) if a.ndim else a.reshape(1)
 
     def backward(self, grad_output, input_grad=True):
@@ -589,8 +583,7 @@ class LogSoftmax(Module):
     def forward(self, x):
         a = F.float_array(x, "LogSoftmax")
         y = F.log_softmax(a, self._dim(a.ndim))
-        if self.training:
-            self._saved_y = y
+        self._saved_y = y if self.training else None
         return y
 
     def backward(self, grad_output, input_grad=True):

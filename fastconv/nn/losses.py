@@ -31,8 +31,6 @@ class _Loss(Module):
         self._ctx = None
         return self._backward(ctx, grad)
 
-    def extra_repr(self):
-        return "" if self.reduction == "mean" else f"reduction={self.reduction}"
 
 
 class NLLLoss(_Loss):
