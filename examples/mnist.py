@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Train PyTorch's classic MNIST CNN on fastconv's kernels.
+
+    conv 1->10 k5 -> max-pool 2 -> ReLU -> conv 10->20 k5 -> max-pool 2 -> ReLU
+    -> flatten 320 -> linear 50 -> ReLU -> linear 10 -> log-softmax;  NLL loss,
+    SGD lr 0.01 momentum 0.5, batch 64, inputs (x / 255 - 0.1307) / 0.3081.
+
+Usage::
+
+    python examples/mnist.py --epochs 3 --data-dir ../shared/data/mnist
+    python examples/mnist.py --epochs 1 --save ckpt.npz            # then, later:
+    python examples/mnist.py --epochs 2 --resume ckpt.npz --save ckpt.npz
+
+Data are found by :func:`fastconv.datasets.load_mnist` (``--data-dir``, then
+``$FASTCONV_DATA_DIR``, then the user cache, downloading if needed). ``--save`` writes an
+atomic checkpoint (model, optimiser, epoch, random-generator states, metrics so far)
+after every epoch; ``--resume`` continues from it exactly: 1 epoch + resume 1 epoch gives
+bit for bit the parameters of a 2-epoch run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import fastconv
+except ImportError:                       # running from a source checkout, not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import fastconv
+from fastconv import datasets, nn, optim
+
+# (mean, std) of the training pixels / 255
+NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
+EVAL_BATCH = 1000
+
+
+def build_model():
+    """The network of PyTorch's examples/mnist (2017 version)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 10, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(10, 20, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(320, 50), nn.ReLU(), nn.Linear(50, 10), nn.LogSoftmax(dim=1))
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=10, help="total epochs to train (default 10)")
+    ap.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
+    ap.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    ap.add_argument("--momentum", type=float, default=0.5, help="SGD momentum (default 0.5)")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the initial weights and the "
+                    "shuffling (default 1)")
+    ap.add_argument("--data-dir", help="directory with the IDX files (default: the search "
+                    "order of fastconv.datasets.load_mnist)")
+    ap.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
+    ap.add_argument("--limit", type=int, metavar="N",
+                    help="train on the first N training images only (smoke tests)")
+    ap.add_argument("--save", metavar="PATH", help="write a checkpoint here after every epoch")
+    ap.add_argument("--resume", metavar="PATH", help="continue from this checkpoint")
+    ap.add_argument("--metrics-json", metavar="PATH",
+                    help="write per-epoch metrics (seconds, loss, test accuracy %%) here")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        ap.error("--limit must be >= 1")
+    return args
+
+
+def load_data(args):
+    root = args.data_dir
+    if root is not None and not Path(root).expanduser().is_dir():
+        print(f"note: --data-dir {root} does not exist; using the default search order",
+              file=sys.stderr)
+        root = None
+    load = datasets.load_mnist
+    try:
+        train = load(root, "train", dataset=args.dataset)
+        test = load(root, "test", dataset=args.dataset)
+    except (RuntimeError, FileNotFoundError, ValueError) as exc:
+        sys.exit(f"examples/mnist.py: {exc}")
+    return train, test
+
+
+def normaliser(dataset):
+    """A 256-entry lookup table: uint8 pixel -> normalised float32."""
+    mean, std = NORMALISATION[dataset]
+    return ((np.arange(256, dtype=np.float64) / 255 - mean) / std).astype(np.float32)
+
+
+def evaluate(model, images, labels, lut):
+    """Test accuracy in percent (eval mode, batches of 1000)."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(images), EVAL_BATCH):
+        out = model(lut[images[i:i + EVAL_BATCH]][:, None])
+        correct += int((out.argmax(axis=1) == labels[i:i + EVAL_BATCH]).sum())
+    model.train()
+    return 100.0 * correct / max(len(images), 1)
+
+
+def train_epoch(model, opt, loss_fn, images, labels, lut, batch_size, rng, desc, progress):
+    """One pass over the shuffled training set. Returns (mean loss, seconds)."""
+    from tqdm import tqdm
+
+    n = len(images)
+    perm = rng.permutation(n)
+    total_loss = 0.0
+    bar = tqdm(total=n, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True,
+               disable=not progress, file=sys.stderr)
+    t0 = time.perf_counter()
+    for b, start in enumerate(range(0, n, batch_size)):
+        idx = perm[start:start + batch_size]
+        x = lut[images[idx]][:, None]               # (B, 1, 28, 28) float32
+        loss = loss_fn(model(x), labels[idx])
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+        opt.zero_grad()
+        total_loss += loss * len(idx)
+        bar.update(len(idx))
+        if b % 20 == 0:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+    seconds = time.perf_counter() - t0
+    bar.close()
+    return total_loss / n, seconds
+
+
+def _write_json_atomic(path, obj):
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _config(args):
+    return {"dataset": args.dataset, "batch_size": args.batch_size, "limit": args.limit,
+            "seed": args.seed}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == "cuda":
+        sys.exit("examples/mnist.py: --device cuda is not supported yet: the fastconv.nn layers "
+                 "(pooling, activations, losses, optimisers) run on the CPU only. "
+                 "Use --device cpu.")
+    (train_x, train_y), (test_x, test_y) = load_data(args)
+    if args.limit is not None:
+        train_x, train_y = train_x[:args.limit], train_y[:args.limit]
+    lut = normaliser(args.dataset)
+
+    nn.manual_seed(args.seed)
+    model = build_model()
+    opt = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    loss_fn = nn.NLLLoss()
+    rng = np.random.Generator(np.random.PCG64(args.seed))    # shuffling
+    metrics = []
+    start_epoch = 1
+    if args.resume:
+        try:
+            ckpt = nn.load(args.resume)
+        except (OSError, ValueError) as exc:
+            sys.exit(f"examples/mnist.py: cannot resume from {args.resume}: {exc}")
+        saved = ckpt.get("config", {})
+        for key, value in _config(args).items():
+            if key != "seed" and saved.get(key) != value:
+                print(f"warning: resuming with {key}={value!r} but the checkpoint was trained "
+                      f"with {saved.get(key)!r}; the run will not match an uninterrupted one",
+                      file=sys.stderr)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        rng.bit_generator.state = ckpt["rng"]
+        nn.set_rng_state(ckpt["nn_rng"])
+        metrics = list(ckpt.get("metrics", []))
+        start_epoch = int(ckpt["epoch"]) + 1
+        print(f"resumed from {args.resume} after epoch {start_epoch - 1}")
+    if start_epoch > args.epochs:
+        print(f"nothing to do: the checkpoint already has {start_epoch - 1} epoch(s), "
+              f"--epochs is {args.epochs}")
+
+    n = len(train_x)
+    progress = not args.no_progress
+    for epoch in range(start_epoch, args.epochs + 1):
+        loss, seconds = train_epoch(model, opt, loss_fn, train_x, train_y, lut, args.batch_size,
+                                    rng, f"epoch {epoch}/{args.epochs}", progress)
+        acc = evaluate(model, test_x, test_y, lut)
+        metrics.append({"epoch": epoch, "train_seconds": round(seconds, 3),
+                        "train_loss": float(loss), "test_accuracy": acc})
+        print(f"epoch {epoch}/{args.epochs}  train_loss {loss:.4f}  test_accuracy {acc:.2f}%  "
+              f"train {seconds:.1f} s ({n / seconds:.0f} img/s)", flush=True)
+        if args.save:
+            nn.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                     "rng": rng.bit_generator.state, "nn_rng": nn.get_rng_state(),
+                     "metrics": metrics, "config": _config(args)}, args.save)
+        if args.metrics_json:
+            _write_json_atomic(args.metrics_json, {"epochs": metrics})
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

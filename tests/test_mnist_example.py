@@ -1,0 +1,106 @@
+"""examples/mnist.py on a tiny generated IDX set: a 2-step training run in a subprocess,
+and checkpoint -> resume giving the same parameters as an uninterrupted run."""
+import gzip
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastconv import nn
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist.py"
+
+
+def write_idx(path, arr):
+    arr = np.asarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    path.write_bytes(gzip.compress(header + arr.tobytes()))
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    """160 training and 40 test 'digits': the label is drawn as a bright bar position."""
+    root = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 160), ("t10k", 40)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+        for i, y in enumerate(labels):
+            images[i, 2 + 2 * y:4 + 2 * y, 4:24] = 255
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("mnist_example", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_two_step_training_run_subprocess(tiny_mnist, tmp_path):
+    metrics = tmp_path / "m.json"
+    env = dict(os.environ, FASTCONV_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("FASTCONV_DATA_DIR", None)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--limit", "128", "--epochs", "1", "--data-dir",
+         str(tiny_mnist), "--metrics-json", str(metrics), "--no-progress"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "epoch 1/1" in proc.stdout and "test_accuracy" in proc.stdout
+    data = json.loads(metrics.read_text())
+    assert list(data) == ["epochs"] and len(data["epochs"]) == 1
+    e = data["epochs"][0]
+    assert set(e) == {"epoch", "train_seconds", "train_loss", "test_accuracy"}
+    assert e["epoch"] == 1 and e["train_seconds"] > 0
+    assert np.isfinite(e["train_loss"]) and 0 <= e["test_accuracy"] <= 100
+
+
+def test_resume_is_bit_exact(tiny_mnist, tmp_path, capsys):
+    mnist = load_example()
+    common = ["--data-dir", str(tiny_mnist), "--batch-size", "32", "--lr", "0.05",
+              "--no-progress", "--seed", "3"]
+    full = tmp_path / "full.npz"
+    part = tmp_path / "part.npz"
+    m_full = mnist.main(common + ["--epochs", "2", "--save", str(full)])
+    mnist.main(common + ["--epochs", "1", "--save", str(part)])
+    m_resumed = mnist.main(common + ["--epochs", "2", "--resume", str(part), "--save", str(part),
+                                     "--metrics-json", str(tmp_path / "m.json")])
+    a, b = nn.load(full), nn.load(part)
+    assert a["epoch"] == b["epoch"] == 2
+    for key in a["model"]:
+        np.testing.assert_array_equal(a["model"][key], b["model"][key], err_msg=key)
+    for i in a["optimizer"]["state"]:
+        np.testing.assert_array_equal(a["optimizer"]["state"][i]["momentum_buffer"],
+                                      b["optimizer"]["state"][i]["momentum_buffer"])
+    assert a["rng"] == b["rng"]
+    drop = ("train_seconds",)
+    assert [{k: v for k, v in e.items() if k not in drop} for e in m_full] == \
+           [{k: v for k, v in e.items() if k not in drop} for e in m_resumed]
+    epochs = json.loads((tmp_path / "m.json").read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2]                # history kept across resume
+    assert "resumed from" in capsys.readouterr().out
+
+
+def test_cli_errors(tiny_mnist, tmp_path, capsys, monkeypatch):
+    mnist = load_example()
+    with pytest.raises(SystemExit, match="--device cuda is not supported"):
+        mnist.main(["--device", "cuda", "--data-dir", str(tiny_mnist)])
+    with pytest.raises(SystemExit):
+        mnist.main(["--epochs", "0"])
+    # a --data-dir that does not exist falls back to the search order
+    monkeypatch.setenv("FASTCONV_DATA_DIR", str(tiny_mnist))
+    metrics = mnist.main(["--data-dir", str(tmp_path / "missing"), "--limit", "32",
+                          "--epochs", "1", "--no-progress"])
+    assert len(metrics) == 1
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(SystemExit, match="cannot resume"):
+        mnist.main(["--data-dir", str(tiny_mnist), "--resume", str(bad), "--no-progress"])
