@@ -1,0 +1,161 @@
+"""Argument checks, dtype rules and every error message of :mod:`fastconv.signal`.
+
+The messages keep SciPy's wording (callers match on it) and add what was received.
+"""
+from __future__ import annotations
+
+import operator
+import warnings
+
+import numpy as np
+
+MODES = ("full", "same", "valid")
+METHODS = ("auto", "direct", "fft", "oa")
+# scipy.signal's boundary names -> fastconv._pad modes ('fill' is a constant pad)
+BOUNDARIES = {"fill": "fill", "pad": "fill", "wrap": "circular", "circular": "circular",
+              "symm": "symmetric", "symmetric": "symmetric"}
+
+MSG = {
+    "mode": "Acceptable mode flags are 'valid', 'same', or 'full'; got mode={!r}.",
+    # fftconvolve/oaconvolve spell it in lower case in SciPy; tests match either spelling
+    "mode_freq": "acceptable mode flags are 'valid', 'same', or 'full'; got mode={!r}.",
+    "method": "Acceptable method flags are 'auto', 'direct', 'fft', or 'oa'; got method={!r}.",
+    "boundary": ("Acceptable boundary flags are 'fill', 'circular' (or 'wrap'), and "
+                 "'symmetric' (or 'symm'); got boundary={!r}."),
+    "ndim": "{a} and {b} should have the same dimensionality; got {s1} and {s2}.",
+    "ndim2": "{fn} inputs must both be 2-D arrays; got shapes {s1} and {s2}.",
+    "valid": ("For 'valid' mode, one must be at least as large as the other in every "
+              "dimension; got shapes {s1} and {s2}."),
+    "incompatible": "incompatible shapes for in1 and in2: {s1} and {s2}",
+    "axes_empty": "when provided, axes cannot be empty",
+    "axes_type": "axes must be a scalar or iterable of integers; got axes={!r}",
+    "axes_range": "axes exceeds dimensionality of input: axes={!r} for {nd}-D inputs",
+    "axes_unique": "all axes must be unique; got axes={!r}",
+    "fill_cast": ("could not cast `fillvalue` directly to the output type (it was first "
+                  "converted to complex): fillvalue={!r}, output dtype {}."),
+    "fill_size": "`fillvalue` must be scalar or an array with one element; got shape {}.",
+    "fill_empty": "`fillvalue` cannot be an empty array.",
+    "type": "{fn} not available for this type: dtypes {d1} and {d2}.",
+    "empty": ("{fn}: in1 and in2 must not be empty in mode {mode!r} (got shapes {s1} and "
+              "{s2}); only mode='same' with an empty in1 gives an (empty) result."),
+    "nan": ("Use of fft convolution on input with NAN or inf results in NAN or inf output "
+            "({fn}). Consider using method='direct' instead."),
+    "empty_boundary": ("{fn}: boundary {b!r} needs a non-empty in1 to wrap or reflect "
+                       "(got shape {s1}); use boundary='fill'."),
+}
+
+
+def check_mode(mode, freq=False):
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(MSG["mode_freq" if freq else "mode"].format(mode))
+    return mode
+
+
+def check_method(method):
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(MSG["method"].format(method))
+    return method
+
+
+def check_boundary(boundary):
+    if not isinstance(boundary, str) or boundary not in BOUNDARIES:
+        raise ValueError(MSG["boundary"].format(boundary))
+    return BOUNDARIES[boundary]
+
+
+def check_same_ndim(in1, in2, a="in1", b="in2"):
+    if in1.ndim != in2.ndim:
+        raise ValueError(MSG["ndim"].format(a=a, b=b, s1=in1.shape, s2=in2.shape))
+
+
+def check_numeric(fn, in1, in2):
+    for a in (in1, in2):
+        if a.dtype.kind not in "biufc":
+            raise ValueError(MSG["type"].format(fn=fn, d1=in1.dtype, d2=in2.dtype))
+
+
+def swap_needed(mode, shape1, shape2, axes=None) -> bool:
+    """True when 'valid' mode needs in2 to play in1's part; raises if neither fits."""
+    if mode != "valid" or not shape1:
+        return False
+    axes = range(len(shape1)) if axes is None else axes
+    ok1 = all(shape1[i] >= shape2[i] for i in axes)
+    ok2 = all(shape2[i] >= shape1[i] for i in axes)
+    if not (ok1 or ok2):
+        raise ValueError(MSG["valid"].format(s1=tuple(shape1), s2=tuple(shape2)))
+    return not ok1
+
+
+def normalize_axes(axes, ndim) -> list:
+    """SciPy's rules for the ``axes`` argument of fftconvolve/oaconvolve."""
+    if axes is None:
+        return list(range(ndim))
+    if np.isscalar(axes) or (isinstance(axes, np.ndarray) and axes.ndim == 0):
+        axes = [axes]
+    try:
+        arr = np.asarray(axes)
+    except (TypeError, ValueError):
+        raise ValueError(MSG["axes_type"].format(axes)) from None
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(MSG["axes_type"].format(axes))
+    if arr.size == 0:
+        raise ValueError(MSG["axes_empty"])
+    out = []
+    for a in arr.tolist():
+        a = operator.index(a)
+        if a < -ndim or a >= ndim:
+            raise ValueError(MSG["axes_range"].format(axes, nd=ndim))
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(MSG["axes_unique"].format(axes))
+    return out
+
+
+def fill_scalar(fillvalue, dtype):
+    """The constant of boundary='fill', converted to the output dtype the way SciPy does."""
+    dtype = np.dtype(dtype)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if isinstance(fillvalue, np.ndarray):
+                if not np.can_cast(fillvalue.dtype, dtype):
+                    raise TypeError("unsafe cast")
+                arr = fillvalue.astype(dtype)
+            else:
+                arr = np.array(fillvalue, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(MSG["fill_cast"].format(fillvalue, dtype)) from None
+    if arr.size != 1:
+        if arr.size == 0:
+            raise ValueError(MSG["fill_empty"])
+        raise ValueError(MSG["fill_size"].format(arr.shape))
+    return arr.reshape(())[()]
+
+
+# --- dtypes ---------------------------------------------------------------------------
+def direct_dtype(rt: np.dtype) -> np.dtype:
+    """Compute dtype of the direct method for result dtype ``rt`` (integers exact in int64)."""
+    if rt.kind in "biu":
+        return np.dtype(np.int64)
+    if rt.kind == "f":
+        return np.dtype(np.float32) if rt.itemsize <= 4 else np.dtype(np.float64)
+    if rt.kind == "c":
+        return np.dtype(np.complex64) if rt.itemsize <= 8 else np.dtype(np.complex128)
+    raise TypeError(f"unsupported dtype {rt}")
+
+
+def fft_dtype(*dtypes) -> np.dtype:
+    """dtype that scipy.signal.fftconvolve returns: integers (and bool) become float64,
+    float16 computes in float32."""
+    ds = [np.dtype(np.float64) if np.dtype(d).kind in "biu" else np.dtype(d) for d in dtypes]
+    rt = np.result_type(*ds)
+    if rt == np.float16:
+        rt = np.dtype(np.float32)
+    return rt
+
+
+def fft_compute_dtype(ft: np.dtype) -> np.dtype:
+    """What our FFT kernels compute in for result dtype ``ft`` (long double -> double)."""
+    if ft.kind == "c":
+        return np.dtype(np.complex64) if ft.itemsize <= 8 else np.dtype(np.complex128)
+    return np.dtype(np.float32) if ft.itemsize <= 4 else np.dtype(np.float64)

@@ -1,0 +1,529 @@
+"""SciPy-compatible convolution: drop-in replacements for ``scipy.signal``'s
+``convolve``, ``correlate``, ``fftconvolve``, ``oaconvolve``, ``convolve2d``,
+``correlate2d`` and ``choose_conv_method``, running on fastconv's kernels.
+
+Same arguments, modes (``'full'``, ``'same'``, ``'valid'``), boundaries, result shapes,
+result dtypes and errors as SciPy. Differences, all additions:
+
+* ``method`` also accepts ``'oa'`` (overlap-add: the FFT method on cache-sized tiles),
+  and :func:`choose_conv_method` may return it.
+* ``'auto'`` uses fastconv's cost model (fitted on fastconv's kernels), also in
+  :func:`convolve2d` / :func:`correlate2d` for floating-point inputs: large kernels run
+  through FFTs there too (integers always take the exact direct method).
+* bool and float16 inputs work in every rank (SciPy's N-d direct method rejects them).
+
+How it runs: every call is a padded 'valid' cross-correlation on
+``fastconv._engine.forward`` (see ``fastconv/_signal_core.py``); the kernels release the
+GIL, so threads (and Dask) run calls concurrently.
+
+>>> import numpy as np
+>>> from fastconv import signal
+>>> signal.convolve([1, 2, 3], [0, 1, 0.5])
+array([0. , 1. , 2.5, 4. , 1.5])
+"""
+from __future__ import annotations
+
+import timeit
+import warnings
+
+import numpy as np
+
+from . import _signal_core as core
+from ._signal_checks import (MSG, check_boundary, check_method, check_mode, check_numeric,
+                             check_same_ndim, direct_dtype, fft_compute_dtype, fft_dtype,
+                             fill_scalar, normalize_axes, swap_needed)
+from ._signal_cost import estimate
+
+__all__ = ["convolve", "correlate", "fftconvolve", "oaconvolve", "convolve2d",
+           "correlate2d", "choose_conv_method"]
+
+
+# --- convolve / correlate -------------------------------------------------------------
+def convolve(in1, in2, mode="full", method="auto"):
+    """Convolve two N-dimensional arrays (drop-in for ``scipy.signal.convolve``).
+
+    Parameters
+    ----------
+    in1 : array_like
+        First input, shape ``(n_1, ..., n_d)``.
+    in2 : array_like
+        Second input, with the same number of dimensions as `in1`.
+    mode : {'full', 'valid', 'same'}, optional
+        Output size per axis: ``'full'`` ``n + m - 1`` (default); ``'valid'``
+        ``max(n, m) - min(n, m) + 1``, only outputs that do not depend on zero padding
+        (one input must be at least as large as the other in every dimension; the
+        inputs are swapped when `in2` is the larger); ``'same'`` ``n``, centred with
+        respect to the full output.
+    method : {'auto', 'direct', 'fft', 'oa'}, optional
+        ``'direct'``: the definition (exact for integers); ``'fft'``: Fourier transforms;
+        ``'oa'``: Fourier transforms on overlapping tiles (overlap-add);
+        ``'auto'`` (default): :func:`choose_conv_method`.
+
+    Returns
+    -------
+    ndarray
+        Dtype ``numpy.result_type(in1, in2)`` whatever the method (integer results of
+        the FFT methods are rounded).
+
+    Warns
+    -----
+    RuntimeWarning
+        When ``method='fft'``/``'oa'`` produces NaN or inf (use ``'direct'``); with
+        ``'auto'`` such a result is recomputed with the direct method instead.
+
+    See Also
+    --------
+    correlate, fftconvolve, oaconvolve, choose_conv_method
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import signal
+    >>> signal.convolve([3, 4, 5, 6, 5, 4], [1, 2, 3])
+    array([ 3, 10, 22, 28, 32, 32, 23, 12])
+    >>> signal.convolve(np.ones((3, 3)), np.ones((2, 2)), mode='valid')
+    array([[4., 4.],
+           [4., 4.]])
+    """
+    return _convolve_nd("convolve", in1, in2, mode, method, corr=False)
+
+
+def correlate(in1, in2, mode="full", method="auto"):
+    """Cross-correlate two N-dimensional arrays (drop-in for ``scipy.signal.correlate``).
+
+    ``z[k] = sum_l in1[l] * conj(in2[l - k])``: the convolution of `in1` with `in2`
+    reversed and conjugated.
+
+    Parameters
+    ----------
+    in1 : array_like
+        First input, shape ``(n_1, ..., n_d)``.
+    in2 : array_like
+        Second input, with the same number of dimensions as `in1`.
+    mode : {'full', 'valid', 'same'}, optional
+        Output size per axis: ``'full'`` ``n + m - 1`` (default); ``'valid'``
+        ``max(n, m) - min(n, m) + 1``; ``'same'`` ``n``, centred with respect to the
+        full output (for even kernel lengths this differs by one sample from
+        :func:`correlate2d`, as in SciPy).
+    method : {'auto', 'direct', 'fft', 'oa'}, optional
+        As for :func:`convolve`.
+
+    Returns
+    -------
+    ndarray
+        Dtype ``numpy.result_type(in1, in2)``.
+
+    See Also
+    --------
+    convolve, correlate2d, choose_conv_method
+
+    Examples
+    --------
+    >>> from fastconv import signal
+    >>> signal.correlate([1, 2, 3], [0, 1, 0.5])
+    array([0.5, 2. , 3.5, 3. , 0. ])
+    >>> signal.correlate([1j, 2], [1j], mode='same')
+    array([1.+0.j, 0.-2.j])
+    """
+    return _convolve_nd("correlate", in1, in2, mode, method, corr=True)
+
+
+def _convolve_nd(fn, in1, in2, mode, method, corr):
+    a, b = np.asarray(in1), np.asarray(in2)
+    if a.ndim == b.ndim == 0:
+        return a * (np.conj(b) if corr else b)
+    check_same_ndim(a, b, *(("in1", "in2") if corr else ("volume", "kernel")))
+    check_mode(mode)
+    check_method(method)
+    if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc":
+        return _object_fallback(fn, a, b, mode, method, corr)
+    rt = np.result_type(a, b)
+    if a.size == 0 or b.size == 0:
+        if mode == "same" and a.size == 0 and b.size > 0:
+            return np.empty(a.shape, dtype=rt)
+        raise ValueError(MSG["empty"].format(fn=fn, mode=mode, s1=a.shape, s2=b.shape))
+    if corr:                       # correlate(a, b) = convolve(a, reverse(conj(b)))
+        b = np.conj(b[(slice(None, None, -1),) * b.ndim]) if b.dtype.kind == "c" \
+            else b[(slice(None, None, -1),) * b.ndim]
+    if swap_needed(mode, a.shape, b.shape) or (mode == "full" and b.size > a.size):
+        a, b = b, a                # convolution commutes
+    auto = method == "auto"
+    if auto:
+        method = _choose(a, b, mode)
+    windows = [core.window(mode, n, m) for n, m in zip(a.shape, b.shape)]
+    kf = b[(slice(None, None, -1),) * b.ndim]
+    return _finish(fn, a, kf, windows, method, rt, auto)
+
+
+def _finish(fn, a, kf, windows, method, rt, auto, boundary="fill", fill=0):
+    """Run a plan in the method's compute dtype and return SciPy's dtype ``rt``."""
+    plan = core.make_plan(a.shape, kf.shape, windows)
+    if method == "direct":
+        cdt = direct_dtype(rt)
+        return _cast(core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False),
+                              "direct", boundary, _fill_as(fill, cdt)), rt)
+    cdt = fft_compute_dtype(fft_dtype(a.dtype, kf.dtype))
+    out = core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False), method,
+                   boundary, _fill_as(fill, cdt))
+    if out.size and not np.isfinite(out.flat[0] if not auto else out).all():
+        if auto:                  # keep NaN/inf local, as the definition does
+            return _finish(fn, a, kf, windows, "direct", rt, False, boundary, fill)
+        warnings.warn(MSG["nan"].format(fn=fn), RuntimeWarning, stacklevel=4)
+    if rt.kind in "biu":
+        out = np.round(out)
+    return _cast(out, rt)
+
+
+def _cast(out, rt):
+    if out.dtype == rt:
+        return out
+    with warnings.catch_warnings():         # NaN -> int casts: as SciPy, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return out.astype(rt)
+
+
+def _fill_as(fill, cdt):
+    return np.asarray(fill).astype(cdt)[()] if fill is not None else 0
+
+
+def _object_fallback(fn, a, b, mode, method, corr):
+    """Object arrays: SciPy's 1-D direct path is numpy's; other cases are errors."""
+    if a.ndim == 1 and method in ("auto", "direct") and a.size and b.size \
+            and (mode != "same" or a.size >= b.size):
+        return np.correlate(a, b, mode) if corr else np.convolve(a, b, mode)
+    raise ValueError(MSG["type"].format(fn=fn, d1=a.dtype, d2=b.dtype))
+
+
+# --- fftconvolve / oaconvolve ---------------------------------------------------------
+def fftconvolve(in1, in2, mode="full", axes=None):
+    """Convolve two N-dimensional arrays using FFTs (drop-in for
+    ``scipy.signal.fftconvolve``).
+
+    Parameters
+    ----------
+    in1 : array_like
+        First input.
+    in2 : array_like
+        Second input, with the same number of dimensions as `in1`.
+    mode : {'full', 'valid', 'same'}, optional
+        Output size along the convolved axes: ``'full'`` ``n + m - 1`` (default),
+        ``'valid'`` ``max(n, m) - min(n, m) + 1``, ``'same'`` ``n`` (centred).
+    axes : int or sequence of int, optional
+        Axes to convolve over (default: all). Along the other axes the inputs must have
+        equal lengths or length 1, and are multiplied with broadcasting.
+
+    Returns
+    -------
+    ndarray
+        Floating point (integers become float64, float16 becomes float32), or complex.
+
+    See Also
+    --------
+    convolve, oaconvolve
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import signal
+    >>> np.round(signal.fftconvolve([1, 2, 3], [1, 1]), 12)
+    array([1., 3., 5., 3.])
+    >>> x = np.arange(6.).reshape(2, 3)
+    >>> signal.fftconvolve(x, [[1., -1.]], axes=1).round(12)
+    array([[ 0.,  1.,  1., -2.],
+           [ 3.,  1.,  1., -5.]])
+    """
+    return _freq_convolve(in1, in2, mode, axes, "fft")
+
+
+def oaconvolve(in1, in2, mode="full", axes=None):
+    """Convolve two N-dimensional arrays with the overlap-add method (drop-in for
+    ``scipy.signal.oaconvolve``).
+
+    The larger input is cut into overlapping tiles, each convolved with FFTs of a small,
+    cache-friendly length; fastest when one input is much larger than the other. Falls
+    back to one tile (:func:`fftconvolve`) when tiling does not pay.
+
+    Parameters
+    ----------
+    in1 : array_like
+        First input.
+    in2 : array_like
+        Second input, with the same number of dimensions as `in1`.
+    mode : {'full', 'valid', 'same'}, optional
+        As for :func:`fftconvolve`.
+    axes : int or sequence of int, optional
+        As for :func:`fftconvolve`.
+
+    Returns
+    -------
+    ndarray
+        Same dtype rules as :func:`fftconvolve`.
+
+    See Also
+    --------
+    fftconvolve, convolve
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import signal
+    >>> x = np.ones(10000)
+    >>> y = signal.oaconvolve(x, np.ones(5) / 5, mode='same')
+    >>> y.shape, round(float(y[5000]), 12), round(float(y[0]), 12)
+    ((10000,), 1.0, 0.6)
+    """
+    return _freq_convolve(in1, in2, mode, axes, "oa")
+
+
+def _freq_convolve(in1, in2, mode, axes, method):
+    a, b = np.asarray(in1), np.asarray(in2)
+    if a.ndim == b.ndim == 0:
+        return a * b
+    check_same_ndim(a, b)
+    if a.size == 0 or b.size == 0:
+        return np.array([])
+    check_mode(mode, freq=True)
+    ax = [i for i in normalize_axes(axes, a.ndim) if a.shape[i] != 1 and b.shape[i] != 1]
+    for i in range(a.ndim):
+        if i not in ax and not (a.shape[i] == b.shape[i] or 1 in (a.shape[i], b.shape[i])):
+            raise ValueError(MSG["incompatible"].format(s1=a.shape, s2=b.shape))
+    if swap_needed(mode, a.shape, b.shape, ax):
+        a, b = b, a
+    if not ax:                    # no convolution left: SciPy's broadcast product
+        out = a * b
+        if mode == "same":
+            out = out[tuple(slice((n - s) // 2, (n - s) // 2 + s)
+                            for n, s in zip(out.shape, a.shape))]
+        return out.copy()
+    windows, flip = [], []
+    for i, (n, m) in enumerate(zip(a.shape, b.shape)):
+        if i in ax:
+            windows.append(core.window(mode, n, m))
+        elif n == 1 and m > 1:        # broadcast of in1: a convolution with a length-1 input
+            windows.append(((m - 1) // 2, 1) if mode == "same" else (0, m))
+        else:
+            windows.append(None)
+        flip.append(slice(None, None, -1) if windows[-1] is not None else slice(None))
+    ft = fft_dtype(a.dtype, b.dtype)
+    cdt = fft_compute_dtype(ft)
+    kf = b[tuple(flip)]
+    plan = core.make_plan(a.shape, kf.shape, windows)
+    out = core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False), method)
+    return _cast(out, ft)
+
+
+# --- convolve2d / correlate2d ---------------------------------------------------------
+def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+    """Convolve two 2-D arrays (drop-in for ``scipy.signal.convolve2d``).
+
+    Parameters
+    ----------
+    in1 : array_like, shape (H, W)
+        First input.
+    in2 : array_like, shape (kH, kW)
+        Second input.
+    mode : {'full', 'valid', 'same'}, optional
+        Output shape: ``'full'`` ``(H + kH - 1, W + kW - 1)`` (default); ``'valid'``
+        ``(H - kH + 1, W - kW + 1)`` (inputs swapped when `in2` is the larger);
+        ``'same'`` ``(H, W)``, centred with respect to the full output.
+    boundary : {'fill', 'wrap', 'symm'}, optional
+        How `in1` is extended: ``'fill'`` with `fillvalue` (default), ``'wrap'``
+        periodically (alias ``'circular'``), ``'symm'`` mirrored with the edge sample
+        repeated (alias ``'symmetric'``).
+    fillvalue : scalar, optional
+        Value of the ``'fill'`` extension, converted to the output dtype. Default 0.
+
+    Returns
+    -------
+    ndarray
+        Dtype ``numpy.result_type(in1, in2)``; integers are exact.
+
+    See Also
+    --------
+    correlate2d, convolve
+
+    Examples
+    --------
+    >>> from fastconv import signal
+    >>> signal.convolve2d([[1, 2], [3, 4]], [[1, 1]])
+    array([[1, 3, 2],
+           [3, 7, 4]])
+    >>> signal.convolve2d([[1, 2], [3, 4]], [[1, 1]], mode='same', boundary='wrap')
+    array([[3, 3],
+           [7, 7]])
+    """
+    return _convolve_2d("convolve2d", in1, in2, mode, boundary, fillvalue, corr=False)
+
+
+def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+    """Cross-correlate two 2-D arrays (drop-in for ``scipy.signal.correlate2d``).
+
+    Parameters
+    ----------
+    in1 : array_like, shape (H, W)
+        First input.
+    in2 : array_like, shape (kH, kW)
+        Second input (conjugated).
+    mode : {'full', 'valid', 'same'}, optional
+        Output shape as for :func:`convolve2d`. In ``'same'`` mode the output is
+        centred with a one-sample offset from :func:`correlate` for even kernel lengths,
+        as in SciPy.
+    boundary : {'fill', 'wrap', 'symm'}, optional
+        As for :func:`convolve2d`.
+    fillvalue : scalar, optional
+        As for :func:`convolve2d`.
+
+    Returns
+    -------
+    ndarray
+        Dtype ``numpy.result_type(in1, in2)``. As SciPy, when 'valid' mode swaps the
+        inputs the result is the swapped correlation reversed (for complex inputs: the
+        conjugate of :func:`correlate`'s result).
+
+    See Also
+    --------
+    convolve2d, correlate
+
+    Examples
+    --------
+    >>> from fastconv import signal
+    >>> signal.correlate2d([[1, 2, 3], [4, 5, 6]], [[1, -1]], mode='valid')
+    array([[-1, -1],
+           [-1, -1]])
+    """
+    return _convolve_2d("correlate2d", in1, in2, mode, boundary, fillvalue, corr=True)
+
+
+def _convolve_2d(fn, in1, in2, mode, boundary, fillvalue, corr):
+    a, b = np.asarray(in1), np.asarray(in2)
+    if not a.ndim == b.ndim == 2:
+        raise ValueError(MSG["ndim2"].format(fn=fn, s1=a.shape, s2=b.shape))
+    swapped = swap_needed(mode, a.shape, b.shape)
+    if swapped:
+        a, b = b, a
+    check_mode(mode)
+    bnd = check_boundary(boundary)
+    check_numeric(fn, a, b)
+    rt = np.result_type(a, b)
+    fill = fill_scalar(fillvalue, rt) if bnd == "fill" else None
+    windows = [core.window(mode, n, m, corr2d=corr) for n, m in zip(a.shape, b.shape)]
+    kf = np.conj(b) if corr else b[::-1, ::-1]
+    if a.size == 0 or b.size == 0:
+        out = _empty_2d(fn, a, kf, windows, bnd, fill, rt)
+    else:
+        method = "direct" if rt.kind in "biu" else _choose(a, b, mode)
+        out = _finish(fn, a, kf, windows, method, rt, auto=True, boundary=bnd,
+                      fill=fill if fill is not None else 0)
+    return out[::-1, ::-1].copy() if corr and swapped else out
+
+
+def _empty_2d(fn, a, kf, windows, bnd, fill, rt):
+    """SciPy's results for empty inputs: every output reads only the extension."""
+    shape = tuple(w[1] for w in windows)
+    if kf.size == 0 or 0 in shape:
+        return np.zeros(shape, dtype=rt)
+    if bnd != "fill":
+        raise ValueError(MSG["empty_boundary"].format(fn=fn, b=bnd, s1=a.shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.full(shape, np.asarray(fill, dtype=rt) * kf.astype(rt).sum(dtype=rt),
+                       dtype=rt)
+
+
+# --- choosing the method --------------------------------------------------------------
+def choose_conv_method(in1, in2, mode="full", measure=False):
+    """Find the fastest method for :func:`convolve` / :func:`correlate` (drop-in for
+    ``scipy.signal.choose_conv_method``).
+
+    Parameters
+    ----------
+    in1, in2 : array_like
+        The inputs of the convolution.
+    mode : {'full', 'valid', 'same'}, optional
+        As for :func:`convolve`.
+    measure : bool, optional
+        If True, time every method on these inputs and return the fastest together
+        with the timings; if False (default), predict it with fastconv's cost model.
+
+    Returns
+    -------
+    method : str
+        ``'direct'``, ``'fft'`` or ``'oa'`` (SciPy's never returns ``'oa'``; fastconv's
+        :func:`convolve` accepts all three).
+    times : dict, optional
+        Seconds per method (keys ``'direct'``, ``'fft'``, ``'oa'``); only with
+        ``measure=True``.
+
+    Notes
+    -----
+    As in SciPy, integer inputs whose products could exceed float64's exact integer
+    range (``2**52``), and bool inputs, always use ``'direct'``. Otherwise the estimate is
+    ``overhead + sum(constant * count)`` per method, with counts from the problem's
+    shape (multiply-adds; FFT ``n log2 n`` work; bytes copied) and constants fitted on
+    fastconv's kernels (``fastconv/_signal_cost.py``, refit with
+    ``python bench/signal_report.py --fit``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import signal
+    >>> signal.choose_conv_method(np.ones(10), np.ones(3))
+    'direct'
+    >>> signal.choose_conv_method(np.ones((512, 512)), np.ones((63, 63))) in ('fft', 'oa')
+    True
+    >>> method, times = signal.choose_conv_method(np.ones(50), np.ones(5), measure=True)
+    >>> sorted(times)
+    ['direct', 'fft', 'oa']
+    """
+    a, b = np.asarray(in1), np.asarray(in2)
+    if measure:
+        times = {m: _timeit_fast(lambda m=m: convolve(a, b, mode=mode, method=m))
+                 for m in ("fft", "direct", "oa")}
+        return min(times, key=times.get), times
+    check_mode(mode)
+    if a.ndim != b.ndim or a.ndim == 0 or a.size == 0 or b.size == 0:
+        return "direct"
+    if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc":
+        return "direct"
+    if swap_needed(mode, a.shape, b.shape) or (mode == "full" and b.size > a.size):
+        a, b = b, a
+    return _choose(a, b, mode)
+
+
+def _choose(a, b, mode):
+    """Hard rules, then the cost model, for in1 ``a`` (after any swap) and kernel ``b``."""
+    if a.dtype.kind == "b" and b.dtype.kind == "b":
+        return "direct"
+    if a.dtype.kind in "biu" or b.dtype.kind in "biu":
+        bound = _maxabs(a) * _maxabs(b) * min(a.size, b.size)
+        if bound > 2 ** np.finfo(np.float64).nmant - 1:
+            return "direct"
+    plan = core.make_plan(a.shape, b.shape, [core.window(mode, n, m)
+                                             for n, m in zip(a.shape, b.shape)])
+    itemsize = fft_compute_dtype(fft_dtype(a.dtype, b.dtype)).itemsize
+    est = estimate(plan, itemsize, a.dtype.kind == "c", b.dtype.kind == "c")
+    return min(est, key=est.get)
+
+
+def _maxabs(x):
+    if x.dtype.kind == "b":
+        return 1
+    if x.dtype.kind in "iu":                 # Python ints: no overflow at the extremes
+        return max(abs(int(x.max())), abs(int(x.min())))
+    m = float(np.abs(x).max())
+    return m if np.isfinite(m) else float("inf")
+
+
+def _timeit_fast(fn, repeat=3):
+    """Seconds per call: enough calls per repetition to take >= 5 ms, best of ``repeat``."""
+    timer = timeit.Timer(fn)
+    number = 1
+    while True:
+        t = timer.timeit(number)
+        if t >= 5e-4 or number >= 10 ** 6:
+            break
+        number *= 10
+    if t > 1.0:
+        return t / number
+    number *= 10
+    return min(timer.repeat(repeat, number)) / number
