@@ -328,6 +328,27 @@ def test_activations_match_torch():
                                torch.log_softmax(torch.from_numpy(big), 1).numpy())
 
 
+def test_parallel_kernels_match_serial(monkeypatch):
+    """Large inputs run the parallel variants of the pooling/activation kernels."""
+    from fastconv.cpu import nn_act, pool
+    x = rand((3, 4, 9, 10), 0, np.float32)
+    x[0, 0, 0, 0] = np.nan
+
+    def everything():
+        out = []
+        for layer, inp in [(nn.MaxPool2d(3, 2, 1), x), (nn.AvgPool2d(3, 2, 1), x),
+                           (nn.ReLU(), x), (nn.LogSoftmax(1), x[:, :, 0, 0])]:
+            y = layer(inp)
+            out += [y, layer.backward(rand(y.shape, 1, np.float32))]
+        return out
+
+    serial = everything()
+    monkeypatch.setattr(pool, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(nn_act, "PARALLEL_MIN", 0)
+    for a, b in zip(everything(), serial):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_relu_inplace():
     x = np.array([-1.0, 2.0], np.float32)
     relu = nn.ReLU(inplace=True)

@@ -1,8 +1,10 @@
 """Elementwise and row-wise kernels for the layers: ReLU and log-softmax (numba @njit).
 
 Arrays are C-contiguous: ReLU works on flat arrays, log-softmax on rows of a 2-D
-(M, K) array (the softmax axis last). Parallel loops split the output into disjoint
-chunks or rows.
+(M, K) array (the softmax axis last). Each operation has a serial kernel and a parallel
+one that splits the output into disjoint chunks or rows; the wrappers use the parallel
+one only from ``PARALLEL_MIN`` elements on (a parallel region costs more than a small
+array's work, and far more when other processes share the cores).
 """
 import math
 
@@ -11,78 +13,126 @@ from numba import njit, prange
 
 from ._common import JIT
 
-CHUNK = 1 << 14   # elements per parallel task
+CHUNK = 1 << 14          # elements per parallel task
+PARALLEL_MIN = 1 << 20   # elements before going parallel
+
+
+@njit(**JIT)
+def _relu_chunk(out, x, i0, i1):
+    # out[i] = max(x[i], 0) for i0 <= i < i1; NaN propagates (as torch.relu)
+    for i in range(i0, i1):
+        v = x[i]
+        out[i] = v if (v > 0 or v != v) else 0
+
+
+@njit(**JIT)
+def _relu_fwd(out, x):
+    # out, x: (n,) flat
+    _relu_chunk(out, x, 0, x.shape[0])
 
 
 @njit(parallel=True, **JIT)
-def _relu_fwd(out, x):
-    # out, x: (n,) flat;  out = max(x, 0), NaN propagates (as torch.relu)
+def _relu_fwd_par(out, x):
     n = x.shape[0]
     for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(n, (t + 1) * CHUNK)):
-            v = x[i]
-            out[i] = v if (v > 0 or v != v) else 0
+        _relu_chunk(out, x, t * CHUNK, min(n, (t + 1) * CHUNK))
+
+
+@njit(**JIT)
+def _relu_bwd_chunk(gx, go, y, i0, i1):
+    # gx[i] = go[i] where the forward's output y[i] > 0, else 0
+    for i in range(i0, i1):
+        gx[i] = go[i] if y[i] > 0 else 0
+
+
+@njit(**JIT)
+def _relu_bwd(gx, go, y):
+    # gx, go, y: (n,) flat
+    _relu_bwd_chunk(gx, go, y, 0, go.shape[0])
 
 
 @njit(parallel=True, **JIT)
-def _relu_bwd(gx, go, y):
-    # gx, go, y: (n,) flat;  gx = go where the forward's output y > 0, else 0
+def _relu_bwd_par(gx, go, y):
     n = go.shape[0]
     for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(n, (t + 1) * CHUNK)):
-            gx[i] = go[i] if y[i] > 0 else 0
+        _relu_bwd_chunk(gx, go, y, t * CHUNK, min(n, (t + 1) * CHUNK))
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
+def _log_softmax_row(out, x):
+    # out = x - max - log(sum(exp(x - max))); float64 accumulation
+    K = x.shape[0]
+    mx = -np.inf
+    for k in range(K):
+        if x[k] > mx or x[k] != x[k]:
+            mx = x[k]
+    s = 0.0
+    for k in range(K):
+        s += math.exp(x[k] - mx)
+    lse = mx + math.log(s)
+    for k in range(K):
+        out[k] = x[k] - lse
+
+
+@njit(**JIT)
 def _log_softmax_fwd(out, x):
-    # out, x: (M, K);  out[m] = x[m] - max - log(sum(exp(x[m] - max)))
-    M, K = x.shape
-    for m in prange(M):
-        xr = x[m]
-        mx = -np.inf
-        for k in range(K):
-            if xr[k] > mx or xr[k] != xr[k]:
-                mx = xr[k]
-        s = 0.0
-        for k in range(K):
-            s += math.exp(xr[k] - mx)
-        lse = mx + math.log(s)
-        orow = out[m]
-        for k in range(K):
-            orow[k] = xr[k] - lse
+    # out, x: (M, K)
+    for m in range(x.shape[0]):
+        _log_softmax_row(out[m], x[m])
 
 
 @njit(parallel=True, **JIT)
+def _log_softmax_fwd_par(out, x):
+    for m in prange(x.shape[0]):
+        _log_softmax_row(out[m], x[m])
+
+
+@njit(**JIT)
+def _log_softmax_bwd_row(gx, go, y):
+    # gx = go - exp(y) * sum(go), y the forward's output
+    s = 0.0
+    for k in range(go.shape[0]):
+        s += go[k]
+    for k in range(go.shape[0]):
+        gx[k] = go[k] - math.exp(y[k]) * s
+
+
+@njit(**JIT)
 def _log_softmax_bwd(gx, go, y):
-    # gx, go, y: (M, K), y the forward's output;  gx = go - exp(y) * sum(go)
-    M, K = go.shape
-    for m in prange(M):
-        s = 0.0
-        for k in range(K):
-            s += go[m, k]
-        for k in range(K):
-            gx[m, k] = go[m, k] - math.exp(y[m, k]) * s
+    # gx, go, y: (M, K)
+    for m in range(go.shape[0]):
+        _log_softmax_bwd_row(gx[m], go[m], y[m])
 
 
-def relu_fwd(x):
-    out = np.empty_like(x)
-    _relu_fwd(out.reshape(-1), x.reshape(-1))
+@njit(parallel=True, **JIT)
+def _log_softmax_bwd_par(gx, go, y):
+    for m in prange(go.shape[0]):
+        _log_softmax_bwd_row(gx[m], go[m], y[m])
+
+
+def relu_fwd(x, out=None):
+    out = np.empty_like(x) if out is None else out
+    k = _relu_fwd_par if x.size >= PARALLEL_MIN else _relu_fwd
+    k(out.reshape(-1), x.reshape(-1))
     return out
 
 
 def relu_bwd(go, y):
     gx = np.empty_like(go)
-    _relu_bwd(gx.reshape(-1), go.reshape(-1), y.reshape(-1))
+    k = _relu_bwd_par if go.size >= PARALLEL_MIN else _relu_bwd
+    k(gx.reshape(-1), go.reshape(-1), y.reshape(-1))
     return gx
 
 
 def log_softmax_fwd(x2):
     out = np.empty_like(x2)
-    _log_softmax_fwd(out, x2)
+    k = _log_softmax_fwd_par if x2.size >= PARALLEL_MIN else _log_softmax_fwd
+    k(out, x2)
     return out
 
 
 def log_softmax_bwd(go2, y2):
     gx = np.empty_like(go2)
-    _log_softmax_bwd(gx, go2, y2)
+    k = _log_softmax_bwd_par if go2.size >= PARALLEL_MIN else _log_softmax_bwd
+    k(gx, go2, y2)
     return gx

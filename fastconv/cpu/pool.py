@@ -1,10 +1,16 @@
 """2-D pooling kernels (numba @njit) on prepared, C-contiguous arrays.
 
-Every kernel works on planes: ``x`` is (P, H, W) with P = N * C, and parallelises over
-planes, so each task owns its output plane (and, backward, its input-gradient plane):
-threads never write the same memory. Windows follow PyTorch: output position ``oh``
-covers rows ``oh * sH - pH + kh * dH`` for ``kh < kH``; positions outside the input are
-skipped (max pooling) or counted as zeros (average pooling with ``count_include_pad``).
+Every kernel works on planes: ``x`` is (P, H, W) with P = N * C. The per-plane work is
+one ``@njit`` function; a serial and a parallel driver loop over the planes. Small
+problems (the usual case in a training step) run serially: a parallel region costs more
+than it saves below ``PARALLEL_MIN`` elements, and much more when other processes share
+the cores. Large ones split the planes over threads, so each task owns its output plane
+(and, backward, its input-gradient plane): threads never write the same memory.
+
+Windows follow PyTorch: output position ``oh`` covers rows ``oh * sH - pH + kh * dH``
+for ``kh < kH``; positions outside the input are skipped (max pooling) or counted as
+zeros (average pooling with ``count_include_pad``). Max pooling records the flat index
+``h * W + w`` of each maximum, as PyTorch's ``return_indices`` does.
 
 Wrappers (``fastconv.nn.functional``) validate and allocate; kernels only compute.
 """
@@ -13,18 +19,31 @@ from numba import njit, prange
 
 from ._common import JIT
 
+PARALLEL_MIN = 1 << 20    # elements visited (windows x window size) before going parallel
 
-@njit(parallel=True, **JIT)
-def _maxpool2d_fwd(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
-    # out, idx: (P, OH, OW)   x: (P, H, W);  idx = h * W + w of the maximum (PyTorch's indices)
-    P, H, W = x.shape
-    OH, OW = out.shape[1], out.shape[2]
-    for p in prange(P):
-        xp = x[p]
-        for oh in range(OH):
-            h0 = oh * sH - pH
-            for ow in range(OW):
-                w0 = ow * sW - pW
+
+# -- max pooling ------------------------------------------------------------------------------
+@njit(**JIT)
+def _maxpool_plane(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
+    # out, idx: (OH, OW)   x: (H, W)
+    H, W = x.shape
+    OH, OW = out.shape
+    for oh in range(OH):
+        h0 = oh * sH - pH
+        rows_inside = h0 >= 0 and h0 + (kH - 1) * dH < H
+        for ow in range(OW):
+            w0 = ow * sW - pW
+            if rows_inside and w0 >= 0 and w0 + (kW - 1) * dW < W:
+                best = x[h0, w0]                       # the whole window is inside
+                bi = h0 * W + w0
+                for kh in range(kH):
+                    h = h0 + kh * dH
+                    for kw in range(kW):
+                        v = x[h, w0 + kw * dW]
+                        if v > best or v != v:         # NaN propagates, as in PyTorch
+                            best = v
+                            bi = h * W + w0 + kw * dW
+            else:
                 best = -np.inf
                 bi = -1
                 for kh in range(kH):
@@ -35,29 +54,50 @@ def _maxpool2d_fwd(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
                         w = w0 + kw * dW
                         if w < 0 or w >= W:
                             continue
-                        v = xp[h, w]
-                        if bi < 0 or v > best or v != v:    # NaN propagates, as in PyTorch
+                        v = x[h, w]
+                        if bi < 0 or v > best or v != v:
                             best = v
                             bi = h * W + w
-                out[p, oh, ow] = best
-                idx[p, oh, ow] = bi
+            out[oh, ow] = best
+            idx[oh, ow] = bi
+
+
+@njit(**JIT)
+def _maxpool2d_fwd(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
+    # out, idx: (P, OH, OW)   x: (P, H, W)
+    for p in range(x.shape[0]):
+        _maxpool_plane(out[p], idx[p], x[p], kH, kW, sH, sW, pH, pW, dH, dW)
 
 
 @njit(parallel=True, **JIT)
+def _maxpool2d_fwd_par(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
+    for p in prange(x.shape[0]):
+        _maxpool_plane(out[p], idx[p], x[p], kH, kW, sH, sW, pH, pW, dH, dW)
+
+
+@njit(**JIT)
+def _maxpool_bwd_plane(gx, go, idx):
+    # gx: (H * W,) overwritten   go, idx: (OH * OW,);  gx[idx] += go
+    for i in range(gx.shape[0]):
+        gx[i] = 0
+    for q in range(go.shape[0]):
+        gx[idx[q]] += go[q]
+
+
+@njit(**JIT)
 def _maxpool2d_bwd(gx, go, idx):
-    # gx: (P, H * W) overwritten   go, idx: (P, OH * OW);  gx[p, idx] += go
-    P, HW = gx.shape
-    Q = go.shape[1]
-    for p in prange(P):
-        g = gx[p]
-        for i in range(HW):
-            g[i] = 0
-        gp = go[p]
-        ip = idx[p]
-        for q in range(Q):
-            g[ip[q]] += gp[q]
+    # gx: (P, H * W)   go, idx: (P, OH * OW)
+    for p in range(gx.shape[0]):
+        _maxpool_bwd_plane(gx[p], go[p], idx[p])
 
 
+@njit(parallel=True, **JIT)
+def _maxpool2d_bwd_par(gx, go, idx):
+    for p in prange(gx.shape[0]):
+        _maxpool_bwd_plane(gx[p], go[p], idx[p])
+
+
+# -- average pooling --------------------------------------------------------------------------
 @njit(**JIT)
 def _avg_window(oh, ow, H, W, kH, kW, sH, sW, pH, pW, count_include_pad, divisor):
     # PyTorch's avg_pool2d window: clipped bounds and the divisor for one output position.
@@ -79,47 +119,74 @@ def _avg_window(oh, ow, H, W, kH, kW, sH, sW, pH, pW, count_include_pad, divisor
     return h0, h1, w0, w1, div
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
+def _avgpool_plane(out, x, kH, kW, sH, sW, pH, pW, count_include_pad, divisor):
+    # out: (OH, OW)   x: (H, W);  divisor <= 0: none given
+    H, W = x.shape
+    OH, OW = out.shape
+    for oh in range(OH):
+        for ow in range(OW):
+            h0, h1, w0, w1, div = _avg_window(oh, ow, H, W, kH, kW, sH, sW, pH, pW,
+                                              count_include_pad, divisor)
+            if h0 >= h1 or w0 >= w1:
+                out[oh, ow] = 0
+                continue
+            acc = x[h0, w0] * 0
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    acc += x[h, w]
+            out[oh, ow] = acc / div
+
+
+@njit(**JIT)
 def _avgpool2d_fwd(out, x, kH, kW, sH, sW, pH, pW, count_include_pad, divisor):
-    # out: (P, OH, OW)   x: (P, H, W);  divisor <= 0: none given
-    P, H, W = x.shape
-    OH, OW = out.shape[1], out.shape[2]
-    for p in prange(P):
-        xp = x[p]
-        for oh in range(OH):
-            for ow in range(OW):
-                h0, h1, w0, w1, div = _avg_window(oh, ow, H, W, kH, kW, sH, sW, pH, pW,
-                                                  count_include_pad, divisor)
-                if h0 >= h1 or w0 >= w1:
-                    out[p, oh, ow] = 0
-                    continue
-                acc = xp[h0, w0] * 0
-                for h in range(h0, h1):
-                    for w in range(w0, w1):
-                        acc += xp[h, w]
-                out[p, oh, ow] = acc / div
+    # out: (P, OH, OW)   x: (P, H, W)
+    for p in range(x.shape[0]):
+        _avgpool_plane(out[p], x[p], kH, kW, sH, sW, pH, pW, count_include_pad, divisor)
 
 
 @njit(parallel=True, **JIT)
+def _avgpool2d_fwd_par(out, x, kH, kW, sH, sW, pH, pW, count_include_pad, divisor):
+    for p in prange(x.shape[0]):
+        _avgpool_plane(out[p], x[p], kH, kW, sH, sW, pH, pW, count_include_pad, divisor)
+
+
+@njit(**JIT)
+def _avgpool_bwd_plane(gx, go, kH, kW, sH, sW, pH, pW, count_include_pad, divisor):
+    # gx: (H, W) overwritten   go: (OH, OW)
+    H, W = gx.shape
+    OH, OW = go.shape
+    for h in range(H):
+        for w in range(W):
+            gx[h, w] = 0
+    for oh in range(OH):
+        for ow in range(OW):
+            h0, h1, w0, w1, div = _avg_window(oh, ow, H, W, kH, kW, sH, sW, pH, pW,
+                                              count_include_pad, divisor)
+            if h0 >= h1 or w0 >= w1:
+                continue
+            v = go[oh, ow] / div
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    gx[h, w] += v
+
+
+@njit(**JIT)
 def _avgpool2d_bwd(gx, go, kH, kW, sH, sW, pH, pW, count_include_pad, divisor):
-    # gx: (P, H, W) overwritten   go: (P, OH, OW)
-    P, H, W = gx.shape
-    OH, OW = go.shape[1], go.shape[2]
-    for p in prange(P):
-        g = gx[p]
-        for h in range(H):
-            for w in range(W):
-                g[h, w] = 0
-        for oh in range(OH):
-            for ow in range(OW):
-                h0, h1, w0, w1, div = _avg_window(oh, ow, H, W, kH, kW, sH, sW, pH, pW,
-                                                  count_include_pad, divisor)
-                if h0 >= h1 or w0 >= w1:
-                    continue
-                v = go[p, oh, ow] / div
-                for h in range(h0, h1):
-                    for w in range(w0, w1):
-                        g[h, w] += v
+    # gx: (P, H, W)   go: (P, OH, OW)
+    for p in range(gx.shape[0]):
+        _avgpool_bwd_plane(gx[p], go[p], kH, kW, sH, sW, pH, pW, count_include_pad, divisor)
+
+
+@njit(parallel=True, **JIT)
+def _avgpool2d_bwd_par(gx, go, kH, kW, sH, sW, pH, pW, count_include_pad, divisor):
+    for p in prange(gx.shape[0]):
+        _avgpool_bwd_plane(gx[p], go[p], kH, kW, sH, sW, pH, pW, count_include_pad, divisor)
+
+
+# -- wrappers ---------------------------------------------------------------------------------
+def _work(P, out_size, kernel):
+    return P * out_size[0] * out_size[1] * kernel[0] * kernel[1]
 
 
 def maxpool2d_fwd(x, out_size, kernel, stride, padding, dilation):
@@ -127,7 +194,8 @@ def maxpool2d_fwd(x, out_size, kernel, stride, padding, dilation):
     P = x.shape[0]
     out = np.empty((P,) + tuple(out_size), dtype=x.dtype)
     idx = np.empty((P,) + tuple(out_size), dtype=np.int64)
-    _maxpool2d_fwd(out, idx, x, *kernel, *stride, *padding, *dilation)
+    k = _maxpool2d_fwd_par if _work(P, out_size, kernel) >= PARALLEL_MIN else _maxpool2d_fwd
+    k(out, idx, x, *kernel, *stride, *padding, *dilation)
     return out, idx
 
 
@@ -136,19 +204,25 @@ def maxpool2d_bwd(go, idx, in_size):
     P = go.shape[0]
     H, W = in_size
     gx = np.empty((P, H * W), dtype=go.dtype)
-    _maxpool2d_bwd(gx, go.reshape(P, -1), idx.reshape(P, -1))
+    k = _maxpool2d_bwd_par if P * H * W >= PARALLEL_MIN else _maxpool2d_bwd
+    k(gx, go.reshape(P, -1), idx.reshape(P, -1))
     return gx.reshape(P, H, W)
 
 
 def avgpool2d_fwd(x, out_size, kernel, stride, padding, count_include_pad, divisor):
     """x: (P, H, W) C-contiguous; ``divisor`` 0 for none. Returns (P, OH, OW)."""
-    out = np.empty((x.shape[0],) + tuple(out_size), dtype=x.dtype)
-    _avgpool2d_fwd(out, x, *kernel, *stride, *padding, bool(count_include_pad), int(divisor))
+    P = x.shape[0]
+    out = np.empty((P,) + tuple(out_size), dtype=x.dtype)
+    k = _avgpool2d_fwd_par if _work(P, out_size, kernel) >= PARALLEL_MIN else _avgpool2d_fwd
+    k(out, x, *kernel, *stride, *padding, bool(count_include_pad), int(divisor))
     return out
 
 
 def avgpool2d_bwd(go, in_size, kernel, stride, padding, count_include_pad, divisor):
     """go: (P, OH, OW) C-contiguous. Returns the input gradient (P, H, W)."""
-    gx = np.empty((go.shape[0],) + tuple(in_size), dtype=go.dtype)
-    _avgpool2d_bwd(gx, go, *kernel, *stride, *padding, bool(count_include_pad), int(divisor))
+    P = go.shape[0]
+    gx = np.empty((P,) + tuple(in_size), dtype=go.dtype)
+    k = (_avgpool2d_bwd_par if _work(P, go.shape[1:], kernel) >= PARALLEL_MIN
+         else _avgpool2d_bwd)
+    k(gx, go, *kernel, *stride, *padding, bool(count_include_pad), int(divisor))
     return gx

@@ -10,6 +10,7 @@ from .. import _engine, dispatch
 from .._pad import pad, pad_adjoint
 from .._spec import lift5
 from .._validate import ALGORITHMS, PADDING_MODES, conv_spec
+from ..cpu import nn_act
 from . import functional as F
 from . import init
 from .module import Module, Parameter, as_generator, check_float_dtype
@@ -327,9 +328,7 @@ class ReLU(Module):
     def forward(self, x):
         if (self.inplace and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
                 and x.flags.c_contiguous and x.flags.writeable):
-            from ..cpu.nn_act import _relu_fwd
-            _relu_fwd(x.reshape(-1), x.reshape(-1))
-            y = x
+            y = nn_act.relu_fwd(x, out=x)
         else:
             y = F.relu(x)
         self._saved_y = y if self.training else None
