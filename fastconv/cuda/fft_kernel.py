@@ -26,6 +26,7 @@ from . import runtime as rt
 FFT_BUDGET_BYTES = 1 << 30
 NBK = 4    # images per contraction thread
 OBK = 4    # output channels per contraction thread
+NOB = NBK * OBK
 
 
 @cuda.jit(cache=True)
@@ -108,11 +109,11 @@ def _contract(yf, xf, wf, groups):
     g = cuda.blockIdx.y // nob
     o0 = g * Og + (cuda.blockIdx.y % nob) * OBK
     ob = min(OBK, (g + 1) * Og - o0)
-    acc = cuda.local.array(NBK * OBK, dtype=yf.dtype)
+    acc = cuda.local.array(NOB, dtype=yf.dtype)
     xv = cuda.local.array(NBK, dtype=yf.dtype)
     for n0 in range(cuda.blockIdx.z * NBK, N, cuda.gridDim.z * NBK):
         nb = min(NBK, N - n0)
-        for e in range(NBK * OBK):
+        for e in range(NOB):
             acc[e] = 0
         for c in range(Cg):
             for a in range(NBK):

@@ -46,6 +46,7 @@ BROW = NT // BN              # k stride between a thread's B elements
 AS = BM + 4                  # padded row of the A tile in shared memory
 ASZ = BK * AS                # one A buffer
 BSZ = BK * BN                # one B buffer
+AS2, BS2 = 2 * ASZ, 2 * BSZ  # double buffers
 ALIGN = rt.smem_align()
 
 
@@ -82,14 +83,17 @@ def _col(j, tx):
 def _conv_fwd(out, w, x, koff, bias, geo):
     # out: (N*O*P,) = (N, O, OD*OH*OW)   w: (O*R,) = (O, Cg*KD*KH*KW)   x: padded input, flat
     # geo = (Og, NC = N*P, R, P, OHW, OW, CS = C*S, GCS = Cg*S, sd*Hp*Wp, sh*Wp, sw, O)
+    # Indices are 32-bit (the wrapper keeps every flat size below 2**31). Rows past M and
+    # columns past NC are clamped onto real data and never stored.
     M, NC, K, P, OHW, OW, CS, GCS, sdHW, shW, sw, O = geo
-    As = cuda.shared.array(2 * ASZ, dtype=out.dtype, alignment=ALIGN)
-    Bs = cuda.shared.array(2 * BSZ, dtype=out.dtype, alignment=ALIGN)
+    As = cuda.shared.array(AS2, dtype=out.dtype, alignment=ALIGN)
+    Bs = cuda.shared.array(BS2, dtype=out.dtype, alignment=ALIGN)
     acc = cuda.local.array((TM, TN), dtype=out.dtype)
     av = cuda.local.array(TM, dtype=out.dtype)
     bv = cuda.local.array(TN, dtype=out.dtype)
     ra = cuda.local.array(AL, dtype=out.dtype)
     rb = cuda.local.array(BL, dtype=out.dtype)
+    aoff = cuda.local.array(AL, dtype=uint32)
     tid = uint32(cuda.threadIdx.x)
     tx4 = (tid % uint32(NTX)) * uint32(VN)
     ty4 = (tid // uint32(NTX)) * uint32(VM)
@@ -98,118 +102,112 @@ def _conv_fwd(out, w, x, koff, bias, geo):
     am = tid // uint32(BK)
     bn = tid % uint32(BN)
     bk = tid // uint32(BN)
-    g = cuda.blockIdx.z
-    m0 = cuda.blockIdx.y * BM
-    # grid-stride over column tiles (one pass on a GPU; the simulator runs few blocks)
-    for n0 in range(cuda.blockIdx.x * BN, NC, cuda.gridDim.x * BN):
-        for i in range(TM):
-            for j in range(TN):
-                acc[i, j] = 0
-        # this thread's B column (fixed for the whole reduction)
-        nl = n0 + bn
-        bvalid = nl < NC
-        xbase = 0
-        if bvalid:
-            img = nl // P
-            p = nl % P
-            od = p // OHW
-            r = p % OHW
-            xbase = img * CS + g * GCS + od * sdHW + (r // OW) * shW + (r % OW) * sw
-        nk = (K + BK - 1) // BK
-        for t in range(nk + 1):
-            # t < nk: fetch tile t into registers; t > 0: multiply tile t-1 from shared memory
-            if t < nk:
-                k0 = t * BK
-                k = k0 + ak
-                for q in range(AL):
-                    m = m0 + am + AROW * q
-                    if m < M and k < K:
-                        ra[q] = w[(g * M + m) * K + k]
-                    else:
-                        ra[q] = 0
-                for q in range(BL):
-                    kq = k0 + bk + BROW * q
-                    if bvalid and kq < K:
-                        rb[q] = x[xbase + koff[kq]]
-                    else:
-                        rb[q] = 0
-            if t > 0:
-                _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
-            if t < nk:
-                buf = uint32(t % 2)
-                for q in range(AL):
-                    As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(AROW * q)] = ra[q]
-                for q in range(BL):
-                    Bs[buf * uint32(BSZ) + (bk + uint32(BROW * q)) * uint32(BN) + bn] = rb[q]
-            cuda.syncthreads()
-        ty = tid // uint32(NTX)
-        tx = tid % uint32(NTX)
+    K32 = uint32(K)
+    g = uint32(cuda.blockIdx.z)
+    m0 = uint32(cuda.blockIdx.y) * uint32(BM)
+    for q in range(AL):
+        m = min(m0 + am + uint32(AROW * q), uint32(M - 1))
+        aoff[q] = (g * uint32(M) + m) * K32 + ak
+    nk = (K + BK - 1) // BK
+    n0 = cuda.blockIdx.x * BN
+    for i in range(TM):
         for j in range(TN):
-            n = n0 + _col(j, tx)
-            if n < NC:
-                obase = (n // P) * O * P + n % P
-                for i in range(TM):
-                    m = m0 + _row(i, ty)
-                    if m < M:
-                        oc = g * M + m
-                        out[obase + oc * P] = acc[i, j] + bias[oc]
+            acc[i, j] = 0
+    # this thread's B column (fixed for the whole reduction)
+    nl = min(uint32(n0) + bn, uint32(NC - 1))
+    img = nl // uint32(P)
+    p = nl % uint32(P)
+    r = p % uint32(OHW)
+    xbase = (img * uint32(CS) + g * uint32(GCS) + (p // uint32(OHW)) * uint32(sdHW)
+             + (r // uint32(OW)) * uint32(shW) + (r % uint32(OW)) * uint32(sw))
+    for t in range(nk + 1):
+        # t < nk: fetch tile t into registers; t > 0: multiply tile t-1 from shared memory
+        if t < nk:
+            k0 = uint32(t) * uint32(BK)
+            if k0 + ak < K32:
+                for q in range(AL):
+                    ra[q] = w[aoff[q] + k0]
+            else:
+                for q in range(AL):
+                    ra[q] = 0
+            for q in range(BL):
+                kq = k0 + bk + uint32(BROW * q)
+                if kq < K32:
+                    rb[q] = x[xbase + uint32(koff[kq])]
+                else:
+                    rb[q] = 0
+        if t > 0:
+            _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
+        if t < nk:
+            buf = uint32(t % 2)
+            for q in range(AL):
+                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(AROW * q)] = ra[q]
+            for q in range(BL):
+                Bs[buf * uint32(BSZ) + (bk + uint32(BROW * q)) * uint32(BN) + bn] = rb[q]
+        cuda.syncthreads()
+    ty = tid // uint32(NTX)
+    tx = tid % uint32(NTX)
+    for j in range(TN):
+        n = uint32(n0) + _col(j, tx)
+        if n < uint32(NC):
+            obase = (n // uint32(P)) * uint32(O * P) + n % uint32(P)
+            for i in range(TM):
+                m = m0 + _row(i, ty)
+                if m < uint32(M):
+                    oc = g * uint32(M) + m
+                    out[obase + oc * uint32(P)] = acc[i, j] + bias[oc]
 
 
 @cuda.jit(cache=True)
 def _conv_bwd_weight(ws, go, x, koff, qx, qg, geo):
     # ws: (splits, G, Og, R) partial sums     go: (N*O*P,)    x: padded input, flat
     # qx[q], qg[q]: offsets of reduction index q = (n, p) in x and in go (without channels)
-    # geo = (Og, R, Q = N*P, P, GCS, chunk, G)
+    # geo = (Og, R, Q = N*P, P, GCS, chunk, G); 32-bit indices, clamped rows / columns
     M, NR, Q, P, GCS, chunk, G = geo
-    As = cuda.shared.array(2 * ASZ, dtype=ws.dtype, alignment=ALIGN)
-    Bs = cuda.shared.array(2 * BSZ, dtype=ws.dtype, alignment=ALIGN)
+    As = cuda.shared.array(AS2, dtype=ws.dtype, alignment=ALIGN)
+    Bs = cuda.shared.array(BS2, dtype=ws.dtype, alignment=ALIGN)
     acc = cuda.local.array((TM, TN), dtype=ws.dtype)
     av = cuda.local.array(TM, dtype=ws.dtype)
     bv = cuda.local.array(TN, dtype=ws.dtype)
     ra = cuda.local.array(AL, dtype=ws.dtype)
     rb = cuda.local.array(BL, dtype=ws.dtype)
+    aoff = cuda.local.array(AL, dtype=uint32)
     tid = uint32(cuda.threadIdx.x)
     tx4 = (tid % uint32(NTX)) * uint32(VN)
     ty4 = (tid // uint32(NTX)) * uint32(VM)
-    # loads: A rows am + AROW*q at reduction index ak; B column bn at rows bk + BROW*q
     ak = tid % uint32(BK)
     am = tid // uint32(BK)
     bn = tid % uint32(BN)
     bk = tid // uint32(BN)
-    g = cuda.blockIdx.z % G
+    g = uint32(cuda.blockIdx.z % G)
     split = cuda.blockIdx.z // G
-    m0 = cuda.blockIdx.y * BM
-    n0 = cuda.blockIdx.x * BN
-    k_begin = split * chunk
-    k_end = min(Q, k_begin + chunk)
+    m0 = uint32(cuda.blockIdx.y) * uint32(BM)
+    n0 = uint32(cuda.blockIdx.x) * uint32(BN)
+    k_begin = uint32(split * chunk)
+    k_end = uint32(min(Q, split * chunk + chunk))
     for i in range(TM):
         for j in range(TN):
             acc[i, j] = 0
-    nl = n0 + bn
-    bvalid = nl < NR
-    colbase = 0
-    if bvalid:
-        colbase = koff[nl] + g * GCS
-    nk = (k_end - k_begin + BK - 1) // BK
+    for q in range(AL):
+        m = min(m0 + am + uint32(AROW * q), uint32(M - 1))
+        aoff[q] = (g * uint32(M) + m) * uint32(P)
+    colbase = uint32(koff[min(n0 + bn, uint32(NR - 1))]) + g * uint32(GCS)
+    nk = (k_end - k_begin + uint32(BK - 1)) // uint32(BK)
     for t in range(nk + 1):
         if t < nk:
-            k0 = k_begin + t * BK
+            k0 = k_begin + uint32(t) * uint32(BK)
             k = k0 + ak
             if k < k_end:
-                gq = qg[k]
+                gq = uint32(qg[k])
                 for q in range(AL):
-                    m = m0 + am + AROW * q
-                    if m < M:
-                        ra[q] = go[gq + (g * M + m) * P]
-                    else:
-                        ra[q] = 0
+                    ra[q] = go[gq + aoff[q]]
             else:
                 for q in range(AL):
                     ra[q] = 0
             for q in range(BL):
-                kq = k0 + bk + BROW * q
-                if bvalid and kq < k_end:
-                    rb[q] = x[qx[kq] + colbase]
+                kq = k0 + bk + uint32(BROW * q)
+                if kq < k_end:
+                    rb[q] = x[uint32(qx[kq]) + colbase]
                 else:
                     rb[q] = 0
         if t > 0:
@@ -226,11 +224,11 @@ def _conv_bwd_weight(ws, go, x, koff, qx, qg, geo):
     base = (split * G + g) * M * NR
     for i in range(TM):
         m = m0 + _row(i, ty)
-        if m < M:
+        if m < uint32(M):
             for j in range(TN):
                 n = n0 + _col(j, tx)
-                if n < NR:
-                    ws[base + m * NR + n] = acc[i, j]
+                if n < uint32(NR):
+                    ws[base + m * uint32(NR) + n] = acc[i, j]
 
 
 @cuda.jit(cache=True)
@@ -248,8 +246,8 @@ def _sum_splits(gw, ws, splits):
 def _gemm(c, a, b, bias, geo):
     # c[m*scm + n*scn] = sum_k a[m*sam + k*sak] * b[k*sbk + n*sbn] (+ bias[n] if has_bias)
     M, N, K, sam, sak, sbk, sbn, scm, scn, has_bias = geo
-    As = cuda.shared.array(2 * ASZ, dtype=c.dtype, alignment=ALIGN)
-    Bs = cuda.shared.array(2 * BSZ, dtype=c.dtype, alignment=ALIGN)
+    As = cuda.shared.array(AS2, dtype=c.dtype, alignment=ALIGN)
+    Bs = cuda.shared.array(BS2, dtype=c.dtype, alignment=ALIGN)
     acc = cuda.local.array((TM, TN), dtype=c.dtype)
     av = cuda.local.array(TM, dtype=c.dtype)
     bv = cuda.local.array(TN, dtype=c.dtype)
@@ -310,6 +308,13 @@ def _gemm(c, a, b, bias, geo):
 
 
 # --- tables and launch wrappers --------------------------------------------------------
+LIMIT = 1 << 31          # kernels index with 32-bit offsets: launches stay below this
+
+
+def _table(key, make):
+    return rt.const(key, lambda: np.ascontiguousarray(make(), dtype=np.int32))
+
+
 def _koff(Cg, kernel, dilation, padded):
     """Offset in the padded input of reduction index r = (c, kd, kh, kw)."""
     KD, KH, KW = kernel
@@ -320,8 +325,13 @@ def _koff(Cg, kernel, dilation, padded):
         c, kd, kh, kw = np.meshgrid(np.arange(Cg), np.arange(KD), np.arange(KH), np.arange(KW),
                                     indexing="ij")
         return (c * (Dp * Hp * Wp) + kd * dd * Hp * Wp + kh * dh * Wp + kw * dw).ravel()
-    return rt.const(("koff", Cg, tuple(kernel), tuple(dilation), tuple(padded)),
-                    lambda: make().astype(np.int64))
+    return _table(("koff", Cg, tuple(kernel), tuple(dilation), tuple(padded)), make)
+
+
+def _image_chunks(N, per_image):
+    """Blocks of images whose flat sizes (``per_image`` elements each) stay below LIMIT."""
+    nb = max(1, min(N, (LIMIT - 1) // max(per_image, 1)))
+    return [(n0, min(nb, N - n0)) for n0 in range(0, N, nb)]
 
 
 def conv_fwd(xp, w, bias, stride, dilation, groups, out):
@@ -335,11 +345,14 @@ def conv_fwd(xp, w, bias, stride, dilation, groups, out):
     R = Cg * int(np.prod(kernel))
     S = Dp * Hp * Wp
     koff = _koff(Cg, kernel, dilation, (Dp, Hp, Wp))
-    geo = (Og, N * P, R, P, OH * OW, OW, C * S, Cg * S, stride[0] * Hp * Wp, stride[1] * Wp,
-           stride[2], O)
-    tiles = math.ceil(N * P / BN)
-    grid = (min(tiles, 2) if rt.simulator() else tiles, math.ceil(Og / BM), groups)
-    _conv_fwd[grid, NT](rt.flat(out), rt.flat(w), rt.flat(xp), koff, bias, geo)
+    xf, of, wf = rt.flat(xp), rt.flat(out), rt.flat(w)
+    for n0, m in _image_chunks(N, max(C * S, O * P)):
+        geo = (Og, m * P, R, P, OH * OW, OW, C * S, Cg * S, stride[0] * Hp * Wp,
+               stride[1] * Wp, stride[2], O)
+        tiles = math.ceil(m * P / BN)
+        grid = (tiles, math.ceil(Og / BM), groups)
+        _conv_fwd[grid, NT](of[n0 * O * P:(n0 + m) * O * P], wf,
+                            xf[n0 * C * S:(n0 + m) * C * S], koff, bias, geo)
     return out
 
 
@@ -350,35 +363,42 @@ def conv_bwd_weight(xp, go, kernel, stride, dilation, groups):
     Cg = C // groups
     Og = O // groups
     P = OD * OH * OW
+    S = Dp * Hp * Wp
     R = Cg * int(np.prod(kernel))
-    Q = N * P
     koff = _koff(Cg, kernel, dilation, (Dp, Hp, Wp))
     sd, sh, sw = stride
-
-    def make_qx():
-        n, od, oh, ow = np.meshgrid(np.arange(N), np.arange(OD), np.arange(OH), np.arange(OW),
-                                    indexing="ij")
-        return (n * C * Dp * Hp * Wp + od * sd * Hp * Wp + oh * sh * Wp + ow * sw).ravel()
-
-    def make_qg():
-        n, p = np.meshgrid(np.arange(N), np.arange(P), indexing="ij")
-        return (n * O * P + p).ravel()
-    qx = rt.const(("qx", N, C, (Dp, Hp, Wp), (OD, OH, OW), tuple(stride)),
-                  lambda: make_qx().astype(np.int64))
-    qg = rt.const(("qg", N, O, P), lambda: make_qg().astype(np.int64))
     tiles = math.ceil(R / BN) * math.ceil(Og / BM) * groups
     target = 2 if rt.simulator() else 2 * 132 * 4      # blocks: enough to fill every SM
-    splits = max(1, min(math.ceil(target / tiles), Q // (BK * 64) if Q >= BK * 64 else 1))
-    chunk = math.ceil(math.ceil(Q / splits) / BK) * BK
-    splits = math.ceil(Q / chunk)
+    plans = []
+    for n0, m in _image_chunks(N, max(C * S, O * P)):
+        Q = m * P
+        splits = max(1, min(math.ceil(target / tiles), Q // 512))
+        chunk = math.ceil(math.ceil(Q / splits) / BK) * BK
+        plans.append((n0, m, chunk, math.ceil(Q / chunk)))
+    total = sum(p[3] for p in plans)
     gw = rt.empty((O, Cg) + tuple(kernel), xp.dtype)
-    ws = rt.flat(gw) if splits == 1 else rt.workspace("bwdw_split", (splits * O * R,), xp.dtype)
-    geo = (Og, R, Q, P, Cg * Dp * Hp * Wp, chunk, groups)
-    grid = (math.ceil(R / BN), math.ceil(Og / BM), groups * splits)
-    _conv_bwd_weight[grid, NT](ws, rt.flat(go), rt.flat(xp), koff, qx, qg, geo)
-    if splits > 1:
+    ws = rt.flat(gw) if total == 1 else rt.workspace("bwdw_split", (total * O * R,), xp.dtype)
+    xf, gf = rt.flat(xp), rt.flat(go)
+    s0 = 0
+    for n0, m, chunk, splits in plans:
+        def make_qx(m=m):
+            n, od, oh, ow = np.meshgrid(np.arange(m), np.arange(OD), np.arange(OH), np.arange(OW),
+                                        indexing="ij")
+            return (n * C * S + od * sd * Hp * Wp + oh * sh * Wp + ow * sw).ravel()
+
+        def make_qg(m=m):
+            n, p = np.meshgrid(np.arange(m), np.arange(P), indexing="ij")
+            return (n * O * P + p).ravel()
+        qx = _table(("qx", m, C, (Dp, Hp, Wp), (OD, OH, OW), tuple(stride)), make_qx)
+        qg = _table(("qg", m, O, P), make_qg)
+        geo = (Og, R, m * P, P, Cg * S, chunk, groups)
+        grid = (math.ceil(R / BN), math.ceil(Og / BM), groups * splits)
+        _conv_bwd_weight[grid, NT](ws[s0 * O * R:(s0 + splits) * O * R], gf[n0 * O * P:(n0 + m) * O * P],
+                                   xf[n0 * C * S:(n0 + m) * C * S], koff, qx, qg, geo)
+        s0 += splits
+    if total > 1:
         blocks, threads = rt.grid1d(O * R)
-        _sum_splits[blocks, threads](rt.flat(gw), ws, splits)
+        _sum_splits[blocks, threads](rt.flat(gw), ws, total)
     return gw
 
 
