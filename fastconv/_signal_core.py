@@ -1,5 +1,6 @@
 """The engine behind :mod:`fastconv.signal`: any SciPy convolution as a batched, grouped,
-padded 'valid' cross-correlation run by ``fastconv._engine.forward``.
+padded 'valid' cross-correlation, run by ``fastconv._engine.forward`` (direct method) or
+by FFTs.
 
 Every public function reduces to one call of :func:`run`: cross-correlate ``x`` with
 ``kf`` (a convolution passes its kernel flipped) and keep, on each correlated axis, a
@@ -10,7 +11,7 @@ The modes are windows: full ``(0, n+m-1)``, valid ``(m-1, n-m+1)``, same
 ``m-1-start`` before and ``start+length-n`` after (with zeros, a fill value, or wrapped /
 mirrored samples for convolve2d's boundaries) and taking the valid correlation.
 
-Axes map onto the engine's 5-D layout ``(N, C, D, H, W)``:
+Axes map onto the layout ``(N, C, *spatial)`` of the engine (5-D: ``(N, C, D, H, W)``):
 
 * axes where the kernel has length 1 and the window is the identity -> batch ``N``;
 * axes that are not correlated and have equal lengths (fftconvolve's ``axes``) -> groups
@@ -18,15 +19,17 @@ Axes map onto the engine's 5-D layout ``(N, C, D, H, W)``:
 * correlated axes -> up to three spatial axes (more: folded into channels for the
   direct method, or computed with ``scipy.fft`` for the FFT methods).
 
-Methods: ``direct`` (the engine's direct kernel; int64 keeps integers exact); ``fft`` (the engine's real FFT kernel; complex through real and
-imaginary parts); ``oa`` (overlap-save: the padded input cut into overlapping tiles that
-the FFT kernel processes as one batch -- small, cache-friendly FFTs). Complex inputs run
-on the real kernels in every method: real and imaginary parts become extra images,
-channels or output channels of one kernel call.
+Methods: ``direct`` runs the engine's direct kernel (int64 keeps integers exact; complex
+runs on the real kernels, real and imaginary parts becoming extra images, channels or
+output channels of one call). ``fft`` multiplies spectra (``scipy.fft`` over the
+correlated axes, or the engine's FFT kernel when :data:`ENGINE_FFT` is set). ``oa``
+(overlap-add, computed as overlap-save) cuts the padded input into overlapping tiles
+that one batched FFT processes: small, cache-friendly transforms and a small kernel FFT.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +106,12 @@ def make_plan(xshape, kshape, windows) -> Plan:
 
 
 # --- running a plan -------------------------------------------------------------------
+#: FFT methods through ``_engine.forward(..., "fft")`` (fastconv/cpu/fft.py) instead of
+#: scipy.fft over the spatial axes only. Off while the engine's FFT also transforms the
+#: length-1 axes of its 5-D layout (2-6x slower for 1-D and single-image 2-D problems).
+ENGINE_FFT = False
+
+
 def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.ndarray:
     """Compute ``plan`` for arrays ``x``, ``kf`` of one compute dtype; returns a
     C-contiguous array of ``plan.out_shape`` in that dtype."""
@@ -111,28 +120,73 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
     ks = kf.transpose(plan.order).reshape((plan.G, 1) + plan.k)
     if nsp == 0:
         res = xs * ks.reshape(1, plan.G)
-    elif nsp > 3 and method != "direct":
-        res = _fft_any_rank(pad(xs, plan.pads, boundary, fill), ks, plan.out)
-    elif nsp > 3:
-        res = _direct_folded(pad(xs, plan.pads, boundary, fill), ks, plan.out)
+    elif method == "direct":
+        xp = pad(xs, plan.pads, boundary, fill)
+        res = _direct(xp, ks) if nsp <= 3 else _direct_folded(xp, ks, plan.out)
     else:
         steps = tile_steps(plan, method)
-        pads = plan.pads
-        if steps is not None:        # room for whole tiles at the end (cropped afterwards)
-            pads = tuple((b, e + nt * s - o) for (b, e), o, s, nt in
-                         zip(pads, plan.out, steps, _ntiles(plan.out, steps)))
-        xp = pad(xs, pads, boundary, fill)
-        lift = (1,) * (3 - nsp)
-        x5 = xp.reshape(xp.shape[:2] + lift + xp.shape[2:])
-        w5 = np.ascontiguousarray(ks.reshape(ks.shape[:2] + lift + ks.shape[2:]))
-        steps5 = None if steps is None else tuple(lift) + tuple(steps)
-        r5 = _run_complex_aware(x5, w5, plan.G, method, steps5)
-        crop = (slice(None), slice(None)) + (slice(0, 1),) * (3 - nsp) + tuple(
-            slice(0, o) for o in plan.out)
-        res = r5[crop].reshape((plan.N, plan.G) + plan.out)
+        if steps is None:
+            res = _fft_valid(pad(xs, plan.pads, boundary, fill), ks)
+        else:                         # pad to whole tiles; the excess is cropped below
+            nt = _ntiles(plan.out, steps)
+            pads = tuple((b, e + n * st - o) for (b, e), o, st, n in
+                         zip(plan.pads, plan.out, steps, nt))
+            tiles = _tile(pad(xs, pads, boundary, fill), plan.k, steps, nt)
+            res = _untile(_fft_valid(tiles, ks), plan.N, nt)
+        res = res[(slice(None), slice(None)) + tuple(slice(0, o) for o in plan.out)]
     lead = [plan.out_shape[a] for a in plan.order[:len(plan.order) - nsp]]
     res = res.reshape(tuple(lead) + plan.out)
     return np.ascontiguousarray(res.transpose(np.argsort(plan.order)))
+
+
+def _direct(xp, ks):
+    """Valid correlation of (N, G, *P) with (G, 1, *K) on the engine's direct kernel."""
+    nsp = xp.ndim - 2
+    lift = (1,) * (3 - nsp)
+    x5 = xp.reshape(xp.shape[:2] + lift + xp.shape[2:])
+    w5 = np.ascontiguousarray(ks.reshape(ks.shape[:2] + lift + ks.shape[2:]))
+    r5 = _run_complex_aware(x5, w5, xp.shape[1], "direct")
+    return r5.reshape(r5.shape[:2] + r5.shape[2 + len(lift):])
+
+
+def _fft_valid(xp, ks):
+    """Valid correlation of (N, G, *P) with (G, 1, *K) by FFTs of length >= P: the
+    circular convolution with the reversed kernel is exact from index K - 1 on."""
+    nsp = xp.ndim - 2
+    K = ks.shape[2:]
+    if ENGINE_FFT and nsp <= 3:
+        lift = (1,) * (3 - nsp)
+        x5 = xp.reshape(xp.shape[:2] + lift + xp.shape[2:])
+        w5 = np.ascontiguousarray(ks.reshape(ks.shape[:2] + lift + K))
+        r5 = _run_complex_aware(x5, w5, xp.shape[1], "fft")
+        return r5.reshape(r5.shape[:2] + r5.shape[2 + len(lift):])
+    with np.errstate(invalid="ignore", over="ignore"):    # inf/NaN input: see callers
+        return _fft_valid_scipy(xp, ks)
+
+
+def _fft_valid_scipy(xp, ks):
+    """:func:`_fft_valid` with scipy.fft (all cores), transforming only the axes longer
+    than 1."""
+    nsp = xp.ndim - 2
+    K = ks.shape[2:]
+    cplx = xp.dtype.kind == "c" or ks.dtype.kind == "c"
+    axes = tuple(a for a in range(2, xp.ndim) if xp.shape[a] > 1)
+    fshape = [sfft.next_fast_len(int(xp.shape[a]), real=not cplx) for a in axes]
+    krev = ks[(slice(None), slice(None)) + (slice(None, None, -1),) * nsp]
+    fwd, inv = (sfft.fftn, sfft.ifftn) if cplx else (sfft.rfftn, sfft.irfftn)
+    nw = _workers()
+    spec = fwd(xp, fshape, axes=axes, workers=nw)
+    spec *= fwd(krev, fshape, axes=axes, workers=nw).reshape((1, -1) + spec.shape[2:])
+    y = inv(spec, fshape, axes=axes, workers=nw)
+    return y[(slice(None), slice(None)) + tuple(slice(k - 1, p) for k, p in
+                                                zip(K, xp.shape[2:]))]
+
+
+def _workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def pad(xs, pads, boundary, fill):
@@ -142,44 +196,43 @@ def pad(xs, pads, boundary, fill):
     if boundary in ("circular", "symmetric"):
         return _pad_modes(xs, pads, boundary)
     shape = xs.shape[:2] + tuple(n + b + a for n, (b, a) in zip(xs.shape[2:], pads))
-    xp = np.full(shape, fill, dtype=xs.dtype) if fill != 0 else np.zeros(shape, xs.dtype)
-    xp[(slice(None), slice(None)) + tuple(slice(b, b + n) for n, (b, a) in
-                                          zip(xs.shape[2:], pads))] = xs
+    xp = np.empty(shape, dtype=xs.dtype)       # every element is written exactly once:
+    inner = (slice(None), slice(None))
+    for n, (b, a) in zip(xs.shape[2:], pads):   # the borders, axis by axis, ...
+        xp[inner + (slice(0, b),)] = fill
+        xp[inner + (slice(b + n, None),)] = fill
+        inner += (slice(b, b + n),)
+    xp[inner] = xs                               # ... then the interior
     return xp
 
 
-def _run_complex_aware(x5, w5, groups, method, steps):
-    """Complex input on the real kernels: real and imaginary parts as extra images,
-    output channels or input channels (one kernel call either way)."""
+def _run_complex_aware(x5, w5, groups, algo):
+    """``_engine.forward`` for complex input on the real kernels: real and imaginary parts
+    as extra images, output channels or input channels (one kernel call either way)."""
+    def fwd(x, w):
+        return _engine.forward(x, w, None, ONE3, ONE3, groups, algo)
+
     xc, wc = x5.dtype.kind == "c", w5.dtype.kind == "c"
     if not (xc or wc):
-        return _forward(x5, w5, groups, method, steps)
+        return fwd(x5, w5)
     N, C = x5.shape[:2]
     O, Cg = w5.shape[:2]
     K = w5.shape[2:]
     if xc and not wc:                 # (re, im) of x: a batch of 2N images
-        r = _forward(np.concatenate([x5.real, x5.imag]), w5, groups, method, steps)
+        r = fwd(np.concatenate([x5.real, x5.imag]), w5)
         return r[:N] + 1j * r[N:]
     if wc and not xc:                 # (re, im) of each kernel: two output channels
         w2 = np.stack([w5.real, w5.imag], axis=1).reshape((2 * O, Cg) + K)
-        r = _forward(x5, np.ascontiguousarray(w2), groups, method, steps)
+        r = fwd(x5, np.ascontiguousarray(w2))
         r = r.reshape((N, O, 2) + r.shape[2:])
         return r[:, :, 0] + 1j * r[:, :, 1]
     # both: channels (re, im) of x; outputs re = [wr, -wi] . x and im = [wi, wr] . x
     x2 = np.stack([x5.real, x5.imag], axis=2).reshape((N, 2 * C) + x5.shape[2:])
     wr, wi = w5.real, w5.imag
     w2 = np.stack([np.stack([wr, -wi], axis=2), np.stack([wi, wr], axis=2)], axis=1)
-    r = _forward(x2, np.ascontiguousarray(w2.reshape((2 * O, 2 * Cg) + K)), groups, method,
-                 steps)
+    r = fwd(x2, np.ascontiguousarray(w2.reshape((2 * O, 2 * Cg) + K)))
     r = r.reshape((N, O, 2) + r.shape[2:])
     return r[:, :, 0] + 1j * r[:, :, 1]
-
-
-def _forward(x5, w5, groups, method, steps):
-    algo = "direct" if method == "direct" else "fft"
-    if steps is None:
-        return _engine.forward(x5, w5, None, ONE3, ONE3, groups, algo)
-    return _tiled(x5, w5, groups, steps, algo)
 
 
 # --- tiles ----------------------------------------------------------------------------
@@ -188,52 +241,62 @@ def _ntiles(out, steps):
 
 
 def tile_steps(plan: Plan, method: str):
-    """Outputs per tile along each spatial axis, or None to run the problem whole."""
-    if method != "oa":
+    """Outputs per tile along each spatial axis for overlap-add ('oa'), or None to run
+    the problem as one FFT. One tile length T for every axis (capped at the axis's whole
+    length), chosen by :func:`oa_cost`."""
+    if method != "oa" or not plan.out or _prod(plan.out) < OA_MIN_OUTPUTS:
         return None
-    steps = tuple(oa_step(o, k) for o, k in zip(plan.out, plan.k))
-    return None if all(s >= o for s, o in zip(steps, plan.out)) else steps
-
-
-_FAST = sorted({2 ** a * 3 ** b * 5 ** c for a in range(15) for b in range(6)
-                for c in range(4) if 8 <= 2 ** a * 3 ** b * 5 ** c <= 1 << 14})
-
-
-def oa_step(out: int, k: int) -> int:
-    """Outputs per tile on one axis for overlap-save: the FFT length T (5-smooth) that
-    minimises ceil(out / (T - k + 1)) * T * log2(T), never more than one tile needs."""
-    if k == 1:
-        return out
-    whole = out + k - 1
-    best, best_cost = out, whole * math.log2(max(whole, 2)) * 1.05   # one tile: plain fft
+    whole = tuple(o + k - 1 for o, k in zip(plan.out, plan.k))
+    best, best_cost = None, oa_cost(whole, (1,) * len(whole))
     for T in _FAST:
-        step = T - k + 1
-        if T < 2 * k or step <= 0:
-            continue
-        if step >= out:
+        tiles = tuple(min(T, w) for w in whole)
+        if all(t == w for t, w in zip(tiles, whole)):
             break
-        cost = -(-out // step) * T * math.log2(T)
+        if any(t < 2 * k and t < w for t, k, w in zip(tiles, plan.k, whole)):
+            continue
+        steps = tuple(t - k + 1 for t, k in zip(tiles, plan.k))
+        cost = oa_cost(tiles, _ntiles(plan.out, steps))
         if cost < best_cost:
-            best, best_cost = step, cost
+            best, best_cost = steps, cost
     return best
 
 
-def _tiled(x5, w5, groups, steps, algo):
-    """Valid correlation of x5 computed tile by tile, the tiles forming one batch."""
-    N, C = x5.shape[:2]
-    K = w5.shape[2:]
-    out = tuple(p - k + 1 for p, k in zip(x5.shape[2:], K))
-    nt = tuple(o // s for o, s in zip(out, steps))     # x5 was padded to whole tiles
-    T = tuple(s + k - 1 for s, k in zip(steps, K))
-    s = x5.strides
-    view = as_strided(x5, (N, C) + nt + T,
+OA_MIN_OUTPUTS = 4096     # smaller problems: one FFT
+OA_TILE_OVERHEAD = 4096   # fixed cost of one tile, in units of n log2 n FFT work
+
+
+def oa_cost(tile, ntiles):
+    """Model of a tiled FFT's work: per tile n log2 n plus copies, plus a fixed cost."""
+    n = _prod(sfft.next_fast_len(int(t), real=True) for t in tile)
+    return _prod(ntiles) * (n * (math.log2(max(n, 2)) + 2) + OA_TILE_OVERHEAD)
+
+
+# tile lengths: 5-smooth, from 32 (smaller tiles cost more in overhead than they save)
+_FAST = sorted({2 ** a * 3 ** b * 5 ** c for a in range(17) for b in range(4)
+                for c in range(3) if 32 <= 2 ** a * 3 ** b * 5 ** c <= 1 << 16})
+
+
+def _tile(xp, K, steps, nt):
+    """(N, G, *P) padded to whole tiles -> (N * prod(nt), G, *T) overlapping tiles, tile
+    ``i`` covering ``[i * step, i * step + step + k - 1)`` on each axis."""
+    N, G = xp.shape[:2]
+    d = len(steps)
+    T = tuple(st + k - 1 for st, k in zip(steps, K))
+    s = xp.strides
+    view = as_strided(xp, (N, G) + tuple(nt) + T,
                       s[:2] + tuple(st * si for st, si in zip(steps, s[2:])) + s[2:])
-    tiles = np.ascontiguousarray(view.transpose(0, 2, 3, 4, 1, 5, 6, 7))
-    tiles = tiles.reshape((N * _prod(nt), C) + T)
-    r = _engine.forward(tiles, w5, None, ONE3, ONE3, groups, algo)
-    O = r.shape[1]
-    r = r.reshape((N,) + nt + (O,) + tuple(steps)).transpose(0, 4, 1, 5, 2, 6, 3, 7)
-    return r.reshape((N, O) + tuple(n * st for n, st in zip(nt, steps)))
+    tiles = np.ascontiguousarray(view.transpose([0] + list(range(2, 2 + d)) + [1]
+                                                + list(range(2 + d, 2 + 2 * d))))
+    return tiles.reshape((N * _prod(nt), G) + T)
+
+
+def _untile(y, N, nt):
+    """(N * prod(nt), G, *steps) tile results -> (N, G, *(nt * steps))."""
+    d = len(nt)
+    G, steps = y.shape[1], y.shape[2:]
+    y = y.reshape((N,) + tuple(nt) + (G,) + steps)
+    perm = [0, d + 1] + [i for a in range(d) for i in (1 + a, d + 2 + a)]
+    return y.transpose(perm).reshape((N, G) + tuple(n * st for n, st in zip(nt, steps)))
 
 
 # --- more than three correlated axes --------------------------------------------------
@@ -251,26 +314,9 @@ def _direct_folded(xp, ks, out):
     lo = out[:r]
     x5 = cols.reshape((N * _prod(lo), G * _prod(kl)) + cols.shape[-3:])
     w5 = np.ascontiguousarray(ks.reshape((G, _prod(kl)) + tuple(kr)))
-    res = _run_complex_aware(x5, w5, G, "direct", None)
+    res = _run_complex_aware(x5, w5, G, "direct")
     res = res.reshape((N,) + tuple(lo) + (G,) + res.shape[2:])
     return res.transpose([0, r + 1] + list(range(1, r + 1)) + list(range(r + 2, res.ndim)))
-
-
-def _fft_any_rank(xp, ks, out):
-    """FFT method in any rank, with scipy.fft: circular convolution of size >= padded."""
-    axes = tuple(range(2, xp.ndim))
-    K = ks.shape[2:]
-    fshape = [sfft.next_fast_len(int(p), real=xp.dtype.kind != "c") for p in xp.shape[2:]]
-    krev = ks[(slice(None), slice(None)) + (slice(None, None, -1),) * len(K)]
-    if xp.dtype.kind == "c" or ks.dtype.kind == "c":
-        y = sfft.ifftn(sfft.fftn(xp, fshape, axes=axes) * sfft.fftn(krev, fshape, axes=axes)
-                       .reshape((1, -1) + tuple(fshape)), axes=axes)
-    else:
-        spec = sfft.rfftn(xp, fshape, axes=axes) * sfft.rfftn(krev, fshape, axes=axes).reshape(
-            (1, ks.shape[0]) + tuple(fshape[:-1]) + (fshape[-1] // 2 + 1,))
-        y = sfft.irfftn(spec, fshape, axes=axes)
-    crop = (slice(None), slice(None)) + tuple(slice(k - 1, k - 1 + o) for k, o in zip(K, out))
-    return y[crop].astype(np.result_type(xp, ks), copy=False)
 
 
 def _prod(it) -> int:

@@ -17,43 +17,53 @@ import math
 
 import scipy.fft as sfft
 
-from ._signal_core import Plan, _ntiles, _prod, tile_steps
+from ._signal_core import Plan, _ntiles, _prod, oa_cost, tile_steps
 
 # seconds per unit of each feature (see features()); fitted by bench/signal_report.py --fit
 CONSTANTS = {
-    "direct": {"overhead": 3.0e-5, "mac": 2.5e-10, "mac_1d": 5.0e-10, "byte": 2.0e-10},
-    "fft": {"overhead": 1.0e-4, "fft": 1.5e-9, "byte": 4.0e-10},
-    "oa": {"overhead": 2.0e-4, "fft": 1.2e-9, "byte": 6.0e-10},
+    "direct": {"overhead": 6.26e-05, "mac": 1.02e-10, "mac32": 3.93e-11, "mac_1d": 6.8e-11,
+               "mac32_1d": 4.81e-11, "byte": 7.16e-10},
+    "fft": {"overhead": 0.000191, "fft": 6.25e-10, "fft32": 3.89e-10, "byte": 0.0},
+    "oa": {"overhead": 0.000188, "fft": 5.51e-10, "fft32": 3.7e-10, "byte": 6.55e-10},
 }
 METHODS = ("direct", "fft", "oa")
 
 
 def features(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool) -> dict:
-    """Feature counts per method (the regressors of the cost model)."""
-    both = x_complex and k_complex
-    # direct: complex x complex costs 4 real multiply-adds, complex x real 2
-    cmul = 4 if both else (2 if (x_complex or k_complex) else 1)
-    macs = plan.macs * cmul
+    """Feature counts per method (the regressors of the cost model).
+
+    ``itemsize``: bytes of a real sample in the computation (8: float64/int64, 4: float32).
+    Multiply-adds (direct) and ``n log2 n`` transform work (FFT) are counted separately
+    for single and double precision, and for 1-D and N-D direct problems, since the
+    kernels run at different speeds on them."""
+    cplx = x_complex or k_complex
+    # direct runs complex on the real kernel: complex x complex is 4 real products
+    macs = plan.macs * (4 if x_complex and k_complex else (2 if cplx else 1))
+    f32 = itemsize <= 4
     one_d = len(plan.n) <= 1
-    pad_bytes = plan.N * plan.G * _prod(plan.padded) * itemsize
-    feats = {"direct": {"overhead": 1.0, "mac": 0.0 if one_d else macs,
-                        "mac_1d": macs if one_d else 0.0, "byte": pad_bytes}}
-    # FFT: real transforms of x (per image/channel), of the kernel, and inverse of y
-    nx = 2 if x_complex else 1
-    nk = (4 if both else 2) if k_complex else 1
-    ny = 2 if (x_complex or k_complex) else 1
+    pad_bytes = plan.N * plan.G * _prod(plan.padded) * itemsize * (2 if x_complex else 1)
+    direct = dict.fromkeys(CONSTANTS["direct"], 0.0)
+    direct["overhead"] = 1.0
+    direct[("mac32" if f32 else "mac") + ("_1d" if one_d else "")] = float(macs)
+    direct["byte"] = pad_bytes
+    # FFT: transforms of x (each image/group), of the kernel (each group) and inverse;
+    # a complex transform counts as two real ones
+    per = 2 if cplx else 1
+    feats = {"direct": direct}
+    fkey = "fft32" if f32 else "fft"
     F = _prod(sfft.next_fast_len(int(p), real=True) for p in plan.padded) if plan.n else 1
-    work = (plan.N * plan.G * (nx + ny) + plan.G * nk) * F * math.log2(max(F, 2))
-    feats["fft"] = {"overhead": 1.0, "fft": work, "byte": pad_bytes}
-    steps = tile_steps(plan, "oa") if plan.n else None
+    work = per * (2 * plan.N * plan.G + plan.G) * F * math.log2(max(F, 2))
+    feats["fft"] = {"overhead": 1.0, fkey: work, "byte": pad_bytes}
+    steps = tile_steps(plan, "oa")
     if steps is None:
         feats["oa"] = dict(feats["fft"])
     else:
-        nt = _prod(_ntiles(plan.out, steps))
-        T = _prod(s + k - 1 for s, k in zip(steps, plan.k))
-        work = (plan.N * plan.G * nt * (nx + ny) + plan.G * nk) * T * math.log2(max(T, 2))
-        tile_bytes = plan.N * plan.G * nt * T * itemsize * nx
-        feats["oa"] = {"overhead": 1.0, "fft": work, "byte": pad_bytes + 2 * tile_bytes}
+        tiles = tuple(s + k - 1 for s, k in zip(steps, plan.k))
+        nt = _ntiles(plan.out, steps)
+        T = _prod(tiles)
+        work = per * (plan.N * plan.G * oa_cost(tiles, nt) + plan.G * T * math.log2(max(T, 2)))
+        tile_bytes = plan.N * plan.G * _prod(nt) * T * itemsize * (2 if x_complex else 1)
+        feats["oa"] = {"overhead": 1.0, fkey: work, "byte": pad_bytes + 2 * tile_bytes}
     return feats
 
 

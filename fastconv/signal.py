@@ -228,7 +228,7 @@ def fftconvolve(in1, in2, mode="full", axes=None):
     >>> np.round(signal.fftconvolve([1, 2, 3], [1, 1]), 12)
     array([1., 3., 5., 3.])
     >>> x = np.arange(6.).reshape(2, 3)
-    >>> signal.fftconvolve(x, [[1., -1.]], axes=1).round(12)
+    >>> signal.fftconvolve(x, [[1., -1.]], axes=1).round(12) + 0.0
     array([[ 0.,  1.,  1., -2.],
            [ 3.,  1.,  1., -5.]])
     """
@@ -500,7 +500,8 @@ def _choose(a, b, mode):
             return "direct"
     plan = core.make_plan(a.shape, b.shape, [core.window(mode, n, m)
                                              for n, m in zip(a.shape, b.shape)])
-    itemsize = fft_compute_dtype(fft_dtype(a.dtype, b.dtype)).itemsize
+    cdt = fft_compute_dtype(fft_dtype(a.dtype, b.dtype))
+    itemsize = cdt.itemsize // (2 if cdt.kind == "c" else 1)     # of one real sample
     est = estimate(plan, itemsize, a.dtype.kind == "c", b.dtype.kind == "c")
     return min(est, key=est.get)
 

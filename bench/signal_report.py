@@ -1,0 +1,244 @@
+"""fastconv.signal vs scipy.signal, measured in this one process; prints a Markdown table.
+
+    python bench/signal_report.py [--repeat 9] [--quick] [--json out.json]
+    python bench/signal_report.py --fit      # refit fastconv/_signal_cost.py's constants
+
+Cases (from the issue): a 1024x1024 image, mode 'same', kernels k = 3, 5, 7, 15, 31, 63,
+fastconv.signal.convolve2d against the fastest of scipy.signal.convolve2d / fftconvolve /
+oaconvolve; a 10**6-sample signal with a 101-tap filter, fastconv.signal.convolve against
+the fastest of scipy.signal.convolve(method='direct') / fftconvolve / oaconvolve; float64
+and float32. The machine is shared, so each case runs its candidates round-robin and
+keeps each one's best time (the least disturbed run); ratios compare times of one run.
+GFLOP/s counts the direct method's 2 * outputs * taps flops, whatever method ran. A
+second table times the direct kernel alone, for the kernel owners.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import scipy.signal as ss
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
+from fastconv import signal as fs  # noqa: E402
+
+IMAGE_KERNELS = (3, 5, 7, 15, 31, 63)
+TARGET = {3: 10, 5: 10, 7: 10, 15: 1.5, 31: 1.5, 63: 1.5}
+SCIPY_DIRECT_LIMIT = 2.0e9      # skip scipy.signal.convolve2d above this many multiply-adds
+
+
+def image_case(k, dtype):
+    rng = np.random.default_rng(k)
+    return (rng.standard_normal((1024, 1024)).astype(dtype),
+            rng.standard_normal((k, k)).astype(dtype))
+
+
+def signal_case(dtype, n=10 ** 6, taps=101):
+    rng = np.random.default_rng(taps)
+    return rng.standard_normal(n).astype(dtype), rng.standard_normal(taps).astype(dtype)
+
+
+def best_time(fn, repeat, min_time=0.3, max_n=60):
+    """Best wall time of ``fn`` over at least ``repeat`` runs (more while under
+    ``min_time`` seconds in total), after one warm-up run."""
+    fn()
+    best, n, start = math.inf, 0, time.perf_counter()
+    while n < repeat or (time.perf_counter() - start < min_time and n < max_n):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        n += 1
+    return best
+
+
+def scipy_candidates(x, h, image):
+    cands = {"fftconvolve": lambda: ss.fftconvolve(x, h, "same"),
+             "oaconvolve": lambda: ss.oaconvolve(x, h, "same")}
+    if x.size * h.size <= SCIPY_DIRECT_LIMIT:
+        if image:
+            cands["convolve2d"] = lambda: ss.convolve2d(x, h, "same")
+        else:
+            cands["convolve(direct)"] = lambda: ss.convolve(x, h, "same", method="direct")
+    return cands
+
+
+def best_times(fns, repeat):
+    """Best wall time of each function, running them round-robin (``repeat`` rounds after
+    a warm-up) so that a change in the machine's load hits all of them alike."""
+    best = dict.fromkeys(fns, math.inf)
+    for fn in fns.values():
+        fn()
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def run_case(name, x, h, image, repeat):
+    """Our default call and each of our methods, against SciPy's candidates, in one
+    round-robin; SciPy's direct method (up to seconds per call) is timed separately."""
+    ours = {"ours": (lambda: fs.convolve2d(x, h, "same")) if image else
+            (lambda: fs.convolve(x, h, "same"))}
+    for m in ("direct", "fft", "oa"):
+        if m != "direct" or x.size * h.size <= 4e8:
+            ours[m] = lambda m=m: fs.convolve(x, h, "same", method=m)
+    cands = scipy_candidates(x, h, image)
+    slow = {k: v for k, v in cands.items() if k in ("convolve2d", "convolve(direct)")}
+    times = best_times({**ours, **{k: v for k, v in cands.items() if k not in slow}}, repeat)
+    for label, fn in slow.items():
+        times[label] = best_time(fn, 1 if x.size * h.size > 5e7 else 3, min_time=0)
+    scipy_times = {k: times[k] for k in cands}
+    best_label = min(scipy_times, key=scipy_times.get)
+    t_ours = times["ours"]
+    flops = 2.0 * x.size * h.size
+    return {"case": name, "dtype": str(x.dtype), "method": fs.choose_conv_method(x, h, "same"),
+            "ours_ms": t_ours * 1e3, "gflops": flops / t_ours / 1e9, "scipy_best": best_label,
+            "scipy_ms": scipy_times[best_label] * 1e3,
+            "scipy_all_ms": {k: v * 1e3 for k, v in scipy_times.items()},
+            "ratio": scipy_times[best_label] / t_ours,
+            "per_method_ms": {k: times[k] * 1e3 for k in ours if k != "ours"}}
+
+
+def kernel_rows(repeat, dtypes=("float64", "float32"), kernels=(3, 5, 7, 15)):
+    """The engine's direct kernel alone on the padded image (what 'same' mode runs), and
+    the padding copy, for the kernel owners."""
+    from fastconv import _engine
+    from fastconv import _signal_core as core
+    rows = []
+    for dtype in dtypes:
+        for k in kernels:
+            x, h = image_case(k, dtype)
+            pads = ((k // 2, (k - 1) // 2),) * 2
+            xs = x.reshape((1, 1) + x.shape)
+            xp = core.pad(xs, pads, "fill", 0).reshape((1, 1, 1) + (1024 + k - 1,) * 2)
+            w = np.ascontiguousarray(h[::-1, ::-1]).reshape(1, 1, 1, k, k)
+            t = best_times({
+                "kernel": lambda: _engine.forward(xp, w, None, (1, 1, 1), (1, 1, 1), 1,
+                                                  "direct"),
+                "pad": lambda: core.pad(xs, pads, "fill", 0)}, repeat)
+            rows.append({"dtype": dtype, "k": k, "kernel_ms": t["kernel"] * 1e3,
+                         "gflops": 2.0 * x.size * h.size / t["kernel"] / 1e9,
+                         "pad_ms": t["pad"] * 1e3})
+    return rows
+
+
+def report(repeat, quick, dtypes=("float64", "float32")):
+    rows = []
+    kernels = (3, 7, 15, 63) if quick else IMAGE_KERNELS
+    for dtype in dtypes:
+        for k in kernels:
+            x, h = image_case(k, dtype)
+            row = run_case(f"1024x1024 k={k}", x, h, True, repeat)
+            row["target"] = TARGET[k]
+            rows.append(row)
+            print_row(row, flush=True)
+        x, h = signal_case(dtype)
+        row = run_case("1-D 1e6, 101 taps", x, h, False, repeat)
+        rows.append(row)
+        print_row(row, flush=True)
+    return rows
+
+
+HEADER = ("| case | dtype | ours (method) ms | GFLOP/s | best SciPy ms | ratio | target | "
+          "ours per method ms |\n|---|---|---|---|---|---|---|---|")
+
+
+def print_row(row, flush=False):
+    target = row.get("target")
+    ok = "" if target is None else (f">= {target}x " + ("ok" if row["ratio"] >= target
+                                                          else "MISSED"))
+    per = ", ".join(f"{k} {v:.1f}" for k, v in row["per_method_ms"].items())
+    print(f"| {row['case']} | {row['dtype']} | {row['ours_ms']:.2f} ({row['method']}) | "
+          f"{row['gflops']:.1f} | {row['scipy_ms']:.1f} ({row['scipy_best']}) | "
+          f"{row['ratio']:.1f}x | {ok} | {per} |", flush=flush)
+
+
+# --- fitting the cost model -----------------------------------------------------------
+FIT_CASES = (
+    # (in1 shape, in2 shape, mode, dtype)
+    [((n,), (k,), "same", d) for n in (2000, 50000, 1000000) for k in (3, 15, 101, 1001)
+     if 10 * k < n for d in ("float64", "float32")]
+    + [((n, n), (k, k), "same", d) for n in (64, 256, 1024) for k in (3, 5, 9, 17, 33, 65)
+       if 4 * k < n for d in ("float64", "float32")]
+    + [((n, n), (k, k), m, "complex128") for n in (128, 400) for k in (3, 9, 31)
+       for m in ("full", "valid")]
+    + [((n, n, n), (k, k, k), "same", d) for n in (24, 64) for k in (3, 5, 9)
+       for d in ("float64", "float32")]
+)
+
+
+def fit(repeat):
+    """Time every method on FIT_CASES and fit the constants of _signal_cost.CONSTANTS by
+    non-negative least squares on relative error; prints the new dictionary."""
+    from scipy.optimize import nnls
+
+    from fastconv import _signal_core as core
+    from fastconv._signal_cost import CONSTANTS, METHODS, features
+
+    rows = {m: [] for m in METHODS}
+    for s1, s2, mode, dtype in FIT_CASES:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(s1).astype(dtype)
+        h = rng.standard_normal(s2).astype(dtype)
+        plan = core.make_plan(s1, s2, [core.window(mode, n, m) for n, m in zip(s1, s2)])
+        isz = np.dtype(dtype).itemsize // (2 if np.dtype(dtype).kind == "c" else 1)  # real
+        cplx = np.dtype(dtype).kind == "c"
+        feats = features(plan, isz, cplx, cplx)
+        for m in METHODS:
+            if m == "direct" and plan.macs > 3e9:
+                continue
+            t = best_time(lambda m=m: fs.convolve(x, h, mode, method=m), repeat, 0.2, 20)
+            rows[m].append((feats[m], t))
+            print(f"{m:6s} {str(s1):16s} {str(s2):12s} {mode:5s} {dtype:10s} "
+                  f"{t * 1e3:9.3f} ms", flush=True)
+    new = {}
+    for m in METHODS:
+        names = list(CONSTANTS[m])
+        A = np.array([[f.get(n, 0.0) for n in names] for f, _ in rows[m]])
+        t = np.array([t for _, t in rows[m]])
+        scale = A.max(axis=0)
+        scale[scale == 0] = 1
+        coef, _ = nnls(A / scale / t[:, None], np.ones(len(t)))   # relative error
+        new[m] = {n: float(f"{c / s:.3g}") for n, c, s in zip(names, coef, scale)}
+        pred = (A / scale) @ coef
+        err = np.abs(pred / t - 1)
+        print(f"{m}: median |relative error| {np.median(err):.2f}, max {err.max():.2f}")
+    print("CONSTANTS = " + json.dumps(new, indent=4).replace("\n}", ",\n}"))
+    return new
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--quick", action="store_true", help="k = 3, 7, 15, 63 only")
+    ap.add_argument("--fit", action="store_true", help="refit the cost model's constants")
+    ap.add_argument("--json", help="also write the rows to this file")
+    args = ap.parse_args()
+    if args.fit:
+        fit(max(3, args.repeat // 2))
+        return
+    print(f"# fastconv.signal vs scipy.signal -- {platform.processor() or platform.machine()},"
+          f" {os.cpu_count()} CPUs, best of >= {args.repeat} (SciPy's direct methods: 1 run)\n")
+    print(HEADER)
+    rows = report(args.repeat, args.quick)
+    print("\n## The direct kernel alone: 1024x1024 image padded for 'same', one channel\n")
+    print("| dtype | k | kernel ms | GFLOP/s | padding copy ms |\n|---|---|---|---|---|")
+    krows = kernel_rows(args.repeat)
+    for r in krows:
+        print(f"| {r['dtype']} | {r['k']} | {r['kernel_ms']:.2f} | {r['gflops']:.1f} | "
+              f"{r['pad_ms']:.2f} |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"cases": rows, "kernel": krows}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
