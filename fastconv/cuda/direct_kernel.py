@@ -25,7 +25,7 @@ WS = 2048               # shared filter capacity (elements)
 ALIGN = rt.smem_align()
 
 
-@cuda.jit(cache=True)
+@rt.kernel
 def _direct_fwd(out, xp, w, bias, KD, KH, KW, sd, sh, sw, dd, dh, dw, groups, CB,
                 TID, TIH, TIW, tiles_h, tiles_w):
     # out: (N, O, OD, OH, OW)   xp: (N, C, Dp, Hp, Wp) padded   w: (O * Cg * KD*KH*KW,) flat

@@ -79,7 +79,7 @@ def _col(j, tx):
     return tx * VN + (j % VN) + HN * (j // VN)
 
 
-@cuda.jit(cache=True)
+@rt.kernel
 def _conv_fwd(out, w, x, koff, bias, geo):
     # out: (N*O*P,) = (N, O, OD*OH*OW)   w: (O*R,) = (O, Cg*KD*KH*KW)   x: padded input, flat
     # geo = (Og, NC = N*P, R, P, OHW, OW, CS = C*S, GCS = Cg*S, sd*Hp*Wp, sh*Wp, sw, O)
@@ -158,7 +158,7 @@ def _conv_fwd(out, w, x, koff, bias, geo):
                     out[obase + oc * uint32(P)] = acc[i, j] + bias[oc]
 
 
-@cuda.jit(cache=True)
+@rt.kernel
 def _conv_bwd_weight(ws, go, x, koff, qx, qg, geo):
     # ws: (splits, G, Og, R) partial sums     go: (N*O*P,)    x: padded input, flat
     # qx[q], qg[q]: offsets of reduction index q = (n, p) in x and in go (without channels)
@@ -242,7 +242,7 @@ def _sum_splits(gw, ws, splits):
             gw[e] += ws[s * E + e]
 
 
-@cuda.jit(cache=True)
+@rt.kernel
 def _gemm(c, a, b, bias, geo):
     # c[m*scm + n*scn] = sum_k a[m*sam + k*sak] * b[k*sbk + n*sbn] (+ bias[n] if has_bias)
     M, N, K, sam, sak, sbk, sbn, scm, scn, has_bias = geo

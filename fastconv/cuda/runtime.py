@@ -36,6 +36,29 @@ def smem_align():
     return None if simulator() else 16
 
 
+def _alignment_supported() -> bool:
+    import inspect
+    try:
+        return "alignment" in inspect.signature(cuda().shared.array).parameters
+    except (TypeError, ValueError):
+        return True
+
+
+def kernel(fn):
+    """``cuda.jit(cache=True)``; on numba-cuda versions whose shared arrays take no
+    ``alignment`` the kernel is rebuilt from its source without it (scalar shared loads)."""
+    mod = cuda()
+    if simulator() or _alignment_supported():
+        return mod.jit(cache=True)(fn)
+    import inspect
+    import textwrap
+    src = textwrap.dedent(inspect.getsource(fn)).replace(", alignment=ALIGN", "")
+    src = src[src.index("def "):]
+    ns: dict = {}
+    exec(compile(src, inspect.getsourcefile(fn) or "<kernel>", "exec"), fn.__globals__, ns)
+    return mod.jit(ns[fn.__name__])
+
+
 def require(fn: str = "fastconv"):
     """numba.cuda, or a RuntimeError saying why the GPU cannot be used."""
     global _available
