@@ -176,10 +176,22 @@ def _fft_valid_scipy(xp, ks):
     fwd, inv = (sfft.fftn, sfft.ifftn) if cplx else (sfft.rfftn, sfft.irfftn)
     nw = _workers()
     spec = fwd(xp, fshape, axes=axes, workers=nw)
-    spec *= fwd(krev, fshape, axes=axes, workers=nw).reshape((1, -1) + spec.shape[2:])
+    spec *= _padded_spectrum(krev, fshape, axes, cplx, nw).reshape((1, -1) + spec.shape[2:])
     y = inv(spec, fshape, axes=axes, workers=nw)
     return y[(slice(None), slice(None)) + tuple(slice(k - 1, p) for k, p in
                                                 zip(K, xp.shape[2:]))]
+
+
+def _padded_spectrum(k, fshape, axes, cplx, nw):
+    """``fftn`` (``rfftn``) of the small array ``k`` zero-padded to ``fshape``, last axis
+    first, so that the padding of the other axes is never transformed: for a 2-D kernel
+    only its k rows, not all of fshape's, go through the row transforms."""
+    if not axes:
+        return k
+    spec = (sfft.fft if cplx else sfft.rfft)(k, n=fshape[-1], axis=axes[-1], workers=nw)
+    for a, f in zip(axes[-2::-1], fshape[-2::-1]):
+        spec = sfft.fft(spec, n=f, axis=a, workers=nw)
+    return spec
 
 
 def _workers() -> int:

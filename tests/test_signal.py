@@ -876,7 +876,7 @@ def ref_or_error(func, *args, **kwargs):
 def scipy_direct(func, a, b, mode):
     """SciPy's direct method, with the dtypes its N-d path lacks (bool, float16) taken
     through int64/float32."""
-    if a.ndim > 1 and (np.result_type(a, b) in (np.bool_, np.float16)):
+    if np.result_type(a, b) in (np.bool_, np.float16):
         rt = np.result_type(a, b)
         wide = np.int64 if rt == np.bool_ else np.float32
         return func(a.astype(wide), b.astype(wide), mode, method="direct").astype(rt)
