@@ -15,6 +15,7 @@ PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-/tmp/fastconv-numba-cache}"
+export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0     # tiny test launches are expected
 BENCH_ARGS=()
 if [ "${GPU_CHECK_QUICK:-0}" = "1" ]; then
     export NUMBA_ENABLE_CUDASIM=1

@@ -52,7 +52,8 @@ if _WANT_SIM and not SIM:
     pytest.skip("numba.cuda was imported without the simulator and there is no GPU",
                 allow_module_level=True)
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.filterwarnings("ignore:.*Grid size.*")]   # tiny launches, by design
 ALGOS = ("direct", "im2col", "fft")
 TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-9, np.dtype(np.float16): 2e-2}
 

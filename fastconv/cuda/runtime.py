@@ -9,6 +9,12 @@ import math
 
 import numpy as np
 
+# numba-cuda <= 0.30 registers an overload for np.row_stack when it builds its typing
+# registries (on the first kernel compile); NumPy 2.5 removed that alias of np.vstack, so
+# every compile fails with AttributeError. Restore the alias for numba's sake.
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
+
 _cuda = None
 _available = None
 
