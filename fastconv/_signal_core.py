@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
+import numba
 import numpy as np
 import scipy.fft as sfft
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
@@ -78,6 +81,12 @@ class Plan:
 def make_plan(xshape, kshape, windows) -> Plan:
     """``windows[a]``: (start, length) for a correlated axis, None for a batch axis (where
     the kernel's length is 1 or equals x's)."""
+    return _make_plan(tuple(xshape), tuple(kshape),
+                      tuple(None if w is None else tuple(w) for w in windows))
+
+
+@lru_cache(maxsize=1024)
+def _make_plan(xshape, kshape, windows) -> Plan:
     xb, gb, sp = [], [], []
     out_shape = []
     for a, (n, m, w) in enumerate(zip(xshape, kshape, windows)):
@@ -145,8 +154,29 @@ def _direct(xp, ks):
     lift = (1,) * (3 - nsp)
     x5 = xp.reshape(xp.shape[:2] + lift + xp.shape[2:])
     w5 = np.ascontiguousarray(ks.reshape(ks.shape[:2] + lift + ks.shape[2:]))
-    r5 = _run_complex_aware(x5, w5, xp.shape[1], "direct")
+    macs = xp.shape[0] * ks.size * _prod(p - k + 1 for p, k in zip(xp.shape[2:], ks.shape[2:]))
+    with _threads_for(macs):
+        r5 = _run_complex_aware(x5, w5, xp.shape[1], "direct")
     return r5.reshape(r5.shape[:2] + r5.shape[2 + len(lift):])
+
+
+SMALL_MACS = 1 << 17      # below this, kernels run on the calling thread only
+
+
+@contextmanager
+def _threads_for(macs):
+    """Run small problems single-threaded: waking the worker threads costs more than
+    the work, and on a busy machine it can stall for milliseconds. (numba's thread
+    count is per calling thread, so this is safe under concurrency.)"""
+    if macs >= SMALL_MACS:
+        yield
+        return
+    prev = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
 
 
 def _fft_valid(xp, ks):
@@ -174,7 +204,7 @@ def _fft_valid_scipy(xp, ks):
     fshape = [sfft.next_fast_len(int(xp.shape[a]), real=not cplx) for a in axes]
     krev = ks[(slice(None), slice(None)) + (slice(None, None, -1),) * nsp]
     fwd, inv = (sfft.fftn, sfft.ifftn) if cplx else (sfft.rfftn, sfft.irfftn)
-    nw = _workers()
+    nw = _workers() if xp.size >= SMALL_MACS else 1
     spec = fwd(xp, fshape, axes=axes, workers=nw)
     spec *= _padded_spectrum(krev, fshape, axes, cplx, nw).reshape((1, -1) + spec.shape[2:])
     y = inv(spec, fshape, axes=axes, workers=nw)
@@ -254,26 +284,32 @@ def _ntiles(out, steps):
 
 def tile_steps(plan: Plan, method: str):
     """Outputs per tile along each spatial axis for overlap-add ('oa'), or None to run
-    the problem as one FFT. One tile length T for every axis (capped at the axis's whole
-    length), chosen by :func:`oa_cost`."""
+    the problem as one FFT."""
     if method != "oa" or not plan.out or _prod(plan.out) < OA_MIN_OUTPUTS:
         return None
-    whole = tuple(o + k - 1 for o, k in zip(plan.out, plan.k))
+    return _oa_steps(plan.out, plan.k)
+
+
+@lru_cache(maxsize=1024)
+def _oa_steps(out, k):
+    """One tile length T for every axis (capped at the axis's whole length), the one that
+    :func:`oa_cost` rates cheapest; None when one tile (a plain FFT) is cheapest."""
+    whole = tuple(o + m - 1 for o, m in zip(out, k))
     best, best_cost = None, oa_cost(whole, (1,) * len(whole))
     for T in _FAST:
         tiles = tuple(min(T, w) for w in whole)
-        if all(t == w for t, w in zip(tiles, whole)):
+        if tiles == whole:
             break
-        if any(t < 2 * k and t < w for t, k, w in zip(tiles, plan.k, whole)):
+        if any(t < 2 * m and t < w for t, m, w in zip(tiles, k, whole)):
             continue
-        steps = tuple(t - k + 1 for t, k in zip(tiles, plan.k))
-        cost = oa_cost(tiles, _ntiles(plan.out, steps))
+        steps = tuple(t - m + 1 for t, m in zip(tiles, k))
+        cost = oa_cost(tiles, _ntiles(out, steps))
         if cost < best_cost:
             best, best_cost = steps, cost
     return best
 
 
-OA_MIN_OUTPUTS = 4096     # smaller problems: one FFT
+OA_MIN_OUTPUTS = 16384    # smaller problems: one FFT
 OA_TILE_OVERHEAD = 4096   # fixed cost of one tile, in units of n log2 n FFT work
 
 
@@ -326,7 +362,8 @@ def _direct_folded(xp, ks, out):
     lo = out[:r]
     x5 = cols.reshape((N * _prod(lo), G * _prod(kl)) + cols.shape[-3:])
     w5 = np.ascontiguousarray(ks.reshape((G, _prod(kl)) + tuple(kr)))
-    res = _run_complex_aware(x5, w5, G, "direct")
+    with _threads_for(x5.shape[0] * _prod(ks.shape) * _prod(out)):
+        res = _run_complex_aware(x5, w5, G, "direct")
     res = res.reshape((N,) + tuple(lo) + (G,) + res.shape[2:])
     return res.transpose([0, r + 1] + list(range(1, r + 1)) + list(range(r + 2, res.ndim)))
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import timeit
 import warnings
+from functools import lru_cache
 
 import numpy as np
 
@@ -498,11 +499,16 @@ def _choose(a, b, mode):
         bound = _maxabs(a) * _maxabs(b) * min(a.size, b.size)
         if bound > 2 ** np.finfo(np.float64).nmant - 1:
             return "direct"
-    plan = core.make_plan(a.shape, b.shape, [core.window(mode, n, m)
-                                             for n, m in zip(a.shape, b.shape)])
     cdt = fft_compute_dtype(fft_dtype(a.dtype, b.dtype))
-    itemsize = cdt.itemsize // (2 if cdt.kind == "c" else 1)     # of one real sample
-    est = estimate(plan, itemsize, a.dtype.kind == "c", b.dtype.kind == "c")
+    return _predict(a.shape, b.shape, mode, cdt.itemsize // (2 if cdt.kind == "c" else 1),
+                    a.dtype.kind == "c", b.dtype.kind == "c")
+
+
+@lru_cache(maxsize=1024)
+def _predict(s1, s2, mode, itemsize, x_complex, k_complex):
+    """The cost model's choice for these shapes (``itemsize``: of one real sample)."""
+    plan = core.make_plan(s1, s2, [core.window(mode, n, m) for n, m in zip(s1, s2)])
+    est = estimate(plan, itemsize, x_complex, k_complex)
     return min(est, key=est.get)
 
 
