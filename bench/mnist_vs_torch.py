@@ -34,9 +34,10 @@ _ap.add_argument("--profile", action="store_true", help="also print a cProfile b
 _ap.add_argument("--json", metavar="PATH", help="write the results here")
 ARGS = _ap.parse_args()
 
-# thread counts must be fixed before numpy/numba/torch start their pools
+# thread counts must be fixed before numpy/numba/torch start their pools (the environment
+# may override them, e.g. OPENBLAS_NUM_THREADS=1)
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
+    os.environ.setdefault(var, str(ARGS.threads))
 
 import numpy as np  # noqa: E402
 

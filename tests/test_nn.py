@@ -215,6 +215,7 @@ POOL_CASES = [
     dict(kernel_size=3, stride=2, padding=1),
     dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), ceil_mode=True),
     dict(kernel_size=3, stride=1, dilation=2),
+    dict(kernel_size=2, stride=1, padding=1, dilation=2, ceil_mode=True),
 ]
 
 
@@ -284,6 +285,17 @@ def test_pool_errors():
         nn.MaxPool2d("2")
     with pytest.raises(ValueError, match="divisor_override"):
         nn.AvgPool2d(2, divisor_override=0)
+
+
+@needs_torch
+@pytest.mark.parametrize("k", [2, 3])
+def test_maxpool_nan_and_ties_match_torch(k):
+    x = np.round(rand((2, 3, 8, 9), 0, np.float32))          # many ties
+    x[0, 0, 1, 1] = x[0, 0, 1, 2] = x[1, 2, 5, 5] = np.nan
+    y, idx = F.max_pool2d(x, k, 1, return_indices=True)
+    ty, tidx = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, 1, return_indices=True)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(idx, tidx.numpy())
 
 
 def test_maxpool_nan_propagates_and_unbatched():

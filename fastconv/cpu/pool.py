@@ -24,40 +24,112 @@ PARALLEL_MIN = 1 << 20    # elements visited (windows x window size) before goin
 
 # -- max pooling ------------------------------------------------------------------------------
 @njit(**JIT)
+def _max_window(x, h0, w0, kH, kW, dH, dW):
+    # PyTorch's rule on one window, bounds-checked: the first maximum, or the last NaN
+    H, W = x.shape
+    best = -np.inf
+    bi = -1
+    for kh in range(kH):
+        h = h0 + kh * dH
+        if h < 0 or h >= H:
+            continue
+        for kw in range(kW):
+            w = w0 + kw * dW
+            if w < 0 or w >= W:
+                continue
+            v = x[h, w]
+            if bi < 0 or v > best or v != v:
+                best = v
+                bi = h * W + w
+    return best, bi
+
+
+@njit(**JIT)
+def _inside_range(n_out, n_in, k_eff, s, p):
+    # output positions [lo, hi) whose window [o * s - p, o * s - p + k_eff) lies inside [0, n_in)
+    lo = min(n_out, (p + s - 1) // s)
+    hi = max(lo, min(n_out, (n_in - k_eff + p) // s + 1))
+    return lo, hi
+
+
+@njit(**JIT)
 def _maxpool_plane(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
-    # out, idx: (OH, OW)   x: (H, W)
+    # out, idx: (OH, OW)   x: (H, W).  Windows fully inside the input use branch-free
+    # selects (data-dependent branches cost more than the arithmetic) and only flag NaNs;
+    # border windows and the rare window holding a NaN take the exact rule (_max_window).
     H, W = x.shape
     OH, OW = out.shape
+    lo, hi = _inside_range(OW, W, (kW - 1) * dW + 1, sW, pW)
     for oh in range(OH):
         h0 = oh * sH - pH
-        rows_inside = h0 >= 0 and h0 + (kH - 1) * dH < H
+        inside = h0 >= 0 and h0 + (kH - 1) * dH < H
         for ow in range(OW):
+            if inside and lo <= ow < hi:
+                continue
+            out[oh, ow], idx[oh, ow] = _max_window(x, h0, ow * sW - pW, kH, kW, dH, dW)
+        if not inside:
+            continue
+        for ow in range(lo, hi):
             w0 = ow * sW - pW
-            if rows_inside and w0 >= 0 and w0 + (kW - 1) * dW < W:
-                best = x[h0, w0]                       # the whole window is inside
-                bi = h0 * W + w0
-                for kh in range(kH):
-                    h = h0 + kh * dH
-                    for kw in range(kW):
-                        v = x[h, w0 + kw * dW]
-                        if v > best or v != v:         # NaN propagates, as in PyTorch
-                            best = v
-                            bi = h * W + w0 + kw * dW
-            else:
-                best = -np.inf
-                bi = -1
-                for kh in range(kH):
-                    h = h0 + kh * dH
-                    if h < 0 or h >= H:
-                        continue
-                    for kw in range(kW):
-                        w = w0 + kw * dW
-                        if w < 0 or w >= W:
-                            continue
-                        v = x[h, w]
-                        if bi < 0 or v > best or v != v:
-                            best = v
-                            bi = h * W + w
+            best = x[h0, w0]
+            bi = h0 * W + w0
+            nan = False
+            for kh in range(kH):
+                h = h0 + kh * dH
+                for kw in range(kW):
+                    w = w0 + kw * dW
+                    v = x[h, w]
+                    take = v > best
+                    best = v if take else best
+                    bi = h * W + w if take else bi
+                    nan = nan | (v != v)
+            if nan:
+                best, bi = _max_window(x, h0, w0, kH, kW, dH, dW)
+            out[oh, ow] = best
+            idx[oh, ow] = bi
+
+
+@njit(**JIT)
+def _maxpool_plane_2x2(out, idx, x, sH, sW, pH, pW, dH, dW):
+    # the common 2x2 window with its four taps unrolled (a runtime-length tap loop costs
+    # several times more); otherwise as _maxpool_plane
+    H, W = x.shape
+    OH, OW = out.shape
+    lo, hi = _inside_range(OW, W, dW + 1, sW, pW)
+    for oh in range(OH):
+        h0 = oh * sH - pH
+        h1 = h0 + dH
+        inside = h0 >= 0 and h1 < H
+        for ow in range(OW):
+            if inside and lo <= ow < hi:
+                continue
+            out[oh, ow], idx[oh, ow] = _max_window(x, h0, ow * sW - pW, 2, 2, dH, dW)
+        if not inside:
+            continue
+        r0 = x[h0]
+        r1 = x[h1]
+        for ow in range(lo, hi):
+            w0 = ow * sW - pW
+            w1 = w0 + dW
+            best = r0[w0]
+            bi = h0 * W + w0
+            v = r0[w1]
+            take = v > best
+            best = v if take else best
+            bi = h0 * W + w1 if take else bi
+            nan = (best != best) | (v != v)
+            v = r1[w0]
+            take = v > best
+            best = v if take else best
+            bi = h1 * W + w0 if take else bi
+            nan = nan | (v != v)
+            v = r1[w1]
+            take = v > best
+            best = v if take else best
+            bi = h1 * W + w1 if take else bi
+            nan = nan | (v != v)
+            if nan:
+                best, bi = _max_window(x, h0, w0, 2, 2, dH, dW)
             out[oh, ow] = best
             idx[oh, ow] = bi
 
@@ -66,13 +138,19 @@ def _maxpool_plane(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
 def _maxpool2d_fwd(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
     # out, idx: (P, OH, OW)   x: (P, H, W)
     for p in range(x.shape[0]):
-        _maxpool_plane(out[p], idx[p], x[p], kH, kW, sH, sW, pH, pW, dH, dW)
+        if kH == 2 and kW == 2:
+            _maxpool_plane_2x2(out[p], idx[p], x[p], sH, sW, pH, pW, dH, dW)
+        else:
+            _maxpool_plane(out[p], idx[p], x[p], kH, kW, sH, sW, pH, pW, dH, dW)
 
 
 @njit(parallel=True, **JIT)
 def _maxpool2d_fwd_par(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
     for p in prange(x.shape[0]):
-        _maxpool_plane(out[p], idx[p], x[p], kH, kW, sH, sW, pH, pW, dH, dW)
+        if kH == 2 and kW == 2:
+            _maxpool_plane_2x2(out[p], idx[p], x[p], sH, sW, pH, pW, dH, dW)
+        else:
+            _maxpool_plane(out[p], idx[p], x[p], kH, kW, sH, sW, pH, pW, dH, dW)
 
 
 @njit(**JIT)
