@@ -307,6 +307,9 @@ def _rows(a, dim):
     """View/copy ``a`` as (M, K) rows with axis ``dim`` last; and the way back."""
     if a.ndim == 0:
         return a.reshape(1, 1), lambda r: r.reshape(())
+    if dim == a.ndim - 1:                          # already rows: no copies
+        shape = a.shape
+        return np.ascontiguousarray(a).reshape(-1, shape[-1]), lambda r: r.reshape(shape)
     moved = np.moveaxis(a, dim, -1)
     shape = moved.shape
     rows = np.ascontiguousarray(moved).reshape(-1, shape[-1])

@@ -10,7 +10,7 @@ from .. import _engine, dispatch
 from .._pad import pad, pad_adjoint
 from .._spec import lift5
 from .._validate import ALGORITHMS, PADDING_MODES, conv_spec
-from ..cpu import nn_act
+from ..cpu import nn_act, pool
 from . import functional as F
 from . import init
 from .module import Module, Parameter, as_generator, check_float_dtype
@@ -38,6 +38,28 @@ def _cast(x, dtype):
 
 
 # -- Conv2d --------------------------------------------------------------------------------
+class _ConvPlan:
+    """A validated Conv2d problem for one input shape: the spec, the algorithms and the
+    5-D shapes the engine works on, computed once."""
+
+    __slots__ = ("spec", "fwd", "bwd", "batched", "padded", "padding", "padding_mode",
+                 "xp5_shape", "w5_shape", "y_shape", "go5_shape", "kernel3", "padded3",
+                 "stride3", "dilation3", "groups")
+
+    def __init__(self, spec, fwd, bwd):
+        self.spec, self.fwd, self.bwd = spec, fwd, bwd
+        self.batched = spec.batched
+        self.padded = any(b or a for b, a in spec.padding)
+        self.padding, self.padding_mode = spec.padding, spec.padding_mode
+        self.xp5_shape = (spec.N, spec.C_in) + spec.lift(spec.padded_size)
+        self.w5_shape = (spec.C_out, spec.C_in // spec.groups) + spec.lift(spec.kernel)
+        self.y_shape = (spec.N, spec.C_out) + spec.out_size
+        self.go5_shape = (spec.N, spec.C_out) + spec.lift(spec.out_size)
+        self.kernel3 = spec.lift(spec.kernel)
+        self.padded3 = spec.lift(spec.padded_size)
+        self.stride3, self.dilation3, self.groups = spec.stride3, spec.dilation3, spec.groups
+
+
 class Conv2d(Module):
     """2-D convolution layer (as ``torch.nn.Conv2d``) on fastconv's kernels.
 
@@ -130,7 +152,6 @@ class Conv2d(Module):
         else:
             self.register_parameter("bias", None)
         self._plans = {}
-        self._saved_xp = None
         self.reset_parameters(rng)
 
     def reset_parameters(self, rng=None):
@@ -144,7 +165,6 @@ class Conv2d(Module):
 
     def _dtype_changed(self, dtype):
         self._plans.clear()
-        self._saved_xp = None
 
     def _plan(self, x):
         """Validate once per input shape and pick the algorithms (as the public API does)."""
@@ -153,9 +173,8 @@ class Conv2d(Module):
         bproxy = None if self.bias is None else np.broadcast_to(np.zeros((), w.dtype), self.bias.shape)
         spec, _, _, _ = conv_spec("Conv2d", 2, proxy, w, bproxy, self.stride, self.padding,
                                   self.dilation, self.groups, self.padding_mode)
-        fwd = dispatch.select(spec, self.algorithm, self._runner(x, spec))
-        bwd = dispatch.select(spec, self.algorithm)
-        plan = (spec, fwd, bwd)
+        plan = _ConvPlan(spec, dispatch.select(spec, self.algorithm, self._runner(x, spec)),
+                         dispatch.select(spec, self.algorithm))
         self._plans[(x.shape, w.dtype)] = plan
         return plan
 
@@ -172,40 +191,40 @@ class Conv2d(Module):
         w = self.weight.data
         x = _cast(x, w.dtype)
         plan = self._plans.get((x.shape, w.dtype)) or self._plan(x)
-        spec, fwd, _ = plan
-        xb = x if spec.batched else x[None]
-        xp5 = lift5(pad(xb, spec.padding, spec.padding_mode), 2)
-        y = _engine.forward(xp5, lift5(w, 2), None if self.bias is None else self.bias.data,
-                            spec.stride3, spec.dilation3, spec.groups, fwd)
-        self._saved_xp = xp5 if self.training else None      # eval mode keeps nothing
-        self._saved_plan = plan
-        y = y.reshape((spec.N, spec.C_out) + spec.out_size)
-        return y if spec.batched else y[0]
+        xb = x if plan.batched else x[None]
+        xp = pad(xb, plan.padding, plan.padding_mode) if plan.padded else xb
+        xp5 = xp.reshape(plan.xp5_shape)
+        y = _engine.forward(xp5, w.reshape(plan.w5_shape),
+                            None if self.bias is None else self.bias.data,
+                            plan.stride3, plan.dilation3, plan.groups, plan.fwd)
+        self._keep(xp5=xp5, plan=plan)
+        y = y.reshape(plan.y_shape)
+        return y if plan.batched else y[0]
 
     def backward(self, grad_output, input_grad=True):
         """dL/d input (None when ``input_grad`` is False); adds dL/d weight and dL/d bias
         into their ``.grad``."""
-        xp5 = self._saved("_saved_xp")
-        spec, _, bwd = self._saved_plan
+        ctx = self._take()
+        xp5, plan = ctx["xp5"], ctx["plan"]
         w = self.weight.data
         go = _cast(grad_output, w.dtype)
-        if go.shape != spec.out_shape:
+        if go.shape != plan.spec.out_shape:
             raise ValueError(f"Conv2d.backward: grad_output has shape {go.shape} but the "
-                             f"forward's output had shape {spec.out_shape}")
-        go5 = go.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size))
-        self._saved_xp = None
+                             f"forward's output had shape {plan.spec.out_shape}")
+        go5 = go.reshape(plan.go5_shape)
         if self.weight.requires_grad:
             self.weight.accumulate(_engine.backward_weight(
-                xp5, go5, spec.lift(spec.kernel), spec.stride3, spec.dilation3, spec.groups, bwd))
+                xp5, go5, plan.kernel3, plan.stride3, plan.dilation3, plan.groups, plan.bwd))
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate(go5.reshape(spec.N, spec.C_out, -1).sum(axis=2).sum(axis=0))
+            self.bias.accumulate(go5.reshape(go5.shape[0], go5.shape[1], -1).sum(axis=2).sum(axis=0))
         if not input_grad:
             return None
-        gxp = _engine.backward_input(go5, lift5(w, 2), spec.lift(spec.padded_size), spec.stride3,
-                                     spec.dilation3, spec.groups, bwd)
-        gx = pad_adjoint(gxp.reshape((spec.N, spec.C_in) + spec.padded_size), spec.in_size,
-                         spec.padding, spec.padding_mode)
-        return gx if spec.batched else gx[0]
+        gxp = _engine.backward_input(go5, w.reshape(plan.w5_shape), plan.padded3, plan.stride3,
+                                     plan.dilation3, plan.groups, plan.bwd)
+        spec = plan.spec
+        gxp = gxp.reshape((spec.N, spec.C_in) + spec.padded_size)
+        gx = pad_adjoint(gxp, spec.in_size, spec.padding, spec.padding_mode) if plan.padded else gxp
+        return gx if plan.batched else gx[0]
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -261,7 +280,6 @@ class Linear(Module):
             self.bias = Parameter(np.empty(self.out_features, dtype=dt))
         else:
             self.register_parameter("bias", None)
-        self._saved_x = None
         self.reset_parameters(rng)
 
     def reset_parameters(self, rng=None):
@@ -279,17 +297,16 @@ class Linear(Module):
             raise ValueError(f"Linear: input of shape {x.shape} does not end in "
                              f"in_features={self.in_features}")
         y = F.linear(x, w, None if self.bias is None else self.bias.data)
-        self._saved_x = x if self.training else None
+        self._keep(x=x)
         return y
 
     def backward(self, grad_output, input_grad=True):
         """dL/d input (None when ``input_grad`` is False); fills weight/bias ``.grad``."""
-        x = self._saved("_saved_x")
+        x = self._take()["x"]
         go = _cast(grad_output, self.weight.data.dtype)
         if go.shape != x.shape[:-1] + (self.out_features,):
             raise ValueError(f"Linear.backward: grad_output has shape {go.shape}, expected "
                              f"{x.shape[:-1] + (self.out_features,)}")
-        self._saved_x = None
         gx, gw, gb = F.linear_backward(go, x, self.weight.data, input_grad)
         if self.weight.requires_grad:
             self.weight.accumulate(gw)
@@ -323,7 +340,6 @@ class ReLU(Module):
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = bool(inplace)
-        self._saved_y = None
 
     def forward(self, x):
         if (self.inplace and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
@@ -331,12 +347,11 @@ class ReLU(Module):
             y = nn_act.relu_fwd(x, out=x)
         else:
             y = F.relu(x)
-        self._saved_y = y if self.training else None
+        self._keep(y=y)
         return y
 
     def backward(self, grad_output, input_grad=True):
-        y = self._saved("_saved_y")
-        self._saved_y = None
+        y = self._take()["y"]
         return F.relu_backward(grad_output, y) if input_grad else None
 
     def extra_repr(self):
@@ -378,20 +393,28 @@ class MaxPool2d(Module):
         self.ceil_mode = bool(ceil_mode)
         F._pool_args("MaxPool2d", (1, 1, 1 << 20, 1 << 20), kernel_size, self.stride, padding,
                      dilation, ceil_mode)          # argument checks now, not at first call
-        self._saved_idx = None
+        self._geometry = {}                       # input shape -> validated pooling geometry
 
     def forward(self, x):
         a = F.float_array(x, "MaxPool2d")
-        y, idx = F.max_pool2d(a, self.kernel_size, self.stride, self.padding, self.dilation,
-                              self.ceil_mode, return_indices=True)
-        self._saved_idx = idx if self.training else None
-        self._saved_shape = a.shape
+        geo = self._geometry.get(a.shape)
+        if geo is None:
+            geo = F._pool_args("MaxPool2d", a.shape, self.kernel_size, self.stride, self.padding,
+                               self.dilation, self.ceil_mode)
+            self._geometry[a.shape] = geo
+        k, s, p, d, out_size = geo
+        H, W = a.shape[-2:]
+        y, idx = pool.maxpool2d_fwd(a.reshape(-1, H, W), out_size, k, s, p, d)
+        shape = a.shape[:-2] + out_size
+        y, idx = y.reshape(shape), idx.reshape(shape)
+        self._keep(idx=idx, shape=a.shape)
         return (y, idx) if self.return_indices else y
 
     def backward(self, grad_output, input_grad=True):
-        idx = self._saved("_saved_idx")
-        self._saved_idx = None
-        return F.max_pool2d_backward(grad_output, idx, self._saved_shape) if input_grad else None
+        ctx = self._take()
+        if not input_grad:
+            return None
+        return F.max_pool2d_backward(grad_output, ctx["idx"], ctx["shape"])
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -432,7 +455,6 @@ class AvgPool2d(Module):
         self.divisor_override = divisor_override
         F._avg_args("AvgPool2d", (1, 1, 1 << 20, 1 << 20), kernel_size, self.stride, padding,
                     ceil_mode, divisor_override)
-        self._saved_shape = None
 
     def _args(self):
         return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
@@ -441,12 +463,11 @@ class AvgPool2d(Module):
     def forward(self, x):
         a = F.float_array(x, "AvgPool2d")
         y = F.avg_pool2d(a, *self._args())
-        self._saved_shape = a.shape if self.training else None
+        self._keep(shape=a.shape)
         return y
 
     def backward(self, grad_output, input_grad=True):
-        shape = self._saved("_saved_shape")
-        self._saved_shape = None
+        shape = self._take()["shape"]
         return F.avg_pool2d_backward(grad_output, shape, *self._args()) if input_grad else None
 
     def extra_repr(self):
@@ -485,29 +506,30 @@ class Dropout(Module):
         self.p = float(p)
         self.inplace = bool(inplace)
         self._rng = None if rng is None else as_generator(rng, "Dropout")
-        self._saved_scale = None
 
     def forward(self, x):
         a = F.float_array(x, "Dropout")
         if not self.training or self.p == 0:
-            self._saved_scale = 1.0 if self.training else None
+            self._keep(scale=None)
             return a
         gen = self._rng if self._rng is not None else as_generator(None)
-        keep = gen.random(a.shape, dtype=np.float32 if a.dtype == np.float32 else np.float64) >= self.p
-        scale = (keep * (1.0 / (1.0 - self.p))).astype(a.dtype) if self.p < 1 else \
-            np.zeros(a.shape, a.dtype)
-        self._saved_scale = scale
+        if self.p < 1:
+            keep = gen.random(a.shape, dtype=a.dtype) >= self.p
+            scale = keep * a.dtype.type(1.0 / (1.0 - self.p))
+        else:
+            scale = np.zeros(a.shape, a.dtype)
+        self._keep(scale=scale)
         if self.inplace and a is x:
             a *= scale
             return a
         return a * scale
 
     def backward(self, grad_output, input_grad=True):
-        scale = self._saved_scale
-        if scale is None:         # eval mode: the identity
-            return grad_output if input_grad else None
-        self._saved_scale = None
-        return (np.asarray(grad_output) * scale) if input_grad else None
+        # in eval mode (or p = 0) dropout is the identity, and so is its gradient
+        scale = self._ctx.get("scale") if not self.training else self._take()["scale"]
+        if not input_grad:
+            return None
+        return grad_output if scale is None else np.asarray(grad_output) * scale
 
     def extra_repr(self):
         return f"p={self.p}, inplace={self.inplace}"
@@ -529,7 +551,6 @@ class Flatten(Module):
         super().__init__()
         self.start_dim = int(start_dim)
         self.end_dim = int(end_dim)
-        self._saved_shape = None
 
     def forward(self, x):
         a = np.asarray(x)
@@ -538,12 +559,11 @@ class Flatten(Module):
         if not (-nd <= self.start_dim < nd and -nd <= self.end_dim < nd) or s > e:
             raise ValueError(f"Flatten: start_dim={self.start_dim}, end_dim={self.end_dim} "
                              f"do not fit an input of shape {a.shape}")
-        self._saved_shape = a.shape if self.training else None
+        self._keep(shape=a.shape)
         return a.reshape(a.shape[:s] + (-1,) + a.shape[e + 1:]) if a.ndim else a.reshape(1)
 
     def backward(self, grad_output, input_grad=True):
-        shape = self._saved("_saved_shape")
-        self._saved_shape = None
+        shape = self._take()["shape"]
         return np.asarray(grad_output).reshape(shape) if input_grad else None
 
     def extra_repr(self):
@@ -572,7 +592,6 @@ class LogSoftmax(Module):
     def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
-        self._saved_y = None
 
     def _dim(self, ndim):
         if self.dim is not None:
@@ -582,12 +601,11 @@ class LogSoftmax(Module):
     def forward(self, x):
         a = F.float_array(x, "LogSoftmax")
         y = F.log_softmax(a, self._dim(a.ndim))
-        self._saved_y = y if self.training else None
+        self._keep(y=y)
         return y
 
     def backward(self, grad_output, input_grad=True):
-        y = self._saved("_saved_y")
-        self._saved_y = None
+        y = self._take()["y"]
         return F.log_softmax_backward(grad_output, y, self._dim(y.ndim)) if input_grad else None
 
     def extra_repr(self):

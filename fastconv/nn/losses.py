@@ -19,16 +19,15 @@ class _Loss(Module):
         self.weight = None if weight is None else np.asarray(weight)
         self.ignore_index = int(ignore_index)
         self.reduction = reduction
-        self._ctx = None
 
     def backward(self, grad=None):
         """dL/d input of the last call. ``grad``: dL/d loss (default 1; with
         ``reduction='none'`` an array of the loss's shape)."""
-        ctx = self._ctx
+        ctx = self._ctx.get("loss")
         if ctx is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call the loss on a batch first "
                                f"(backward runs once per call)")
-        self._ctx = None
+        self._ctx.clear()
         return self._backward(ctx, grad)
 
 
@@ -66,7 +65,7 @@ class NLLLoss(_Loss):
         logp = F.float_array(input, "NLLLoss")
         loss, ctx = F._nll("NLLLoss", logp, target, self.weight, self.ignore_index,
                            self.reduction)
-        self._ctx = ctx
+        self._ctx["loss"] = ctx
         return loss
 
     def _backward(self, ctx, grad):
@@ -101,7 +100,7 @@ class CrossEntropyLoss(_Loss):
         logp = F.log_softmax(x, dim)
         loss, ctx = F._nll("CrossEntropyLoss", logp, target, self.weight, self.ignore_index,
                            self.reduction)
-        self._ctx = (ctx, logp, dim)
+        self._ctx["loss"] = (ctx, logp, dim)
         return loss
 
     def _backward(self, ctx, grad):

@@ -206,6 +206,7 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_ctx", {})      # what forward keeps for backward
 
     # registration --------------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -348,6 +349,7 @@ class Module:
                 if p is not None and p.data.dtype != dt:
                     p.data = p.data.astype(dt)
                     p.grad = None if p.grad is None else p.grad.astype(dt)
+            m._ctx.clear()
             m._dtype_changed(dt)
         return self
 
@@ -451,14 +453,22 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def _saved(self, name):
-        """The activation ``forward`` kept for ``backward``, or a clear error."""
-        value = self.__dict__.get(name)
-        if value is None:
+    def _keep(self, **items):
+        """Keep ``items`` for the backward (train mode), or nothing (eval mode)."""
+        ctx = self._ctx
+        ctx.clear()
+        if self.training:
+            ctx.update(items)
+
+    def _take(self):
+        """The context the forward kept (consumed: one backward per forward), or a clear error."""
+        ctx = self._ctx
+        if not ctx:
             raise RuntimeError(f"{type(self).__name__}.backward: nothing saved to differentiate; "
                                f"call forward in train mode (model.train()) first, and backward "
                                f"only once per forward")
-        return value
+        object.__setattr__(self, "_ctx", {})
+        return ctx
 
     # printing --------------------------------------------------------------------------
     def extra_repr(self):
