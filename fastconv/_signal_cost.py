@@ -19,12 +19,14 @@ import scipy.fft as sfft
 
 from ._signal_core import Plan, _ntiles, _prod, oa_cost, tile_steps
 
-# seconds per unit of each feature (see features()); fitted by bench/signal_report.py --fit
+# seconds per unit of each feature (see features()): the geometric mean of two runs of
+# `python bench/signal_report.py --fit` on the development machine (median relative
+# error of either fit ~0.25-0.3: the machine is shared and its load varies).
 CONSTANTS = {
-    "direct": {"overhead": 6.26e-05, "mac": 1.02e-10, "mac32": 3.93e-11, "mac_1d": 6.8e-11,
-               "mac32_1d": 4.81e-11, "byte": 7.16e-10},
-    "fft": {"overhead": 0.000191, "fft": 6.25e-10, "fft32": 3.89e-10, "byte": 0.0},
-    "oa": {"overhead": 0.000188, "fft": 5.51e-10, "fft32": 3.7e-10, "byte": 6.55e-10},
+    "direct": {"overhead": 7.01e-05, "mac": 1.16e-10, "mac32": 4.35e-11, "mac_1d": 1.01e-10,
+               "mac32_1d": 6.75e-11, "byte": 6.86e-10},
+    "fft": {"overhead": 0.000179, "fft": 5.49e-10, "fft32": 3.96e-10, "byte": 0.0},
+    "oa": {"overhead": 0.000172, "fft": 4.42e-10, "fft32": 3.2e-10, "byte": 5.68e-10},
 }
 METHODS = ("direct", "fft", "oa")
 
