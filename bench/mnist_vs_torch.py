@@ -28,6 +28,10 @@ _ap.add_argument("--batches", default="200",
 _ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
 _ap.add_argument("--batch-size", type=int, default=64)
 _ap.add_argument("--threads", type=int, default=2, help="threads for both (default 2)")
+_ap.add_argument("--blas-threads", type=int, default=1,
+                 help="threads of numpy's BLAS, used by fastconv's im2col GEMMs and Linear "
+                      "(default 1: spinning BLAS workers starve numba's threads on few cores; "
+                      "PyTorch uses its own MKL, unaffected)")
 _ap.add_argument("--data-dir", help="MNIST IDX directory (default: random images)")
 _ap.add_argument("--profile", action="store_true", help="also print a cProfile breakdown of "
                  "the fastconv training step")
@@ -36,7 +40,8 @@ ARGS = _ap.parse_args()
 
 # thread counts must be fixed before numpy/numba/torch start their pools (the environment
 # may override them, e.g. OPENBLAS_NUM_THREADS=1)
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+os.environ.setdefault("OPENBLAS_NUM_THREADS", str(ARGS.blas_threads))
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(var, str(ARGS.threads))
 
 import numpy as np  # noqa: E402
@@ -178,9 +183,11 @@ def main():
         order = trainers if r % 2 == 0 else trainers[::-1]
         for tr in order:
             times[tr.name].append(run(tr, x, y, batches, r * batches))
-    print(f"MNIST CNN, batch {bs}, {ARGS.threads} threads, {ARGS.rounds} rounds x {batches} "
-          f"steps per framework ({'MNIST' if ARGS.data_dir else 'random'} images)")
+    print(f"MNIST CNN, batch {bs}, {ARGS.threads} threads (numpy BLAS: "
+          f"{os.environ['OPENBLAS_NUM_THREADS']}), {ARGS.rounds} rounds x {batches} steps per "
+          f"framework ({'MNIST' if ARGS.data_dir else 'random'} images)")
     result = {"batch_size": bs, "threads": ARGS.threads, "steps_per_round": batches,
+              "blas_threads": int(os.environ["OPENBLAS_NUM_THREADS"]),
               "rounds": ARGS.rounds, "frameworks": {}}
     for name, ts in times.items():
         per_step = sum(ts) / (len(ts) * batches)
