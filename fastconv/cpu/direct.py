@@ -183,7 +183,7 @@ def _direct_bwd_weight(gw, xf, gl, Wp, sd, sh, sw, dd, dh, dw, groups, nlines):
         e2 = U(min(kw0 + 2, KW - 1) * dw)
         e3 = U(min(kw0 + 3, KW - 1) * dw)
         e0 = U(kw0 * dw)
-        a0 = gw[o, c, kd, kh, 0] * 0
+        a0 = gw[o, c, kd, kh, kw0]     # gw is zero-filled: a zero of the array's precision
         a1 = a0
         a2 = a0
         a3 = a0
@@ -240,6 +240,6 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
         nlines = OH
     gl = np.ascontiguousarray(gl)
     xf = xp.reshape(xp.shape[:3] + (xp.shape[3] * Wp,))
-    gw = np.empty((O, xp.shape[1] // groups) + tuple(kernel), dtype=xp.dtype)
+    gw = np.zeros((O, xp.shape[1] // groups) + tuple(kernel), dtype=xp.dtype)
     _direct_bwd_weight(gw, xf, gl, Wp, *stride, *dilation, groups, nlines)
     return gw
