@@ -122,7 +122,8 @@ def read_idx(path):
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX file (header needs {header} bytes, got {len(data)})")
+        raise ValueError(f"{path}: truncated IDX file (header needs {header} bytes, "
+                         f"got {len(data)})")
     shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) - header < n:

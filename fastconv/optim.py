@@ -37,6 +37,22 @@ class Optimizer:
     params : iterable of Parameter, or of dicts ``{"params": [...], **options}``
     defaults : dict
         Default options for the groups.
+
+    Examples
+    --------
+    >>> from fastconv import nn, optim
+    >>> class Sign(optim.Optimizer):                 # a minimal optimiser: p -= lr * sign(g)
+    ...     def __init__(self, params, lr=0.1):
+    ...         super().__init__(params, dict(lr=lr))
+    ...     def step(self):
+    ...         for group, p, state in self._params_with_grad():
+    ...             p.data -= group["lr"] * (p.grad > 0) - group["lr"] * (p.grad < 0)
+    >>> p = nn.Parameter([1.0, 1.0])
+    >>> p.grad = p.data * [2, -3]
+    >>> opt = Sign([p])
+    >>> opt.step()
+    >>> p.data
+    array([0.9, 1.1], dtype=float32)
     """
 
     def __init__(self, params, defaults):
@@ -303,8 +319,8 @@ class Adam(Optimizer):
         betas = g["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"{fn}: betas must be a pair (beta1, beta2), got {betas!r}")
-        g["betas"] = (_check_number(fn, "beta parameter at index 0", betas[0], 0.0, 1.0, high_open=True),
-                      _check_number(fn, "beta parameter at index 1", betas[1], 0.0, 1.0, high_open=True))
+        g["betas"] = tuple(_check_number(fn, f"beta parameter at index {i}", b, 0.0, 1.0,
+                                         high_open=True) for i, b in enumerate(betas))
         g["amsgrad"] = bool(g["amsgrad"])
         g["maximize"] = bool(g["maximize"])
 

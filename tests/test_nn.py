@@ -104,21 +104,26 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("kw", CONV_CASES, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
+def case_id(kw):
+    return ",".join(f"{k}={v}" for k, v in kw.items()) or "default"
+
+
+@pytest.mark.parametrize("kw", CONV_CASES, ids=case_id)
 @pytest.mark.parametrize("algorithm", ["direct", "im2col", "fft"])
 def test_conv2d_backward_matches_finite_differences(kw, algorithm):
     conv = nn.Conv2d(4, 6, 3, algorithm=algorithm, dtype=np.float64, rng=0, **kw)
     check_layer_gradients(conv, rand((2, 4, 7, 6), 1))
 
 
-TORCH_CONV_CASES = [kw for kw in CONV_CASES        # torch has neither strided 'same' nor per-side pads
+# torch has neither strided 'same' nor per-side padding pairs
+TORCH_CONV_CASES = [kw for kw in CONV_CASES
                     if not (kw.get("padding") == "same" and "stride" in kw)
-                    and not (isinstance(kw.get("padding"), tuple) and isinstance(kw["padding"][0], tuple))]
+                    and not (isinstance(kw.get("padding"), tuple)
+                             and isinstance(kw["padding"][0], tuple))]
 
 
 @needs_torch
-@pytest.mark.parametrize("kw", TORCH_CONV_CASES,
-                         ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
+@pytest.mark.parametrize("kw", TORCH_CONV_CASES, ids=case_id)
 def test_conv2d_matches_torch(kw):
     conv = nn.Conv2d(4, 6, 3, rng=0, **kw)
     tconv = torch.nn.Conv2d(4, 6, 3, **kw)

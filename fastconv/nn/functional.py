@@ -120,7 +120,14 @@ def relu_backward(grad_output, output):
 
 # -- pooling -----------------------------------------------------------------------------
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
-    """PyTorch's pooling output length on one axis."""
+    """PyTorch's pooling output length on one axis.
+
+    Examples
+    --------
+    >>> from fastconv.nn import functional as F
+    >>> F.pool_output_size(24, 2, 2, 0, 1, False), F.pool_output_size(5, 2, 2, 0, 1, True)
+    (12, 3)
+    """
     num = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
     out = num // stride + 1
     if ceil_mode and (out - 1) * stride >= size + padding:
@@ -208,7 +215,17 @@ def max_pool2d_backward(grad_output, indices, input_shape):
 
     Returns
     -------
-    ndarray of ``input_shape`` (see :func:`max_pool2d` for an example)
+    ndarray of ``input_shape``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.nn import functional as F
+    >>> x = np.array([[[[1., 3.], [2., 0.]]]], np.float32)
+    >>> y, idx = F.max_pool2d(x, 2, return_indices=True)
+    >>> F.max_pool2d_backward(np.full_like(y, 5.), idx, x.shape)[0, 0]
+    array([[0., 5.],
+           [0., 0.]], dtype=float32)
     """
     go = np.ascontiguousarray(grad_output)
     if go.dtype not in (np.float32, np.float64):
@@ -280,7 +297,15 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
 
     Returns
     -------
-    ndarray of ``input_shape`` (see :func:`avg_pool2d` for an example)
+    ndarray of ``input_shape``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.nn import functional as F
+    >>> F.avg_pool2d_backward(np.ones((1, 1, 1, 1), np.float32), (1, 1, 2, 2), 2)[0, 0]
+    array([[0.25, 0.25],
+           [0.25, 0.25]], dtype=float32)
     """
     k, s, p, out_size, div = _avg_args("avg_pool2d_backward", tuple(input_shape), kernel_size,
                                        stride, padding, ceil_mode, divisor_override)

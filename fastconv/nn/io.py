@@ -144,7 +144,12 @@ def load(path):
 
     Examples
     --------
-    See :func:`save`.
+    >>> import os, tempfile, numpy as np
+    >>> from fastconv import nn
+    >>> path = os.path.join(tempfile.mkdtemp(), "state.npz")
+    >>> nn.save({"w": np.arange(3.0), "step": 7, "betas": (0.9, 0.999)}, path)
+    >>> nn.load(path)
+    {'w': array([0., 1., 2.]), 'step': 7, 'betas': (0.9, 0.999)}
     """
     path = Path(os.fspath(path))
     try:

@@ -123,9 +123,11 @@ class Conv2d(Module):
         self.out_channels = _positive_int(out_channels, "out_channels", fn)
         self.groups = _positive_int(groups, "groups", fn)
         if in_channels % groups:
-            raise ValueError(f"{fn}: in_channels ({in_channels}) must be divisible by groups ({groups})")
+            raise ValueError(f"{fn}: in_channels ({in_channels}) must be divisible by groups "
+                             f"({groups})")
         if out_channels % groups:
-            raise ValueError(f"{fn}: out_channels ({out_channels}) must be divisible by groups ({groups})")
+            raise ValueError(f"{fn}: out_channels ({out_channels}) must be divisible by groups "
+                             f"({groups})")
         self.kernel_size = F._pair(kernel_size, "kernel_size", fn, 1)
         self.stride = F._pair(stride, "stride", fn, 1)
         self.dilation = F._pair(dilation, "dilation", fn, 1)
@@ -139,7 +141,8 @@ class Conv2d(Module):
         else:
             self.padding = F._pair(padding, "padding", fn, 0)
         if padding_mode not in PADDING_MODES:
-            raise ValueError(f"{fn}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+            raise ValueError(f"{fn}: padding_mode must be one of {PADDING_MODES}, "
+                             f"got {padding_mode!r}")
         self.padding_mode = padding_mode
         if algorithm not in ALGORITHMS:
             raise ValueError(f"{fn}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -170,7 +173,8 @@ class Conv2d(Module):
         """Validate once per input shape and pick the algorithms (as the public API does)."""
         w = self.weight.data
         proxy = np.broadcast_to(np.zeros((), dtype=w.dtype), x.shape)
-        bproxy = None if self.bias is None else np.broadcast_to(np.zeros((), w.dtype), self.bias.shape)
+        bproxy = (None if self.bias is None
+                  else np.broadcast_to(np.zeros((), w.dtype), self.bias.shape))
         spec, _, _, _ = conv_spec("Conv2d", 2, proxy, w, bproxy, self.stride, self.padding,
                                   self.dilation, self.groups, self.padding_mode)
         plan = _ConvPlan(spec, dispatch.select(spec, self.algorithm, self._runner(x, spec)),
@@ -216,7 +220,8 @@ class Conv2d(Module):
             self.weight.accumulate(_engine.backward_weight(
                 xp5, go5, plan.kernel3, plan.stride3, plan.dilation3, plan.groups, plan.bwd))
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate(go5.reshape(go5.shape[0], go5.shape[1], -1).sum(axis=2).sum(axis=0))
+            N, O = go5.shape[:2]
+            self.bias.accumulate(go5.reshape(N, O, -1).sum(axis=2).sum(axis=0))
         if not input_grad:
             return None
         gxp = _engine.backward_input(go5, w.reshape(plan.w5_shape), plan.padded3, plan.stride3,
@@ -227,7 +232,8 @@ class Conv2d(Module):
         return gx if plan.batched else gx[0]
 
     def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
         if isinstance(self.padding, str):
             s += f", padding={self.padding}"
         elif self.padding not in ((0, 0), ((0, 0), (0, 0))):
@@ -333,8 +339,10 @@ class ReLU(Module):
     >>> import numpy as np
     >>> from fastconv import nn
     >>> relu = nn.ReLU()
-    >>> relu(np.array([-1., 2.], np.float32)).tolist(), relu.backward(np.ones(2, np.float32)).tolist()
-    ([0.0, 2.0], [0.0, 1.0])
+    >>> relu(np.array([-1., 2.], np.float32)).tolist()
+    [0.0, 2.0]
+    >>> relu.backward(np.ones(2, np.float32)).tolist()
+    [0.0, 1.0]
     """
 
     def __init__(self, inplace=False):

@@ -81,7 +81,17 @@ def get_rng_state():
 
 
 def set_rng_state(state):
-    """Restore a state returned by :func:`get_rng_state` (see its example)."""
+    """Restore a state returned by :func:`get_rng_state`.
+
+    Examples
+    --------
+    >>> from fastconv import nn
+    >>> state = nn.get_rng_state()
+    >>> a = nn.Linear(2, 2).weight.data
+    >>> nn.set_rng_state(state)
+    >>> bool((nn.Linear(2, 2).weight.data == a).all())
+    True
+    """
     _generator.bit_generator.state = state
 
 
@@ -111,7 +121,7 @@ class Parameter:
     Parameters
     ----------
     data : array_like
-        The initial value; float32 unless it already is a float64 array.
+        The initial value, copied: float32 unless it already is a float64 ndarray.
     requires_grad : bool, default True
         False freezes it: layers then skip its gradient and optimisers its update.
 
@@ -127,9 +137,8 @@ class Parameter:
     __slots__ = ("data", "grad", "requires_grad")
 
     def __init__(self, data, requires_grad=True):
-        arr = np.array(data, copy=True)
-        if arr.dtype != np.float64:
-            arr = arr.astype(np.float32)
+        keep64 = isinstance(data, np.ndarray) and data.dtype == np.float64
+        arr = np.array(data, dtype=np.float64 if keep64 else np.float32, copy=True)
         self.data = np.ascontiguousarray(arr)
         self.grad = None
         self.requires_grad = bool(requires_grad)
