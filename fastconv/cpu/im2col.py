@@ -14,11 +14,38 @@ COL_BUDGET_BYTES = 48 << 20   # largest column matrix held at once
 BATCH_BELOW_BYTES = 1 << 20   # images with a smaller column matrix share one GEMM
 
 
+@njit(inline="always", **JIT)
+def _copy_run(dst, d0, src, s0, step, n):
+    # dst[d0 + j] = src[s0 + j*step] for j < n. Runs are short (one output row), too short
+    # for LLVM's vectorised loops, so copy 8 at a time as straight-line code (the SLP
+    # vectoriser turns each group into one vector load and store when step == 1).
+    j = 0
+    while j + 8 <= n:
+        uj = U(j)
+        a = s0 + uj * step
+        b = d0 + uj
+        dst[b] = src[a]
+        dst[b + U(1)] = src[a + step]
+        dst[b + U(2)] = src[a + U(2) * step]
+        dst[b + U(3)] = src[a + U(3) * step]
+        dst[b + U(4)] = src[a + U(4) * step]
+        dst[b + U(5)] = src[a + U(5) * step]
+        dst[b + U(6)] = src[a + U(6) * step]
+        dst[b + U(7)] = src[a + U(7) * step]
+        j += 8
+    while j < n:
+        dst[d0 + U(j)] = src[s0 + U(j) * step]
+        j += 1
+
+
 @njit(parallel=True, **JIT)
 def _im2col(col, xp, n0, nb, row0, nrows, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh, dw):
     # col: (G, Cg*KD*KH*KW, nb*nrows*OW)   xp: (N, C, Dp, Hp, Wp); rows index (od, oh)
     G, R, _ = col.shape
-    Cg = xp.shape[1] // G
+    C, Dp, Hp, Wp = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
+    Cg = C // G
+    xf = xp.reshape(xp.size)              # flat views: offsets instead of per-row slices
+    us = U(sw)
     for t in prange(G * R):
         g = t // R
         r = t % R
@@ -26,17 +53,18 @@ def _im2col(col, xp, n0, nb, row0, nrows, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh
         kh = (r // KW) % KH
         kd = (r // (KW * KH)) % KD
         ci = g * Cg + r // (KW * KH * KD)
-        x0 = kw * dw
         dst = col[g, r]
         for i in range(nb):
+            plane = ((n0 + i) * C + ci) * Dp
+            od = row0 // OH
+            oh = row0 % OH
             for rr in range(nrows):
-                row = row0 + rr
-                od = row // OH
-                oh = row % OH
-                xr = xp[n0 + i, ci, od * sd + kd * dd, oh * sh + kh * dh]
-                base = U((i * nrows + rr) * OW)
-                for ow in range(OW):
-                    dst[base + U(ow)] = xr[U(x0 + ow * sw)]
+                src = U(((plane + od * sd + kd * dd) * Hp + oh * sh + kh * dh) * Wp + kw * dw)
+                _copy_run(dst, U((i * nrows + rr) * OW), xf, src, us, OW)
+                oh += 1
+                if oh == OH:
+                    oh = 0
+                    od += 1
 
 
 @njit(parallel=True, **JIT)
