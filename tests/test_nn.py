@@ -165,6 +165,23 @@ def test_conv2d_input_grad_false_skips_and_weight_matches_public_api():
     np.testing.assert_allclose(conv.bias.grad, G.sum(axis=(0, 2, 3)), rtol=1e-12)
 
 
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "fft"])
+def test_conv2d_layer_runs_the_public_api_path(algorithm):
+    kw = dict(stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2), groups=2,
+              padding_mode="reflect")
+    conv = nn.Conv2d(4, 6, 3, algorithm=algorithm, rng=0, **kw)
+    x = rand((2, 4, 9, 8), 0, np.float32)
+    y = conv(x)
+    np.testing.assert_array_equal(
+        y, fastconv.conv2d(x, conv.weight.data, conv.bias.data, algorithm=algorithm, **kw))
+    G = rand(y.shape, 1, np.float32)
+    gx = conv.backward(G)
+    np.testing.assert_array_equal(gx, fastconv.grad.conv2d_input(
+        x.shape, conv.weight.data, G, algorithm=algorithm, **kw))
+    np.testing.assert_array_equal(conv.weight.grad, fastconv.grad.conv2d_weight(
+        x, conv.weight.shape, G, algorithm=algorithm, **kw))
+
+
 def test_conv2d_errors():
     with pytest.raises(ValueError, match="divisible by groups"):
         nn.Conv2d(3, 4, 3, groups=2)
