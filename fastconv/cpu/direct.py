@@ -9,7 +9,7 @@ channels share each input load and each accumulator update carries up to four ta
 import numpy as np
 from numba import njit, prange
 
-from ._common import JIT, U, n_tasks_target
+from ._common import JIT, U, n_tasks_target, serial_if_small
 
 @njit(inline="always", **JIT)
 def _taps4(a0, a1, a2, a3, S, xr, base, step, wr0, wr1, wr2, wr3, KW, dw):
@@ -125,7 +125,7 @@ def _direct_fwd(out, xf, w, bias, Wp, sd, sh, sw, dd, dh, dw, groups, flat, seg)
         nb = min(4, (g + 1) * Og - o0)
         s0 = sg * seg
         S = min(seg, L - s0)
-        acc = np.zeros((4, seg), dtype=out.dtype)
+        acc = np.zeros((nb, seg), dtype=out.dtype)      # L1-sized scratch accumulators
         for c in range(Cg):
             xc = xf[n, g * Cg + c]
             for kd in range(KD):
@@ -219,9 +219,10 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     lines = OD * (1 if flat else OH)
     tasks = N * groups * -(-(O // groups) // 4) * lines
     nseg = max(1, min(-(-n_tasks_target() // tasks), L // 64))
-    seg = min(-(-L // nseg), 4096)
+    seg = min(-(-L // nseg), 8192 // xp.dtype.itemsize)      # accumulator rows stay in L1
     xf = xp.reshape(xp.shape[:3] + (xp.shape[3] * Wp,))
-    _direct_fwd(out, xf, w, bias, Wp, *stride, *dilation, groups, flat, seg)
+    with serial_if_small(out.size * w[0].size):
+        _direct_fwd(out, xf, w, bias, Wp, *stride, *dilation, groups, flat, seg)
     return out
 
 

@@ -8,7 +8,7 @@ Correlation theorem: with F >= the padded input size, the circular correlation
 import numpy as np
 from numba import njit, prange
 
-from ._common import JIT
+from ._common import JIT, n_tasks_target
 
 FFT_BUDGET_BYTES = 96 << 20
 
@@ -19,22 +19,28 @@ def workers() -> int:
 
 
 @njit(parallel=True, **JIT)
-def _contract(yf, xf, wf, groups):
+def _contract(yf, xf, wf, groups, nfc):
     # yf[n, o, f] = sum_c xf[n, g*Cg + c, f] * wf[o, c, f]   (complex; wf already conjugated)
+    # Tasks: (image, output channel, chunk of frequencies) -- chunks keep both cores busy
+    # when there is a single image and channel (signal processing).
     N, O, F = yf.shape
     Cg = wf.shape[1]
     Og = O // groups
-    for t in prange(N * O):
-        n = t // O
-        o = t % O
+    fc = (F + nfc - 1) // nfc
+    for t in prange(N * O * nfc):
+        k = t % nfc
+        n = t // (O * nfc)
+        o = (t // nfc) % O
         g = o // Og
+        f0 = k * fc
+        f1 = min(F, f0 + fc)
         yr = yf[n, o]
-        for f in range(F):
+        for f in range(f0, f1):
             yr[f] = 0
         for c in range(Cg):
             xr = xf[n, g * Cg + c]
             wr = wf[o, c]
-            for f in range(F):
+            for f in range(f0, f1):
                 yr[f] += xr[f] * wr[f]
 
 
@@ -54,7 +60,10 @@ def fft_fwd(xp, w, bias, stride, dilation, groups, out):
     P = xp.shape[2:]
     wd = _dilate(w, dilation)
     fshape = tuple(sfft.next_fast_len(int(p), real=True) for p in P)
-    axes = (2, 3, 4)
+    # transform only the spatial axes longer than one (pocketfft is slow on length-1 axes);
+    # the last of them carries the real-to-complex half spectrum
+    axes = tuple(a for a in (2, 3, 4) if fshape[a - 2] > 1) or (4,)
+    fshape = tuple(fshape[a - 2] for a in axes)
     nw = workers()
     wf = np.conj(sfft.rfftn(wd, s=fshape, axes=axes, workers=nw))
     Fsz = int(np.prod(wf.shape[2:]))
@@ -69,7 +78,8 @@ def fft_fwd(xp, w, bias, stride, dilation, groups, out):
         xf = sfft.rfftn(xp[n0:n0 + m], s=fshape, axes=axes, workers=nw)
         fsh = xf.shape[2:]
         yf = np.empty((m, O, Fsz), dtype=xf.dtype)
-        _contract(yf, np.ascontiguousarray(xf).reshape(m, C, Fsz), wf, groups)
+        nfc = max(1, min(-(-n_tasks_target() // (m * O)), Fsz // 4096))
+        _contract(yf, np.ascontiguousarray(xf).reshape(m, C, Fsz), wf, groups, nfc)
         y = sfft.irfftn(yf.reshape((m, O) + fsh), s=fshape, axes=axes, workers=nw)
         np.add(y[(slice(None), slice(None)) + crop], b, out=out[n0:n0 + m])
     return out
