@@ -146,17 +146,19 @@ def profile_fastconv(trainer, x, y, steps=100):
     print(f"\nfastconv training step, cProfile over {steps} steps (self time):")
     groups = {}
     for tt, (path, line, func) in rows:
-        if "/cpu/direct.py" in path or "/cpu/im2col.py" in path or "/cpu/fft.py" in path \
-                or "/_engine.py" in path or "scipy" in path:
-            g = "convolution kernels (+ engine glue)"
+        if any(k in path for k in ("/cpu/direct.py", "/cpu/im2col.py", "/cpu/fft.py",
+                                   "/_engine.py", "/_pad.py", "scipy")):
+            g = "convolution kernels and engine"
+        elif "matmul" in func:
+            g = "BLAS GEMMs (im2col and Linear)"
         elif "/cpu/pool.py" in path or "/cpu/nn_act.py" in path:
             g = "pooling / ReLU / log-softmax kernels"
-        elif "matmul" in func or "/nn/functional.py" in path and func.startswith("linear"):
-            g = "Linear (BLAS)"
-        elif "/optim.py" in path:
-            g = "optimiser"
+        elif "/fastconv/nn/" in path or "/fastconv/optim.py" in path:
+            g = "fastconv.nn / optim Python"
+        elif path == "~":
+            g = "numpy calls (allocation, reshapes, sums)"
         else:
-            g = "other Python / numpy"
+            g = "other Python"
         groups[g] = groups.get(g, 0.0) + tt
     for g, tt in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"  {g:40s} {1e3 * tt / steps:7.3f} ms/step  {100 * tt / total:5.1f}%")

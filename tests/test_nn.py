@@ -238,6 +238,8 @@ POOL_CASES = [
     dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), ceil_mode=True),
     dict(kernel_size=3, stride=1, dilation=2),
     dict(kernel_size=2, stride=1, padding=1, dilation=2, ceil_mode=True),
+    dict(kernel_size=2, stride=(1, 2), dilation=(2, 1)),
+    dict(kernel_size=2, ceil_mode=True),
 ]
 
 

@@ -135,6 +135,66 @@ def _maxpool_plane_2x2(out, idx, x, sH, sW, pH, pW, dH, dW):
 
 
 @njit(**JIT)
+def _maxpool_2x2_taps(x, p, h0, h1, w0, w1, W):
+    # max of the four taps (first maximum wins), its flat index, and whether a NaN was seen
+    best = x[p, h0, w0]
+    bi = h0 * W + w0
+    v = x[p, h0, w1]
+    take = v > best
+    best = v if take else best
+    bi = h0 * W + w1 if take else bi
+    nan = (best != best) | (v != v)
+    v = x[p, h1, w0]
+    take = v > best
+    best = v if take else best
+    bi = h1 * W + w0 if take else bi
+    nan = nan | (v != v)
+    v = x[p, h1, w1]
+    take = v > best
+    best = v if take else best
+    bi = h1 * W + w1 if take else bi
+    nan = nan | (v != v)
+    return best, bi, nan
+
+
+@njit(**JIT)
+def _maxpool2d_2x2_inside(out, idx, x, sH, sW, dH, dW):
+    # 2x2 windows that all lie inside the input (no padding): one flat loop, no bounds
+    # checks. Returns whether a NaN was seen (then the caller redoes it by the exact rule).
+    P, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    nan = False
+    for p in range(P):
+        for oh in range(OH):
+            h0 = oh * sH
+            for ow in range(OW):
+                w0 = ow * sW
+                best, bi, isn = _maxpool_2x2_taps(x, p, h0, h0 + dH, w0, w0 + dW, W)
+                nan = nan | isn
+                out[p, oh, ow] = best
+                idx[p, oh, ow] = bi
+    return nan
+
+
+@njit(**JIT)
+def _maxpool2d_2x2_s2(out, idx, x):
+    # MaxPool2d(2): as _maxpool2d_2x2_inside with stride 2 and dilation 1 as constants
+    P, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    nan = False
+    for p in range(P):
+        for oh in range(OH):
+            h0 = 2 * oh
+            for ow in range(OW):
+                w0 = 2 * ow
+                best, bi, isn = _maxpool_2x2_taps(x, p, h0, h0 + 1, w0, w0 + 1, W)
+                nan = nan | isn
+                out[p, oh, ow] = best
+                idx[p, oh, ow] = bi
+    return nan
+
+
+@njit(**JIT)
 def _maxpool2d_fwd(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
     # out, idx: (P, OH, OW)   x: (P, H, W)
     for p in range(x.shape[0]):
@@ -269,10 +329,20 @@ def _work(P, out_size, kernel):
 
 def maxpool2d_fwd(x, out_size, kernel, stride, padding, dilation):
     """x: (P, H, W) C-contiguous. Returns (out, indices), each (P, OH, OW)."""
-    P = x.shape[0]
+    P, H, W = x.shape
     out = np.empty((P,) + tuple(out_size), dtype=x.dtype)
     idx = np.empty((P,) + tuple(out_size), dtype=np.int64)
-    k = _maxpool2d_fwd_par if _work(P, out_size, kernel) >= PARALLEL_MIN else _maxpool2d_fwd
+    work = _work(P, out_size, kernel)
+    (sH, sW), (dH, dW) = stride, dilation
+    if (tuple(kernel) == (2, 2) and tuple(padding) == (0, 0) and work < PARALLEL_MIN
+            and (out_size[0] - 1) * sH + dH < H and (out_size[1] - 1) * sW + dW < W):
+        if (sH, sW, dH, dW) == (2, 2, 1, 1):
+            nan = _maxpool2d_2x2_s2(out, idx, x)
+        else:
+            nan = _maxpool2d_2x2_inside(out, idx, x, sH, sW, dH, dW)
+        if not nan:
+            return out, idx
+    k = _maxpool2d_fwd_par if work >= PARALLEL_MIN else _maxpool2d_fwd
     k(out, idx, x, *kernel, *stride, *padding, *dilation)
     return out, idx
 
