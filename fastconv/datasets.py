@@ -301,6 +301,8 @@ def load_fashion_mnist(root=None, split="train", download=True):
     Examples
     --------
     >>> from fastconv import datasets
+    >>> datasets.DATASETS["fashion-mnist"]["system_dirs"]
+    ('/usr/share/datasets/fashion-mnist',)
     >>> images, labels = datasets.load_fashion_mnist(split="test")   # doctest: +SKIP
     >>> images.shape                                                  # doctest: +SKIP
     (10000, 28, 28)
