@@ -6,6 +6,8 @@
 """
 __version__ = "0.1.0"
 
+from . import _config  # noqa: F401  (environment defaults first)
+
 from . import grad
 from ._conv import conv1d, conv2d, conv3d, conv_transpose2d
 from .dispatch import Choice, choose_algorithm, set_autotune

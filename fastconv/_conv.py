@@ -201,7 +201,7 @@ def input_grad(nd, fn, input_size, weight, grad_output, stride, padding, dilatio
     if spec.N == 0:
         return np.zeros(size, dtype=spec.out_dtype), spec
     go5 = np.ascontiguousarray(go.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)), dtype=spec.dtype)
-    algo = dispatch.select(spec, algorithm)
+    algo = dispatch.select(spec, algorithm, op="input_grad")
     gxp = _engine.backward_input(go5, np.ascontiguousarray(lift5(w, nd)), spec.lift(spec.padded_size),
                                  spec.stride3, spec.dilation3, spec.groups, algo)
     gxp = gxp.reshape((spec.N, spec.C_in) + spec.padded_size)
@@ -230,7 +230,7 @@ def weight_grad(nd, fn, input, weight_size, grad_output, stride, padding, dilati
     _check_grad_output(fn, go, spec)
     go5 = np.ascontiguousarray(go.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)), dtype=spec.dtype)
     xp = lift5(pad(x, spec.padding, spec.padding_mode, spec.dtype), nd)
-    algo = dispatch.select(spec, algorithm)
+    algo = dispatch.select(spec, algorithm, op="weight_grad")
     gw = _engine.backward_weight(xp, go5, spec.lift(spec.kernel), spec.stride3, spec.dilation3,
                                  spec.groups, algo)
     return gw.reshape(wsize).astype(spec.out_dtype, copy=False)

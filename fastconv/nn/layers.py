@@ -178,7 +178,7 @@ class Conv2d(Module):
         spec, _, _, _ = conv_spec("Conv2d", 2, proxy, w, bproxy, self.stride, self.padding,
                                   self.dilation, self.groups, self.padding_mode)
         plan = _ConvPlan(spec, dispatch.select(spec, self.algorithm, self._runner(x, spec)),
-                         dispatch.select(spec, self.algorithm))
+                         dispatch.select(spec, self.algorithm, op="weight_grad"))
         self._plans[(x.shape, w.dtype)] = plan
         return plan
 
