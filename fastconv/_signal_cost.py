@@ -19,14 +19,30 @@ import scipy.fft as sfft
 
 from ._signal_core import Plan, _ntiles, _prod, oa_cost, tile_steps
 
-# seconds per unit of each feature (see features()): the geometric mean of two runs of
-# `python bench/signal_report.py --fit` on the development machine (median relative
-# error of either fit ~0.25-0.3: the machine is shared and its load varies).
+# seconds per unit of each feature (see features()): `python bench/signal_report.py --fit
+# --quick` on the development machine (2 cores, quiet), after the direct kernel's
+# single-channel path was reworked (median relative error 0.15 direct, ~0.25 FFT).
 CONSTANTS = {
-    "direct": {"overhead": 7.01e-05, "mac": 1.16e-10, "mac32": 4.35e-11, "mac_1d": 1.01e-10,
-               "mac32_1d": 6.75e-11, "byte": 6.86e-10},
-    "fft": {"overhead": 0.000179, "fft": 5.49e-10, "fft32": 3.96e-10, "byte": 0.0},
-    "oa": {"overhead": 0.000172, "fft": 4.42e-10, "fft32": 3.2e-10, "byte": 5.68e-10},
+    "direct": {
+        "overhead": 0.000133,
+        "mac": 6.35e-11,
+        "mac32": 3.12e-11,
+        "mac_1d": 5.49e-11,
+        "mac32_1d": 3.04e-11,
+        "byte": 4.09e-10
+    },
+    "fft": {
+        "overhead": 0.00021,
+        "fft": 4.01e-10,
+        "fft32": 2.54e-10,
+        "byte": 0.0
+    },
+    "oa": {
+        "overhead": 0.000191,
+        "fft": 2.77e-10,
+        "fft32": 2.07e-10,
+        "byte": 4.99e-10
+    },
 }
 METHODS = ("direct", "fft", "oa")
 
