@@ -1,7 +1,7 @@
 """Comparison report: fastconv.conv2d per algorithm vs PyTorch CPU (2 threads) and SciPy,
 all measured in this one process. Prints a Markdown table (times are best-of-N, ms).
 
-    python bench/report.py [--repeat 7] [--json out.json]
+    python bench/report.py [--rounds 3] [--repeat 5] [--json out.json]
 """
 import argparse
 import json
@@ -33,7 +33,8 @@ def best_time(fn, repeat, min_time=0.05):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json")
     ap.add_argument("--cases", nargs="*", default=list(LAYERS))
     args = ap.parse_args()
@@ -43,19 +44,25 @@ def main():
     except ImportError:
         torch = None
     rows = {}
-    for name in args.cases:
-        x, w, b, kw = make(name)
-        r = {}
-        for algo in ALGORITHMS:
-            r[algo] = best_time(lambda: fc.conv2d(x, w, b, algorithm=algo, **kw), args.repeat)
-        if torch is not None:
-            tx, tw, tb = map(torch.from_numpy, (x, w, b))
-            with torch.no_grad():
-                r["torch"] = best_time(lambda: torch.nn.functional.conv2d(tx, tw, tb, **kw), args.repeat)
-        r["chosen"] = fc.choose_algorithm(x.shape, w.shape, **kw).algorithm
-        rows[name] = r
-        print(name, {k: (f"{v * 1e3:.2f}" if isinstance(v, float) else v) for k, v in r.items()},
-              file=sys.stderr, flush=True)
+    # round-robin: every candidate is timed once per round and keeps its best round, so a
+    # burst of load on this shared machine cannot favour one column
+    for rnd in range(args.rounds):
+        for name in args.cases:
+            x, w, b, kw = make(name)
+            r = rows.setdefault(name, {})
+            t = {}
+            for algo in ("auto",) + tuple(a for a in ALGORITHMS if a != "auto"):
+                t[algo] = best_time(lambda: fc.conv2d(x, w, b, algorithm=algo, **kw), args.repeat)
+            if torch is not None:
+                tx, tw, tb = map(torch.from_numpy, (x, w, b))
+                with torch.no_grad():
+                    t["torch"] = best_time(lambda: torch.nn.functional.conv2d(tx, tw, tb, **kw),
+                                           args.repeat)
+            for k, v in t.items():
+                r[k] = min(v, r.get(k, float("inf")))
+            r["chosen"] = fc.choose_algorithm(x.shape, w.shape, **kw).algorithm
+            print(rnd, name, {k: (f"{v * 1e3:.2f}" if isinstance(v, float) else v)
+                              for k, v in r.items()}, file=sys.stderr, flush=True)
     cpu = fc.dispatch._cpu_model()
     print(f"\nMachine: {cpu}, {os.cpu_count()} cores, numba threads "
           f"{__import__('numba').get_num_threads()}, Python {platform.python_version()}"
