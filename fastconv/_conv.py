@@ -6,7 +6,7 @@ import numpy as np
 from . import _engine, dispatch
 from ._pad import pad, pad_adjoint
 from ._spec import ConvSpec, lift5
-from ._validate import check_algorithm, check_out, conv_spec, int_tuple
+from ._validate import check_algorithm, check_out, conv_spec
 
 
 # --- devices --------------------------------------------------------------------------
@@ -243,34 +243,13 @@ def conv_transposend(nd, fn, input, weight, bias, stride, padding, output_paddin
         from .cuda import api as cuda_api
         return cuda_api.conv_transpose(fn, nd, input, weight, bias, stride, padding,
                                        output_padding, groups, dilation, algorithm)
-    from ._validate import as_array
+    from ._validate import as_array, transpose_args
     x = as_array(input, "input", fn)
     w = as_array(weight, "weight", fn)
-    if x.ndim not in (nd + 1, nd + 2):
-        raise ValueError(f"{fn}: input must be {nd + 2}-D or {nd + 1}-D unbatched, got shape {x.shape}")
-    if w.ndim != nd + 2:
-        raise ValueError(f"{fn}: weight must be {nd + 2}-D (C_in, C_out/groups, *kernel), got shape {w.shape}")
-    if isinstance(padding, str):
-        raise ValueError(f"{fn}: padding must be an int or a tuple of {nd} ints, got {padding!r}")
-    s = int_tuple(stride, nd, "stride", fn, 1)
-    p = int_tuple(padding, nd, "padding", fn, 0)
-    d = int_tuple(dilation, nd, "dilation", fn, 1)
-    op = int_tuple(output_padding, nd, "output_padding", fn, 0)
-    for o, si, di in zip(op, s, d):
-        if o >= si and o >= di:
-            raise ValueError(f"{fn}: output_padding {op} must be smaller than either stride {s} "
-                             f"or dilation {d}")
-    batched = x.ndim == nd + 2
+    s, p, d, op, batched, in_size = transpose_args(fn, nd, x.shape, w.shape, stride, padding,
+                                                   output_padding, dilation, groups)
+    size = in_size[2:]
     xb = x if batched else x[None]
-    if xb.shape[1] != w.shape[0]:
-        raise ValueError(f"{fn}: weight of shape {w.shape} expects {w.shape[0]} input channels "
-                         f"but input of shape {x.shape} has {xb.shape[1]}")
-    size = tuple((i - 1) * si - 2 * pi + di * (k - 1) + oi + 1
-                 for i, si, pi, di, k, oi in zip(xb.shape[2:], s, p, d, w.shape[2:], op))
-    if any(v <= 0 for v in size):
-        raise ValueError(f"{fn}: the output size {size} is not positive for input shape {x.shape}, "
-                         f"weight shape {w.shape}, stride {s}, padding {p}, dilation {d}")
-    in_size = (xb.shape[0], w.shape[1] * int(groups)) + size
     # output_padding >= stride (allowed when < dilation) makes the matching forward output
     # longer than the input: its extra positions carry zero gradient
     fwd = tuple((n + 2 * pi - di * (k - 1) - 1) // si + 1

@@ -191,3 +191,36 @@ def check_out(fn, out, shape, dtype):
         raise TypeError(f"{fn}: out has dtype {out.dtype} but the result has dtype {dtype}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError(f"{fn}: out must be a writeable C-contiguous array (shape {out.shape})")
+
+
+def transpose_args(fn, nd, x_shape, w_shape, stride, padding, output_padding, dilation, groups):
+    """Validate conv_transpose{nd}d arguments (shapes only, so host and GPU share it).
+
+    Returns (stride, padding, dilation, output_padding, batched, input_size of the
+    matching forward convolution)."""
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    if len(x_shape) not in (nd + 1, nd + 2):
+        raise ValueError(f"{fn}: input must be {nd + 2}-D or {nd + 1}-D unbatched, got shape {x_shape}")
+    if len(w_shape) != nd + 2:
+        raise ValueError(f"{fn}: weight must be {nd + 2}-D (C_in, C_out/groups, *kernel), got shape {w_shape}")
+    if isinstance(padding, str):
+        raise ValueError(f"{fn}: padding must be an int or a tuple of {nd} ints, got {padding!r}")
+    s = int_tuple(stride, nd, "stride", fn, 1)
+    p = int_tuple(padding, nd, "padding", fn, 0)
+    d = int_tuple(dilation, nd, "dilation", fn, 1)
+    op = int_tuple(output_padding, nd, "output_padding", fn, 0)
+    for o, si, di in zip(op, s, d):
+        if o >= si and o >= di:
+            raise ValueError(f"{fn}: output_padding {op} must be smaller than either stride {s} "
+                             f"or dilation {d}")
+    batched = len(x_shape) == nd + 2
+    xb = x_shape if batched else (1,) + x_shape
+    if xb[1] != w_shape[0]:
+        raise ValueError(f"{fn}: weight of shape {w_shape} expects {w_shape[0]} input channels "
+                         f"but input of shape {x_shape} has {xb[1]}")
+    size = tuple((i - 1) * si - 2 * pi + di * (k - 1) + oi + 1
+                 for i, si, pi, di, k, oi in zip(xb[2:], s, p, d, w_shape[2:], op))
+    if any(v <= 0 for v in size):
+        raise ValueError(f"{fn}: the output size {size} is not positive for input shape {x_shape}, "
+                         f"weight shape {w_shape}, stride {s}, padding {p}, dilation {d}")
+    return s, p, d, op, batched, (xb[0], w_shape[1] * int(groups)) + size

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._conv import _check_grad_output, _split_input_size
-from .._validate import as_array, check_algorithm, compute_dtypes, conv_spec, int_tuple
+from .._validate import as_array, check_algorithm, compute_dtypes, conv_spec, transpose_args
 from . import cost, engine, pad_kernel
 from . import runtime as rt
 
@@ -209,31 +209,8 @@ def conv_transpose(fn, nd, input, weight, bias, stride, padding, output_padding,
     host = not rt.is_device(input)
     x = as_array(proxy(input), "input", fn)
     w = as_array(proxy(weight), "weight", fn)
-    if x.ndim not in (nd + 1, nd + 2):
-        raise ValueError(f"{fn}: input must be {nd + 2}-D or {nd + 1}-D unbatched, got shape {x.shape}")
-    if w.ndim != nd + 2:
-        raise ValueError(f"{fn}: weight must be {nd + 2}-D (C_in, C_out/groups, *kernel), got shape {w.shape}")
-    if isinstance(padding, str):
-        raise ValueError(f"{fn}: padding must be an int or a tuple of {nd} ints, got {padding!r}")
-    s = int_tuple(stride, nd, "stride", fn, 1)
-    p = int_tuple(padding, nd, "padding", fn, 0)
-    d = int_tuple(dilation, nd, "dilation", fn, 1)
-    op = int_tuple(output_padding, nd, "output_padding", fn, 0)
-    for o, si, di in zip(op, s, d):
-        if o >= si and o >= di:
-            raise ValueError(f"{fn}: output_padding {op} must be smaller than either stride {s} "
-                             f"or dilation {d}")
-    batched = x.ndim == nd + 2
-    xshape = x.shape if batched else (1,) + x.shape
-    if xshape[1] != w.shape[0]:
-        raise ValueError(f"{fn}: weight of shape {w.shape} expects {w.shape[0]} input channels "
-                         f"but input of shape {x.shape} has {xshape[1]}")
-    size = tuple((i - 1) * si - 2 * pi + di * (k - 1) + oi + 1
-                 for i, si, pi, di, k, oi in zip(xshape[2:], s, p, d, w.shape[2:], op))
-    if any(v <= 0 for v in size):
-        raise ValueError(f"{fn}: the output size {size} is not positive for input shape {x.shape}, "
-                         f"weight shape {w.shape}, stride {s}, padding {p}, dilation {d}")
-    in_size = (xshape[0], w.shape[1] * int(groups)) + size
+    s, p, d, op, batched, in_size = transpose_args(fn, nd, x.shape, w.shape, stride, padding,
+                                                   output_padding, dilation, groups)
     xin = to_gpu(input) if rt.is_device(input) else to_gpu(np.asarray(input))
     xin = _batched(xin, batched)
     gx, spec = input_grad(nd, fn, in_size, to_gpu(weight) if rt.is_device(weight) else weight,
