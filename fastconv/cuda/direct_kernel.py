@@ -44,7 +44,6 @@ def _direct_fwd(out, xp, w, bias, KD, KH, KW, sd, sh, sw, dd, dh, dw, groups, CB
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     tid = ty * TW + tx
-    plane = TIH * TIW
     for tile in range(cuda.blockIdx.x, tiles_h * tiles_w, cuda.gridDim.x):
         th0 = (tile // tiles_w) * TH
         tw0 = (tile % tiles_w) * TW

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import gemm_kernel, nn_kernel, pad_kernel
+from . import gemm_kernel, nn_kernel
 from . import runtime as rt
 
 
