@@ -10,7 +10,6 @@ from .cpu.direct import direct_bwd_weight, direct_fwd
 from .cpu.fft import fft_fwd
 from .cpu.im2col import im2col_bwd_input, im2col_bwd_weight, im2col_fwd
 
-ALGORITHMS = ("direct", "im2col", "fft")
 _FWD = {"direct": direct_fwd, "im2col": im2col_fwd, "fft": fft_fwd}
 
 

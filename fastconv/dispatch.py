@@ -178,13 +178,17 @@ def choose(spec: ConvSpec, device: str = "cpu") -> Choice:
         return cuda_cost.choose(spec)
     if device not in ("cpu", None):
         raise ValueError(f"choose_algorithm: device must be 'cpu' or 'cuda', got {device!r}")
-    est = estimate(spec)
+    return choice_from(spec, estimate(spec), _REASONS)
+
+
+def choice_from(spec: ConvSpec, est: dict, reasons: dict, where: str = "") -> Choice:
+    """The Choice for cost estimates ``est``: the cheapest, and a sentence on why
+    (``reasons[algorithm](spec)``); shared by the CPU model and the GPU table."""
     best = min(est, key=est.get)
-    others = sorted((a for a in est if a != best), key=est.get)
-    ratio = est[others[0]] / est[best] if est[best] > 0 else float("inf")
-    why = _REASONS[best](spec)
-    reason = (f"{best} is estimated fastest ({est[best] * 1e3:.3g} ms, {ratio:.1f}x ahead of "
-              f"{others[0]}): {why}.")
+    runner_up = min((a for a in est if a != best), key=est.get)
+    ratio = est[runner_up] / est[best] if est[best] > 0 else float("inf")
+    reason = (f"{where}{best} is estimated fastest ({est[best] * 1e3:.3g} ms, {ratio:.1f}x "
+              f"ahead of {runner_up}): {reasons[best](spec)}.")
     return Choice(best, reason, est)
 
 
@@ -208,7 +212,7 @@ _REASONS = {
 # --- autotuning -----------------------------------------------------------------------
 _lock = threading.Lock()
 _memory: dict = {}          # spec key -> algorithm (autotuned)
-_chosen: dict = {}          # spec key -> algorithm (cost model), a cheap memo for hot loops
+_chosen: dict = {}          # (spec key, op) -> algorithm (cost model), a memo for hot loops
 _disk_loaded = False
 
 

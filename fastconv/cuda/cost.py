@@ -91,14 +91,8 @@ _REASONS = {
 
 def choose(spec: ConvSpec):
     """The fastest GPU algorithm for ``spec`` by the cost table (a dispatch.Choice)."""
-    from ..dispatch import Choice
-    est = estimate(spec)
-    best = min(est, key=est.get)
-    runner_up = min((a for a in est if a != best), key=est.get)
-    ratio = est[runner_up] / est[best] if est[best] > 0 else float("inf")
-    reason = (f"on the GPU, {best} is estimated fastest ({est[best] * 1e3:.3g} ms, "
-              f"{ratio:.1f}x ahead of {runner_up}): {_REASONS[best](spec)}.")
-    return Choice(best, reason, est)
+    from ..dispatch import choice_from
+    return choice_from(spec, estimate(spec), _REASONS, where="on the GPU, ")
 
 
 # --- selection, with optional autotuning -----------------------------------------------
