@@ -41,6 +41,7 @@ from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from . import _engine
 from ._pad import pad as _pad_modes
+from ._pad import source_index as _pad_index
 
 ONE3 = (1, 1, 1)
 
@@ -130,8 +131,10 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
     if nsp == 0:
         res = xs * ks.reshape(1, plan.G)
     elif method == "direct":
-        xp = pad(xs, plan.pads, boundary, fill)
-        res = _direct(xp, ks) if nsp <= 3 else _direct_folded(xp, ks, plan.out)
+        res = _direct_regions(xs, ks, plan, boundary, fill) if nsp <= 3 else None
+        if res is None:
+            xp = pad(xs, plan.pads, boundary, fill)
+            res = _direct(xp, ks) if nsp <= 3 else _direct_folded(xp, ks, plan.out)
     else:
         steps = tile_steps(plan, method)
         if steps is None:
@@ -148,16 +151,85 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
     return np.ascontiguousarray(res.transpose(np.argsort(plan.order)))
 
 
-def _direct(xp, ks):
-    """Valid correlation of (N, G, *P) with (G, 1, *K) on the engine's direct kernel."""
+def _direct(xp, ks, out=None):
+    """Valid correlation of (N, G, *P) with (G, 1, *K) on the engine's direct kernel
+    (into ``out``, a possibly strided (N, G, *O) view, for real inputs)."""
     nsp = xp.ndim - 2
     lift = (1,) * (3 - nsp)
-    x5 = xp.reshape(xp.shape[:2] + lift + xp.shape[2:])
+    x5 = np.ascontiguousarray(xp).reshape(xp.shape[:2] + lift + xp.shape[2:])
     w5 = np.ascontiguousarray(ks.reshape(ks.shape[:2] + lift + ks.shape[2:]))
     macs = xp.shape[0] * ks.size * _prod(p - k + 1 for p, k in zip(xp.shape[2:], ks.shape[2:]))
     with _threads_for(macs):
+        if out is not None:
+            out5 = out[(slice(None), slice(None)) + (None,) * len(lift)]    # a view
+            return _engine.forward(x5, w5, None, ONE3, ONE3, xp.shape[1], "direct", out=out5)
         r5 = _run_complex_aware(x5, w5, xp.shape[1], "direct")
     return r5.reshape(r5.shape[:2] + r5.shape[2 + len(lift):])
+
+
+REGIONS_MIN_OUTPUTS = 4096   # smaller problems: one padded copy and one kernel call
+
+
+def _direct_regions(xs, ks, plan, boundary, fill):
+    """The direct method without padding the whole input: the outputs whose windows lie
+    inside ``xs`` (the interior box) are computed from ``xs`` itself, written in place
+    into the result; the shell around it, axis by axis, from small padded slabs. Saves a
+    copy of the input (and its page faults). None when not applicable (complex data,
+    no interior, small problems)."""
+    if xs.dtype.kind == "c" or ks.dtype.kind == "c" or _prod(plan.out) < REGIONS_MIN_OUTPUTS:
+        return None
+    if all(b == 0 and e == 0 for b, e in plan.pads):
+        return None
+    nsp = len(plan.n)
+    lo = [b for b, _ in plan.pads]
+    hi = [min(b + n - k + 1, o) for (b, _), n, k, o in zip(plan.pads, plan.n, plan.k, plan.out)]
+    if any(h - l < 1 for l, h in zip(lo, hi)):
+        return None
+    # the interior must dominate, or the slabs cost more than one padded copy
+    if _prod(h - l for l, h in zip(lo, hi)) * 2 < _prod(plan.out):
+        return None
+    res = np.empty((plan.N, plan.G) + tuple(plan.out), dtype=np.result_type(xs, ks))
+    lead = (slice(None), slice(None))
+
+    def compute(rlo, rhi):
+        xin = _padded_slab(xs, plan.pads, boundary, fill, rlo,
+                           [h + k - 1 for h, k in zip(rhi, plan.k)])
+        view = res[lead + tuple(slice(l, h) for l, h in zip(rlo, rhi))]
+        _direct(xin, ks, out=view)
+
+    compute(lo, hi)                                   # the interior: x itself
+    box_lo, box_hi = [0] * nsp, list(plan.out)
+    for a in range(nsp):                              # the shell, slab by slab
+        for l, h in ((box_lo[a], lo[a]), (hi[a], box_hi[a])):
+            if h > l:
+                rlo, rhi = list(box_lo), list(box_hi)
+                rlo[a], rhi[a] = l, h
+                compute(rlo, rhi)
+        box_lo[a], box_hi[a] = lo[a], hi[a]
+    return res
+
+
+def _padded_slab(xs, pads, boundary, fill, lo, hi):
+    """Positions ``[lo, hi)`` per spatial axis of ``xs`` (N, G, *n) padded by ``pads``
+    (as :func:`pad` would give them), as a view of ``xs`` when they are all inside."""
+    inside = [b <= l and h <= b + n for l, h, n, (b, _) in zip(lo, hi, xs.shape[2:], pads)]
+    if all(inside):
+        return xs[(slice(None), slice(None))
+                  + tuple(slice(l - b, h - b) for l, h, (b, _) in zip(lo, hi, pads))]
+    if boundary in ("circular", "symmetric"):
+        r = xs
+        for a, (l, h, (b, e)) in enumerate(zip(lo, hi, pads)):
+            idx = _pad_index(r.shape[a + 2], b, e, boundary)[l:h]
+            r = np.take(r, idx, axis=a + 2)
+        return r
+    out = np.full(xs.shape[:2] + tuple(h - l for l, h in zip(lo, hi)), fill, dtype=xs.dtype)
+    src, dst = [], []
+    for l, h, n, (b, _) in zip(lo, hi, xs.shape[2:], pads):
+        s0, s1 = max(l - b, 0), min(h - b, n)          # raw positions covered
+        src.append(slice(s0, max(s1, s0)))
+        dst.append(slice(s0 + b - l, s0 + b - l + max(s1 - s0, 0)))
+    out[(slice(None), slice(None)) + tuple(dst)] = xs[(slice(None), slice(None)) + tuple(src)]
+    return out
 
 
 SMALL_MACS = 1 << 17      # below this, kernels run on the calling thread only

@@ -938,3 +938,27 @@ def test_sweep_freq_axes(problem, name, data):
         return
     ours = getattr(signal, name)(a, b, mode, axes=axes)
     assert_like(ours, ref, scale=10, inputs=(a, b))
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(max_rank=3, max_len=9), st.sampled_from(["fill", "wrap", "symm"]),
+       st.integers(-3, 3))
+def test_sweep_direct_interior_and_shell(problem, boundary, fillvalue):
+    """Large direct problems skip the padded copy (interior from the input itself, the
+    shell from small padded slabs); forced here onto small problems, checked by SciPy."""
+    from unittest import mock
+
+    from fastconv import _signal_core as core
+    a, b, mode = problem
+    rt = np.result_type(a, b)
+    if rt in (np.bool_, np.float16) or rt.kind == "c":
+        return
+    with mock.patch.object(core, "REGIONS_MIN_OUTPUTS", 1):
+        if a.ndim == 2 and not (rt.kind == "u" and fillvalue < 0):
+            ref, err = ref_or_error(ss.convolve2d, a, b, mode, boundary, fillvalue)
+            if err is None:
+                assert_like(signal.convolve2d(a, b, mode, boundary, fillvalue), ref,
+                            scale=10, inputs=(a, b))
+        ref, err = ref_or_error(scipy_direct, ss.correlate, a, b, mode)
+        if err is None:
+            assert_like(signal.correlate(a, b, mode, "direct"), ref, scale=10, inputs=(a, b))
