@@ -1,7 +1,9 @@
 """Settings shared by the CPU kernels."""
 import contextlib
+import threading
 
 import numba
+import numpy as np
 
 # fastmath without nnan/ninf: lets LLVM reassociate reductions and fuse multiply-adds
 # (vectorised loops) while NaN and inf inputs still propagate as in SciPy/PyTorch.
@@ -33,3 +35,30 @@ def serial_if_small(work: int):
         yield
     finally:
         numba.set_num_threads(n)
+
+
+WORKSPACE_CAP_BYTES = 64 << 20   # largest scratch buffer kept between calls, per thread
+_tls = threading.local()
+
+
+def workspace(key: str, shape, dtype) -> np.ndarray:
+    """An uninitialised scratch array that this thread reuses from call to call.
+
+    Fresh large allocations are returned to the OS when freed, so every call would
+    page-fault its scratch memory in again (about as slow as the copy that fills it).
+    Each (thread, key) keeps one buffer of at most WORKSPACE_CAP_BYTES; callers must not
+    hold the array across calls that use the same key."""
+    dtype = np.dtype(dtype)
+    n = 1
+    for s in shape:
+        n *= int(s)
+    nbytes = n * dtype.itemsize
+    if nbytes > WORKSPACE_CAP_BYTES:
+        return np.empty(shape, dtype=dtype)
+    bufs = getattr(_tls, "bufs", None)
+    if bufs is None:
+        bufs = _tls.bufs = {}
+    buf = bufs.get(key)
+    if buf is None or buf.nbytes < nbytes:
+        buf = bufs[key] = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+    return buf[:nbytes].view(dtype).reshape(shape)

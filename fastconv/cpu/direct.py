@@ -1,25 +1,102 @@
 """Direct convolution kernels: the definition, loop-blocked for SIMD.
 
-Forward parallelises over (image, group, block of 4 output channels, block of output
-rows): every task owns distinct output rows, so threads never write the same memory.
-The innermost loop runs along a line of outputs (a row, or for unit stride a whole plane
-on the padded-width grid), contiguous in the input, so LLVM vectorises it; four output
-channels share each input load and each accumulator update carries up to four taps.
+Forward parallelises over (image, group, block of 4 output channels, segment of an output
+plane): every task owns distinct outputs, so threads never write the same memory.
+The innermost loop runs along a whole output plane read on the padded-width grid,
+contiguous in the input, so LLVM vectorises it; a strided convolution first splits its
+input into phases (polyphase), so that it too reads at unit stride.
+The weight becomes a list of taps (channel, depth, row, column), each an offset into the
+image; a pass over the accumulators applies four taps of the list, whatever their channel
+or row (for a 3x3 kernel over 64 channels: 144 passes instead of 384), and four output
+channels share each input load.
 """
 import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
-from ._common import JIT, U, n_tasks_target, serial_if_small
+from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
 
 @njit(inline="always", **JIT)
-def _taps4(a0, a1, a2, a3, S, xr, base, step, wr0, wr1, wr2, wr3, KW, dw):
-    # a_j[t] += sum_kw wr_j[kw] * xr[base + kw*dw + t*step]  for 4 output channels j.
-    # Taps go 4 (then 2, then 1) at a time, so every accumulator load/store feeds
-    # 4-16 FMAs and the t-loop vectorises along contiguous memory. Input indices are
-    # unsigned: numba then skips negative-index wrap-around, which would otherwise block
-    # vectorisation.
-    us = U(step)
+def _grp4(a0, a1, a2, a3, S, xr, base, off, wg, t0):
+    # a_j[t] += sum_{i<4} wg[t0+i, j] * xr[base + off[t0+i] + t]  for 4 output channels j:
+    # four taps of the tap list (any channel, depth, row, column) per pass, so every
+    # accumulator load/store feeds 4 FMAs and the t-loop vectorises along contiguous
+    # memory. Indices are unsigned: numba then skips negative-index wrap-around, which
+    # would otherwise block vectorisation.
+    b0 = base + U(off[t0])
+    b1 = base + U(off[t0 + 1])
+    b2 = base + U(off[t0 + 2])
+    b3 = base + U(off[t0 + 3])
+    w00, w01, w02, w03 = wg[t0, 0], wg[t0 + 1, 0], wg[t0 + 2, 0], wg[t0 + 3, 0]
+    w10, w11, w12, w13 = wg[t0, 1], wg[t0 + 1, 1], wg[t0 + 2, 1], wg[t0 + 3, 1]
+    w20, w21, w22, w23 = wg[t0, 2], wg[t0 + 1, 2], wg[t0 + 2, 2], wg[t0 + 3, 2]
+    w30, w31, w32, w33 = wg[t0, 3], wg[t0 + 1, 3], wg[t0 + 2, 3], wg[t0 + 3, 3]
+    for t in range(S):
+        q = U(t)
+        x0 = xr[b0 + q]
+        x1 = xr[b1 + q]
+        x2 = xr[b2 + q]
+        x3 = xr[b3 + q]
+        a0[t] += w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3
+        a1[t] += w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3
+        a2[t] += w20 * x0 + w21 * x1 + w22 * x2 + w23 * x3
+        a3[t] += w30 * x0 + w31 * x1 + w32 * x2 + w33 * x3
+
+
+@njit(inline="always", **JIT)
+def _grp2(a0, a1, a2, a3, S, xr, base, off, wg, t0):
+    # _grp4 for the last two taps of the list
+    b0 = base + U(off[t0])
+    b1 = base + U(off[t0 + 1])
+    w00, w01, w10, w11 = wg[t0, 0], wg[t0 + 1, 0], wg[t0, 1], wg[t0 + 1, 1]
+    w20, w21, w30, w31 = wg[t0, 2], wg[t0 + 1, 2], wg[t0, 3], wg[t0 + 1, 3]
+    for t in range(S):
+        q = U(t)
+        x0 = xr[b0 + q]
+        x1 = xr[b1 + q]
+        a0[t] += w00 * x0 + w01 * x1
+        a1[t] += w10 * x0 + w11 * x1
+        a2[t] += w20 * x0 + w21 * x1
+        a3[t] += w30 * x0 + w31 * x1
+
+
+@njit(inline="always", **JIT)
+def _grp1(a0, a1, a2, a3, S, xr, base, off, wg, t0):
+    # _grp4 for the last tap of the list
+    b0 = base + U(off[t0])
+    w0, w1, w2, w3 = wg[t0, 0], wg[t0, 1], wg[t0, 2], wg[t0, 3]
+    for t in range(S):
+        x0 = xr[b0 + U(t)]
+        a0[t] += w0 * x0
+        a1[t] += w1 * x0
+        a2[t] += w2 * x0
+        a3[t] += w3 * x0
+
+
+@njit(inline="always", **JIT)
+def _one4(a0, S, xr, base, off, wg, t0):
+    # one output channel: a0[t] += sum_{i<4} wg[t0+i, 0] * xr[base + off[t0+i] + t]
+    b0 = base + U(off[t0])
+    b1 = base + U(off[t0 + 1])
+    b2 = base + U(off[t0 + 2])
+    b3 = base + U(off[t0 + 3])
+    w0, w1, w2, w3 = wg[t0, 0], wg[t0 + 1, 0], wg[t0 + 2, 0], wg[t0 + 3, 0]
+    for t in range(S):
+        q = U(t)
+        a0[t] += (w0 * xr[b0 + q] + w1 * xr[b1 + q]) + (w2 * xr[b2 + q] + w3 * xr[b3 + q])
+
+
+@njit(inline="always", **JIT)
+def _one1(a0, S, xr, base, off, wg, t0):
+    b0 = base + U(off[t0])
+    w0 = wg[t0, 0]
+    for t in range(S):
+        a0[t] += w0 * xr[b0 + U(t)]
+
+
+@njit(inline="always", **JIT)
+def _taps1(a0, S, xr, base, wr0, KW, dw):
+    # One output channel: a0[t] += sum_kw wr0[kw] * xr[base + kw*dw + t].
     kw = 0
     while kw + 4 <= KW:
         b0 = U(base + kw * dw)
@@ -27,76 +104,24 @@ def _taps4(a0, a1, a2, a3, S, xr, base, step, wr0, wr1, wr2, wr3, KW, dw):
         b2 = b1 + U(dw)
         b3 = b2 + U(dw)
         w00, w01, w02, w03 = wr0[kw], wr0[kw + 1], wr0[kw + 2], wr0[kw + 3]
-        w10, w11, w12, w13 = wr1[kw], wr1[kw + 1], wr1[kw + 2], wr1[kw + 3]
-        w20, w21, w22, w23 = wr2[kw], wr2[kw + 1], wr2[kw + 2], wr2[kw + 3]
-        w30, w31, w32, w33 = wr3[kw], wr3[kw + 1], wr3[kw + 2], wr3[kw + 3]
         for t in range(S):
-            q = U(t) * us
-            x0 = xr[b0 + q]
-            x1 = xr[b1 + q]
-            x2 = xr[b2 + q]
-            x3 = xr[b3 + q]
-            a0[t] += w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3
-            a1[t] += w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3
-            a2[t] += w20 * x0 + w21 * x1 + w22 * x2 + w23 * x3
-            a3[t] += w30 * x0 + w31 * x1 + w32 * x2 + w33 * x3
-        kw += 4
-    while kw + 2 <= KW:
-        b0 = U(base + kw * dw)
-        b1 = b0 + U(dw)
-        w00, w01, w10, w11 = wr0[kw], wr0[kw + 1], wr1[kw], wr1[kw + 1]
-        w20, w21, w30, w31 = wr2[kw], wr2[kw + 1], wr3[kw], wr3[kw + 1]
-        for t in range(S):
-            q = U(t) * us
-            x0 = xr[b0 + q]
-            x1 = xr[b1 + q]
-            a0[t] += w00 * x0 + w01 * x1
-            a1[t] += w10 * x0 + w11 * x1
-            a2[t] += w20 * x0 + w21 * x1
-            a3[t] += w30 * x0 + w31 * x1
-        kw += 2
-    while kw < KW:
-        b0 = U(base + kw * dw)
-        w00, w10, w20, w30 = wr0[kw], wr1[kw], wr2[kw], wr3[kw]
-        for t in range(S):
-            x0 = xr[b0 + U(t) * us]
-            a0[t] += w00 * x0
-            a1[t] += w10 * x0
-            a2[t] += w20 * x0
-            a3[t] += w30 * x0
-        kw += 1
-
-
-@njit(inline="always", **JIT)
-def _taps1(a0, S, xr, base, step, wr0, KW, dw):
-    # One output channel: a0[t] += sum_kw wr0[kw] * xr[base + kw*dw + t*step].
-    us = U(step)
-    kw = 0
-    while kw + 4 <= KW:
-        b0 = U(base + kw * dw)
-        b1 = b0 + U(dw)
-        b2 = b1 + U(dw)
-        b3 = b2 + U(dw)
-        w00, w01, w02, w03 = wr0[kw], wr0[kw + 1], wr0[kw + 2], wr0[kw + 3]
-        for t in range(S):
-            q = U(t) * us
+            q = U(t)
             a0[t] += w00 * xr[b0 + q] + w01 * xr[b1 + q] + w02 * xr[b2 + q] + w03 * xr[b3 + q]
         kw += 4
     while kw < KW:
         b0 = U(base + kw * dw)
         w00 = wr0[kw]
         for t in range(S):
-            a0[t] += w00 * xr[b0 + U(t) * us]
+            a0[t] += w00 * xr[b0 + U(t)]
         kw += 1
 
 
 @njit(inline="always", **JIT)
-def _taps1_rows3(a0, S, xr, base, rstep, step, wr0, wr1, wr2, KW, dw):
+def _taps1_rows3(a0, S, xr, base, rstep, wr0, wr1, wr2, KW, dw):
     # One output channel, three kernel rows (input rows base, base+rstep, base+2*rstep)
-    # per pass: a0[t] += sum_{r<3, kw} wr_r[kw] * xr[base + r*rstep + kw*dw + t*step].
+    # per pass: a0[t] += sum_{r<3, kw} wr_r[kw] * xr[base + r*rstep + kw*dw + t].
     # For the single-channel problems of signal processing this cuts the accumulator
     # traffic threefold against one row per pass.
-    us = U(step)
     r1 = U(rstep)
     r2 = U(2 * rstep)
     kw = 0
@@ -106,7 +131,7 @@ def _taps1_rows3(a0, S, xr, base, rstep, step, wr0, wr1, wr2, KW, dw):
         w00, w01, w10, w11 = wr0[kw], wr0[kw + 1], wr1[kw], wr1[kw + 1]
         w20, w21 = wr2[kw], wr2[kw + 1]
         for t in range(S):
-            q = U(t) * us
+            q = U(t)
             a0[t] += (w00 * xr[b0 + q] + w01 * xr[b1 + q]
                       + w10 * xr[b0 + r1 + q] + w11 * xr[b1 + r1 + q]
                       + w20 * xr[b0 + r2 + q] + w21 * xr[b1 + r2 + q])
@@ -115,37 +140,34 @@ def _taps1_rows3(a0, S, xr, base, rstep, step, wr0, wr1, wr2, KW, dw):
         b0 = U(base + kw * dw)
         w00, w10, w20 = wr0[kw], wr1[kw], wr2[kw]
         for t in range(S):
-            q = b0 + U(t) * us
+            q = b0 + U(t)
             a0[t] += w00 * xr[q] + w10 * xr[q + r1] + w20 * xr[q + r2]
         kw += 1
 
 
 @njit(parallel=True, **JIT)
-def _direct_fwd(out, xf, w, bias, Wp, sd, sh, sw, dd, dh, dw, groups, flat, seg, scratch):
+def _direct_fwd(out, xf, xs, w, wp, off, gstride, rows, bias, Wp, sd, dd, dh, dw,
+                groups, seg, scratch):
     # out: (N, O, OD, OH, OW)   xf: (N, C, Dp, Hp*Wp) padded planes, flattened
-    # w: (O, C/groups, KD, KH, KW)
-    # A "line" is a run of outputs whose inputs advance by a fixed step: one output row
-    # (flat=False), or, for unit stride, a whole output plane read on the padded width
-    # grid (flat=True; the Wp - OW wrap-around columns are computed and dropped). Tasks
-    # are (image, group, block of 4 output channels, od, line, segment of `seg` outputs).
+    # xs: the same memory as (N, C*Dp*Hp*Wp)   w: (O, C/groups, KD, KH, KW)
+    # wp, off: w as a tap list for blocks of 4 output channels (see _pack); a group's
+    # planes start gstride elements apart in xs[n]. rows: single output channels take
+    # the row-blocked path on xf and w (else the tap list).
+    # Height and width strides are 1 (direct_fwd splits strided inputs into phases): a
+    # whole output plane is one line read on the padded-width grid (the Wp - OW
+    # wrap-around columns are computed and dropped). Tasks are (image, group, block of 4
+    # output channels, od, segment of `seg` outputs of the line).
     N, O, OD, OH, OW = out.shape
     Cg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
     Og = O // groups
     nob = (Og + 3) // 4
-    if flat:
-        nlines = 1
-        L = (OH - 1) * Wp + OW
-        pitch = Wp
-    else:
-        nlines = OH
-        L = OW
-        pitch = OW
+    HWp = xf.shape[3]
+    T = off.shape[0]
+    L = (OH - 1) * Wp + OW               # a whole output plane on the padded-width grid
     nseg = (L + seg - 1) // seg
-    for task in prange(N * groups * nob * OD * nlines * nseg):
+    for task in prange(N * groups * nob * OD * nseg):
         sg = task % nseg
         r = task // nseg
-        line = r % nlines
-        r = r // nlines
         od = r % OD
         r = r // OD
         ob = r % nob
@@ -159,38 +181,55 @@ def _direct_fwd(out, xf, w, bias, Wp, sd, sh, sw, dd, dh, dw, groups, flat, seg,
         acc = scratch[get_thread_id()]       # this thread's L1-sized accumulators
         for j in range(nb):
             acc[j, :S] = 0
-        for c in range(Cg):
-            xc = xf[n, g * Cg + c]
-            for kd in range(KD):
-                xr = xc[od * sd + kd * dd]
-                base = line * sh * Wp + s0 * sw
-                rstep = dh * Wp
-                if nb == 4:
-                    for kh in range(KH):
-                        _taps4(acc[0], acc[1], acc[2], acc[3], S, xr, base + kh * rstep, sw,
-                               w[o0, c, kd, kh], w[o0 + 1, c, kd, kh],
-                               w[o0 + 2, c, kd, kh], w[o0 + 3, c, kd, kh], KW, dw)
-                else:
-                    for j in range(nb):
-                        wj = w[o0 + j, c, kd]
-                        kh = 0
-                        while kh + 3 <= KH:       # three kernel rows per pass over acc
-                            _taps1_rows3(acc[j], S, xr, base + kh * rstep, rstep, sw,
-                                         wj[kh], wj[kh + 1], wj[kh + 2], KW, dw)
-                            kh += 3
-                        while kh < KH:
-                            _taps1(acc[j], S, xr, base + kh * rstep, sw, wj[kh], KW, dw)
-                            kh += 1
+        wg = wp[g, ob]
+        xi = xs[n]
+        base = U(g * gstride + od * sd * HWp + s0)
+        if nb == 1 and not rows:
+            t0 = 0
+            while t0 + 4 <= T:
+                _one4(acc[0], S, xi, base, off, wg, t0)
+                t0 += 4
+            while t0 < T:
+                _one1(acc[0], S, xi, base, off, wg, t0)
+                t0 += 1
+        elif nb >= 2:
+            # the whole tap list (channel, depth, row, column) four taps per pass; a
+            # partial block computes its missing channels with zero weights
+            t0 = 0
+            while t0 + 4 <= T:
+                _grp4(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+                t0 += 4
+            if t0 + 2 <= T:
+                _grp2(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+                t0 += 2
+            if t0 < T:
+                _grp1(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+        else:
+            for c in range(Cg):
+                xc = xf[n, g * Cg + c]
+                for kd in range(KD):
+                    xr = xc[od * sd + kd * dd]
+                    base = s0
+                    rstep = dh * Wp
+                    wj = w[o0, c, kd]
+                    kh = 0
+                    while kh + 3 <= KH:       # three kernel rows per pass over acc
+                        _taps1_rows3(acc[0], S, xr, base + kh * rstep, rstep,
+                                     wj[kh], wj[kh + 1], wj[kh + 2], KW, dw)
+                        kh += 3
+                    while kh < KH:
+                        _taps1(acc[0], S, xr, base + kh * rstep, wj[kh], KW, dw)
+                        kh += 1
         for j in range(nb):
             bv = bias[o0 + j]
             oc = out[n, o0 + j, od]
             aj = acc[j]
             tg = s0
             while tg < s0 + S:                      # one output row at a time
-                row = tg // pitch
-                ow0 = tg - row * pitch
-                end = min(s0 + S, (row + 1) * pitch)
-                orow = oc[line + row]
+                row = tg // Wp
+                ow0 = tg - row * Wp
+                end = min(s0 + S, (row + 1) * Wp)
+                orow = oc[row]
                 for ow in range(ow0, min(OW, ow0 + end - tg)):
                     orow[ow] = aj[tg - s0 + ow - ow0] + bv
                 tg = end
@@ -255,18 +294,89 @@ def _direct_bwd_weight(gw, xf, gl, Wp, sd, sh, sw, dd, dh, dw, groups, nlines):
 def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     """out[n, o] = bias[o] + sum_{c, k} w[o, c, k] * xp[n, g*Cg + c, p*stride + k*dilation]."""
     N, O, OD, OH, OW = out.shape
-    Wp = xp.shape[4]
-    flat = stride[1] == 1 and stride[2] == 1
-    L = (OH - 1) * Wp + OW if flat else OW
-    lines = OD * (1 if flat else OH)
-    tasks = N * groups * -(-(O // groups) // 4) * lines
+    C, Dp = xp.shape[1], xp.shape[2]
+    sd, sh, sw = stride
+    if sh > 1 or sw > 1:
+        # Polyphase: split each plane into its sh*sw phases (rows i*sh + ph, columns
+        # j*sw + pw), so that every tap reads one phase at unit stride and the kernel
+        # runs on contiguous, vectorisable lines.
+        xq = _phase_split(xp, sh, sw)
+        Hq, Wq = xq.shape[3], xq.shape[4]
+        off, wp = _pack(w, groups, Dp, Hq * Wq, Wq, *dilation, sh, sw)
+        _run_fwd(out, xq, xq, w, wp, off, C // groups * sh * sw * Dp * Hq * Wq, False, bias,
+                 Wq, sd, dilation, groups)
+        return out
+    Hp, Wp = xp.shape[3], xp.shape[4]
+    off, wp = _pack(w, groups, Dp, Hp * Wp, Wp, *dilation, 1, 1)
+    _run_fwd(out, xp, xp, w, wp, off, C // groups * Dp * Hp * Wp, True, bias, Wp, sd,
+             dilation, groups)
+    return out
+
+
+def _run_fwd(out, xp, xt, w, wp, off, gstride, rows, bias, Wp, sd, dilation, groups):
+    # xp: the planes for the row-blocked path, xt: those the tap list reads
+    N, O, OD, OH, OW = out.shape
+    L = (OH - 1) * Wp + OW
+    tasks = N * groups * -(-(O // groups) // 4) * OD
     nseg = max(1, min(-(-n_tasks_target() // tasks), L // 64))
-    seg = min(-(-L // nseg), 8192 // xp.dtype.itemsize)      # accumulator rows stay in L1
-    xf = xp.reshape(xp.shape[:3] + (xp.shape[3] * Wp,))
+    seg = min(-(-L // nseg), 8192 // out.dtype.itemsize)      # accumulator rows stay in L1
+    xf = xp.reshape(xp.shape[:3] + (xp.shape[3] * xp.shape[4],))
+    xs = xt.reshape(N, -1)
     scratch = np.empty((numba.get_num_threads(), 4, seg), dtype=out.dtype)
     with serial_if_small(out.size * w[0].size):
-        _direct_fwd(out, xf, w, bias, Wp, *stride, *dilation, groups, flat, seg, scratch)
-    return out
+        _direct_fwd(out, xf, xs, w, wp, off, gstride, rows, bias, Wp, sd, *dilation, groups,
+                    seg, scratch)
+
+
+def _phase_split(xp, sh, sw):
+    """(N, C, D, H, W) -> (N, C*sh*sw, D, ceil(H/sh), ceil(W/sw)): plane (c*sh + ph)*sw + pw
+    holds xp[n, c, :, ph::sh, pw::sw] (zero where a phase is one row or column short)."""
+    N, C, Dp, Hp, Wp = xp.shape
+    Hq, Wq = -(-Hp // sh), -(-Wp // sw)
+    xq = workspace("phases", (N, C, sh, sw, Dp, Hq, Wq), xp.dtype)
+    if Hp % sh:
+        xq[:, :, :, :, :, Hq - 1] = 0
+    if Wp % sw:
+        xq[..., Wq - 1] = 0
+    for ph in range(sh):
+        for pw in range(sw):
+            src = xp[:, :, :, ph::sh, pw::sw]
+            xq[:, :, ph, pw, :, :src.shape[3], :src.shape[4]] = src
+    return xq.reshape(N, C * sh * sw, Dp, Hq, Wq)
+
+
+@njit(**JIT)
+def _pack(w, groups, Dp, HWp, Wp, dd, dh, dw, sh, sw):
+    # The weight as a tap list: tap t = (c, kd, kh, kw) reads the image at offset off[t]
+    # (from the first plane of its group, od = oh = ow = 0); wp[g, ob, t, j] is its weight
+    # for output channel g*Og + 4*ob + j (zero past the group's last channel). With
+    # stride (sh, sw) > 1 the planes are phases (see _phase_split): the tap's row offset
+    # kh*dh is row kh*dh // sh of phase kh*dh % sh (columns alike).
+    O, Cg, KD, KH, KW = w.shape
+    Og = O // groups
+    T = Cg * KD * KH * KW
+    off = np.empty(T, np.int64)
+    t = 0
+    for c in range(Cg):
+        for kd in range(KD):
+            for kh in range(KH):
+                for kw in range(KW):
+                    plane = (c * sh + kh * dh % sh) * sw + kw * dw % sw
+                    off[t] = ((plane * Dp + kd * dd) * HWp + (kh * dh // sh) * Wp
+                              + kw * dw // sw)
+                    t += 1
+    wp = np.zeros((groups, (Og + 3) // 4, T, 4), w.dtype)
+    for o in range(O):
+        oo = o % Og
+        wo = w[o]
+        t = 0
+        for c in range(Cg):
+            for kd in range(KD):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        wp[o // Og, oo // 4, t, oo % 4] = wo[c, kd, kh, kw]
+                        t += 1
+    return off, wp
 
 
 def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):

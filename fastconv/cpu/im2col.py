@@ -8,7 +8,7 @@ the weight gradient is ``grad_out @ col^T``.
 import numpy as np
 from numba import njit, prange
 
-from ._common import JIT, U
+from ._common import JIT, U, workspace
 
 COL_BUDGET_BYTES = 48 << 20   # largest column matrix held at once
 BATCH_BELOW_BYTES = 1 << 20   # images with a smaller column matrix share one GEMM
@@ -39,9 +39,11 @@ def _copy_run(dst, d0, src, s0, step, n):
 
 
 @njit(parallel=True, **JIT)
-def _im2col(col, xp, n0, nb, row0, nrows, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh, dw):
-    # col: (G, Cg*KD*KH*KW, nb*nrows*OW)   xp: (N, C, Dp, Hp, Wp); rows index (od, oh)
-    G, R, _ = col.shape
+def _im2col(col, xp, n0, row0, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh, dw):
+    # col: (nb, G, Cg*KD*KH*KW, nrows*OW), any strides along its first three axes
+    # xp: (N, C, Dp, Hp, Wp); column rows index (od, oh) from row0
+    nb, G, R, L = col.shape
+    nrows = L // OW
     C, Dp, Hp, Wp = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
     Cg = C // G
     xf = xp.reshape(xp.size)              # flat views: offsets instead of per-row slices
@@ -53,14 +55,14 @@ def _im2col(col, xp, n0, nb, row0, nrows, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh
         kh = (r // KW) % KH
         kd = (r // (KW * KH)) % KD
         ci = g * Cg + r // (KW * KH * KD)
-        dst = col[g, r]
         for i in range(nb):
+            dst = col[i, g, r]
             plane = ((n0 + i) * C + ci) * Dp
             od = row0 // OH
             oh = row0 % OH
             for rr in range(nrows):
                 src = U(((plane + od * sd + kd * dd) * Hp + oh * sh + kh * dh) * Wp + kw * dw)
-                _copy_run(dst, U((i * nrows + rr) * OW), xf, src, us, OW)
+                _copy_run(dst, U(rr * OW), xf, src, us, OW)
                 oh += 1
                 if oh == OH:
                     oh = 0
@@ -115,19 +117,37 @@ def _scatter_rows(out, res, bias, n0, row0, nrows):
 
 
 def _blocks(N, rows, bytes_per_row):
-    """Yield (n0, nb, row0, nrows) tiles whose column matrix fits the budget."""
+    """Yield (n0, nb, row0, nrows, stacked) tiles whose column matrix fits the budget.
+
+    ``stacked``: one column matrix per image, multiplied by one stacked ``np.matmul``
+    straight into the output (large images: each GEMM is big enough on its own);
+    otherwise the images share one GEMM whose result is scattered into the output
+    (small images). Blocks are as large as the budget allows: every switch between
+    numba's threads (the gather) and the BLAS threads (the GEMM) costs milliseconds on a
+    busy core, because OpenBLAS's threads keep spinning after a GEMM."""
     per_image = rows * bytes_per_row
     if per_image <= COL_BUDGET_BYTES:
-        # batch small images into one GEMM; a large image is a good GEMM on its own and
-        # then writes straight into the output (no scatter pass)
-        nb = 1 if per_image >= BATCH_BELOW_BYTES else max(1, min(N, COL_BUDGET_BYTES // max(per_image, 1)))
+        nb = max(1, min(N, COL_BUDGET_BYTES // max(per_image, 1)))
         for n0 in range(0, N, nb):
-            yield n0, min(nb, N - n0), 0, rows
+            yield n0, min(nb, N - n0), 0, rows, per_image >= BATCH_BELOW_BYTES
     else:
         nr = max(1, COL_BUDGET_BYTES // bytes_per_row)
         for n in range(N):
             for r0 in range(0, rows, nr):
-                yield n, 1, r0, min(nr, rows - r0)
+                yield n, 1, r0, min(nr, rows - r0), False
+
+
+def _gather(xp, n0, nb, row0, nrows, G, R, OH, OW, kernel, stride, dilation, stacked):
+    """The column matrix of a block: (nb, G, R, P) when stacked, else (G, R, nb * P)."""
+    L = nrows * OW
+    if stacked:
+        col = workspace("col", (nb, G, R, L), xp.dtype)
+        col4 = col
+    else:
+        col = workspace("col", (G, R, nb * L), xp.dtype)
+        col4 = col.reshape(G, R, nb, L).transpose(2, 0, 1, 3)
+    _im2col(col4, xp, n0, row0, OH, OW, *kernel, *stride, *dilation)
+    return col
 
 
 def im2col_fwd(xp, w, bias, stride, dilation, groups, out):
@@ -138,15 +158,15 @@ def im2col_fwd(xp, w, bias, stride, dilation, groups, out):
     wm = w.reshape(G, O // G, R)
     rows = OD * OH
     bytes_per_row = G * R * OW * xp.dtype.itemsize
-    for n0, nb, row0, nrows in _blocks(N, rows, bytes_per_row):
-        col = np.empty((G, R, nb * nrows * OW), dtype=xp.dtype)
-        _im2col(col, xp, n0, nb, row0, nrows, OH, OW, KD, KH, KW, *stride, *dilation)
-        if nb == 1 and nrows == rows:          # the GEMM writes straight into the output
-            dst = out[n0].reshape(G, O // G, rows * OW)
+    for n0, nb, row0, nrows, stacked in _blocks(N, rows, bytes_per_row):
+        col = _gather(xp, n0, nb, row0, nrows, G, R, OH, OW, (KD, KH, KW), stride, dilation,
+                      stacked)
+        if stacked:                            # the GEMMs write straight into the output
+            dst = out[n0:n0 + nb].reshape(nb, G, O // G, rows * OW)
             np.matmul(wm, col, out=dst)
             dst += bias.reshape(G, O // G, 1)
         else:
-            res = np.matmul(wm, col)
+            res = np.matmul(wm, col, out=workspace("gemm", (G, O // G, col.shape[2]), xp.dtype))
             _scatter_rows(out, res, bias, n0, row0, nrows)
     return out
 
@@ -183,8 +203,7 @@ def im2col_bwd_weight(xp, go, kernel, stride, dilation, groups):
     nb = max(1, min(N, COL_BUDGET_BYTES // max(G * R * P * xp.dtype.itemsize, 1)))
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
-        col = np.empty((G, R, m * P), dtype=xp.dtype)
-        _im2col(col, xp, n0, m, 0, rows, OH, OW, KD, KH, KW, *stride, *dilation)
+        col = _gather(xp, n0, m, 0, rows, G, R, OH, OW, kernel, stride, dilation, False)
         g_blk = go[n0:n0 + m].reshape(m, G, O // G, P).transpose(1, 2, 0, 3).reshape(G, O // G, m * P)
         gw += np.matmul(g_blk, col.transpose(0, 2, 1))
     return gw.reshape((O, Cg) + tuple(kernel))
