@@ -75,17 +75,18 @@ def features(spec: ConvSpec) -> dict:
     od, oh, ow = spec.lift(spec.out_size)
     sd, sh, sw = spec.stride3
     wp = spec.lift(spec.padded_size)[2]
-    # direct: what cpu/direct.py computes -- lines on the padded-width grid for unit
-    # stride, output channels in blocks of 4 (remainders one by one, slower), taps in
-    # groups of 4/2/1 along kW (single taps cost about twice per multiply-add)
-    flat = sh == 1 and sw == 1
-    line = (oh - 1) * wp + ow if flat else ow
-    lines = spec.N * G * -(-Og // 4) * od * (1 if flat else oh)
-    tap_cost = (kw // 4) * 4 + ((kw % 4) // 2) * 2 * 1.3 + (kw % 2) * 2
-    ch_cost = (Og // 4) * 4 + (Og % 4) * 1.5
-    direct_flop = 2 * spec.N * G * ch_cost * od * line * (1 if flat else oh) * Cg * kd * kh * tap_cost
-    if sw > 1:
-        direct_flop *= 2.5                                  # strided loads
+    # direct: what cpu/direct.py computes -- an output plane as one line on the padded-
+    # width grid (of the phases, for strides > 1), output channels in blocks of 4 (a
+    # remainder of 2-3 costs a whole block, a single channel less), the Cg*kD*kH*kW taps
+    # in passes of 8 (then 4, 2, 1), each pass loading and storing the accumulators
+    wq = -(-wp // sw)
+    line = (oh - 1) * wq + ow
+    lines = spec.N * G * -(-Og // 4) * od
+    T = Cg * kd * kh * kw
+    passes = T // 8 + (T % 8) // 4 + (T % 4) // 2 + T % 2
+    ch_cost = (Og // 4) * 4 + {0: 0, 1: 1.5, 2: 4, 3: 4}[Og % 4]
+    outputs = spec.N * G * ch_cost * od * line
+    phase_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz if sh * sw > 1 else 0
     # im2col: gather the column matrix, one GEMM (less efficient when small), scatter
     R = Cg * kd * kh * kw
     P = od * oh * ow
@@ -100,7 +101,8 @@ def features(spec: ConvSpec) -> dict:
     n_ffts = spec.N * spec.C_in + spec.N * spec.C_out + spec.C_out * Cg
     fft_flop = n_ffts * 2.5 * F * math.log2(max(F, 2))
     cmul = spec.N * spec.C_out * Cg * Fh
-    return {"direct": {"overhead": 1.0, "line": lines, "flop": direct_flop},
+    return {"direct": {"overhead": 1.0, "line": lines, "flop": 2 * outputs * T,
+                       "pass": outputs * passes, "phase_byte": phase_bytes},
             "im2col": {"overhead": 1.0, "gather_byte": col_bytes, "flop": im2col_flop,
                        "out_byte": out_bytes},
             "fft": {"overhead": 1.0, "fft_flop": fft_flop, "cmul": cmul}}

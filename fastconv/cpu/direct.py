@@ -6,15 +6,54 @@ The innermost loop runs along a whole output plane read on the padded-width grid
 contiguous in the input, so LLVM vectorises it; a strided convolution first splits its
 input into phases (polyphase), so that it too reads at unit stride.
 The weight becomes a list of taps (channel, depth, row, column), each an offset into the
-image; a pass over the accumulators applies four taps of the list, whatever their channel
-or row (for a 3x3 kernel over 64 channels: 144 passes instead of 384), and four output
-channels share each input load.
+image; a pass over the accumulators applies eight taps of the list, whatever their
+channel or row (for a 3x3 kernel over 64 channels: 72 passes instead of 384), and four
+output channels share each input load.
 """
 import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
+
+@njit(inline="always", **JIT)
+def _grp8(a0, a1, a2, a3, S, xr, base, off, wg, t0):
+    # _grp4 with eight taps per pass: half the accumulator traffic per multiply-add
+    b0 = base + U(off[t0])
+    b1 = base + U(off[t0 + 1])
+    b2 = base + U(off[t0 + 2])
+    b3 = base + U(off[t0 + 3])
+    b4 = base + U(off[t0 + 4])
+    b5 = base + U(off[t0 + 5])
+    b6 = base + U(off[t0 + 6])
+    b7 = base + U(off[t0 + 7])
+    w00, w01, w02, w03 = wg[t0, 0], wg[t0 + 1, 0], wg[t0 + 2, 0], wg[t0 + 3, 0]
+    w04, w05, w06, w07 = wg[t0 + 4, 0], wg[t0 + 5, 0], wg[t0 + 6, 0], wg[t0 + 7, 0]
+    w10, w11, w12, w13 = wg[t0, 1], wg[t0 + 1, 1], wg[t0 + 2, 1], wg[t0 + 3, 1]
+    w14, w15, w16, w17 = wg[t0 + 4, 1], wg[t0 + 5, 1], wg[t0 + 6, 1], wg[t0 + 7, 1]
+    w20, w21, w22, w23 = wg[t0, 2], wg[t0 + 1, 2], wg[t0 + 2, 2], wg[t0 + 3, 2]
+    w24, w25, w26, w27 = wg[t0 + 4, 2], wg[t0 + 5, 2], wg[t0 + 6, 2], wg[t0 + 7, 2]
+    w30, w31, w32, w33 = wg[t0, 3], wg[t0 + 1, 3], wg[t0 + 2, 3], wg[t0 + 3, 3]
+    w34, w35, w36, w37 = wg[t0 + 4, 3], wg[t0 + 5, 3], wg[t0 + 6, 3], wg[t0 + 7, 3]
+    for t in range(S):
+        q = U(t)
+        x0 = xr[b0 + q]
+        x1 = xr[b1 + q]
+        x2 = xr[b2 + q]
+        x3 = xr[b3 + q]
+        x4 = xr[b4 + q]
+        x5 = xr[b5 + q]
+        x6 = xr[b6 + q]
+        x7 = xr[b7 + q]
+        a0[t] += ((w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3)
+                  + (w04 * x4 + w05 * x5 + w06 * x6 + w07 * x7))
+        a1[t] += ((w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3)
+                  + (w14 * x4 + w15 * x5 + w16 * x6 + w17 * x7))
+        a2[t] += ((w20 * x0 + w21 * x1 + w22 * x2 + w23 * x3)
+                  + (w24 * x4 + w25 * x5 + w26 * x6 + w27 * x7))
+        a3[t] += ((w30 * x0 + w31 * x1 + w32 * x2 + w33 * x3)
+                  + (w34 * x4 + w35 * x5 + w36 * x6 + w37 * x7))
+
 
 @njit(inline="always", **JIT)
 def _grp4(a0, a1, a2, a3, S, xr, base, off, wg, t0):
@@ -196,7 +235,10 @@ def _direct_fwd(out, xf, xs, w, wp, off, gstride, rows, bias, Wp, sd, dd, dh, dw
             # the whole tap list (channel, depth, row, column) four taps per pass; a
             # partial block computes its missing channels with zero weights
             t0 = 0
-            while t0 + 4 <= T:
+            while t0 + 8 <= T:
+                _grp8(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+                t0 += 8
+            if t0 + 4 <= T:
                 _grp4(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
                 t0 += 4
             if t0 + 2 <= T:
