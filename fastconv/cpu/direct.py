@@ -355,13 +355,16 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     return out
 
 
+SEG_BYTES = 8192     # bytes of one accumulator row (a task holds four)
+
+
 def _run_fwd(out, xp, xt, w, wp, off, gstride, rows, bias, Wp, sd, dilation, groups):
     # xp: the planes for the row-blocked path, xt: those the tap list reads
     N, O, OD, OH, OW = out.shape
     L = (OH - 1) * Wp + OW
     tasks = N * groups * -(-(O // groups) // 4) * OD
     nseg = max(1, min(-(-n_tasks_target() // tasks), L // 64))
-    seg = min(-(-L // nseg), 8192 // out.dtype.itemsize)      # accumulator rows stay in L1
+    seg = min(-(-L // nseg), SEG_BYTES // out.dtype.itemsize)   # accumulators stay in L1
     xf = xp.reshape(xp.shape[:3] + (xp.shape[3] * xp.shape[4],))
     xs = xt.reshape(N, -1)
     scratch = np.empty((numba.get_num_threads(), 4, seg), dtype=out.dtype)
