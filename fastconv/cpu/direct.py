@@ -113,6 +113,25 @@ def _grp1(a0, a1, a2, a3, S, xr, base, off, wg, t0):
 
 
 @njit(inline="always", **JIT)
+def _one8(a0, S, xr, base, off, wg, t0):
+    # one output channel, eight taps per pass (two independent partial sums)
+    b0 = base + U(off[t0])
+    b1 = base + U(off[t0 + 1])
+    b2 = base + U(off[t0 + 2])
+    b3 = base + U(off[t0 + 3])
+    b4 = base + U(off[t0 + 4])
+    b5 = base + U(off[t0 + 5])
+    b6 = base + U(off[t0 + 6])
+    b7 = base + U(off[t0 + 7])
+    w0, w1, w2, w3 = wg[t0, 0], wg[t0 + 1, 0], wg[t0 + 2, 0], wg[t0 + 3, 0]
+    w4, w5, w6, w7 = wg[t0 + 4, 0], wg[t0 + 5, 0], wg[t0 + 6, 0], wg[t0 + 7, 0]
+    for t in range(S):
+        q = U(t)
+        a0[t] += ((w0 * xr[b0 + q] + w1 * xr[b1 + q]) + (w2 * xr[b2 + q] + w3 * xr[b3 + q])
+                  + ((w4 * xr[b4 + q] + w5 * xr[b5 + q]) + (w6 * xr[b6 + q] + w7 * xr[b7 + q])))
+
+
+@njit(inline="always", **JIT)
 def _one4(a0, S, xr, base, off, wg, t0):
     # one output channel: a0[t] += sum_{i<4} wg[t0+i, 0] * xr[base + off[t0+i] + t]
     b0 = base + U(off[t0])
@@ -133,76 +152,20 @@ def _one1(a0, S, xr, base, off, wg, t0):
         a0[t] += w0 * xr[b0 + U(t)]
 
 
-@njit(inline="always", **JIT)
-def _taps1(a0, S, xr, base, wr0, KW, dw):
-    # One output channel: a0[t] += sum_kw wr0[kw] * xr[base + kw*dw + t].
-    kw = 0
-    while kw + 4 <= KW:
-        b0 = U(base + kw * dw)
-        b1 = b0 + U(dw)
-        b2 = b1 + U(dw)
-        b3 = b2 + U(dw)
-        w00, w01, w02, w03 = wr0[kw], wr0[kw + 1], wr0[kw + 2], wr0[kw + 3]
-        for t in range(S):
-            q = U(t)
-            a0[t] += w00 * xr[b0 + q] + w01 * xr[b1 + q] + w02 * xr[b2 + q] + w03 * xr[b3 + q]
-        kw += 4
-    while kw < KW:
-        b0 = U(base + kw * dw)
-        w00 = wr0[kw]
-        for t in range(S):
-            a0[t] += w00 * xr[b0 + U(t)]
-        kw += 1
-
-
-@njit(inline="always", **JIT)
-def _taps1_rows3(a0, S, xr, base, rstep, wr0, wr1, wr2, KW, dw):
-    # One output channel, three kernel rows (input rows base, base+rstep, base+2*rstep)
-    # per pass: a0[t] += sum_{r<3, kw} wr_r[kw] * xr[base + r*rstep + kw*dw + t].
-    # For the single-channel problems of signal processing this cuts the accumulator
-    # traffic threefold against one row per pass.
-    r1 = U(rstep)
-    r2 = U(2 * rstep)
-    kw = 0
-    while kw + 2 <= KW:
-        b0 = U(base + kw * dw)
-        b1 = b0 + U(dw)
-        w00, w01, w10, w11 = wr0[kw], wr0[kw + 1], wr1[kw], wr1[kw + 1]
-        w20, w21 = wr2[kw], wr2[kw + 1]
-        for t in range(S):
-            q = U(t)
-            a0[t] += (w00 * xr[b0 + q] + w01 * xr[b1 + q]
-                      + w10 * xr[b0 + r1 + q] + w11 * xr[b1 + r1 + q]
-                      + w20 * xr[b0 + r2 + q] + w21 * xr[b1 + r2 + q])
-        kw += 2
-    while kw < KW:
-        b0 = U(base + kw * dw)
-        w00, w10, w20 = wr0[kw], wr1[kw], wr2[kw]
-        for t in range(S):
-            q = b0 + U(t)
-            a0[t] += w00 * xr[q] + w10 * xr[q + r1] + w20 * xr[q + r2]
-        kw += 1
-
-
 @njit(parallel=True, **JIT)
-def _direct_fwd(out, xf, xs, w, wp, off, gstride, rows, bias, Wp, sd, dd, dh, dw,
-                groups, seg, scratch):
-    # out: (N, O, OD, OH, OW)   xf: (N, C, Dp, Hp*Wp) padded planes, flattened
-    # xs: the same memory as (N, C*Dp*Hp*Wp)   w: (O, C/groups, KD, KH, KW)
-    # wp, off: w as a tap list for blocks of 4 output channels (see _pack); a group's
-    # planes start gstride elements apart in xs[n]. rows: single output channels take
-    # the row-blocked path on xf and w (else the tap list).
-    # Height and width strides are 1 (direct_fwd splits strided inputs into phases): a
-    # whole output plane is one line read on the padded-width grid (the Wp - OW
-    # wrap-around columns are computed and dropped). Tasks are (image, group, block of 4
-    # output channels, od, segment of `seg` outputs of the line).
+def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scratch):
+    # out: (N, O, OD, OH, OW)   xs: (N, C*Dp*Hp*Wp) the padded input (or its phases)
+    # wp, off: the weight as a tap list (see _pack); a group's planes start gstride
+    # elements apart in xs[n], its depth planes HWp apart. Height and width strides are 1
+    # (direct_fwd splits strided inputs into phases): a whole output plane is one line
+    # read on the padded-width grid (the Wp - OW wrap-around columns are computed and
+    # dropped). Tasks are (image, group, block of 4 output channels, od, segment of `seg`
+    # outputs of the line).
     N, O, OD, OH, OW = out.shape
-    Cg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
     Og = O // groups
     nob = (Og + 3) // 4
-    HWp = xf.shape[3]
     T = off.shape[0]
-    L = (OH - 1) * Wp + OW               # a whole output plane on the padded-width grid
+    L = (OH - 1) * Wp + OW
     nseg = (L + seg - 1) // seg
     for task in prange(N * groups * nob * OD * nseg):
         sg = task % nseg
@@ -223,18 +186,20 @@ def _direct_fwd(out, xf, xs, w, wp, off, gstride, rows, bias, Wp, sd, dd, dh, dw
         wg = wp[g, ob]
         xi = xs[n]
         base = U(g * gstride + od * sd * HWp + s0)
-        if nb == 1 and not rows:
-            t0 = 0
-            while t0 + 4 <= T:
+        t0 = 0
+        if nb == 1:
+            while t0 + 8 <= T:
+                _one8(acc[0], S, xi, base, off, wg, t0)
+                t0 += 8
+            if t0 + 4 <= T:
                 _one4(acc[0], S, xi, base, off, wg, t0)
                 t0 += 4
             while t0 < T:
                 _one1(acc[0], S, xi, base, off, wg, t0)
                 t0 += 1
-        elif nb >= 2:
-            # the whole tap list (channel, depth, row, column) four taps per pass; a
-            # partial block computes its missing channels with zero weights
-            t0 = 0
+        else:
+            # four output channels share every input load; a partial block computes its
+            # missing channels with zero weights
             while t0 + 8 <= T:
                 _grp8(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
                 t0 += 8
@@ -246,22 +211,6 @@ def _direct_fwd(out, xf, xs, w, wp, off, gstride, rows, bias, Wp, sd, dd, dh, dw
                 t0 += 2
             if t0 < T:
                 _grp1(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
-        else:
-            for c in range(Cg):
-                xc = xf[n, g * Cg + c]
-                for kd in range(KD):
-                    xr = xc[od * sd + kd * dd]
-                    base = s0
-                    rstep = dh * Wp
-                    wj = w[o0, c, kd]
-                    kh = 0
-                    while kh + 3 <= KH:       # three kernel rows per pass over acc
-                        _taps1_rows3(acc[0], S, xr, base + kh * rstep, rstep,
-                                     wj[kh], wj[kh + 1], wj[kh + 2], KW, dw)
-                        kh += 3
-                    while kh < KH:
-                        _taps1(acc[0], S, xr, base + kh * rstep, wj[kh], KW, dw)
-                        kh += 1
         for j in range(nb):
             bv = bias[o0 + j]
             oc = out[n, o0 + j, od]
@@ -336,41 +285,27 @@ def _direct_bwd_weight(gw, xf, gl, Wp, sd, sh, sw, dd, dh, dw, groups, nlines):
 def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     """out[n, o] = bias[o] + sum_{c, k} w[o, c, k] * xp[n, g*Cg + c, p*stride + k*dilation]."""
     N, O, OD, OH, OW = out.shape
-    C, Dp = xp.shape[1], xp.shape[2]
+    Dp = xp.shape[2]
     sd, sh, sw = stride
     if sh > 1 or sw > 1:
         # Polyphase: split each plane into its sh*sw phases (rows i*sh + ph, columns
         # j*sw + pw), so that every tap reads one phase at unit stride and the kernel
         # runs on contiguous, vectorisable lines.
-        xq = _phase_split(xp, sh, sw)
-        Hq, Wq = xq.shape[3], xq.shape[4]
-        off, wp = _pack(w, groups, Dp, Hq * Wq, Wq, *dilation, sh, sw)
-        _run_fwd(out, xq, xq, w, wp, off, C // groups * sh * sw * Dp * Hq * Wq, False, bias,
-                 Wq, sd, dilation, groups)
-        return out
+        xp = _phase_split(xp, sh, sw)
     Hp, Wp = xp.shape[3], xp.shape[4]
-    off, wp = _pack(w, groups, Dp, Hp * Wp, Wp, *dilation, 1, 1)
-    _run_fwd(out, xp, xp, w, wp, off, C // groups * Dp * Hp * Wp, True, bias, Wp, sd,
-             dilation, groups)
-    return out
-
-
-SEG_BYTES = 8192     # bytes of one accumulator row (a task holds four)
-
-
-def _run_fwd(out, xp, xt, w, wp, off, gstride, rows, bias, Wp, sd, dilation, groups):
-    # xp: the planes for the row-blocked path, xt: those the tap list reads
-    N, O, OD, OH, OW = out.shape
+    off, wp = _pack(w, groups, Dp, Hp * Wp, Wp, *dilation, sh, sw)
     L = (OH - 1) * Wp + OW
     tasks = N * groups * -(-(O // groups) // 4) * OD
     nseg = max(1, min(-(-n_tasks_target() // tasks), L // 64))
     seg = min(-(-L // nseg), SEG_BYTES // out.dtype.itemsize)   # accumulators stay in L1
-    xf = xp.reshape(xp.shape[:3] + (xp.shape[3] * xp.shape[4],))
-    xs = xt.reshape(N, -1)
     scratch = np.empty((numba.get_num_threads(), 4, seg), dtype=out.dtype)
     with serial_if_small(out.size * w[0].size):
-        _direct_fwd(out, xf, xs, w, wp, off, gstride, rows, bias, Wp, sd, *dilation, groups,
-                    seg, scratch)
+        _direct_fwd(out, xp.reshape(N, -1), wp, off, xp.shape[1] // groups * Dp * Hp * Wp,
+                    bias, Wp, Hp * Wp, sd, groups, seg, scratch)
+    return out
+
+
+SEG_BYTES = 8192     # bytes of one accumulator row (a task holds four)
 
 
 def _phase_split(xp, sh, sw):
