@@ -16,6 +16,7 @@ from numba import get_thread_id, njit, prange
 
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
 
+
 @njit(inline="always", **JIT)
 def _grp8(a0, a1, a2, a3, S, xr, base, off, wg, t0):
     # _grp4 with eight taps per pass: half the accumulator traffic per multiply-add
