@@ -176,6 +176,26 @@ def test_memory_bounded_blocking(algorithm, monkeypatch, rng):
                      naive.conv_weight_grad(x, w.shape, gy, **kw))
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_im2col_stacked_blocks_and_reused_scratch(groups, monkeypatch, rng):
+    """Large images: blocks of images, one column matrix each, multiplied by stacked GEMMs
+    straight into the output (forced here with small budgets); the scratch memory they
+    reuse between calls never leaks into earlier results."""
+    from fastconv.cpu import im2col
+    monkeypatch.setattr(im2col, "BATCH_BELOW_BYTES", 1)
+    x, w, b = rng.standard_normal((5, 4, 9, 8)), rng.standard_normal((6, 4 // groups, 3, 2)), \
+        rng.standard_normal(6)
+    per_image = 4 * 3 * 2 * 7 * 7 * 8             # column matrix of one image, bytes
+    monkeypatch.setattr(im2col, "COL_BUDGET_BYTES", int(2.5 * per_image))   # 2 + 2 + 1
+    kw = dict(groups=groups, dilation=(1, 1))
+    want = naive.conv(x, w, b, **kw)
+    got = fc.conv2d(x, w, b, **kw, algorithm="im2col")
+    assert_close(got, want)
+    kept = got.copy()
+    fc.conv2d(rng.standard_normal((3, 4, 12, 11)), w, b, **kw, algorithm="im2col")
+    np.testing.assert_array_equal(got, kept)
+
+
 # --- dtypes ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.bool_])
