@@ -1,9 +1,9 @@
 """Refit the CPU cost model that ``algorithm="auto"`` uses.
 
-Times every algorithm on a random grid of convolution shapes, then fits, per algorithm,
-the non-negative constants that turn the operation/byte counts of
-``fastconv.dispatch.features`` into seconds (least squares on relative error), and writes
-them to ``fastconv/cost_model.json``. Run it on an otherwise idle machine of the class
+Times every algorithm on the benchmark's layer shapes (bench/cases.py) and a random grid
+of convolution shapes, then fits, per algorithm, the non-negative constants that turn the
+operation/byte counts of ``fastconv.dispatch.features`` into seconds (least squares on
+relative error), and writes them to ``fastconv/cost_model.json``. Run it on an otherwise idle machine of the class
 you deploy to:
 
     python bench/fit_cost_model.py [--cases 60] [--seed 0] [--dry-run]
@@ -19,6 +19,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 import fastconv as fc
+from cases import LAYERS
 from fastconv import dispatch
 from fastconv._validate import conv_spec
 
@@ -64,8 +65,14 @@ def main():
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     rows = []
-    for i in range(args.cases):
-        (xs, ws), kw = random_case(rng)
+    # the benchmark's layer shapes (bench/cases.py) first, then random ones
+    fixed = [((N, C, H, W), (O, C, k, k), dict(stride=s, padding=p, groups=1))
+             for N, C, H, W, O, k, s, p in LAYERS.values()]
+    for i in range(len(fixed) + args.cases):
+        if i < len(fixed):
+            xs, ws, kw = fixed[i]
+        else:
+            (xs, ws), kw = random_case(rng)
         x = rng.standard_normal(xs).astype(np.float32)
         w = rng.standard_normal(ws).astype(np.float32)
         spec, *_ = conv_spec("fit", 2, x, w, None, kw["stride"], kw["padding"], 1, kw["groups"], "zeros")
