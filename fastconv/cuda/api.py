@@ -213,6 +213,17 @@ def conv_transpose(fn, nd, input, weight, bias, stride, padding, output_padding,
                                                    output_padding, dilation, groups)
     xin = to_gpu(input) if rt.is_device(input) else to_gpu(np.asarray(input))
     xin = _batched(xin, batched)
+    # output_padding >= stride (allowed when < dilation) makes the matching forward output
+    # longer than the input: its extra positions carry zero gradient (as on the CPU)
+    size = in_size[2:]
+    fwd = tuple((n + 2 * pi - di * (k - 1) - 1) // si + 1
+                for n, pi, di, k, si in zip(size, p, d, w.shape[2:], s))
+    have = tuple(xin.shape[2:])
+    if fwd != have and all(f >= i for f, i in zip(fwd, have)):
+        grown = rt.empty(tuple(xin.shape[:2]) + fwd, rt.gpu_dtype(xin))
+        pads = ((0, 0),) * (3 - nd) + tuple((0, f - i) for f, i in zip(fwd, have))
+        pad_kernel.pad5(rt.view5(grown, nd), rt.view5(xin, nd), pads, "zeros")
+        xin = grown
     gx, spec = input_grad(nd, fn, in_size, to_gpu(weight) if rt.is_device(weight) else weight,
                           xin, s, p, d, groups, "zeros", algorithm)
     # gx is a device array here (xin is on the GPU)
