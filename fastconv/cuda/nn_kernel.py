@@ -267,11 +267,12 @@ def _channel_sum(out, g, inner):
 
 # --- optimisers -------------------------------------------------------------------------
 @cuda.jit(cache=True)
-def _sgd(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
-    # PyTorch's SGD: d = g + wd * p; buf = d (first step) or momentum * buf + (1 - dampening) * d;
-    # d = d + momentum * buf (nesterov) or buf; p -= lr * d
+def _sgd(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first, gsign):
+    # PyTorch's SGD: d = gsign * g + wd * p (gsign = -1: maximize); buf = d (first step) or
+    # momentum * buf + (1 - dampening) * d; d = d + momentum * buf (nesterov) or buf;
+    # p -= lr * d
     for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        d = g[i] + weight_decay * p[i]
+        d = gsign * g[i] + weight_decay * p[i]
         if momentum != 0:
             if first:
                 buf[i] = d
@@ -285,10 +286,25 @@ def _sgd(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
 
 
 @cuda.jit(cache=True)
-def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
-    # PyTorch's Adam (L2 weight decay): bc1 = 1 - beta1**t, bc2 = 1 - beta2**t
+def _adam(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, bc1, bc2, amsgrad, gsign):
+    # PyTorch's Adam (L2 weight decay): bc1 = 1 - beta1**t, bc2 = 1 - beta2**t;
+    # amsgrad: the denominator uses vmax = max(vmax, v) (vmax unused otherwise)
     for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        d = g[i] + weight_decay * p[i]
+        d = gsign * g[i] + weight_decay * p[i]
         m[i] = beta1 * m[i] + (1 - beta1) * d
         v[i] = beta2 * v[i] + (1 - beta2) * d * d
-        p[i] -= lr * (m[i] / bc1) / (math.sqrt(v[i] / bc2) + eps)
+        s = v[i]
+        if amsgrad:
+            if vmax[i] > s:
+                s = vmax[i]
+            vmax[i] = s
+        p[i] -= lr * (m[i] / bc1) / (math.sqrt(s / bc2) + eps)
+
+
+# --- gathers ----------------------------------------------------------------------------
+@cuda.jit(cache=True)
+def _take_rows(out, src, idx, row):
+    # out[i * row + j] = src[idx[i] * row + j]   out, src: flat; idx: (B,)
+    for t in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        i = t // row
+        out[t] = src[idx[i] * row + (t - i * row)]

@@ -76,14 +76,17 @@ def _pool_out(H, W, k, s, p):
     return (H + 2 * p[0] - k[0]) // s[0] + 1, (W + 2 * p[1] - k[1]) // s[1] + 1
 
 
-def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
-    """Max pooling of (N, C, H, W); returns (y, argmax) with argmax as h * W + w (int32)."""
+def maxpool2d_forward(x, kernel_size, stride=None, padding=0, out_size=None):
+    """Max pooling of (N, C, H, W); returns (y, argmax) with argmax as h * W + w (int32).
+
+    ``out_size`` (OH, OW) overrides the floor-mode output size (``ceil_mode``: windows
+    that run past the edge pool over their part inside)."""
     x = _dev(x)
     k = _pair(kernel_size)
     s = k if stride is None else _pair(stride)
     p = _pair(padding)
     N, C, H, W = x.shape
-    OH, OW = _pool_out(H, W, k, s, p)
+    OH, OW = _pool_out(H, W, k, s, p) if out_size is None else out_size
     y = rt.empty((N, C, OH, OW), x.dtype)
     idx = rt.empty((N, C, OH, OW), np.int32)
     _launch(nn_kernel._maxpool_fwd, y.size, y, idx, x, k[0], k[1], s[0], s[1], p[0], p[1])
@@ -100,8 +103,9 @@ def maxpool2d_backward(grad_y, argmax, input_shape, kernel_size, stride=None, pa
     return gx
 
 
-def avgpool2d_forward(x, kernel_size, stride=None, padding=0):
-    """Average pooling of (N, C, H, W) (PyTorch's count_include_pad=True)."""
+def avgpool2d_forward(x, kernel_size, stride=None, padding=0, divisor=None):
+    """Average pooling of (N, C, H, W) (PyTorch's count_include_pad=True): each window sum
+    divided by ``divisor`` (default: the window size kH * kW)."""
     x = _dev(x)
     k = _pair(kernel_size)
     s = k if stride is None else _pair(stride)
@@ -110,18 +114,18 @@ def avgpool2d_forward(x, kernel_size, stride=None, padding=0):
     OH, OW = _pool_out(H, W, k, s, p)
     y = rt.empty((N, C, OH, OW), x.dtype)
     _launch(nn_kernel._avgpool_fwd, y.size, y, x, k[0], k[1], s[0], s[1], p[0], p[1],
-            x.dtype.type(k[0] * k[1]))
+            x.dtype.type(k[0] * k[1] if divisor is None else divisor))
     return y
 
 
-def avgpool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0):
+def avgpool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0, divisor=None):
     gy = _dev(grad_y)
     k = _pair(kernel_size)
     s = k if stride is None else _pair(stride)
     p = _pair(padding)
     gx = rt.empty(tuple(input_shape), gy.dtype)
     _launch(nn_kernel._avgpool_bwd, gx.size, gx, gy, k[0], k[1], s[0], s[1], p[0], p[1],
-            gy.dtype.type(k[0] * k[1]))
+            gy.dtype.type(k[0] * k[1] if divisor is None else divisor))
     return gx
 
 
@@ -134,8 +138,9 @@ def linear_forward(x, weight, bias=None):
     return y
 
 
-def linear_backward(grad_y, x, weight, need_input_grad=True):
-    """(grad_x, grad_weight, grad_bias) of :func:`linear_forward`."""
+def linear_backward(grad_y, x, weight, need_input_grad=True, need_bias_grad=True):
+    """(grad_x, grad_weight, grad_bias) of :func:`linear_forward` (None for the gradients
+    not needed)."""
     gy, x, w = _dev(grad_y), _dev(x), _dev(weight)
     gx = None
     if need_input_grad:
@@ -143,7 +148,7 @@ def linear_backward(grad_y, x, weight, need_input_grad=True):
         gemm_kernel.gemm(gx, gy, w)                       # (B, out) @ (out, in)
     gw = rt.empty(w.shape, w.dtype)
     gemm_kernel.gemm(gw, gy, x, trans_a=True)             # (out, B) @ (B, in)
-    return gx, gw, bias_grad(gy)
+    return gx, gw, (bias_grad(gy) if need_bias_grad else None)
 
 
 def bias_grad(grad_y):
@@ -182,18 +187,23 @@ def _targets(target):
     return rt.to_device(np.asarray(target), np.int64)
 
 
-def nll_loss_forward(logp, target):
-    """Mean negative log-likelihood; a (1,) device array (read it with ``float(a[0])``)."""
+def nll_loss_forward(logp, target, scale=None):
+    """Mean negative log-likelihood; a (1,) device array (read it with ``float(a[0])``).
+
+    ``scale`` multiplies the sum instead of ``1 / B`` (1.0: the summed loss)."""
     logp = _dev(logp)
     loss = rt.empty((1,), logp.dtype)
-    nn_kernel._nll_fwd[1, nn_kernel.RT](loss, logp, _targets(target), 1.0 / logp.shape[0])
+    scale = 1.0 / logp.shape[0] if scale is None else float(scale)
+    nn_kernel._nll_fwd[1, nn_kernel.RT](loss, logp, _targets(target), scale)
     return loss
 
 
-def nll_loss_backward(shape, target, dtype=np.float32):
-    """Gradient of the mean NLL with respect to the log-probabilities."""
+def nll_loss_backward(shape, target, dtype=np.float32, scale=None):
+    """Gradient of the mean NLL (or of ``scale`` times the sum) with respect to the
+    log-probabilities."""
     g = rt.empty(tuple(shape), dtype)
-    _launch(nn_kernel._nll_bwd, g.size, g, _targets(target), 1.0 / shape[0])
+    scale = 1.0 / shape[0] if scale is None else float(scale)
+    _launch(nn_kernel._nll_bwd, g.size, g, _targets(target), scale)
     return g
 
 
@@ -207,20 +217,60 @@ def count_correct(scores, target):
 
 # --- optimisers and helpers -------------------------------------------------------------
 def sgd_step(param, grad, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-             nesterov=False, first=False):
-    """PyTorch's SGD update, in place on device arrays (``buf``: the momentum buffer)."""
+             nesterov=False, first=False, maximize=False):
+    """PyTorch's SGD update, in place on device arrays (``buf``: the momentum buffer,
+    written from ``grad`` when ``first``; unused when ``momentum`` is 0)."""
     p, g, b = _dev(param), _dev(grad), _dev(buf)
     _launch(nn_kernel._sgd, p.size, _flat(p), _flat(g), _flat(b), float(lr), float(momentum),
-            float(dampening), float(weight_decay), bool(nesterov), bool(first))
+            float(dampening), float(weight_decay), bool(nesterov), bool(first),
+            -1.0 if maximize else 1.0)
 
 
-def adam_step(param, grad, m, v, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-    """PyTorch's Adam update (step counts from 1), in place."""
+def adam_step(param, grad, m, v, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+              amsgrad=False, vmax=None, maximize=False):
+    """PyTorch's Adam update (step counts from 1), in place (``vmax``: AMSGrad's running
+    maximum of ``v``, needed when ``amsgrad``)."""
     p, g, m, v = _dev(param), _dev(grad), _dev(m), _dev(v)
+    if amsgrad and vmax is None:
+        raise ValueError("adam_step: amsgrad needs the vmax buffer")
+    vm = v if vmax is None else _dev(vmax)
     b1, b2 = betas
-    _launch(nn_kernel._adam, p.size, _flat(p), _flat(g), _flat(m), _flat(v), float(lr),
-            float(b1), float(b2), float(eps), float(weight_decay), 1.0 - b1 ** step,
-            1.0 - b2 ** step)
+    _launch(nn_kernel._adam, p.size, _flat(p), _flat(g), _flat(m), _flat(v), _flat(vm),
+            float(lr), float(b1), float(b2), float(eps), float(weight_decay), 1.0 - b1 ** step,
+            1.0 - b2 ** step, bool(amsgrad), -1.0 if maximize else 1.0)
+
+
+def take(src, index):
+    """Rows ``src[index]`` of a C-contiguous device array (a gather on the GPU: batches of a
+    shuffled data set without a host round trip).
+
+    >>> import numpy as np                                          # doctest: +SKIP
+    >>> from fastconv.cuda import nn_ops                            # doctest: +SKIP
+    >>> nn_ops.take(np.arange(6.).reshape(3, 2), np.array([2, 0])).copy_to_host()  # doctest: +SKIP
+    array([[4., 5.],
+           [0., 1.]])
+    """
+    src = _dev(src)
+    if not rt.contiguous(src) or src.ndim == 0:
+        raise ValueError(f"take: src must be a C-contiguous array with a row axis, "
+                         f"got shape {tuple(src.shape)}")
+    if rt.is_device(index):
+        idx = rt.as_device(index)
+    else:
+        host = np.asarray(index)
+        if host.ndim != 1 or host.dtype.kind not in "iu":
+            raise TypeError(f"take: index must be a 1-D integer array, got {host.dtype} "
+                            f"{host.shape}")
+        if host.size and (host.min() < 0 or host.max() >= src.shape[0]):
+            raise IndexError(f"take: index out of range for {src.shape[0]} rows")
+        idx = rt.to_device(host, np.int64)
+    if idx.ndim != 1:
+        raise ValueError(f"take: index must be 1-D, got shape {tuple(idx.shape)}")
+    row = int(np.prod(src.shape[1:], dtype=np.int64))
+    out = rt.empty((idx.shape[0],) + tuple(src.shape[1:]), src.dtype)
+    if out.size:
+        _launch(nn_kernel._take_rows, out.size, _flat(out), _flat(src), idx, row)
+    return out
 
 
 def axpy(y, a, x):
