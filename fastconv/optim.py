@@ -3,6 +3,11 @@
 They update ``Parameter.data`` in place from ``Parameter.grad`` (parameters without a
 gradient are skipped, as in PyTorch). ``state_dict()`` has PyTorch's layout:
 ``{"state": {index: {...}}, "param_groups": [{..., "params": [index, ...]}]}``.
+
+Parameters on the GPU (``model.to("cuda")``) are updated in place by small numba.cuda
+kernels (:func:`fastconv.cuda.nn_ops.sgd_step` / ``adam_step``), with their state
+(momentum buffers, moments) kept on the device; ``state_dict()`` still returns host
+arrays and ``load_state_dict`` copies the state onto the parameters' device.
 """
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ import numbers
 
 import numpy as np
 
-from .nn.module import Parameter
+from ._conv import is_gpu_array
+from .nn.module import Parameter, host_copy, zero_
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
@@ -104,7 +110,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 elif p.grad is not None:
-                    p.grad[...] = 0
+                    zero_(p.grad)
 
     def _params_with_grad(self):
         for g in self.param_groups:
@@ -118,7 +124,8 @@ class Optimizer:
     # state dicts -------------------------------------------------------------------------
     def state_dict(self):
         """``{"state": {index: {name: value}}, "param_groups": [...]}`` (copies), PyTorch's
-        layout; parameters are numbered in group order.
+        layout; parameters are numbered in group order. Arrays are host (numpy) copies,
+        also for parameters on the GPU.
 
         Examples
         --------
@@ -141,12 +148,14 @@ class Optimizer:
             for p in g["params"]:
                 s = self.state.get(id(p))
                 if s:
-                    state[index[id(p)]] = {k: (v.copy() if isinstance(v, np.ndarray) else v)
-                                           for k, v in s.items()}
+                    state[index[id(p)]] = {
+                        k: (host_copy(v) if isinstance(v, np.ndarray) or is_gpu_array(v) else v)
+                        for k, v in s.items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore a :meth:`state_dict` (of an optimiser over the same parameter shapes).
+        """Restore a :meth:`state_dict` (of an optimiser over the same parameter shapes);
+        array state goes onto each parameter's device.
 
         Raises
         ------
@@ -175,12 +184,17 @@ class Optimizer:
             if p is None:
                 raise ValueError(f"{fn}: state for unknown parameter index {i}")
             ps = {}
+            on_gpu = is_gpu_array(p.data)
             for k, v in s.items():
+                if is_gpu_array(v):
+                    v = host_copy(v)
                 if isinstance(v, np.ndarray) and v.ndim > 0:
-                    if v.shape != p.shape:
+                    if v.shape != tuple(p.shape):
                         raise ValueError(f"{fn}: state {k!r} of parameter {i} has shape {v.shape}, "
-                                         f"the parameter {p.shape}")
+                                         f"the parameter {tuple(p.shape)}")
                     v = np.array(v, dtype=p.dtype, copy=True)
+                    if on_gpu:
+                        v = _gpu_state(v)
                 elif isinstance(v, np.ndarray):
                     v = v.item()
                 ps[k] = v
@@ -200,6 +214,29 @@ class Optimizer:
                     lines.append(f"    {k}: {g[k]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _gpu_state(a):
+    """A device copy of host state (momentum buffers, moments) for a parameter on the GPU."""
+    from .cuda import runtime as rt
+    return rt.as_device(a) if is_gpu_array(a) else rt.to_device(a)
+
+
+def _gpu_buffers(state, names, like):
+    """State arrays ``names`` of a GPU parameter, on the device: created as zeros, or
+    moved there once when they are host arrays (e.g. restored before ``model.to('cuda')``)."""
+    from .cuda import nn_ops
+    out = []
+    for name in names:
+        buf = state.get(name)
+        if buf is None:
+            buf = nn_ops.zeros(tuple(like.shape), like.dtype)
+            state[name] = buf
+        elif not is_gpu_array(buf):
+            buf = _gpu_state(np.ascontiguousarray(buf, dtype=like.dtype))
+            state[name] = buf
+        out.append(buf)
+    return out
 
 
 class SGD(Optimizer):
@@ -252,8 +289,21 @@ class SGD(Optimizer):
                              f"got momentum={g['momentum']}, dampening={g['dampening']}")
 
     def step(self):
-        """One update of every parameter that has a gradient."""
+        """One update of every parameter that has a gradient (on the GPU for parameters
+        there, see :meth:`fastconv.nn.Module.to`).
+
+        Examples
+        --------
+        >>> from fastconv import nn, optim                          # doctest: +SKIP
+        >>> model = nn.Linear(3, 2).to("cuda")                      # doctest: +SKIP
+        >>> opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)   # doctest: +SKIP
+        >>> # ... model.backward(...) fills the .grad device arrays, then:
+        >>> opt.step()          # one kernel per parameter, no host copy  # doctest: +SKIP
+        """
         for g, p, state in self._params_with_grad():
+            if not isinstance(p.data, np.ndarray):
+                self._step_gpu(g, p, state)
+                continue
             lr, mom, damp, wd = g["lr"], g["momentum"], g["dampening"], g["weight_decay"]
             d = p.grad if not g["maximize"] else -p.grad
             if wd != 0:
@@ -274,6 +324,17 @@ class SGD(Optimizer):
                 p.data -= d
             else:
                 p.data -= (lr * d).astype(p.dtype, copy=False)
+
+    def _step_gpu(self, g, p, state):
+        from .cuda import nn_ops
+        mom = g["momentum"]
+        first = False
+        buf = p.grad                                # unused by the kernel without momentum
+        if mom != 0:
+            first = state.get("momentum_buffer") is None
+            buf, = _gpu_buffers(state, ("momentum_buffer",), p.data)
+        nn_ops.sgd_step(p.data, p.grad, buf, g["lr"], mom, g["dampening"], g["weight_decay"],
+                        g["nesterov"], first, maximize=g["maximize"])
 
 
 class Adam(Optimizer):
@@ -325,8 +386,21 @@ class Adam(Optimizer):
         g["maximize"] = bool(g["maximize"])
 
     def step(self):
-        """One update of every parameter that has a gradient."""
+        """One update of every parameter that has a gradient (on the GPU for parameters
+        there, see :meth:`fastconv.nn.Module.to`).
+
+        Examples
+        --------
+        >>> from fastconv import nn, optim                          # doctest: +SKIP
+        >>> model = nn.Linear(3, 2).to("cuda")                      # doctest: +SKIP
+        >>> opt = optim.Adam(model.parameters(), lr=1e-3)           # doctest: +SKIP
+        >>> # ... model.backward(...) fills the .grad device arrays, then:
+        >>> opt.step()                                              # doctest: +SKIP
+        """
         for g, p, state in self._params_with_grad():
+            if not isinstance(p.data, np.ndarray):
+                self._step_gpu(g, p, state)
+                continue
             beta1, beta2 = g["betas"]
             lr, eps, wd = g["lr"], g["eps"], g["weight_decay"]
             grad = p.grad if not g["maximize"] else -p.grad
@@ -353,3 +427,13 @@ class Adam(Optimizer):
             else:
                 denom = np.sqrt(v) / bc2_sqrt + eps
             p.data -= ((lr / bc1) * m / denom).astype(p.dtype, copy=False)
+
+    def _step_gpu(self, g, p, state):
+        from .cuda import nn_ops
+        state["step"] = state.get("step", 0) + 1
+        names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if g["amsgrad"] else ())
+        bufs = _gpu_buffers(state, names, p.data)
+        nn_ops.adam_step(p.data, p.grad, bufs[0], bufs[1], state["step"], lr=g["lr"],
+                         betas=g["betas"], eps=g["eps"], weight_decay=g["weight_decay"],
+                         amsgrad=g["amsgrad"], vmax=bufs[2] if g["amsgrad"] else None,
+                         maximize=g["maximize"])

@@ -13,7 +13,11 @@ from .._validate import ALGORITHMS, PADDING_MODES, conv_spec
 from ..cpu import nn_act, pool
 from . import functional as F
 from . import init
-from .module import Module, Parameter, as_generator, check_float_dtype
+from .module import Module, Parameter, as_generator, check_float_dtype, on_gpu
+
+# Every layer runs on the GPU when its input is a GPU array (anything with
+# ``__cuda_array_interface__``; see Module.to("cuda")): the code is in fastconv.nn._cuda,
+# imported on that first call only, so CPU-only use never imports numba.cuda.
 
 __all__ = ["Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "Dropout", "Flatten",
            "LogSoftmax", "Identity"]
@@ -25,6 +29,13 @@ def _positive_int(value, name, fn, minimum=1):
     if value < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def _host_input_error(layer):
+    return RuntimeError(f"{type(layer).__name__}: the parameters are on the GPU "
+                        f"(model.to('cuda')) but the input is a host array; pass a GPU array "
+                        f"(e.g. numba.cuda.to_device(x)) or move the model back with "
+                        f"model.to('cpu')")
 
 
 def _cast(x, dtype):
@@ -169,9 +180,14 @@ class Conv2d(Module):
     def _dtype_changed(self, dtype):
         self._plans.clear()
 
+    def _device_changed(self, device):
+        self._plans.clear()
+
     def _plan(self, x):
         """Validate once per input shape and pick the algorithms (as the public API does)."""
         w = self.weight.data
+        if not isinstance(w, np.ndarray):
+            raise _host_input_error(self)
         proxy = np.broadcast_to(np.zeros((), dtype=w.dtype), x.shape)
         bproxy = (None if self.bias is None
                   else np.broadcast_to(np.zeros((), w.dtype), self.bias.shape))
@@ -192,6 +208,9 @@ class Conv2d(Module):
         return run
 
     def forward(self, x):
+        if on_gpu(x):
+            from . import _cuda
+            return _cuda.conv2d_forward(self, x)
         w = self.weight.data
         x = _cast(x, w.dtype)
         plan = self._plans.get((x.shape, w.dtype)) or self._plan(x)
@@ -208,6 +227,9 @@ class Conv2d(Module):
     def backward(self, grad_output, input_grad=True):
         """dL/d input (None when ``input_grad`` is False); adds dL/d weight and dL/d bias
         into their ``.grad``."""
+        if on_gpu(grad_output):
+            from . import _cuda
+            return _cuda.conv2d_backward(self, grad_output, input_grad)
         ctx = self._take()
         xp5, plan = ctx["xp5"], ctx["plan"]
         w = self.weight.data
@@ -297,7 +319,12 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound, rng=gen)
 
     def forward(self, x):
+        if on_gpu(x):
+            from . import _cuda
+            return _cuda.linear_forward(self, x)
         w = self.weight.data
+        if not isinstance(w, np.ndarray):
+            raise _host_input_error(self)
         x = _cast(x, w.dtype)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: input of shape {x.shape} does not end in "
@@ -308,6 +335,9 @@ class Linear(Module):
 
     def backward(self, grad_output, input_grad=True):
         """dL/d input (None when ``input_grad`` is False); fills weight/bias ``.grad``."""
+        if on_gpu(grad_output):
+            from . import _cuda
+            return _cuda.linear_backward(self, grad_output, input_grad)
         x = self._take()["x"]
         go = _cast(grad_output, self.weight.data.dtype)
         if go.shape != x.shape[:-1] + (self.out_features,):
@@ -350,6 +380,9 @@ class ReLU(Module):
         self.inplace = bool(inplace)
 
     def forward(self, x):
+        if on_gpu(x):
+            from . import _cuda
+            return _cuda.relu_forward(self, x)
         if (self.inplace and isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
                 and x.flags.c_contiguous and x.flags.writeable):
             y = nn_act.relu_fwd(x, out=x)
@@ -360,7 +393,12 @@ class ReLU(Module):
 
     def backward(self, grad_output, input_grad=True):
         y = self._take()["y"]
-        return F.relu_backward(grad_output, y) if input_grad else None
+        if not input_grad:
+            return None
+        if on_gpu(grad_output):
+            from . import _cuda
+            return _cuda.relu_backward(grad_output, y)
+        return F.relu_backward(grad_output, y)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
@@ -404,6 +442,9 @@ class MaxPool2d(Module):
         self._geometry = {}                       # input shape -> validated pooling geometry
 
     def forward(self, x):
+        if on_gpu(x):
+            from . import _cuda
+            return _cuda.max_pool_forward(self, x)
         a = F.float_array(x, "MaxPool2d")
         geo = self._geometry.get(a.shape)
         if geo is None:
@@ -422,6 +463,9 @@ class MaxPool2d(Module):
         ctx = self._take()
         if not input_grad:
             return None
+        if on_gpu(grad_output):
+            from . import _cuda
+            return _cuda.max_pool_backward(ctx, grad_output)
         return F.max_pool2d_backward(grad_output, ctx["idx"], ctx["shape"])
 
     def extra_repr(self):
@@ -469,6 +513,9 @@ class AvgPool2d(Module):
                 self.count_include_pad, self.divisor_override)
 
     def forward(self, x):
+        if on_gpu(x):
+            from . import _cuda
+            return _cuda.avg_pool_forward(self, x)
         a = F.float_array(x, "AvgPool2d")
         y = F.avg_pool2d(a, *self._args())
         self._keep(shape=a.shape)
@@ -476,7 +523,12 @@ class AvgPool2d(Module):
 
     def backward(self, grad_output, input_grad=True):
         shape = self._take()["shape"]
-        return F.avg_pool2d_backward(grad_output, shape, *self._args()) if input_grad else None
+        if not input_grad:
+            return None
+        if on_gpu(grad_output):
+            from . import _cuda
+            return _cuda.avg_pool_backward(self, grad_output, shape)
+        return F.avg_pool2d_backward(grad_output, shape, *self._args())
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -516,6 +568,10 @@ class Dropout(Module):
         self._rng = None if rng is None else as_generator(rng, "Dropout")
 
     def forward(self, x):
+        if on_gpu(x):
+            from . import _cuda
+            gen = self._rng if self._rng is not None else as_generator(None)
+            return _cuda.dropout_forward(self, x, gen)
         a = F.float_array(x, "Dropout")
         if not self.training or self.p == 0:
             self._keep(scale=None)
@@ -537,7 +593,12 @@ class Dropout(Module):
         scale = self._ctx.get("scale") if not self.training else self._take()["scale"]
         if not input_grad:
             return None
-        return grad_output if scale is None else np.asarray(grad_output) * scale
+        if scale is None:
+            return grad_output
+        if on_gpu(grad_output):
+            from . import _cuda
+            return _cuda.dropout_backward(grad_output, scale)
+        return np.asarray(grad_output) * scale
 
     def extra_repr(self):
         return f"p={self.p}, inplace={self.inplace}"
@@ -561,18 +622,29 @@ class Flatten(Module):
         self.end_dim = int(end_dim)
 
     def forward(self, x):
-        a = np.asarray(x)
+        gpu = on_gpu(x)
+        a = x if gpu else np.asarray(x)
         nd = max(a.ndim, 1)
         s, e = self.start_dim % nd, self.end_dim % nd
         if not (-nd <= self.start_dim < nd and -nd <= self.end_dim < nd) or s > e:
             raise ValueError(f"Flatten: start_dim={self.start_dim}, end_dim={self.end_dim} "
                              f"do not fit an input of shape {a.shape}")
+        if gpu and a.ndim:
+            from . import _cuda
+            y, shape = _cuda.flatten(a, s, e)
+            self._keep(shape=shape)
+            return y
         self._keep(shape=a.shape)
         return a.reshape(a.shape[:s] + (-1,) + a.shape[e + 1:]) if a.ndim else a.reshape(1)
 
     def backward(self, grad_output, input_grad=True):
         shape = self._take()["shape"]
-        return np.asarray(grad_output).reshape(shape) if input_grad else None
+        if not input_grad:
+            return None
+        if on_gpu(grad_output):
+            from . import _cuda
+            return _cuda.reshape(grad_output, shape)
+        return np.asarray(grad_output).reshape(shape)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -607,6 +679,9 @@ class LogSoftmax(Module):
         return 0 if ndim in (0, 1, 3) else 1
 
     def forward(self, x):
+        if on_gpu(x):
+            from . import _cuda
+            return _cuda.log_softmax_forward(self, x)
         a = F.float_array(x, "LogSoftmax")
         y = F.log_softmax(a, self._dim(a.ndim))
         self._keep(y=y)
@@ -614,7 +689,12 @@ class LogSoftmax(Module):
 
     def backward(self, grad_output, input_grad=True):
         y = self._take()["y"]
-        return F.log_softmax_backward(grad_output, y, self._dim(y.ndim)) if input_grad else None
+        if not input_grad:
+            return None
+        if on_gpu(grad_output):
+            from . import _cuda
+            return _cuda.log_softmax_backward(grad_output, y)
+        return F.log_softmax_backward(grad_output, y, self._dim(y.ndim))
 
     def extra_repr(self):
         return f"dim={self.dim}"

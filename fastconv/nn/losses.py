@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import functional as F
-from .module import Module
+from .module import Module, on_gpu
 
 __all__ = ["NLLLoss", "CrossEntropyLoss"]
 
@@ -28,6 +28,9 @@ class _Loss(Module):
             raise RuntimeError(f"{type(self).__name__}.backward: call the loss on a batch first "
                                f"(backward runs once per call)")
         self._ctx.clear()
+        if type(ctx) is dict:                     # the GPU path's (see fastconv.nn._cuda)
+            from . import _cuda
+            return _cuda.loss_backward(ctx, grad)
         return self._backward(ctx, grad)
 
 
@@ -48,6 +51,12 @@ class NLLLoss(_Loss):
     ``input`` (N, C) (or (C,), or (N, C, d1, ...)) holds log-probabilities, e.g. a
     :class:`LogSoftmax` output; ``target`` (N,) holds class indices (any integer dtype).
 
+    On a GPU array input (N, C) the loss is computed on the device and returned as a float
+    (one scalar copied back); ``backward()`` returns a device array. ``target`` may be a
+    host array or a GPU array (int64 avoids a conversion; GPU targets are not
+    range-checked). Class weights, ``reduction='none'`` and ``ignore_index`` targets are
+    CPU only (``NotImplementedError`` on the GPU).
+
     Examples
     --------
     >>> import numpy as np
@@ -62,6 +71,9 @@ class NLLLoss(_Loss):
     """
 
     def forward(self, input, target):
+        if on_gpu(input):
+            from . import _cuda
+            return _cuda.loss_forward(self, input, target, "NLLLoss", log_softmax=False)
         logp = F.float_array(input, "NLLLoss")
         loss, ctx = F._nll("NLLLoss", logp, target, self.weight, self.ignore_index,
                            self.reduction)
@@ -80,7 +92,7 @@ class CrossEntropyLoss(_Loss):
     Parameters
     ----------
     weight, ignore_index, reduction :
-        As for :class:`NLLLoss`.
+        As for :class:`NLLLoss` (and so is the GPU path).
 
     Examples
     --------
@@ -95,6 +107,9 @@ class CrossEntropyLoss(_Loss):
     """
 
     def forward(self, input, target):
+        if on_gpu(input):
+            from . import _cuda
+            return _cuda.loss_forward(self, input, target, "CrossEntropyLoss", log_softmax=True)
         x = F.float_array(input, "CrossEntropyLoss")
         dim = 0 if x.ndim == 1 else 1
         logp = F.log_softmax(x, dim)

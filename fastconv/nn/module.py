@@ -12,6 +12,57 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .._conv import is_gpu_array
+
+DEVICES = ("cpu", "cuda")
+
+
+# -- devices -------------------------------------------------------------------------------
+# GPU arrays are handled by fastconv.cuda, imported only when one is seen (or on
+# .to("cuda")), so a CPU-only install never imports numba.cuda.
+def _cuda_runtime():
+    from ..cuda import runtime as rt
+    return rt
+
+
+def on_gpu(a) -> bool:
+    """Whether ``a`` is a GPU array (numpy arrays are answered by one type check: the
+    layers call this on every forward and backward)."""
+    return type(a) is not np.ndarray and is_gpu_array(a)
+
+
+def to_host(a):
+    """A host copy of a GPU array (numpy arrays and other values: returned as they are)."""
+    if is_gpu_array(a):
+        return _cuda_runtime().as_device(a).copy_to_host()
+    return a
+
+
+def host_copy(a):
+    """A fresh numpy copy of a host or GPU array (what state dicts hold)."""
+    return to_host(a) if is_gpu_array(a) else np.array(a, copy=True)
+
+
+def zero_(a):
+    """Set every element of a host or GPU array to 0, in place."""
+    if is_gpu_array(a):
+        from ..cuda import pad_kernel
+        rt = _cuda_runtime()
+        pad_kernel.fill(rt.flat(rt.as_device(a)), 0)
+    else:
+        a[...] = 0
+    return a
+
+
+def _device_mover(device, fn):
+    """A function moving one array to ``device`` (no copy when it is already there)."""
+    if device == "cuda":
+        rt = _cuda_runtime()
+        rt.require(fn)
+        return lambda a: rt.as_device(a) if is_gpu_array(a) else rt.to_device(a)
+    return lambda a: to_host(a)
+
+
 # -- random numbers ----------------------------------------------------------------------
 # Like PyTorch, layers draw from one global generator with a fixed default seed, so a
 # script is reproducible unless it asks otherwise; pass rng= for independent streams.
@@ -118,6 +169,8 @@ def check_float_dtype(dtype, fn):
 class Parameter:
     """A trainable array: ``.data`` (ndarray) and ``.grad`` (ndarray or None).
 
+    After ``module.to("cuda")``, ``.data`` and ``.grad`` are numba device arrays.
+
     Parameters
     ----------
     data : array_like
@@ -155,8 +208,15 @@ class Parameter:
     def size(self):
         return self.data.size
 
+    @property
+    def device(self):
+        """``"cuda"`` when ``.data`` is a GPU array, else ``"cpu"``."""
+        return "cuda" if is_gpu_array(self.data) else "cpu"
+
     def accumulate(self, grad):
         """Add ``grad`` into ``.grad`` (creating it on first use), as PyTorch accumulates."""
+        if on_gpu(grad):
+            return self._accumulate_gpu(grad)
         if self.grad is None:
             self.grad = np.ascontiguousarray(grad, dtype=self.data.dtype).reshape(self.data.shape)
             if self.grad is grad:
@@ -164,8 +224,22 @@ class Parameter:
         else:
             self.grad += grad.reshape(self.data.shape)
 
+    def _accumulate_gpu(self, grad):
+        from ..cuda import nn_ops
+        rt = _cuda_runtime()
+        g = rt.as_device(grad)
+        if tuple(g.shape) != tuple(self.data.shape):
+            g = rt.reshape(g, self.data.shape)
+        if self.grad is None:
+            if np.dtype(g.dtype) != np.dtype(self.data.dtype) or not rt.contiguous(g):
+                g = rt.to_device(g.copy_to_host(), self.data.dtype)
+            self.grad = g            # layers hand over freshly allocated gradients
+        else:
+            nn_ops.axpy(self.grad, 1.0, g)
+
     def __array__(self, dtype=None, copy=None):
-        return self.data if dtype is None else self.data.astype(dtype)
+        data = to_host(self.data)
+        return data if dtype is None else data.astype(dtype)
 
     def __repr__(self):
         return f"Parameter containing:\n{self.data!r}"
@@ -341,26 +415,72 @@ class Module:
             if set_to_none:
                 p.grad = None
             elif p.grad is not None:
-                p.grad[...] = 0
+                zero_(p.grad)
 
-    def to(self, dtype):
-        """Convert every parameter (and cached state) to float32 or float64, in place.
+    def to(self, dtype_or_device):
+        """Move every parameter to ``"cpu"`` or ``"cuda"``, or convert it to float32 or
+        float64; in place (cached activations are dropped). Returns the module.
+
+        On ``"cuda"`` every ``Parameter.data`` (and ``.grad``, if set) becomes a numba
+        device array and the layers run on the GPU when their input is a GPU array;
+        ``"cpu"`` copies them back into numpy arrays. Without a usable GPU, ``"cuda"``
+        raises a RuntimeError.
 
         Examples
         --------
         >>> from fastconv import nn
         >>> nn.Linear(2, 2).to("float64").weight.dtype.name
         'float64'
+        >>> nn.Linear(2, 2).to("cpu").device
+        'cpu'
+        >>> nn.Linear(2, 2).to("cuda").weight.data         # doctest: +SKIP
+        <numba.cuda.cudadrv.devicearray.DeviceNDArray object at 0x...>
         """
-        dt = check_float_dtype(dtype, f"{type(self).__name__}.to")
+        fn = f"{type(self).__name__}.to"
+        if isinstance(dtype_or_device, str) and dtype_or_device in DEVICES:
+            return self._to_device(dtype_or_device, fn)
+        dt = check_float_dtype(dtype_or_device, fn)
         for m in self.modules():
             for p in m._parameters.values():
                 if p is not None and p.data.dtype != dt:
-                    p.data = p.data.astype(dt)
-                    p.grad = None if p.grad is None else p.grad.astype(dt)
+                    device = p.device
+                    back = _device_mover(device, fn)
+                    p.data = back(to_host(p.data).astype(dt))
+                    p.grad = None if p.grad is None else back(to_host(p.grad).astype(dt))
             m._ctx.clear()
             m._dtype_changed(dt)
         return self
+
+    def _to_device(self, device, fn):
+        move = _device_mover(device, f"{fn}({device!r})")
+        for m in self.modules():
+            for p in m._parameters.values():
+                if p is not None:
+                    p.data = move(p.data)
+                    p.grad = None if p.grad is None else move(p.grad)
+            for name in m._buffers:
+                value = getattr(m, name)
+                if value is not None:
+                    object.__setattr__(m, name, move(value if is_gpu_array(value)
+                                                     else np.ascontiguousarray(value)))
+            m._ctx.clear()
+            object.__setattr__(m, "_device", device)
+            m._device_changed(device)
+        return self
+
+    @property
+    def device(self):
+        """Where the parameters live: ``"cpu"`` or ``"cuda"`` (see :meth:`to`).
+
+        Examples
+        --------
+        >>> from fastconv import nn
+        >>> nn.Sequential(nn.Linear(2, 2), nn.ReLU()).device
+        'cpu'
+        """
+        for p in self.parameters():
+            return p.device
+        return self.__dict__.get("_device", "cpu")
 
     def double(self):
         """``to(float64)``."""
@@ -373,9 +493,14 @@ class Module:
     def _dtype_changed(self, dtype):
         """Hook for layers that cache dtype-dependent plans."""
 
+    def _device_changed(self, device):
+        """Hook for layers that cache device-dependent plans."""
+
     # state -----------------------------------------------------------------------------
     def state_dict(self):
         """An ordered dict ``name -> ndarray`` (copies) with PyTorch's key names.
+
+        Always host (numpy) arrays, also for a module on ``"cuda"``.
 
         Examples
         --------
@@ -388,15 +513,16 @@ class Module:
         for mprefix, m in self.named_modules():
             for name, p in m._parameters.items():
                 if p is not None:
-                    out[f"{mprefix}.{name}" if mprefix else name] = p.data.copy()
+                    out[f"{mprefix}.{name}" if mprefix else name] = host_copy(p.data)
             for name in m._buffers:
                 value = getattr(m, name)
                 if value is not None:
-                    out[f"{mprefix}.{name}" if mprefix else name] = np.array(value, copy=True)
+                    out[f"{mprefix}.{name}" if mprefix else name] = host_copy(value)
         return out
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays from ``state_dict`` into the parameters (in place, cast to their dtype).
+        """Copy arrays from ``state_dict`` into the parameters (in place, cast to their dtype;
+        onto the GPU for a module on ``"cuda"``).
 
         Parameters
         ----------
@@ -441,12 +567,18 @@ class Module:
         for key, (m, name, p) in targets.items():
             if key not in state_dict:
                 continue
-            value = np.asarray(state_dict[key])
-            current = p.data if p is not None else np.asarray(getattr(m, name))
-            if value.shape != current.shape:
+            value = np.asarray(to_host(state_dict[key]))
+            current = p.data if p is not None else getattr(m, name)
+            if not is_gpu_array(current):
+                current = np.asarray(current)
+            if value.shape != tuple(current.shape):
                 raise ValueError(f"{fn}: {key!r} has shape {value.shape} in the state dict but "
-                                 f"{current.shape} in the model")
-            if p is not None:
+                                 f"{tuple(current.shape)} in the model")
+            if is_gpu_array(current):
+                rt = _cuda_runtime()
+                rt.as_device(current).copy_to_device(
+                    np.ascontiguousarray(value, dtype=current.dtype))
+            elif p is not None:
                 np.copyto(p.data, value, casting="unsafe")
             else:
                 object.__setattr__(m, name, np.array(value, dtype=current.dtype))
