@@ -10,12 +10,19 @@ Usage::
     python examples/mnist.py --epochs 3 --data-dir ../shared/data/mnist
     python examples/mnist.py --epochs 1 --save ckpt.npz            # then, later:
     python examples/mnist.py --epochs 2 --resume ckpt.npz --save ckpt.npz
+    python examples/mnist.py --epochs 3 --device cuda             # on the GPU (numba.cuda)
 
 Data are found by :func:`fastconv.datasets.load_mnist` (``--data-dir``, then
 ``$FASTCONV_DATA_DIR``, then the user cache, downloading if needed). ``--save`` writes an
 atomic checkpoint (model, optimiser, epoch, random-generator states, metrics so far)
 after every epoch; ``--resume`` continues from it exactly: 1 epoch + resume 1 epoch gives
 bit for bit the parameters of a 2-epoch run.
+
+``--device cuda`` trains entirely on the GPU: the normalised images and the labels are
+uploaded once, every epoch's shuffling permutation is uploaded and batches are gathered
+on the device; forward, backward and the SGD update run there. Only the loss (one
+scalar per batch) and the test-set count of correct predictions come back. Checkpoints
+hold host arrays either way.
 """
 from __future__ import annotations
 
@@ -105,36 +112,95 @@ def normaliser(dataset):
     return ((np.arange(256, dtype=np.float64) / 255 - mean) / std).astype(np.float32)
 
 
-def evaluate(model, images, labels, lut):
+class HostData:
+    """uint8 images and labels in host memory; batches normalised on the fly."""
+
+    def __init__(self, images, labels, lut):
+        self.images, self.labels, self.lut = images, labels, lut
+        self.n = len(images)
+
+    def shuffle(self, perm):
+        return perm
+
+    def batch(self, perm, start, stop):
+        idx = perm[start:stop]
+        return self.lut[self.images[idx]][:, None], self.labels[idx]   # (B, 1, 28, 28) float32
+
+    def slice(self, start, stop):
+        return self.lut[self.images[start:stop]][:, None], self.labels[start:stop]
+
+    def new_counter(self):
+        return 0
+
+    def count_correct(self, counter, out, labels):
+        return counter + int((out.argmax(axis=1) == labels).sum())
+
+    def read(self, counter):
+        return counter
+
+
+class DeviceData(HostData):
+    """The normalised images (N, 1, 28, 28) float32 and int64 labels on the GPU, uploaded
+    once; batches are gathered there by a permutation uploaded once per epoch."""
+
+    def __init__(self, images, labels, lut):
+        from fastconv.cuda import nn_ops
+        from fastconv.cuda import runtime as rt
+        self.ops, self.rt = nn_ops, rt
+        self.images = rt.to_device(lut[images][:, None])
+        self.labels = rt.to_device(labels, np.int64)
+        self.n = len(images)
+
+    def shuffle(self, perm):
+        return self.rt.to_device(perm, np.int64)
+
+    def batch(self, perm, start, stop):
+        idx = perm[start:stop]
+        return self.ops.take(self.images, idx), self.ops.take(self.labels, idx)
+
+    def slice(self, start, stop):
+        return self.images[start:stop], self.labels[start:stop]
+
+    def new_counter(self):
+        return self.ops.zeros((1,), np.float64)
+
+    def count_correct(self, counter, out, labels):
+        return self.ops.axpy(counter, 1.0, self.ops.count_correct(out, labels))
+
+    def read(self, counter):
+        return int(round(float(counter.copy_to_host()[0])))
+
+
+def evaluate(model, data):
     """Test accuracy in percent (eval mode, batches of 1000)."""
     model.eval()
-    correct = 0
-    for i in range(0, len(images), EVAL_BATCH):
-        out = model(lut[images[i:i + EVAL_BATCH]][:, None])
-        correct += int((out.argmax(axis=1) == labels[i:i + EVAL_BATCH]).sum())
+    correct = data.new_counter()
+    for i in range(0, data.n, EVAL_BATCH):
+        x, y = data.slice(i, i + EVAL_BATCH)
+        correct = data.count_correct(correct, model(x), y)
     model.train()
-    return 100.0 * correct / max(len(images), 1)
+    return 100.0 * data.read(correct) / max(data.n, 1)
 
 
-def train_epoch(model, opt, loss_fn, images, labels, lut, batch_size, rng, desc, progress):
+def train_epoch(model, opt, loss_fn, data, batch_size, rng, desc, progress):
     """One pass over the shuffled training set. Returns (mean loss, seconds)."""
     from tqdm import tqdm
 
-    n = len(images)
-    perm = rng.permutation(n)
+    n = data.n
+    perm = data.shuffle(rng.permutation(n))
     total_loss = 0.0
     bar = tqdm(total=n, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True,
                disable=not progress, file=sys.stderr)
     t0 = time.perf_counter()
     for b, start in enumerate(range(0, n, batch_size)):
-        idx = perm[start:start + batch_size]
-        x = lut[images[idx]][:, None]               # (B, 1, 28, 28) float32
-        loss = loss_fn(model(x), labels[idx])
+        x, y = data.batch(perm, start, start + batch_size)
+        loss = loss_fn(model(x), y)
         model.backward(loss_fn.backward(), input_grad=False)
         opt.step()
         opt.zero_grad()
-        total_loss += loss * len(idx)
-        bar.update(len(idx))
+        size = min(batch_size, n - start)
+        total_loss += loss * size
+        bar.update(size)
         if b % 20 == 0:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
     seconds = time.perf_counter() - t0
@@ -168,16 +234,20 @@ def _config(args):
 def main(argv=None):
     args = parse_args(argv)
     if args.device == "cuda":
-        sys.exit("examples/mnist.py: --device cuda is not supported yet: the fastconv.nn layers "
-                 "(pooling, activations, losses, optimisers) run on the CPU only. "
-                 "Use --device cpu.")
+        try:
+            from fastconv.cuda import runtime as rt
+            rt.require("examples/mnist.py --device cuda")
+        except RuntimeError as exc:
+            sys.exit(f"examples/mnist.py: {exc}")
     (train_x, train_y), (test_x, test_y) = load_data(args)
     if args.limit is not None:
         train_x, train_y = train_x[:args.limit], train_y[:args.limit]
     lut = normaliser(args.dataset)
+    Data = DeviceData if args.device == "cuda" else HostData
+    train, test = Data(train_x, train_y, lut), Data(test_x, test_y, lut)
 
     nn.manual_seed(args.seed)
-    model = build_model()
+    model = build_model().to(args.device)
     opt = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     loss_fn = nn.NLLLoss()
     rng = np.random.Generator(np.random.PCG64(args.seed))    # shuffling
@@ -205,12 +275,12 @@ def main(argv=None):
         print(f"nothing to do: the checkpoint already has {start_epoch - 1} epoch(s), "
               f"--epochs is {args.epochs}")
 
-    n = len(train_x)
+    n = train.n
     progress = not args.no_progress
     for epoch in range(start_epoch, args.epochs + 1):
-        loss, seconds = train_epoch(model, opt, loss_fn, train_x, train_y, lut, args.batch_size,
-                                    rng, f"epoch {epoch}/{args.epochs}", progress)
-        acc = evaluate(model, test_x, test_y, lut)
+        loss, seconds = train_epoch(model, opt, loss_fn, train, args.batch_size, rng,
+                                    f"epoch {epoch}/{args.epochs}", progress)
+        acc = evaluate(model, test)
         metrics.append({"epoch": epoch, "train_seconds": round(seconds, 3),
                         "train_loss": float(loss), "test_accuracy": acc})
         print(f"epoch {epoch}/{args.epochs}  train_loss {loss:.4f}  test_accuracy {acc:.2f}%  "

@@ -90,7 +90,17 @@ def test_resume_is_bit_exact(tiny_mnist, tmp_path, capsys):
 
 def test_cli_errors(tiny_mnist, tmp_path, capsys, monkeypatch):
     mnist = load_example()
-    with pytest.raises(SystemExit, match="--device cuda is not supported"):
+    # without a usable GPU, --device cuda is a one-line error (runtime.require's message);
+    # faked here so that this process never imports numba.cuda (tests/test_nn_cuda.py runs
+    # the real thing in a subprocess)
+    from fastconv.cuda import runtime as rt
+
+    def no_gpu(fn="fastconv"):
+        raise RuntimeError(f"{fn}: device='cuda' needs a usable CUDA GPU, but numba.cuda "
+                           f"found none")
+
+    monkeypatch.setattr(rt, "require", no_gpu)
+    with pytest.raises(SystemExit, match="usable CUDA GPU"):
         mnist.main(["--device", "cuda", "--data-dir", str(tiny_mnist)])
     with pytest.raises(SystemExit):
         mnist.main(["--epochs", "0"])
