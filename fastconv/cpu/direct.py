@@ -10,6 +10,8 @@ image; a pass over the accumulators applies eight taps of the list, whatever the
 channel or row (for a 3x3 kernel over 64 channels: 72 passes instead of 384), and four
 output channels share each input load.
 """
+import functools
+
 import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
@@ -153,6 +155,38 @@ def _one1(a0, S, xr, base, off, wg, t0):
         a0[t] += w0 * xr[b0 + U(t)]
 
 
+@njit(**JIT)
+def _apply_taps(acc, S, xi, base, off, wg, T, nb):
+    # acc[j, :S] += sum_t wg[t, j] * xi[base + off[t] + (0..S)] for the nb (1 or up to 4)
+    # output channels of a task. Compiled on its own (not inside the parallel kernel):
+    # this keeps numba's parfor passes, and so the first compilation, short.
+    t0 = 0
+    if nb == 1:
+        while t0 + 8 <= T:
+            _one8(acc[0], S, xi, base, off, wg, t0)
+            t0 += 8
+        if t0 + 4 <= T:
+            _one4(acc[0], S, xi, base, off, wg, t0)
+            t0 += 4
+        while t0 < T:
+            _one1(acc[0], S, xi, base, off, wg, t0)
+            t0 += 1
+    else:
+        # four output channels share every input load; a partial block computes its
+        # missing channels with zero weights
+        while t0 + 8 <= T:
+            _grp8(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+            t0 += 8
+        if t0 + 4 <= T:
+            _grp4(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+            t0 += 4
+        if t0 + 2 <= T:
+            _grp2(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+            t0 += 2
+        if t0 < T:
+            _grp1(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+
+
 @njit(parallel=True, **JIT)
 def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scratch):
     # out: (N, O, OD, OH, OW)   xs: (N, C*Dp*Hp*Wp) the padded input (or its phases)
@@ -185,33 +219,8 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
         for j in range(nb):
             acc[j, :S] = 0
         wg = wp[g, ob]
-        xi = xs[n]
         base = U(g * gstride + od * sd * HWp + s0)
-        t0 = 0
-        if nb == 1:
-            while t0 + 8 <= T:
-                _one8(acc[0], S, xi, base, off, wg, t0)
-                t0 += 8
-            if t0 + 4 <= T:
-                _one4(acc[0], S, xi, base, off, wg, t0)
-                t0 += 4
-            while t0 < T:
-                _one1(acc[0], S, xi, base, off, wg, t0)
-                t0 += 1
-        else:
-            # four output channels share every input load; a partial block computes its
-            # missing channels with zero weights
-            while t0 + 8 <= T:
-                _grp8(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
-                t0 += 8
-            if t0 + 4 <= T:
-                _grp4(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
-                t0 += 4
-            if t0 + 2 <= T:
-                _grp2(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
-                t0 += 2
-            if t0 < T:
-                _grp1(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+        _apply_taps(acc, S, xs[n], base, off, wg, T, nb)
         for j in range(nb):
             bv = bias[o0 + j]
             oc = out[n, o0 + j, od]
@@ -326,38 +335,32 @@ def _phase_split(xp, sh, sw):
     return xq.reshape(N, C * sh * sw, Dp, Hq, Wq)
 
 
-@njit(**JIT)
 def _pack(w, groups, Dp, HWp, Wp, dd, dh, dw, sh, sw):
-    # The weight as a tap list: tap t = (c, kd, kh, kw) reads the image at offset off[t]
-    # (from the first plane of its group, od = oh = ow = 0); wp[g, ob, t, j] is its weight
-    # for output channel g*Og + 4*ob + j (zero past the group's last channel). With
-    # stride (sh, sw) > 1 the planes are phases (see _phase_split): the tap's row offset
-    # kh*dh is row kh*dh // sh of phase kh*dh % sh (columns alike).
+    """The weight as a tap list: tap t = (c, kd, kh, kw) reads the image at offset off[t]
+    (from the first plane of its group, od = oh = ow = 0); wp[g, ob, t, j] is its weight
+    for output channel g*Og + 4*ob + j (zero past the group's last channel). With
+    stride (sh, sw) > 1 the planes are phases (see _phase_split): the tap's row offset
+    kh*dh is row kh*dh // sh of phase kh*dh % sh (columns alike)."""
     O, Cg, KD, KH, KW = w.shape
     Og = O // groups
+    nob = -(-Og // 4)
     T = Cg * KD * KH * KW
-    off = np.empty(T, np.int64)
-    t = 0
-    for c in range(Cg):
-        for kd in range(KD):
-            for kh in range(KH):
-                for kw in range(KW):
-                    plane = (c * sh + kh * dh % sh) * sw + kw * dw % sw
-                    off[t] = ((plane * Dp + kd * dd) * HWp + (kh * dh // sh) * Wp
-                              + kw * dw // sw)
-                    t += 1
-    wp = np.zeros((groups, (Og + 3) // 4, T, 4), w.dtype)
-    for o in range(O):
-        oo = o % Og
-        wo = w[o]
-        t = 0
-        for c in range(Cg):
-            for kd in range(KD):
-                for kh in range(KH):
-                    for kw in range(KW):
-                        wp[o // Og, oo // 4, t, oo % 4] = wo[c, kd, kh, kw]
-                        t += 1
-    return off, wp
+    wp = np.zeros((groups, nob * 4, T), dtype=w.dtype)
+    wp[:, :Og] = w.reshape(groups, Og, T)
+    wp = np.ascontiguousarray(wp.reshape(groups, nob, 4, T).transpose(0, 1, 3, 2))
+    return _offsets(Cg, KD, KH, KW, Dp, HWp, Wp, dd, dh, dw, sh, sw), wp
+
+
+@functools.lru_cache(maxsize=256)
+def _offsets(Cg, KD, KH, KW, Dp, HWp, Wp, dd, dh, dw, sh, sw):
+    c = np.arange(Cg).reshape(-1, 1, 1, 1)
+    kd = np.arange(KD).reshape(1, -1, 1, 1) * dd
+    kh = np.arange(KH).reshape(1, 1, -1, 1) * dh
+    kw = np.arange(KW).reshape(1, 1, 1, -1) * dw
+    plane = (c * sh + kh % sh) * sw + kw % sw
+    off = ((plane * Dp + kd) * HWp + (kh // sh) * Wp + kw // sw).astype(np.int64).ravel()
+    off.flags.writeable = False
+    return off
 
 
 def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
