@@ -93,6 +93,9 @@ def features(spec: ConvSpec) -> dict:
     col_bytes = spec.N * G * R * P * isz
     gemm_eff = min(1.0, min(Og, R, spec.N * P) / 64.0)
     im2col_flop = spec.flops / max(gemm_eff, 1 / 64)
+    # large images (cpu/im2col.py: column matrix >= 1 MB) take another path: stacked
+    # GEMMs, one per image, each followed by a switch between BLAS and numba threads
+    big = G * R * P * isz >= (1 << 20)
     out_bytes = spec.N * spec.C_out * P * isz
     # fft: forward/inverse real FFTs plus the per-frequency channel contraction
     fsz = [_fast_len(p) for p in spec.lift(spec.padded_size)]
@@ -103,7 +106,8 @@ def features(spec: ConvSpec) -> dict:
     cmul = spec.N * spec.C_out * Cg * Fh
     return {"direct": {"overhead": 1.0, "line": lines, "flop": 2 * outputs * T,
                        "pass": outputs * passes, "phase_byte": phase_bytes},
-            "im2col": {"overhead": 1.0, "gather_byte": col_bytes, "flop": im2col_flop,
+            "im2col": {"overhead": 1.0, "gather_byte": col_bytes,
+                       "flop": 0.0 if big else im2col_flop, "flop_big": im2col_flop if big else 0.0,
                        "out_byte": out_bytes},
             "fft": {"overhead": 1.0, "fft_flop": fft_flop, "cmul": cmul}}
 
