@@ -1,4 +1,5 @@
 """Shared test registry: the algorithms, tolerances, oracles and hypothesis strategies."""
+import gzip
 import os
 import sys
 
@@ -43,6 +44,28 @@ def assert_close(got, want, dtype=None, scale=None):
         f"max |got - want| = {worst:.3g} > {rtol:g} * {scale:.3g} (dtype {dtype}); "
         f"at {np.unravel_index(int(err.argmax()), err.shape)}: got "
         f"{got.ravel()[int(err.argmax())]!r}, want {want.ravel()[int(err.argmax())]!r}")
+
+
+# --- MNIST-format files ------------------------------------------------------------------
+def idx_bytes(arr):
+    """``arr`` as an IDX file of unsigned bytes (the MNIST format), uncompressed."""
+    arr = np.asarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    return header + arr.tobytes()
+
+
+def write_bar_digits(root, sizes):
+    """A tiny learnable MNIST in ``root`` (gzip IDX files): ``sizes`` maps "train"/"t10k"
+    to a number of 'digits', each label drawn as a bright bar at its own height."""
+    rng = np.random.default_rng(0)
+    for split, n in sizes.items():
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+        for i, y in enumerate(labels):
+            images[i, 2 + 2 * y:4 + 2 * y, 4:24] = 255
+        (root / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
+        (root / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    return root
 
 
 # --- configurations ---------------------------------------------------------------------

@@ -2,10 +2,9 @@
 gradients, the nn ops, device-array in/out and the no-GPU error.
 
 Without a GPU this module runs under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``,
-set here before numba.cuda is imported) on small shapes; with a GPU (and no simulator
+set by tests/cudasim.py before numba.cuda is imported) on small shapes; with a GPU (and no simulator
 variable set) the same tests run for real, plus a few at full tile sizes.
 """
-import ctypes
 import os
 import subprocess
 import sys
@@ -14,43 +13,8 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-
-
-def _gpu_present() -> bool:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        return False
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-        n = ctypes.c_int(0)
-        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(n)) == 0 and n.value > 0
-    except (OSError, AttributeError):
-        return False
-
-
-_WANT_SIM = not _gpu_present()
-if _WANT_SIM and "numba.cuda" not in sys.modules:
-    _old = os.environ.get("NUMBA_ENABLE_CUDASIM")
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    try:
-        from numba.core import config as _config
-        _config.reload_config()
-        cuda = pytest.importorskip("numba.cuda")
-    finally:
-        # numba.cuda stays the simulator in this process; subprocesses see the old setting
-        if _old is None:
-            os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
-        else:
-            os.environ["NUMBA_ENABLE_CUDASIM"] = _old
-else:
-    cuda = pytest.importorskip("numba.cuda")
-
+from cudasim import SIM, cuda, rt  # noqa: E402  (sets up numba.cuda first)
 from fastconv.cuda import nn_ops  # noqa: E402
-from fastconv.cuda import runtime as rt  # noqa: E402
-
-SIM = rt.simulator()
-if _WANT_SIM and not SIM:
-    pytest.skip("numba.cuda was imported without the simulator and there is no GPU",
-                allow_module_level=True)
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.filterwarnings("ignore:.*Grid size.*")]   # tiny launches, by design

@@ -8,16 +8,12 @@ import urllib.request
 import numpy as np
 import pytest
 
+from conftest import idx_bytes
+
 from fastconv import datasets
 
 STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-
-
-def idx_bytes(arr):
-    arr = np.asarray(arr, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
-    return header + arr.tobytes()
 
 
 def make_split(rng, n):

@@ -1,6 +1,5 @@
 """examples/mnist.py on a tiny generated IDX set: a 2-step training run in a subprocess,
 and checkpoint -> resume giving the same parameters as an uninterrupted run."""
-import gzip
 import importlib.util
 import json
 import os
@@ -11,30 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_bar_digits
+
 from fastconv import nn
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist.py"
 
 
-def write_idx(path, arr):
-    arr = np.asarray(arr, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
-    path.write_bytes(gzip.compress(header + arr.tobytes()))
-
-
 @pytest.fixture(scope="module")
 def tiny_mnist(tmp_path_factory):
     """160 training and 40 test 'digits': the label is drawn as a bright bar position."""
-    root = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 160), ("t10k", 40)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-        for i, y in enumerate(labels):
-            images[i, 2 + 2 * y:4 + 2 * y, 4:24] = 255
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    return root
+    return write_bar_digits(tmp_path_factory.mktemp("mnist"), {"train": 160, "t10k": 40})
 
 
 def load_example():

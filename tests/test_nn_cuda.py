@@ -3,10 +3,8 @@ forward, loss, every parameter gradient and optimiser steps after ``model.to("cu
 state dicts, and ``examples/mnist.py --device cuda``.
 
 Without a GPU this module runs under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``,
-set here before numba.cuda is imported, exactly as tests/test_cuda.py does) on tiny shapes.
+set by tests/cudasim.py before numba.cuda is imported) on tiny shapes.
 """
-import ctypes
-import gzip
 import importlib.util
 import os
 import subprocess
@@ -17,42 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
-def _gpu_present() -> bool:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        return False
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-        n = ctypes.c_int(0)
-        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(n)) == 0 and n.value > 0
-    except (OSError, AttributeError):
-        return False
-
-
-_WANT_SIM = not _gpu_present()
-if _WANT_SIM and "numba.cuda" not in sys.modules:
-    _old = os.environ.get("NUMBA_ENABLE_CUDASIM")
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    try:
-        from numba.core import config as _config
-        _config.reload_config()
-        cuda = pytest.importorskip("numba.cuda")
-    finally:
-        # numba.cuda stays the simulator in this process; subprocesses see the old setting
-        if _old is None:
-            os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
-        else:
-            os.environ["NUMBA_ENABLE_CUDASIM"] = _old
-else:
-    cuda = pytest.importorskip("numba.cuda")
-
+from conftest import write_bar_digits
+from cudasim import SIM, cuda, rt  # noqa: E402  (sets up numba.cuda first)
 from fastconv import nn, optim  # noqa: E402
-from fastconv.cuda import runtime as rt  # noqa: E402
-
-SIM = rt.simulator()
-if _WANT_SIM and not SIM:
-    pytest.skip("numba.cuda was imported without the simulator and there is no GPU",
-                allow_module_level=True)
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.filterwarnings("ignore:.*Grid size.*"),      # tiny launches, by design
@@ -227,24 +192,9 @@ def test_conv_transpose2d_output_padding_past_stride(algo):
 
 
 # --- examples/mnist.py --device cuda ---------------------------------------------------------
-def write_idx(path, arr):
-    arr = np.asarray(arr, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
-    path.write_bytes(gzip.compress(header + arr.tobytes()))
-
-
 @pytest.fixture(scope="module")
 def tiny_mnist(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnist_cuda")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 64), ("t10k", 8)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-        for i, y in enumerate(labels):
-            images[i, 2 + 2 * y:4 + 2 * y, 4:24] = 255
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    return root
+    return write_bar_digits(tmp_path_factory.mktemp("mnist_cuda"), {"train": 64, "t10k": 8})
 
 
 def _example_env(tmp_path, simulate):
