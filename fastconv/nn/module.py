@@ -210,7 +210,14 @@ class Parameter:
 
     @property
     def device(self):
-        """``"cuda"`` when ``.data`` is a GPU array, else ``"cpu"``."""
+        """``"cuda"`` when ``.data`` is a GPU array, else ``"cpu"``.
+
+        Examples
+        --------
+        >>> from fastconv import nn
+        >>> nn.Linear(2, 2).weight.device
+        'cpu'
+        """
         return "cuda" if is_gpu_array(self.data) else "cpu"
 
     def accumulate(self, grad):
