@@ -178,10 +178,11 @@ def test_memory_bounded_blocking(algorithm, monkeypatch, rng):
 
 @pytest.mark.parametrize("groups", [1, 2])
 def test_im2col_stacked_blocks_and_reused_scratch(groups, monkeypatch, rng):
-    """Large images: blocks of images, one column matrix each, multiplied by stacked GEMMs
-    straight into the output (forced here with small budgets); the scratch memory they
-    reuse between calls never leaks into earlier results."""
-    from fastconv.cpu import im2col
+    """Large images without a controllable BLAS: blocks of images, one column matrix each,
+    multiplied by stacked GEMMs straight into the output (forced here with small budgets);
+    the scratch memory they reuse between calls never leaks into earlier results."""
+    from fastconv.cpu import _blas, im2col
+    monkeypatch.setitem(_blas._state, "api", ())          # as if NumPy's BLAS were not OpenBLAS
     monkeypatch.setattr(im2col, "BATCH_BELOW_BYTES", 1)
     x, w, b = rng.standard_normal((5, 4, 9, 8)), rng.standard_normal((6, 4 // groups, 3, 2)), \
         rng.standard_normal(6)
@@ -194,6 +195,36 @@ def test_im2col_stacked_blocks_and_reused_scratch(groups, monkeypatch, rng):
     kept = got.copy()
     fc.conv2d(rng.standard_normal((3, 4, 12, 11)), w, b, **kw, algorithm="im2col")
     np.testing.assert_array_equal(got, kept)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("n_images", [1, 3])
+@pytest.mark.parametrize("tile_rows", [1, 2, 100])
+def test_im2col_tiles_per_thread(groups, n_images, tile_rows, monkeypatch, rng):
+    """Large images with OpenBLAS: our threads take tiles of output rows (here 1 or 2 rows,
+    or whole images), each gathered and multiplied by a single-threaded GEMM; 3-D, strided,
+    dilated and grouped, checked against the naive reference. BLAS gets its thread count
+    back afterwards."""
+    import numba
+
+    from fastconv.cpu import _blas, im2col
+    monkeypatch.setattr(im2col, "BATCH_BELOW_BYTES", 1)
+    x = rng.standard_normal((n_images, 4, 5, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 4 // groups, 2, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    kw = dict(stride=(1, 2, 1), padding=(0, 1, 2), dilation=(2, 1, 2), groups=groups)
+    OW = 8 + 4 - 2 - 1 + 1
+    monkeypatch.setattr(im2col, "CHUNK_BYTES", tile_rows * 4 // groups * 12 * OW * groups * 4)
+    want = naive.conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
+    calls = []
+    tiled = im2col._fwd_image_per_thread
+    monkeypatch.setattr(im2col, "_fwd_image_per_thread", lambda *a: calls.append(1) or tiled(*a))
+    api = _blas._api()
+    before = api[1]() if api else None
+    got = fc.conv3d(x, w, b, **kw, algorithm="im2col")
+    assert_close(got, want)
+    if api and numba.get_num_threads() > 1:
+        assert calls and api[1]() == before
 
 
 # --- dtypes ------------------------------------------------------------------------------------

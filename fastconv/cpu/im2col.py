@@ -5,13 +5,21 @@ blocks of images or, for one huge image, of output rows, so memory stays bounded
 Backward: ``col2im`` scatter-adds ``W^T @ grad_out`` into the padded input gradient;
 the weight gradient is ``grad_out @ col^T``.
 """
+import concurrent.futures
+import itertools
+import os
+import threading
+
+import numba
 import numpy as np
 from numba import njit, prange
 
+from . import _blas
 from ._common import JIT, U, workspace
 
 COL_BUDGET_BYTES = 48 << 20   # largest column matrix held at once
 BATCH_BELOW_BYTES = 1 << 20   # images with a smaller column matrix share one GEMM
+CHUNK_BYTES = 3 << 19         # column tile per thread in the one-image-per-thread path
 
 
 @njit(inline="always", **JIT)
@@ -38,35 +46,48 @@ def _copy_run(dst, d0, src, s0, step, n):
         j += 1
 
 
+@njit(inline="always", **JIT)
+def _gather_task(col, xf, t, n0, row0, OH, OW, C, Dp, Hp, Wp, KD, KH, KW, sd, sh, sw, dd, dh, dw):
+    # column rows t = (g, r) of every image in col (nb, G, R, nrows*OW)
+    nb, G, R, L = col.shape
+    nrows = L // OW
+    g = t // R
+    r = t % R
+    kw = r % KW
+    kh = (r // KW) % KH
+    kd = (r // (KW * KH)) % KD
+    ci = g * (C // G) + r // (KW * KH * KD)
+    for i in range(nb):
+        dst = col[i, g, r]
+        plane = ((n0 + i) * C + ci) * Dp
+        od = row0 // OH
+        oh = row0 % OH
+        for rr in range(nrows):
+            src = U(((plane + od * sd + kd * dd) * Hp + oh * sh + kh * dh) * Wp + kw * dw)
+            _copy_run(dst, U(rr * OW), xf, src, U(sw), OW)
+            oh += 1
+            if oh == OH:
+                oh = 0
+                od += 1
+
+
 @njit(parallel=True, **JIT)
 def _im2col(col, xp, n0, row0, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh, dw):
     # col: (nb, G, Cg*KD*KH*KW, nrows*OW), any strides along its first three axes
     # xp: (N, C, Dp, Hp, Wp); column rows index (od, oh) from row0
-    nb, G, R, L = col.shape
-    nrows = L // OW
     C, Dp, Hp, Wp = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
-    Cg = C // G
     xf = xp.reshape(xp.size)              # flat views: offsets instead of per-row slices
-    us = U(sw)
-    for t in prange(G * R):
-        g = t // R
-        r = t % R
-        kw = r % KW
-        kh = (r // KW) % KH
-        kd = (r // (KW * KH)) % KD
-        ci = g * Cg + r // (KW * KH * KD)
-        for i in range(nb):
-            dst = col[i, g, r]
-            plane = ((n0 + i) * C + ci) * Dp
-            od = row0 // OH
-            oh = row0 % OH
-            for rr in range(nrows):
-                src = U(((plane + od * sd + kd * dd) * Hp + oh * sh + kh * dh) * Wp + kw * dw)
-                _copy_run(dst, U(rr * OW), xf, src, us, OW)
-                oh += 1
-                if oh == OH:
-                    oh = 0
-                    od += 1
+    for t in prange(col.shape[1] * col.shape[2]):
+        _gather_task(col, xf, t, n0, row0, OH, OW, C, Dp, Hp, Wp, KD, KH, KW, sd, sh, sw, dd, dh, dw)
+
+
+@njit(**JIT)
+def _im2col_serial(col, xp, n0, row0, OH, OW, KD, KH, KW, sd, sh, sw, dd, dh, dw):
+    # _im2col on the calling thread alone (for callers that run one image per thread)
+    C, Dp, Hp, Wp = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
+    xf = xp.reshape(xp.size)
+    for t in range(col.shape[1] * col.shape[2]):
+        _gather_task(col, xf, t, n0, row0, OH, OW, C, Dp, Hp, Wp, KD, KH, KW, sd, sh, sw, dd, dh, dw)
 
 
 @njit(parallel=True, **JIT)
@@ -158,6 +179,12 @@ def im2col_fwd(xp, w, bias, stride, dilation, groups, out):
     wm = w.reshape(G, O // G, R)
     rows = OD * OH
     bytes_per_row = G * R * OW * xp.dtype.itemsize
+    threads = numba.get_num_threads()
+    if threads > 1 and rows * bytes_per_row >= BATCH_BELOW_BYTES:
+        with _blas.single_threaded() as ok:
+            if ok:
+                _fwd_image_per_thread(xp, wm, bias, out, threads, (KD, KH, KW), stride, dilation)
+                return out
     for n0, nb, row0, nrows, stacked in _blocks(N, rows, bytes_per_row):
         col = _gather(xp, n0, nb, row0, nrows, G, R, OH, OW, (KD, KH, KW), stride, dilation,
                       stacked)
@@ -169,6 +196,51 @@ def im2col_fwd(xp, w, bias, stride, dilation, groups, out):
             res = np.matmul(wm, col, out=workspace("gemm", (G, O // G, col.shape[2]), xp.dtype))
             _scatter_rows(out, res, bias, n0, row0, nrows)
     return out
+
+
+_pool = {"executor": None, "pid": None, "lock": threading.Lock()}
+
+
+def _executor(threads):
+    """Our worker threads (one pool per process: a forked child starts its own)."""
+    with _pool["lock"]:
+        ex = _pool["executor"]
+        if ex is None or ex._max_workers != threads or _pool["pid"] != os.getpid():
+            if ex is not None and _pool["pid"] == os.getpid():
+                ex.shutdown(wait=False)
+            ex = _pool["executor"] = concurrent.futures.ThreadPoolExecutor(
+                threads, thread_name_prefix="fastconv-im2col")
+            _pool["pid"] = os.getpid()
+        return ex
+
+
+def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
+    """BLAS single-threaded: each of our threads takes tiles of CHUNK_BYTES of column
+    matrix (whole output rows of one image), gathers the tile and multiplies it straight
+    into the output while it is still in cache (see cpu/_blas.py)."""
+    N, O, OD, OH, OW = out.shape
+    G, Og, R = wm.shape
+    rows = OD * OH
+    nr = max(1, min(rows, CHUNK_BYTES // (G * R * OW * xp.dtype.itemsize)))
+    tiles = [(n, r0) for n in range(N) for r0 in range(0, rows, nr)]
+    b = bias.reshape(G, Og, 1)
+    nxt = itertools.count()          # next() is atomic: threads pull tiles as they finish
+
+    def worker(_):
+        col = workspace("col", (1, G, R, nr * OW), xp.dtype)
+        for t in iter(nxt.__next__, None):
+            if t >= len(tiles):
+                return
+            n, r0 = tiles[t]
+            m = min(nr, rows - r0)
+            c = col[:, :, :, :m * OW]
+            _im2col_serial(c, xp, n, r0, OH, OW, *kernel, *stride, *dilation)
+            dst = out[n].reshape(G, Og, rows * OW)[:, :, r0 * OW:(r0 + m) * OW]
+            np.matmul(wm, c[0], out=dst)
+            dst += b
+
+    for _ in _executor(threads).map(worker, range(threads)):
+        pass
 
 
 def im2col_bwd_input(go, w, padded_size, stride, dilation, groups):
