@@ -13,6 +13,7 @@ mean slowdown of its picks against the fastest.
 """
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -102,9 +103,11 @@ def main():
           f"mean slowdown of its picks {np.mean(slow):.3f}x, worst {np.max(slow):.2f}x")
     print(json.dumps(model, indent=1))
     if not args.dry_run:
-        with open(dispatch._MODEL_FILE, "w") as fh:
+        tmp = dispatch._MODEL_FILE.with_suffix(".json.tmp")      # atomic: write, then rename
+        with open(tmp, "w") as fh:
             json.dump({"_comment": f"fitted by bench/fit_cost_model.py on {dispatch._cpu_model()}",
                        **model}, fh, indent=1)
+        os.replace(tmp, dispatch._MODEL_FILE)
         print(f"wrote {dispatch._MODEL_FILE}")
 
 

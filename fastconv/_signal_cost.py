@@ -3,7 +3,7 @@ is fastest for a :class:`~fastconv._signal_core.Plan`.
 
 Each method's time is modelled as ``overhead + sum(constant * feature)`` with features
 counted from the plan (multiply-adds, FFT work ``n log2 n``, bytes copied). The constants
-below were fitted on the development machine (2 shared AMD EPYC cores, AVX-512) by
+below were fitted on the development machine (2 shared AMD EPYC cores, AVX2/FMA) by
 
     python bench/signal_report.py --fit
 

@@ -1,7 +1,7 @@
 """Choosing the algorithm: a fitted cost model, optional autotuning, and its disk cache.
 
 The cost model estimates seconds per candidate from operation and byte counts times
-constants fitted on a machine of our CI class (2 AVX-512 cores). The constants live in
+constants fitted on a machine of our CI class (2 x86-64 cores). The constants live in
 ``cost_model.json`` next to this file; ``python bench/fit_cost_model.py`` re-times the
 kernels on the current machine, refits them (non-negative least squares) and rewrites
 that file.
@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _config
 from ._spec import ConvSpec, _prod
+from .cpu import direct
 
 CPU_ALGORITHMS = ("direct", "im2col", "fft")
 
@@ -79,14 +80,20 @@ def features(spec: ConvSpec) -> dict:
     # width grid (of the phases, for strides > 1), output channels in blocks of 4 (a
     # remainder of 2-3 costs a whole block, a single channel less), the Cg*kD*kH*kW taps
     # in passes of 8 (then 4, 2, 1), each pass loading and storing the accumulators
+    # with a fixed setup per pass and segment; short lines interleave the images
+    # (batch-minor: one line per plane for all images, paid for with two transposes)
     wq = -(-wp // sw)
     line = (oh - 1) * wq + ow
-    lines = spec.N * G * -(-Og // 4) * od
+    minor = spec.N > 1 and line < direct.BATCH_MINOR_BELOW
+    lines = (1 if minor else spec.N) * G * -(-Og // 4) * od
     T = Cg * kd * kh * kw
     passes = T // 8 + (T % 8) // 4 + (T % 4) // 2 + T % 2
     ch_cost = (Og // 4) * 4 + {0: 0, 1: 1.5, 2: 4, 3: 4}[Og % 4]
     outputs = spec.N * G * ch_cost * od * line
-    phase_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz if sh * sw > 1 else 0
+    segments = lines * -(-line * (spec.N if minor else 1) * isz // direct.SEG_BYTES)
+    in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
+    phase_bytes = in_bytes if sh * sw > 1 else 0
+    minor_bytes = in_bytes + spec.N * spec.C_out * od * oh * ow * isz if minor else 0
     # im2col: gather the column matrix, one GEMM (less efficient when small), scatter
     R = Cg * kd * kh * kw
     P = od * oh * ow
@@ -105,7 +112,8 @@ def features(spec: ConvSpec) -> dict:
     fft_flop = n_ffts * 2.5 * F * math.log2(max(F, 2))
     cmul = spec.N * spec.C_out * Cg * Fh
     return {"direct": {"overhead": 1.0, "line": lines, "flop": 2 * outputs * T,
-                       "pass": outputs * passes, "phase_byte": phase_bytes},
+                       "pass": outputs * passes, "pass_setup": segments * passes,
+                       "phase_byte": phase_bytes, "minor_byte": minor_bytes},
             "im2col": {"overhead": 1.0, "gather_byte": col_bytes,
                        "flop": 0.0 if big else im2col_flop, "flop_big": im2col_flop if big else 0.0,
                        "out_byte": out_bytes},
@@ -128,7 +136,8 @@ def _fast_len(n: int) -> int:
 
 def estimate(spec: ConvSpec) -> dict:
     feats = features(spec)
-    return {a: float(sum(_MODEL[a][k] * v for k, v in feats[a].items())) for a in CPU_ALGORITHMS}
+    return {a: float(sum(_MODEL[a].get(k, 0.0) * v for k, v in feats[a].items()))
+            for a in CPU_ALGORITHMS}
 
 
 # --- the public chooser ---------------------------------------------------------------

@@ -68,6 +68,25 @@ def test_matches_naive(nd, algorithm, data):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("layout", ["image-major", "batch-minor"])
+@PROPERTY
+@given(data=st.data())
+def test_direct_layouts_and_segments(nd, layout, data):
+    """The direct kernel reads images one by one (image-major) or interleaved, image index
+    innermost (batch-minor, for short lines); forced here for every problem, with tiny
+    segments so that segments split output rows (and, batch-minor, the images of a column)."""
+    from fastconv.cpu import direct
+    cfg = data.draw(conv_configs(nd, max_batch=4))
+    x, w, b = make_arrays(cfg)
+    seg_bytes = data.draw(st.sampled_from([4 * 3, 8 * 7, direct.SEG_BYTES]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(direct, "BATCH_MINOR_BELOW", 1 << 40 if layout == "batch-minor" else 0)
+        mp.setattr(direct, "SEG_BYTES", seg_bytes)
+        got = CONV[nd](x, w, b, **conv_kwargs(cfg), algorithm="direct")
+    assert_close(got, naive_conv(cfg, x, w, b), cfg["dtype"])
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @PROPERTY
 @given(data=st.data())

@@ -8,7 +8,9 @@ input into phases (polyphase), so that it too reads at unit stride.
 The weight becomes a list of taps (channel, depth, row, column), each an offset into the
 image; a pass over the accumulators applies eight taps of the list, whatever their
 channel or row (for a 3x3 kernel over 64 channels: 72 passes instead of 384), and four
-output channels share each input load.
+output channels share each input load. Small images are interleaved (image index
+innermost, "batch-minor"), so that one line covers the plane of every image and each
+pass's setup is paid once per batch instead of once per image.
 """
 import functools
 
@@ -188,7 +190,7 @@ def _apply_taps(acc, S, xi, base, off, wg, T, nb):
 
 
 @njit(parallel=True, **JIT)
-def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scratch):
+def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scratch, nm):
     # out: (N, O, OD, OH, OW)   xs: (N, C*Dp*Hp*Wp) the padded input (or its phases)
     # wp, off: the weight as a tap list (see _pack); a group's planes start gstride
     # elements apart in xs[n], its depth planes HWp apart. Height and width strides are 1
@@ -196,13 +198,17 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
     # read on the padded-width grid (the Wp - OW wrap-around columns are computed and
     # dropped). Tasks are (image, group, block of 4 output channels, od, segment of `seg`
     # outputs of the line).
+    # Batch-minor (nm = N > 1): xs is (1, C*Dp*Hp*Wp*N) with the image index innermost,
+    # so one line holds the output plane of all nm images (position ow*nm + n of a row),
+    # long enough to amortise each pass's setup when the images are small.
     N, O, OD, OH, OW = out.shape
     Og = O // groups
     nob = (Og + 3) // 4
     T = off.shape[0]
-    L = (OH - 1) * Wp + OW
+    OWn = OW * nm                               # a row of the line: OW outputs per image
+    L = (OH - 1) * Wp + OWn
     nseg = (L + seg - 1) // seg
-    for task in prange(N * groups * nob * OD * nseg):
+    for task in prange(xs.shape[0] * groups * nob * OD * nseg):
         sg = task % nseg
         r = task // nseg
         od = r % OD
@@ -223,16 +229,23 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
         _apply_taps(acc, S, xs[n], base, off, wg, T, nb)
         for j in range(nb):
             bv = bias[o0 + j]
-            oc = out[n, o0 + j, od]
             aj = acc[j]
             tg = s0
             while tg < s0 + S:                      # one output row at a time
                 row = tg // Wp
-                ow0 = tg - row * Wp
+                c0 = tg - row * Wp
                 end = min(s0 + S, (row + 1) * Wp)
-                orow = oc[row]
-                for ow in range(ow0, min(OW, ow0 + end - tg)):
-                    orow[ow] = aj[tg - s0 + ow - ow0] + bv
+                c1 = min(OWn, c0 + end - tg)
+                a0 = tg - s0 - c0
+                if nm == 1:
+                    orow = out[n, o0 + j, od, row]
+                    for ow in range(c0, c1):
+                        orow[ow] = aj[a0 + ow] + bv
+                else:                               # column c = ow * nm + image
+                    for ni in range(nm):
+                        orow = out[ni, o0 + j, od, row]
+                        for ow in range((c0 - ni + nm - 1) // nm, (c1 - ni + nm - 1) // nm):
+                            orow[ow] = aj[a0 + ow * nm + ni] + bv
                 tg = end
 
 
@@ -303,18 +316,29 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out):
         # runs on contiguous, vectorisable lines.
         xp = _phase_split(xp, sh, sw)
     Hp, Wp = xp.shape[3], xp.shape[4]
-    off, wp = _pack(w, groups, Dp, Hp * Wp, Wp, *dilation, sh, sw)
-    L = (OH - 1) * Wp + OW
-    tasks = N * groups * -(-(O // groups) // 4) * OD
+    nm = N if N > 1 and (OH - 1) * Wp + OW < BATCH_MINOR_BELOW else 1
+    if nm > 1:                                 # images innermost: (1, C, Dp, Hp, Wp * N)
+        xs = workspace("minor", xp.shape[1:] + (N,), xp.dtype)
+        np.copyto(xs, xp.transpose(1, 2, 3, 4, 0))
+        xs = xs.reshape(1, -1)
+    else:
+        xs = xp.reshape(N, -1)
+    off, wp = _pack(w, groups, Dp, Hp * Wp * nm, Wp * nm, *dilation, sh, sw, nm)
+    L = (OH - 1) * Wp * nm + OW * nm
+    tasks = xs.shape[0] * groups * -(-(O // groups) // 4) * OD
     nseg = max(1, min(-(-n_tasks_target() // tasks), L // 64))
     seg = min(-(-L // nseg), SEG_BYTES // out.dtype.itemsize)   # accumulators stay in L1
     scratch = np.empty((numba.get_num_threads(), 4, seg), dtype=out.dtype)
     with serial_if_small(out.size * w[0].size):
-        _direct_fwd(out, xp.reshape(N, -1), wp, off, xp.shape[1] // groups * Dp * Hp * Wp,
-                    bias, Wp, Hp * Wp, sd, groups, seg, scratch)
+        _direct_fwd(out, xs, wp, off, xp.shape[1] // groups * Dp * Hp * Wp * nm,
+                    bias, Wp * nm, Hp * Wp * nm, sd, groups, seg, scratch, nm)
     return out
 
 
+# Output lines (one plane on the padded-width grid) shorter than this interleave the
+# images (batch-minor): each pass over the accumulators has a fixed setup cost (about
+# 200 ns) that short lines do not amortise; longer lines lose more to the transposes.
+BATCH_MINOR_BELOW = 256
 SEG_BYTES = 8192     # bytes of one accumulator row (a task holds four)
 
 
@@ -335,12 +359,13 @@ def _phase_split(xp, sh, sw):
     return xq.reshape(N, C * sh * sw, Dp, Hq, Wq)
 
 
-def _pack(w, groups, Dp, HWp, Wp, dd, dh, dw, sh, sw):
+def _pack(w, groups, Dp, HWp, Wp, dd, dh, dw, sh, sw, nm=1):
     """The weight as a tap list: tap t = (c, kd, kh, kw) reads the image at offset off[t]
     (from the first plane of its group, od = oh = ow = 0); wp[g, ob, t, j] is its weight
     for output channel g*Og + 4*ob + j (zero past the group's last channel). With
     stride (sh, sw) > 1 the planes are phases (see _phase_split): the tap's row offset
-    kh*dh is row kh*dh // sh of phase kh*dh % sh (columns alike)."""
+    kh*dh is row kh*dh // sh of phase kh*dh % sh (columns alike). Batch-minor images
+    (nm > 1, see _direct_fwd) put nm elements between neighbouring columns."""
     O, Cg, KD, KH, KW = w.shape
     Og = O // groups
     nob = -(-Og // 4)
@@ -348,17 +373,17 @@ def _pack(w, groups, Dp, HWp, Wp, dd, dh, dw, sh, sw):
     wp = np.zeros((groups, nob * 4, T), dtype=w.dtype)
     wp[:, :Og] = w.reshape(groups, Og, T)
     wp = np.ascontiguousarray(wp.reshape(groups, nob, 4, T).transpose(0, 1, 3, 2))
-    return _offsets(Cg, KD, KH, KW, Dp, HWp, Wp, dd, dh, dw, sh, sw), wp
+    return _offsets(Cg, KD, KH, KW, Dp, HWp, Wp, dd, dh, dw, sh, sw, nm), wp
 
 
 @functools.lru_cache(maxsize=256)
-def _offsets(Cg, KD, KH, KW, Dp, HWp, Wp, dd, dh, dw, sh, sw):
+def _offsets(Cg, KD, KH, KW, Dp, HWp, Wp, dd, dh, dw, sh, sw, nm):
     c = np.arange(Cg).reshape(-1, 1, 1, 1)
     kd = np.arange(KD).reshape(1, -1, 1, 1) * dd
     kh = np.arange(KH).reshape(1, 1, -1, 1) * dh
     kw = np.arange(KW).reshape(1, 1, 1, -1) * dw
     plane = (c * sh + kh % sh) * sw + kw % sw
-    off = ((plane * Dp + kd) * HWp + (kh // sh) * Wp + kw // sw).astype(np.int64).ravel()
+    off = ((plane * Dp + kd) * HWp + (kh // sh) * Wp + kw // sw * nm).astype(np.int64).ravel()
     off.flags.writeable = False
     return off
 
