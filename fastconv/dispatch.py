@@ -78,19 +78,23 @@ def features(spec: ConvSpec) -> dict:
     wp = spec.lift(spec.padded_size)[2]
     # direct: what cpu/direct.py computes -- an output plane as one line on the padded-
     # width grid (of the phases, for strides > 1), output channels in blocks of 4 (a
-    # remainder of 2-3 costs a whole block, a single channel less), the Cg*kD*kH*kW taps
-    # in passes of 8 (then 4, 2, 1), each pass loading and storing the accumulators
-    # with a fixed setup per pass and segment; short lines interleave the images
-    # (batch-minor: one line per plane for all images, paid for with two transposes)
+    # partial block costs a whole one), register tiles of tile_width outputs along the
+    # line running all Cg*kD*kH*kW taps; lines shorter than a tile interleave the images
+    # (batch-minor: one line for the whole batch, paid for with two transposes); single
+    # output channels (depthwise) take passes of 8 taps over the accumulators instead
     wq = -(-wp // sw)
     line = (oh - 1) * wq + ow
-    minor = spec.N > 1 and line < direct.BATCH_MINOR_BELOW
-    lines = (1 if minor else spec.N) * G * -(-Og // 4) * od
+    minor = direct.batch_minor(spec.N, line, isz)
+    if minor:
+        line *= spec.N
+    lines = (1 if minor else spec.N) * G * od
     T = Cg * kd * kh * kw
-    passes = T // 8 + (T % 8) // 4 + (T % 4) // 2 + T % 2
-    ch_cost = (Og // 4) * 4 + {0: 0, 1: 1.5, 2: 4, 3: 4}[Og % 4]
-    outputs = spec.N * G * ch_cost * od * line
-    segments = lines * -(-line * (spec.N if minor else 1) * isz // direct.SEG_BYTES)
+    tw = int(direct.tile_width(isz))
+    if Og == 1 or line < tw:
+        passes = T // 8 + (T % 8) // 4 + (T % 4) // 2 + T % 2
+        tiled, passed = 0, lines * -(-Og // 4) * 4 * line * passes
+    else:
+        tiled, passed = lines * -(-Og // 4) * 4 * -(-line // tw) * tw * T, 0
     in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
     phase_bytes = in_bytes if sh * sw > 1 else 0
     minor_bytes = in_bytes + spec.N * spec.C_out * od * oh * ow * isz if minor else 0
@@ -111,8 +115,7 @@ def features(spec: ConvSpec) -> dict:
     n_ffts = spec.N * spec.C_in + spec.N * spec.C_out + spec.C_out * Cg
     fft_flop = n_ffts * 2.5 * F * math.log2(max(F, 2))
     cmul = spec.N * spec.C_out * Cg * Fh
-    return {"direct": {"overhead": 1.0, "line": lines, "flop": 2 * outputs * T,
-                       "pass": outputs * passes, "pass_setup": segments * passes,
+    return {"direct": {"overhead": 1.0, "line": lines, "tile_mac": tiled, "pass": passed,
                        "phase_byte": phase_bytes, "minor_byte": minor_bytes},
             "im2col": {"overhead": 1.0, "gather_byte": col_bytes,
                        "flop": 0.0 if big else im2col_flop, "flop_big": im2col_flop if big else 0.0,

@@ -19,6 +19,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
+from ._simd import TILE_BYTES, tile4, tile_width
 
 
 @njit(inline="always", **JIT)
@@ -160,8 +161,9 @@ def _one1(a0, S, xr, base, off, wg, t0):
 @njit(**JIT)
 def _apply_taps(acc, S, xi, base, off, wg, T, nb):
     # acc[j, :S] += sum_t wg[t, j] * xi[base + off[t] + (0..S)] for the nb (1 or up to 4)
-    # output channels of a task. Compiled on its own (not inside the parallel kernel):
-    # this keeps numba's parfor passes, and so the first compilation, short.
+    # output channels of a task (acc[j, :S] = ... when S holds a register tile).
+    # Compiled on its own (not inside the parallel kernel): this keeps numba's parfor
+    # passes, and so the first compilation, short.
     t0 = 0
     if nb == 1:
         while t0 + 8 <= T:
@@ -173,6 +175,15 @@ def _apply_taps(acc, S, xi, base, off, wg, T, nb):
         while t0 < T:
             _one1(acc[0], S, xi, base, off, wg, t0)
             t0 += 1
+    elif S >= TILE_BYTES // acc.itemsize:
+        # register tiles along the line; the last one may overlap its neighbour (it
+        # recomputes a few outputs and overwrites them with the same values)
+        step = TILE_BYTES // acc.itemsize
+        p = 0
+        while p + step < S:
+            tile4(acc, p, xi, base, off, wg, T)
+            p += step
+        tile4(acc, S - step, xi, base, off, wg, T)
     else:
         # four output channels share every input load; a partial block computes its
         # missing channels with zero weights
@@ -316,7 +327,7 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out):
         # runs on contiguous, vectorisable lines.
         xp = _phase_split(xp, sh, sw)
     Hp, Wp = xp.shape[3], xp.shape[4]
-    nm = N if N > 1 and (OH - 1) * Wp + OW < BATCH_MINOR_BELOW else 1
+    nm = N if batch_minor(N, (OH - 1) * Wp + OW, out.dtype.itemsize) else 1
     if nm > 1:                                 # images innermost: (1, C, Dp, Hp, Wp * N)
         xs = workspace("minor", xp.shape[1:] + (N,), xp.dtype)
         np.copyto(xs, xp.transpose(1, 2, 3, 4, 0))
@@ -335,10 +346,13 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     return out
 
 
-# Output lines (one plane on the padded-width grid) shorter than this interleave the
-# images (batch-minor): each pass over the accumulators has a fixed setup cost (about
-# 200 ns) that short lines do not amortise; longer lines lose more to the transposes.
-BATCH_MINOR_BELOW = 256
+def batch_minor(N, line, itemsize):
+    """Whether to interleave the images: when an output line (one plane on the padded-
+    width grid) is shorter than a register tile, the tiles cannot run on it and the
+    passes' setup dominates; the transposes cost less than that."""
+    return N > 1 and line < tile_width(itemsize)
+
+
 SEG_BYTES = 8192     # bytes of one accumulator row (a task holds four)
 
 
