@@ -6,7 +6,7 @@ operation/byte counts of ``fastconv.dispatch.features`` into seconds (least squa
 relative error), and writes them to ``fastconv/cost_model.json``. Run it on an otherwise idle machine of the class
 you deploy to:
 
-    python bench/fit_cost_model.py [--cases 60] [--seed 0] [--dry-run]
+    python bench/fit_cost_model.py [--cases 60] [--seed 0] [--dry-run] [--times t.json]
 
 It prints how often the refitted model picks the measured-fastest algorithm and the
 mean slowdown of its picks against the fastest.
@@ -64,24 +64,37 @@ def main():
     ap.add_argument("--cases", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dry-run", action="store_true", help="fit and report, do not write")
+    ap.add_argument("--times", help="JSON file of measured times: reused when it exists "
+                    "(to try other features without re-timing), written otherwise")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
-    rows = []
     # the benchmark's layer shapes (bench/cases.py) first, then random ones
     fixed = [((N, C, H, W), (O, C, k, k), dict(stride=s, padding=p, groups=1))
              for N, C, H, W, O, k, s, p in LAYERS.values()]
-    for i in range(len(fixed) + args.cases):
-        if i < len(fixed):
-            xs, ws, kw = fixed[i]
-        else:
-            (xs, ws), kw = random_case(rng)
-        x = rng.standard_normal(xs).astype(np.float32)
-        w = rng.standard_normal(ws).astype(np.float32)
+    if args.times and os.path.exists(args.times):
+        with open(args.times) as fh:
+            measured = json.load(fh)
+    else:
+        measured = []
+        for i in range(len(fixed) + args.cases):
+            if i < len(fixed):
+                xs, ws, kw = fixed[i]
+            else:
+                (xs, ws), kw = random_case(rng)
+            x = rng.standard_normal(xs).astype(np.float32)
+            w = rng.standard_normal(ws).astype(np.float32)
+            times = {a: best_time(lambda a=a: fc.conv2d(x, w, algorithm=a, **kw)) for a in ALGOS}
+            measured.append((xs, ws, kw, times))
+            print(f"{i:3d} x{xs} w{ws} {kw}: "
+                  + " ".join(f"{a}={t * 1e3:.2f}ms" for a, t in times.items()), flush=True)
+        if args.times:
+            with open(args.times, "w") as fh:
+                json.dump(measured, fh)
+    rows = []
+    for xs, ws, kw, times in measured:
+        x, w = np.broadcast_to(np.float32(0), xs), np.broadcast_to(np.float32(0), ws)
         spec, *_ = conv_spec("fit", 2, x, w, None, kw["stride"], kw["padding"], 1, kw["groups"], "zeros")
-        times = {a: best_time(lambda a=a: fc.conv2d(x, w, algorithm=a, **kw)) for a in ALGOS}
         rows.append((spec, times))
-        print(f"{i:3d} x{xs} w{ws} {kw}: " + " ".join(f"{a}={t * 1e3:.2f}ms" for a, t in times.items()),
-              flush=True)
 
     model = {}
     for a in ALGOS:
@@ -99,6 +112,10 @@ def main():
         best = min(t, key=t.get)
         hits += pick == best
         slow.append(t[pick] / t[best])
+        if slow[-1] > 1.3:
+            print(f"  misses: N={spec.N} C={spec.C_in} O={spec.C_out} in={spec.in_size} "
+                  f"k={spec.kernel} s={spec.stride} g={spec.groups}: picks {pick} "
+                  f"({t[pick] * 1e3:.2f} ms), {best} takes {t[best] * 1e3:.2f} ms")
     print(f"refitted model picks the fastest in {hits}/{len(rows)} cases; "
           f"mean slowdown of its picks {np.mean(slow):.3f}x, worst {np.max(slow):.2f}x")
     print(json.dumps(model, indent=1))

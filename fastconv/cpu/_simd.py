@@ -81,6 +81,7 @@ def tile4(typingctx, acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t):
             cur.append(ph)
         xp = builder.gep(xb, [builder.load(builder.gep(O.data, [t]))])
         xv = [builder.load(vec(xp, k), align=isz) for k in range(TILE_VECTORS)]
+
         wrow = builder.gep(W.data, [builder.mul(t, i64(4))])
         undef = ir.Constant(vty, ir.Undefined)
         splat = ir.Constant(ir.VectorType(i32, V), [0] * V)

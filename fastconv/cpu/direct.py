@@ -207,8 +207,8 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
     # elements apart in xs[n], its depth planes HWp apart. Height and width strides are 1
     # (direct_fwd splits strided inputs into phases): a whole output plane is one line
     # read on the padded-width grid (the Wp - OW wrap-around columns are computed and
-    # dropped). Tasks are (image, group, block of 4 output channels, od, segment of `seg`
-    # outputs of the line).
+    # dropped). Tasks are (image, group, od, segment of `seg` outputs of the line, block
+    # of 4 output channels).
     # Batch-minor (nm = N > 1): xs is (1, C*Dp*Hp*Wp*N) with the image index innermost,
     # so one line holds the output plane of all nm images (position ow*nm + n of a row),
     # long enough to amortise each pass's setup when the images are small.
@@ -220,12 +220,12 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
     L = (OH - 1) * Wp + OWn
     nseg = (L + seg - 1) // seg
     for task in prange(xs.shape[0] * groups * nob * OD * nseg):
-        sg = task % nseg
-        r = task // nseg
+        ob = task % nob                     # channel blocks innermost: consecutive tasks
+        r = task // nob                     # share their input segment while it is cached
+        sg = r % nseg
+        r = r // nseg
         od = r % OD
         r = r // OD
-        ob = r % nob
-        r = r // nob
         g = r % groups
         n = r // groups
         o0 = g * Og + ob * 4
