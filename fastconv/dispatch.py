@@ -28,9 +28,11 @@ import numpy as np
 
 from . import _config
 from ._spec import ConvSpec, _prod
-from .cpu import direct
+from .cpu import direct, im2col
+from .cpu._simd import TILE_BYTES
 
 CPU_ALGORITHMS = ("direct", "im2col", "fft")
+L2_BYTES = 512 << 10     # per core, on the machines the model is fitted for
 
 _MODEL_FILE = Path(__file__).with_name("cost_model.json")
 _DEFAULT_MODEL = {
@@ -90,11 +92,14 @@ def features(spec: ConvSpec) -> dict:
     lines = (1 if minor else spec.N) * G * od
     T = Cg * kd * kh * kw
     tw = int(direct.tile_width(isz))
+    tiled = tiled_l2 = passed = 0
     if Og == 1 or line < tw:
         passes = T // 8 + (T % 8) // 4 + (T % 4) // 2 + T % 2
-        tiled, passed = 0, lines * -(-Og // 4) * 4 * line * passes
+        passed = lines * -(-Og // 4) * 4 * line * passes
+    elif T * TILE_BYTES > L2_BYTES // 2:     # a tile's taps do not stay in L2 between tiles
+        tiled_l2 = lines * -(-Og // 4) * 4 * -(-line // tw) * tw * T
     else:
-        tiled, passed = lines * -(-Og // 4) * 4 * -(-line // tw) * tw * T, 0
+        tiled = lines * -(-Og // 4) * 4 * -(-line // tw) * tw * T
     in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
     phase_bytes = in_bytes if sh * sw > 1 else 0
     minor_bytes = in_bytes + spec.N * spec.C_out * od * oh * ow * isz if minor else 0
@@ -102,11 +107,14 @@ def features(spec: ConvSpec) -> dict:
     R = Cg * kd * kh * kw
     P = od * oh * ow
     col_bytes = spec.N * G * R * P * isz
-    gemm_eff = min(1.0, min(Og, R, spec.N * P) / 64.0)
+    # large images (cpu/im2col.py: column matrix >= 1 MB) take another path: tiles of
+    # whole output rows, each gathered and multiplied by a single-threaded GEMM
+    big = G * R * P * isz >= im2col.BATCH_BELOW_BYTES
+    rows = od * oh
+    cols = (max(1, min(rows, im2col.CHUNK_BYTES // max(G * R * ow * isz, 1))) * ow if big
+            else spec.N * P)
+    gemm_eff = min(1.0, min(Og, R, cols) / 64.0)
     im2col_flop = spec.flops / max(gemm_eff, 1 / 64)
-    # large images (cpu/im2col.py: column matrix >= 1 MB) take another path: stacked
-    # GEMMs, one per image, each followed by a switch between BLAS and numba threads
-    big = G * R * P * isz >= (1 << 20)
     out_bytes = spec.N * spec.C_out * P * isz
     # fft: forward/inverse real FFTs plus the per-frequency channel contraction
     fsz = [_fast_len(p) for p in spec.lift(spec.padded_size)]
@@ -115,9 +123,11 @@ def features(spec: ConvSpec) -> dict:
     n_ffts = spec.N * spec.C_in + spec.N * spec.C_out + spec.C_out * Cg
     fft_flop = n_ffts * 2.5 * F * math.log2(max(F, 2))
     cmul = spec.N * spec.C_out * Cg * Fh
-    return {"direct": {"overhead": 1.0, "line": lines, "tile_mac": tiled, "pass": passed,
+    return {"direct": {"overhead": 1.0, "line": lines, "tile_mac": tiled,
+                       "tile_mac_l2": tiled_l2, "pass": passed,
                        "phase_byte": phase_bytes, "minor_byte": minor_bytes},
-            "im2col": {"overhead": 1.0, "gather_byte": col_bytes,
+            "im2col": {"overhead": 1.0, "gather_byte": 0.0 if big else col_bytes,
+                       "gather_byte_big": col_bytes if big else 0.0,
                        "flop": 0.0 if big else im2col_flop, "flop_big": im2col_flop if big else 0.0,
                        "out_byte": out_bytes},
             "fft": {"overhead": 1.0, "fft_flop": fft_flop, "cmul": cmul}}
