@@ -642,3 +642,24 @@ def test_concurrent_calls_from_threads(algorithm, rng):
             futures = [pool.submit(fc.conv2d, x, w, **kw) for x, w, kw in problems]
             for fut, want in zip(futures, serial):
                 np.testing.assert_array_equal(fut.result(), want)
+
+
+def test_concurrent_im2col_tiles_restore_blas_threads(monkeypatch, rng):
+    """Several threads in im2col's tiled path at once (it runs NumPy's BLAS single-threaded
+    while any of them is inside): right results, and BLAS gets its thread count back."""
+    from fastconv.cpu import _blas, im2col
+    monkeypatch.setattr(im2col, "BATCH_BELOW_BYTES", 1)
+    monkeypatch.setattr(im2col, "CHUNK_BYTES", 1)
+    problems = [(rng.standard_normal((3, 4, 10 + i, 9)), rng.standard_normal((5, 4, 3, 2)))
+                for i in range(6)]
+    want = [naive.conv(x, w, None, padding=1) for x, w in problems]
+    api = _blas._api()
+    before = api[1]() if api else None
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for _ in range(3):
+            futures = [pool.submit(fc.conv2d, x, w, padding=1, algorithm="im2col")
+                       for x, w in problems]
+            for fut, ref in zip(futures, want):
+                assert_close(fut.result(), ref)
+    if api:
+        assert api[1]() == before and _blas._state["users"] == 0
