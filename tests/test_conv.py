@@ -127,7 +127,8 @@ def test_direct_register_tiles(dtype, data):
     groups = data.draw(st.sampled_from([1, 2]))
     C, O = groups * data.draw(st.integers(1, 3)), groups * data.draw(st.integers(1, 6))
     kh, kw = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
-    H, W = data.draw(st.integers(kh + 1, kh + 6)), data.draw(st.integers(tw // 2, 3 * tw))
+    H = data.draw(st.integers(kh + 1, kh + 6))
+    W = data.draw(st.integers(max(tw // 2, 2 * kw), 3 * tw))     # room for dilation 2
     kw_ = dict(stride=data.draw(st.sampled_from([1, 1, (1, 2), 2])),
                dilation=data.draw(st.sampled_from([1, (1, 2)])), groups=groups,
                padding=data.draw(st.sampled_from([0, 1, "same"])))
