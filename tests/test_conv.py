@@ -1,4 +1,5 @@
 """conv1d / conv2d / conv3d: oracles (naive, scipy, torch), dtypes, shapes, out=, errors, threads."""
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -643,6 +644,36 @@ def test_concurrent_calls_from_threads(algorithm, rng):
             futures = [pool.submit(fc.conv2d, x, w, **kw) for x, w, kw in problems]
             for fut, want in zip(futures, serial):
                 np.testing.assert_array_equal(fut.result(), want)
+
+
+def _im2col_tiles_in_child(queue):
+    from fastconv.cpu import im2col
+    im2col.BATCH_BELOW_BYTES = 1
+    x = np.arange(2 * 3 * 9 * 8, dtype=np.float64).reshape(2, 3, 9, 8)
+    queue.put(fc.conv2d(x, np.ones((4, 3, 2, 2)), algorithm="im2col"))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_im2col_tiles_after_fork(monkeypatch):
+    """A child forked after im2col's worker pool started gets a pool of its own (a copy of
+    the parent's would have no threads and hang)."""
+    import multiprocessing
+
+    from fastconv.cpu import im2col
+    monkeypatch.setattr(im2col, "BATCH_BELOW_BYTES", 1)
+    x = np.arange(2 * 3 * 9 * 8, dtype=np.float64).reshape(2, 3, 9, 8)
+    want = fc.conv2d(x, np.ones((4, 3, 2, 2)), algorithm="im2col")     # starts the pool
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_im2col_tiles_in_child, args=(queue,))
+    child.start()
+    try:
+        got = queue.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_array_equal(got, want)
 
 
 def test_concurrent_im2col_tiles_restore_blas_threads(monkeypatch, rng):

@@ -1,6 +1,11 @@
-"""im2col + GEMM: gather input patches into a column matrix, then one BLAS GEMM per
-block of images (batched over groups by ``np.matmul``). The column matrix is built in
-blocks of images or, for one huge image, of output rows, so memory stays bounded.
+"""im2col + GEMM: gather input patches into a column matrix, then BLAS GEMMs (batched
+over groups by ``np.matmul``).
+
+Small images share one GEMM per block of images (the column matrix is built in blocks,
+so memory stays bounded). Large images are cut into tiles of whole output rows: each of
+our threads gathers a tile and multiplies it by a single-threaded GEMM straight into the
+output while the tile is still in cache. NumPy's OpenBLAS runs single-threaded during
+such a call (see cpu/_blas.py); other BLAS libraries keep the blocked path.
 
 Backward: ``col2im`` scatter-adds ``W^T @ grad_out`` into the padded input gradient;
 the weight gradient is ``grad_out @ col^T``.
@@ -198,20 +203,21 @@ def im2col_fwd(xp, w, bias, stride, dilation, groups, out):
     return out
 
 
-_pool = {"executor": None, "pid": None, "lock": threading.Lock()}
+_pool = {"executor": None, "key": None, "lock": threading.Lock()}
 
 
 def _executor(threads):
-    """Our worker threads (one pool per process: a forked child starts its own)."""
+    """Our worker threads (one pool per process and thread count: a forked child, whose
+    copy of the pool has no threads, starts its own)."""
     with _pool["lock"]:
-        ex = _pool["executor"]
-        if ex is None or ex._max_workers != threads or _pool["pid"] != os.getpid():
-            if ex is not None and _pool["pid"] == os.getpid():
-                ex.shutdown(wait=False)
-            ex = _pool["executor"] = concurrent.futures.ThreadPoolExecutor(
+        key = (os.getpid(), threads)
+        if _pool["key"] != key:
+            if _pool["executor"] is not None and _pool["key"][0] == key[0]:
+                _pool["executor"].shutdown(wait=False)
+            _pool["executor"] = concurrent.futures.ThreadPoolExecutor(
                 threads, thread_name_prefix="fastconv-im2col")
-            _pool["pid"] = os.getpid()
-        return ex
+            _pool["key"] = key
+        return _pool["executor"]
 
 
 def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
