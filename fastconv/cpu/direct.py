@@ -339,6 +339,7 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     tasks = xs.shape[0] * groups * -(-(O // groups) // 4) * OD
     nseg = max(1, min(-(-n_tasks_target() // tasks), L // 64))
     seg = min(-(-L // nseg), SEG_BYTES // out.dtype.itemsize)   # accumulators stay in L1
+    seg = -(-L // -(-L // seg))     # equal segments: no short tail too small for a tile
     scratch = np.empty((numba.get_num_threads(), 4, seg), dtype=out.dtype)
     with serial_if_small(out.size * w[0].size):
         _direct_fwd(out, xs, wp, off, xp.shape[1] // groups * Dp * Hp * Wp * nm,
