@@ -24,90 +24,109 @@ def tile_width(itemsize):
     return TILE_BYTES // itemsize
 
 
-@intrinsic
-def tile4(typingctx, acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t):
-    """acc[j, p0 + i] = sum_{t < T} wg[t, j] * xr[base + off[t] + p0 + i]
-    for the 4 channels j and the tile_width positions i (acc: (4, n) with unit
-    stride along n; xr, off, wg: C-contiguous; wg: (T, 4)). Overwrites acc."""
-    if not (isinstance(acc_t, types.Array) and isinstance(acc_t.dtype, (types.Float, types.Integer))
-            and acc_t.ndim == 2 and isinstance(wg_t, types.Array) and wg_t.dtype == acc_t.dtype
-            and isinstance(xr_t, types.Array) and xr_t.dtype == acc_t.dtype
-            and isinstance(off_t, types.Array) and off_t.dtype == types.int64):
-        return None
-    sig = types.void(acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t)
+def _tile_intrinsic(name, accumulate):
+    """The tile kernel as a numba intrinsic; ``accumulate``: add to acc instead of
+    overwriting it."""
 
-    def codegen(context, builder, signature, args):
-        acc, p0, xr, base, off, wg, T = args
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        isz = acc_t.dtype.bitwidth // 8
-        V = VECTOR_BYTES // isz
-        vty = ir.VectorType(context.get_value_type(acc_t.dtype), V)
-        vptr = vty.as_pointer()
-        if isinstance(acc_t.dtype, types.Float):
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{V}f{isz * 8}")
+    def tile(typingctx, acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t):
+        if not (isinstance(acc_t, types.Array) and acc_t.ndim == 2
+                and isinstance(acc_t.dtype, (types.Float, types.Integer))
+                and isinstance(wg_t, types.Array) and wg_t.dtype == acc_t.dtype
+                and isinstance(xr_t, types.Array) and xr_t.dtype == acc_t.dtype
+                and isinstance(off_t, types.Array) and off_t.dtype == types.int64):
+            return None
+        return types.void(acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t), \
+            lambda context, builder, sig, args: _codegen(context, builder, sig, args, accumulate)
 
-            def fma(a, b, c):
-                return builder.call(fn, [a, b, c])
-        else:                                   # exact integer arithmetic (wraps like numpy)
-            def fma(a, b, c):
-                return builder.add(builder.mul(a, b), c)
-        A = context.make_array(signature.args[0])(context, builder, acc)
-        X = context.make_array(signature.args[2])(context, builder, xr)
-        O = context.make_array(signature.args[4])(context, builder, off)
-        W = context.make_array(signature.args[5])(context, builder, wg)
-        p0 = context.cast(builder, p0, signature.args[1], types.int64)
-        base = context.cast(builder, base, signature.args[3], types.int64)
-        T = context.cast(builder, T, signature.args[6], types.int64)
-        row_stride = builder.sdiv(cgutils.unpack_tuple(builder, A.strides, 2)[0], i64(isz))
+    tile.__name__ = tile.__qualname__ = name
+    return tile
 
-        def vec(ptr, k):
-            return builder.bitcast(builder.gep(ptr, [i64(k * V)]), vptr)
 
-        xb = builder.gep(X.data, [builder.add(base, p0)])
+def _codegen(context, builder, signature, args, accumulate):
+    acc_t = signature.args[0]
+    acc, p0, xr, base, off, wg, T = args
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    isz = acc_t.dtype.bitwidth // 8
+    V = VECTOR_BYTES // isz
+    vty = ir.VectorType(context.get_value_type(acc_t.dtype), V)
+    vptr = vty.as_pointer()
+    if isinstance(acc_t.dtype, types.Float):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{V}f{isz * 8}")
+
+        def fma(a, b, c):
+            return builder.call(fn, [a, b, c])
+    else:                                   # exact integer arithmetic (wraps like numpy)
+        def fma(a, b, c):
+            return builder.add(builder.mul(a, b), c)
+    A = context.make_array(acc_t)(context, builder, acc)
+    X = context.make_array(signature.args[2])(context, builder, xr)
+    O = context.make_array(signature.args[4])(context, builder, off)
+    W = context.make_array(signature.args[5])(context, builder, wg)
+    p0 = context.cast(builder, p0, signature.args[1], types.int64)
+    base = context.cast(builder, base, signature.args[3], types.int64)
+    T = context.cast(builder, T, signature.args[6], types.int64)
+    row_stride = builder.sdiv(cgutils.unpack_tuple(builder, A.strides, 2)[0], i64(isz))
+
+    def vec(ptr, k):
+        return builder.bitcast(builder.gep(ptr, [i64(k * V)]), vptr)
+
+    dst = []                                # the tile's 4 x TILE_VECTORS vectors in acc
+    for j in range(4):
+        row = builder.gep(A.data, [builder.add(builder.mul(row_stride, i64(j)), p0)])
+        dst += [vec(row, k) for k in range(TILE_VECTORS)]
+    if accumulate:
+        init = [builder.load(d, align=isz) for d in dst]
+    else:
         zero = ir.Constant(vty, [0] * V if isinstance(acc_t.dtype, types.Integer) else [0.0] * V)
-        entry = builder.block
-        loop = builder.append_basic_block("tile.loop")
-        done = builder.append_basic_block("tile.done")
-        builder.cbranch(builder.icmp_signed(">", T, i64(0)), loop, done)
+        init = [zero] * len(dst)
+    xb = builder.gep(X.data, [builder.add(base, p0)])
+    entry = builder.block
+    loop = builder.append_basic_block("tile.loop")
+    done = builder.append_basic_block("tile.done")
+    builder.cbranch(builder.icmp_signed(">", T, i64(0)), loop, done)
 
-        builder.position_at_end(loop)
-        t = builder.phi(i64)
-        t.add_incoming(i64(0), entry)
-        cur = []
-        for _ in range(4 * TILE_VECTORS):
-            ph = builder.phi(vty)
-            ph.add_incoming(zero, entry)
-            cur.append(ph)
-        xp = builder.gep(xb, [builder.load(builder.gep(O.data, [t]))])
-        xv = [builder.load(vec(xp, k), align=isz) for k in range(TILE_VECTORS)]
+    builder.position_at_end(loop)           # per tap: load, broadcast, 4 x TILE_VECTORS FMAs
+    t = builder.phi(i64)
+    t.add_incoming(i64(0), entry)
+    cur = []
+    for v in init:
+        ph = builder.phi(vty)
+        ph.add_incoming(v, entry)
+        cur.append(ph)
+    xp = builder.gep(xb, [builder.load(builder.gep(O.data, [t]))])
+    xv = [builder.load(vec(xp, k), align=isz) for k in range(TILE_VECTORS)]
+    wrow = builder.gep(W.data, [builder.mul(t, i64(4))])
+    undef = ir.Constant(vty, ir.Undefined)
+    splat = ir.Constant(ir.VectorType(i32, V), [0] * V)
+    new = []
+    for j in range(4):
+        w = builder.load(builder.gep(wrow, [i64(j)]))
+        wb = builder.shuffle_vector(builder.insert_element(undef, w, i32(0)), undef, splat)
+        for k in range(TILE_VECTORS):
+            new.append(fma(wb, xv[k], cur[j * TILE_VECTORS + k]))
+    t1 = builder.add(t, i64(1))
+    t.add_incoming(t1, loop)
+    for ph, v in zip(cur, new):
+        ph.add_incoming(v, loop)
+    builder.cbranch(builder.icmp_signed("<", t1, T), loop, done)
 
-        wrow = builder.gep(W.data, [builder.mul(t, i64(4))])
-        undef = ir.Constant(vty, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, V), [0] * V)
-        new = []
-        for j in range(4):
-            w = builder.load(builder.gep(wrow, [i64(j)]))
-            wb = builder.shuffle_vector(builder.insert_element(undef, w, i32(0)), undef, splat)
-            for k in range(TILE_VECTORS):
-                new.append(fma(wb, xv[k], cur[j * TILE_VECTORS + k]))
-        t1 = builder.add(t, i64(1))
-        t.add_incoming(t1, loop)
-        for ph, v in zip(cur, new):
-            ph.add_incoming(v, loop)
-        builder.cbranch(builder.icmp_signed("<", t1, T), loop, done)
+    builder.position_at_end(done)
+    fins = []
+    for v0, v1 in zip(init, new):
+        fin = builder.phi(vty)
+        fin.add_incoming(v0, entry)
+        fin.add_incoming(v1, loop)
+        fins.append(fin)
+    for d, fin in zip(dst, fins):
+        builder.store(fin, d, align=isz)
+    return context.get_dummy_value()
 
-        builder.position_at_end(done)
-        fins = []
-        for v in new:
-            fin = builder.phi(vty)
-            fin.add_incoming(zero, entry)
-            fin.add_incoming(v, loop)
-            fins.append(fin)
-        for j in range(4):
-            row = builder.gep(A.data, [builder.add(builder.mul(row_stride, i64(j)), p0)])
-            for k in range(TILE_VECTORS):
-                builder.store(fins[j * TILE_VECTORS + k], vec(row, k), align=isz)
-        return context.get_dummy_value()
 
-    return sig, codegen
+tile4 = intrinsic(_tile_intrinsic("tile4", False))
+tile4.__doc__ = """tile4(acc, p0, xr, base, off, wg, T):
+    acc[j, p0 + i] = sum_{t < T} wg[t, j] * xr[base + off[t] + p0 + i]
+    for the 4 channels j and the tile_width positions i (acc: (4, n) with unit stride
+    along n; xr, off, wg: contiguous; wg: (T, 4)). Overwrites acc."""
+tile4_add = intrinsic(_tile_intrinsic("tile4_add", True))
+tile4_add.__doc__ = """tile4_add(acc, p0, xr, base, off, wg, T): like tile4, adding to acc."""

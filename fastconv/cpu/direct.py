@@ -19,7 +19,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
-from ._simd import TILE_BYTES, tile4, tile_width
+from ._simd import TILE_BYTES, tile4, tile4_add, tile_width
 
 
 @njit(inline="always", **JIT)
@@ -176,14 +176,23 @@ def _apply_taps(acc, S, xi, base, off, wg, T, nb):
             _one1(acc[0], S, xi, base, off, wg, t0)
             t0 += 1
     elif S >= TILE_BYTES // acc.itemsize:
-        # register tiles along the line; the last one may overlap its neighbour (it
-        # recomputes a few outputs and overwrites them with the same values)
+        # register tiles along the line, TAP_CHUNK taps at a time (a chunk's input rows
+        # stay in L1 while its tiles run along the segment); a last partial tile is
+        # computed over all taps at S - step, overlapping its neighbour (whose outputs it
+        # recomputes and overwrites)
         step = TILE_BYTES // acc.itemsize
-        p = 0
-        while p + step < S:
-            tile4(acc, p, xi, base, off, wg, T)
-            p += step
-        tile4(acc, S - step, xi, base, off, wg, T)
+        P = S - S % step
+        for c0 in range(0, T, TAP_CHUNK):
+            tc = min(TAP_CHUNK, T - c0)
+            oc = off[c0:]
+            wc = wg[c0:]
+            for p in range(0, P, step):
+                if c0 == 0:
+                    tile4(acc, p, xi, base, oc, wc, tc)
+                else:
+                    tile4_add(acc, p, xi, base, oc, wc, tc)
+        if P < S:
+            tile4(acc, S - step, xi, base, off, wg, T)
     else:
         # four output channels share every input load; a partial block computes its
         # missing channels with zero weights
@@ -355,6 +364,7 @@ def batch_minor(N, line, itemsize):
 
 
 SEG_BYTES = 8192     # bytes of one accumulator row (a task holds four)
+TAP_CHUNK = 64       # taps per sweep of the register tiles along a segment
 
 
 def _phase_split(xp, sh, sw):
