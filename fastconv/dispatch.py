@@ -29,10 +29,8 @@ import numpy as np
 from . import _config
 from ._spec import ConvSpec, _prod
 from .cpu import direct, im2col
-from .cpu._simd import TILE_BYTES
 
 CPU_ALGORITHMS = ("direct", "im2col", "fft")
-L2_BYTES = 512 << 10     # per core, on the machines the model is fitted for
 
 _MODEL_FILE = Path(__file__).with_name("cost_model.json")
 _DEFAULT_MODEL = {
@@ -92,12 +90,10 @@ def features(spec: ConvSpec) -> dict:
     lines = (1 if minor else spec.N) * G * od
     T = Cg * kd * kh * kw
     tw = int(direct.tile_width(isz))
-    tiled = tiled_l2 = passed = 0
+    tiled = passed = 0
     if Og == 1 or line < tw:
         passes = T // 8 + (T % 8) // 4 + (T % 4) // 2 + T % 2
         passed = lines * -(-Og // 4) * 4 * line * passes
-    elif T * TILE_BYTES > L2_BYTES // 2:     # a tile's taps do not stay in L2 between tiles
-        tiled_l2 = lines * -(-Og // 4) * 4 * -(-line // tw) * tw * T
     else:
         tiled = lines * -(-Og // 4) * 4 * -(-line // tw) * tw * T
     in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
@@ -123,8 +119,7 @@ def features(spec: ConvSpec) -> dict:
     n_ffts = spec.N * spec.C_in + spec.N * spec.C_out + spec.C_out * Cg
     fft_flop = n_ffts * 2.5 * F * math.log2(max(F, 2))
     cmul = spec.N * spec.C_out * Cg * Fh
-    return {"direct": {"overhead": 1.0, "line": lines, "tile_mac": tiled,
-                       "tile_mac_l2": tiled_l2, "pass": passed,
+    return {"direct": {"overhead": 1.0, "line": lines, "tile_mac": tiled, "pass": passed,
                        "phase_byte": phase_bytes, "minor_byte": minor_bytes},
             "im2col": {"overhead": 1.0, "gather_byte": 0.0 if big else col_bytes,
                        "gather_byte_big": col_bytes if big else 0.0,
