@@ -226,6 +226,7 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
     nob = (Og + 3) // 4
     T = off.shape[0]
     OWn = OW * nm                               # a row of the line: OW outputs per image
+    tw = TILE_BYTES // out.itemsize
     L = (OH - 1) * Wp + OWn
     nseg = (L + seg - 1) // seg
     for task in prange(xs.shape[0] * groups * nob * OD * nseg):
@@ -242,8 +243,9 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
         s0 = sg * seg
         S = min(seg, L - s0)
         acc = scratch[get_thread_id()]       # this thread's L1-sized accumulators
-        for j in range(nb):
-            acc[j, :S] = 0
+        if nb == 1 or S < tw:                # (register tiles overwrite them)
+            for j in range(nb):
+                acc[j, :S] = 0
         wg = wp[g, ob]
         base = U(g * gstride + od * sd * HWp + s0)
         _apply_taps(acc, S, xs[n], base, off, wg, T, nb)
