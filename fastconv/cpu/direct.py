@@ -158,6 +158,30 @@ def _one1(a0, S, xr, base, off, wg, t0):
         a0[t] += w0 * xr[b0 + U(t)]
 
 
+@njit(inline="always", **JIT)
+def _add_run(dst, d0, src, s0, n, bv):
+    # dst[d0 + j] = src[s0 + j] + bv for j < n. Output rows are short (tens of values),
+    # too short for LLVM's vectorised loops (their scalar remainder would do the work),
+    # so add 8 at a time as straight-line code that the SLP vectoriser turns into one
+    # vector load, add and store.
+    j = 0
+    while j + 8 <= n:
+        a = U(s0 + j)
+        b = U(d0 + j)
+        dst[b] = src[a] + bv
+        dst[b + U(1)] = src[a + U(1)] + bv
+        dst[b + U(2)] = src[a + U(2)] + bv
+        dst[b + U(3)] = src[a + U(3)] + bv
+        dst[b + U(4)] = src[a + U(4)] + bv
+        dst[b + U(5)] = src[a + U(5)] + bv
+        dst[b + U(6)] = src[a + U(6)] + bv
+        dst[b + U(7)] = src[a + U(7)] + bv
+        j += 8
+    while j < n:
+        dst[U(d0 + j)] = src[U(s0 + j)] + bv
+        j += 1
+
+
 @njit(**JIT)
 def _apply_taps(acc, S, xi, base, off, wg, T, nb):
     # acc[j, :S] += sum_t wg[t, j] * xi[base + off[t] + (0..S)] for the nb (1 or up to 4)
@@ -260,9 +284,7 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
                 c1 = min(OWn, c0 + end - tg)
                 a0 = tg - s0 - c0
                 if nm == 1:
-                    orow = out[n, o0 + j, od, row]
-                    for ow in range(c0, c1):
-                        orow[ow] = aj[a0 + ow] + bv
+                    _add_run(out[n, o0 + j, od, row], c0, aj, a0 + c0, c1 - c0, bv)
                 else:                               # column c = ow * nm + image
                     for ni in range(nm):
                         orow = out[ni, o0 + j, od, row]
