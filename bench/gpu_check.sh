@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One prepared check for a machine with a real NVIDIA GPU (no network needed):
 #   1. the GPU tests for real (tests/test_cuda.py, no simulator),
-#   2. the GPU benchmark (bench/bench_gpu.py) against cuDNN.
-# Writes $OUT/gpu_check.log and $OUT/gpu_bench.json ($OUT defaults to ./gpu_out).
+#   2. the GPU benchmark (bench/bench_gpu.py) against cuDNN,
+#   3. MNIST training steps on the GPU against PyTorch on the GPU (bench/mnist_vs_torch.py).
+# Writes $OUT/gpu_check.log, $OUT/gpu_bench.json and $OUT/mnist_gpu.json ($OUT defaults
+# to ./gpu_out).
 # GPU_CHECK_QUICK=1 runs the same steps under the CUDA simulator on tiny shapes (a logic
 # check on a machine without a GPU).
 set -uo pipefail
@@ -17,9 +19,11 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-/tmp/fastconv-numba-cache}"
 export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0     # tiny test launches are expected
 BENCH_ARGS=()
+MNIST_ARGS=(--rounds 4 --batches 100)
 if [ "${GPU_CHECK_QUICK:-0}" = "1" ]; then
     export NUMBA_ENABLE_CUDASIM=1
     BENCH_ARGS=(--quick --shapes mnist.conv1,resnet --algos im2col,auto)
+    MNIST_ARGS=(--rounds 1 --batches 1 --batch-size 2)
 else
     unset NUMBA_ENABLE_CUDASIM
 fi
@@ -83,4 +87,9 @@ PYEOF
     t0=$SECONDS
     timeout 190 "$PY" bench/bench_gpu.py --out "$OUT/gpu_bench.json" "${BENCH_ARGS[@]}"
     echo "bench exit code: $? ($((SECONDS - t0)) s)"
+    echo "== bench/mnist_vs_torch.py --device cuda (random images: no dataset on the GPU machine)"
+    t0=$SECONDS
+    timeout 120 "$PY" bench/mnist_vs_torch.py --device cuda --json "$OUT/mnist_gpu.json" \
+        "${MNIST_ARGS[@]}"
+    echo "mnist exit code: $? ($((SECONDS - t0)) s)"
 } 2>&1 | tee -a "$LOG"

@@ -3,6 +3,7 @@ measured in this one process.
 
     python bench/mnist_vs_torch.py [--batches 50] [--rounds 10] [--threads 2]
                                    [--data-dir ../shared/data/mnist] [--profile] [--json out.json]
+                                   [--device cuda]
 
 Both frameworks train the network of examples/mnist.py (SGD lr 0.01 momentum 0.5,
 batch 64) from the same initial weights on the same batches. The timed work alternates
@@ -41,6 +42,9 @@ _ap.add_argument("--blas-threads", type=int, default=1,
                       "(default 1: spinning BLAS workers starve numba's threads on few cores; "
                       "PyTorch uses its own MKL, unaffected)")
 _ap.add_argument("--data-dir", help="MNIST IDX directory (default: random images)")
+_ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                 help="cuda: fastconv's numba.cuda backend vs PyTorch on the GPU (images "
+                      "uploaded once, no host round trip per step)")
 _ap.add_argument("--profile", action="store_true", help="also print a cProfile breakdown of "
                  "the fastconv training step")
 _ap.add_argument("--json", metavar="PATH", help="write the results here")
@@ -97,11 +101,17 @@ def load_images():
 class FastconvTrainer:
     name = "fastconv"
 
-    def __init__(self, state):
+    def __init__(self, state, x, y):
         self.model = fastconv_net()
         self.model.load_state_dict(state)
+        self.model.to(ARGS.device)
         self.opt = optim.SGD(self.model.parameters(), lr=0.01, momentum=0.5)
         self.loss_fn = nn.NLLLoss()
+        if ARGS.device == "cuda":
+            from fastconv.cuda import runtime as rt
+            self.x, self.y = rt.to_device(x), rt.to_device(y, np.int64)
+        else:
+            self.x, self.y = x, y
 
     def step(self, x, y):
         loss = self.loss_fn(self.model(x), y)
@@ -110,41 +120,56 @@ class FastconvTrainer:
         self.opt.zero_grad()
         return loss
 
+    def sync(self):
+        if ARGS.device == "cuda":
+            from numba import cuda
+            cuda.synchronize()
+
 
 class TorchTrainer:
     name = "torch"
 
-    def __init__(self, state):
-        self.model = torch_net()
+    def __init__(self, state, x, y):
+        dev = ARGS.device
+        self.model = torch_net().to(dev)
         self.model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.5)
         self.loss_fn = torch.nn.NLLLoss()
+        self.x, self.y = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
 
     def step(self, x, y):
         self.opt.zero_grad()
-        loss = self.loss_fn(self.model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss = self.loss_fn(self.model(x), y)
         loss.backward()
         self.opt.step()
-        return loss.item()
+        return loss            # no .item(): that would wait for the GPU after every step
+
+    def sync(self):
+        if ARGS.device == "cuda":
+            torch.cuda.synchronize()
 
 
-def run(trainer, x, y, batches, start):
-    """Train ``batches`` steps from batch ``start`` (wrapping); returns seconds."""
+def run(trainer, batches, start):
+    """Train ``batches`` steps from batch ``start`` (wrapping) on the trainer's copy of
+    the images; returns seconds (the GPU's queue drained)."""
+    x, y = trainer.x, trainer.y
     bs = ARGS.batch_size
     n_batches = len(x) // bs
+    trainer.sync()
     t0 = time.perf_counter()
     for b in range(start, start + batches):
         i = (b % n_batches) * bs
         trainer.step(x[i:i + bs], y[i:i + bs])
+    trainer.sync()
     return time.perf_counter() - t0
 
 
-def profile_fastconv(trainer, x, y, steps=100):
+def profile_fastconv(trainer, steps=100):
     import cProfile
     import pstats
     prof = cProfile.Profile()
     prof.enable()
-    run(trainer, x, y, steps, 0)
+    run(trainer, steps, 0)
     prof.disable()
     stats = pstats.Stats(prof)
     total = sum(v[2] for v in stats.stats.values())          # all tottime
@@ -181,22 +206,23 @@ def main():
     batches = steps_per_epoch if ARGS.batches == "epoch" else int(ARGS.batches)
     nn.manual_seed(0)
     state = fastconv_net().state_dict()
-    trainers = [FastconvTrainer(state)]
-    if torch is not None:
-        trainers.append(TorchTrainer(state))
+    trainers = [FastconvTrainer(state, x, y)]
+    if torch is not None and (ARGS.device == "cpu" or torch.cuda.is_available()):
+        trainers.append(TorchTrainer(state, x, y))
     else:
-        print("PyTorch is not installed: timing fastconv only")
+        print(f"PyTorch ({ARGS.device}) is not available: timing fastconv only")
     for tr in trainers:                                     # warm-up: JIT, caches, allocations
-        run(tr, x, y, 20, 0)
+        run(tr, min(20, batches), 0)
     times = {tr.name: [] for tr in trainers}
     for r in range(ARGS.rounds):
         order = trainers if r % 2 == 0 else trainers[::-1]
         for tr in order:
-            times[tr.name].append(run(tr, x, y, batches, r * batches))
-    print(f"MNIST CNN, batch {bs}, {ARGS.threads} threads (numpy BLAS: "
+            times[tr.name].append(run(tr, batches, r * batches))
+    print(f"MNIST CNN on {ARGS.device}, batch {bs}, {ARGS.threads} threads (numpy BLAS: "
           f"{os.environ['OPENBLAS_NUM_THREADS']}), {ARGS.rounds} rounds x {batches} steps per "
           f"framework ({'MNIST' if ARGS.data_dir else 'random'} images)")
-    result = {"batch_size": bs, "threads": ARGS.threads, "steps_per_round": batches,
+    result = {"device": ARGS.device, "batch_size": bs, "threads": ARGS.threads,
+              "steps_per_round": batches,
               "blas_threads": int(os.environ["OPENBLAS_NUM_THREADS"]),
               "rounds": ARGS.rounds, "frameworks": {}}
     for name, ts in times.items():
@@ -208,7 +234,7 @@ def main():
                                       "epoch_seconds": epoch}
         print(f"  {name:9s} {1e3 * per_step:7.2f} ms/step (best round {1e3 * best:.2f})  "
               f"epoch {epoch:6.1f} s  {bs / per_step:6.0f} img/s")
-    if torch is not None:
+    if "torch" in times:
         f, t = times["fastconv"], times["torch"]
         ratio = sum(f) / sum(t)
         per_round = [a / b for a, b in zip(f, t)]
@@ -221,7 +247,7 @@ def main():
         print("target (<= 1.0x) " + ("met" if max(ratio, median) <= 1.0 else
                                      "not met: fastconv is slower than PyTorch"))
     if ARGS.profile:
-        profile_fastconv(trainers[0], x, y)
+        profile_fastconv(trainers[0])
     if ARGS.json:
         Path(ARGS.json).write_text(json.dumps(result, indent=2) + "\n")
 
