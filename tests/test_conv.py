@@ -676,6 +676,69 @@ def test_im2col_tiles_after_fork(monkeypatch):
     np.testing.assert_array_equal(got, want)
 
 
+_MIXED_THREADS = """
+import threading, numpy as np, numba, fastconv as fc
+from fastconv.cpu import im2col
+im2col.BATCH_BELOW_BYTES = 1
+rng = np.random.default_rng(0)
+x, w = rng.standard_normal((2, 4, 12, 11)), rng.standard_normal((6, 4, 3, 3))
+ref = fc.conv2d(x, w, algorithm="direct")
+errors = []
+def run(threads):
+    numba.set_num_threads(threads)
+    for _ in range(30):
+        try:
+            np.testing.assert_allclose(fc.conv2d(x, w, algorithm="im2col"), ref, atol=1e-9)
+        except Exception as exc:
+            errors.append(repr(exc))
+ts = [threading.Thread(target=run, args=(n,)) for n in (2, 3, 4, 2)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+assert not errors, errors[:3]
+"""
+
+
+def test_im2col_tiles_callers_with_different_thread_counts():
+    """Python threads that set different numba thread counts share im2col's tiled path:
+    each count has its own worker pool, none is shut down under another caller."""
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_NUM_THREADS="4")
+    res = subprocess.run([sys.executable, "-c", _MIXED_THREADS], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def _blas_state_in_child(queue):
+    from fastconv.cpu import _blas
+    api = _blas._api()
+    queue.put((_blas._state["users"], api[1]() if api else None))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_inside_blas_single_threaded_section():
+    """A child forked while another thread is in im2col's single-threaded-BLAS section
+    gets BLAS's thread count back (no thread of the child would ever leave it)."""
+    import multiprocessing
+
+    from fastconv.cpu import _blas
+    api = _blas._api()
+    if not api:
+        pytest.skip("NumPy's BLAS is not a recognised OpenBLAS")
+    before = api[1]()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    with _blas.single_threaded():
+        child = ctx.Process(target=_blas_state_in_child, args=(queue,))
+        child.start()
+    try:
+        users, threads = queue.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+    assert users == 0 and threads == before
+    assert api[1]() == before
+
+
 def test_concurrent_im2col_tiles_restore_blas_threads(monkeypatch, rng):
     """Several threads in im2col's tiled path at once (it runs NumPy's BLAS single-threaded
     while any of them is inside): right results, and BLAS gets its thread count back."""

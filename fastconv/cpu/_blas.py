@@ -64,6 +64,21 @@ def _api():
     return _state["api"]
 
 
+def _after_fork_in_child():
+    # A fork taken while another thread was inside single_threaded(): no thread of the
+    # child will leave it, so restore BLAS's thread count here (and a fresh lock, in
+    # case the parent's was held).
+    global _lock
+    _lock = threading.Lock()
+    if _state["users"] and _state["api"]:
+        _state["api"][0](_state["saved"])
+    _state["users"] = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @contextlib.contextmanager
 def single_threaded():
     """Within the block NumPy's BLAS runs each call on the calling thread; yields whether

@@ -29,12 +29,12 @@ def _tile_intrinsic(name, accumulate):
     overwriting it."""
 
     def tile(typingctx, acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t):
-        if not (isinstance(acc_t, types.Array) and acc_t.ndim == 2
-                and isinstance(acc_t.dtype, (types.Float, types.Integer))
-                and isinstance(wg_t, types.Array) and wg_t.dtype == acc_t.dtype
-                and isinstance(xr_t, types.Array) and xr_t.dtype == acc_t.dtype
-                and isinstance(off_t, types.Array) and off_t.dtype == types.int64):
-            return None
+        arrays = (acc_t, xr_t, off_t, wg_t)
+        if not (all(isinstance(a, types.Array) and a.layout == "C" for a in arrays)
+                and acc_t.ndim == 2 and isinstance(acc_t.dtype, (types.Float, types.Integer))
+                and wg_t.dtype == acc_t.dtype and xr_t.dtype == acc_t.dtype
+                and off_t.dtype == types.int64):
+            return None                     # the code below assumes contiguous arrays
         return types.void(acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t), \
             lambda context, builder, sig, args: _codegen(context, builder, sig, args, accumulate)
 

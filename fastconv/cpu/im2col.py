@@ -203,21 +203,31 @@ def im2col_fwd(xp, w, bias, stride, dilation, groups, out):
     return out
 
 
-_pool = {"executor": None, "key": None, "lock": threading.Lock()}
+_pools = {}                   # thread count -> this process's worker pool
+_pools_lock = threading.Lock()
 
 
 def _executor(threads):
-    """Our worker threads (one pool per process and thread count: a forked child, whose
-    copy of the pool has no threads, starts its own)."""
-    with _pool["lock"]:
-        key = (os.getpid(), threads)
-        if _pool["key"] != key:
-            if _pool["executor"] is not None and _pool["key"][0] == key[0]:
-                _pool["executor"].shutdown(wait=False)
-            _pool["executor"] = concurrent.futures.ThreadPoolExecutor(
+    """Our worker pool for ``threads`` workers. Pools are never shut down while the
+    process lives: a caller with another numba thread count gets a pool of its own
+    instead of replacing one that a concurrent caller is using."""
+    with _pools_lock:
+        ex = _pools.get(threads)
+        if ex is None:
+            ex = _pools[threads] = concurrent.futures.ThreadPoolExecutor(
                 threads, thread_name_prefix="fastconv-im2col")
-            _pool["key"] = key
-        return _pool["executor"]
+        return ex
+
+
+def _after_fork_in_child():
+    # the parent's pools have no threads in the child (and its lock may be held)
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
