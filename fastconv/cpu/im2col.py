@@ -255,8 +255,10 @@ def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
             np.matmul(wm, c[0], out=dst)
             dst += b
 
-    for _ in _executor(threads).map(worker, range(threads)):
-        pass
+    futures = [_executor(threads).submit(worker, i) for i in range(threads)]
+    concurrent.futures.wait(futures)     # all done (even if one failed) before BLAS is reset
+    for f in futures:
+        f.result()
 
 
 def im2col_bwd_input(go, w, padded_size, stride, dilation, groups):
