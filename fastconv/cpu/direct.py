@@ -1,16 +1,15 @@
-"""Direct convolution kernels: the definition, loop-blocked for SIMD.
+"""Direct convolution kernels: the definition, blocked for SIMD registers.
 
-Forward parallelises over (image, group, block of 4 output channels, segment of an output
-plane): every task owns distinct outputs, so threads never write the same memory.
-The innermost loop runs along a whole output plane read on the padded-width grid,
-contiguous in the input, so LLVM vectorises it; a strided convolution first splits its
-input into phases (polyphase), so that it too reads at unit stride.
-The weight becomes a list of taps (channel, depth, row, column), each an offset into the
-image; a pass over the accumulators applies eight taps of the list, whatever their
-channel or row (for a 3x3 kernel over 64 channels: 72 passes instead of 384), and four
-output channels share each input load. Small images are interleaved (image index
-innermost, "batch-minor"), so that one line covers the plane of every image and each
-pass's setup is paid once per batch instead of once per image.
+Forward parallelises over (image, group, segment of an output plane, block of 4 output
+channels): every task owns distinct outputs, so threads never write the same memory.
+A whole output plane is one line read on the padded-width grid, contiguous in the
+input; a strided convolution first splits its input into phases (polyphase), so that it
+too reads at unit stride. The weight becomes a list of taps (channel, depth, row,
+column), each an offset into the image. Along the line, register tiles (cpu/_simd.py)
+hold 4 output channels x 3 vectors while they run over the taps; a single output
+channel, or a line shorter than a tile, takes passes of eight taps over its
+accumulators instead. Images whose planes are shorter than a tile are interleaved
+(image index innermost, "batch-minor"), so that one line covers the whole batch.
 """
 import functools
 
@@ -23,8 +22,8 @@ from ._simd import TILE_BYTES, tile4, tile4_add, tile_width
 
 
 @njit(inline="always", **JIT)
-def _grp8(a0, a1, a2, a3, S, xr, base, off, wg, t0):
-    # _grp4 with eight taps per pass: half the accumulator traffic per multiply-add
+def _one8(a0, S, xr, base, off, wg, t0, j):
+    # one output channel (weight column j), eight taps per pass over its accumulators
     b0 = base + U(off[t0])
     b1 = base + U(off[t0 + 1])
     b2 = base + U(off[t0 + 2])
@@ -33,104 +32,8 @@ def _grp8(a0, a1, a2, a3, S, xr, base, off, wg, t0):
     b5 = base + U(off[t0 + 5])
     b6 = base + U(off[t0 + 6])
     b7 = base + U(off[t0 + 7])
-    w00, w01, w02, w03 = wg[t0, 0], wg[t0 + 1, 0], wg[t0 + 2, 0], wg[t0 + 3, 0]
-    w04, w05, w06, w07 = wg[t0 + 4, 0], wg[t0 + 5, 0], wg[t0 + 6, 0], wg[t0 + 7, 0]
-    w10, w11, w12, w13 = wg[t0, 1], wg[t0 + 1, 1], wg[t0 + 2, 1], wg[t0 + 3, 1]
-    w14, w15, w16, w17 = wg[t0 + 4, 1], wg[t0 + 5, 1], wg[t0 + 6, 1], wg[t0 + 7, 1]
-    w20, w21, w22, w23 = wg[t0, 2], wg[t0 + 1, 2], wg[t0 + 2, 2], wg[t0 + 3, 2]
-    w24, w25, w26, w27 = wg[t0 + 4, 2], wg[t0 + 5, 2], wg[t0 + 6, 2], wg[t0 + 7, 2]
-    w30, w31, w32, w33 = wg[t0, 3], wg[t0 + 1, 3], wg[t0 + 2, 3], wg[t0 + 3, 3]
-    w34, w35, w36, w37 = wg[t0 + 4, 3], wg[t0 + 5, 3], wg[t0 + 6, 3], wg[t0 + 7, 3]
-    for t in range(S):
-        q = U(t)
-        x0 = xr[b0 + q]
-        x1 = xr[b1 + q]
-        x2 = xr[b2 + q]
-        x3 = xr[b3 + q]
-        x4 = xr[b4 + q]
-        x5 = xr[b5 + q]
-        x6 = xr[b6 + q]
-        x7 = xr[b7 + q]
-        a0[t] += ((w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3)
-                  + (w04 * x4 + w05 * x5 + w06 * x6 + w07 * x7))
-        a1[t] += ((w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3)
-                  + (w14 * x4 + w15 * x5 + w16 * x6 + w17 * x7))
-        a2[t] += ((w20 * x0 + w21 * x1 + w22 * x2 + w23 * x3)
-                  + (w24 * x4 + w25 * x5 + w26 * x6 + w27 * x7))
-        a3[t] += ((w30 * x0 + w31 * x1 + w32 * x2 + w33 * x3)
-                  + (w34 * x4 + w35 * x5 + w36 * x6 + w37 * x7))
-
-
-@njit(inline="always", **JIT)
-def _grp4(a0, a1, a2, a3, S, xr, base, off, wg, t0):
-    # a_j[t] += sum_{i<4} wg[t0+i, j] * xr[base + off[t0+i] + t]  for 4 output channels j:
-    # four taps of the tap list (any channel, depth, row, column) per pass, so every
-    # accumulator load/store feeds 4 FMAs and the t-loop vectorises along contiguous
-    # memory. Indices are unsigned: numba then skips negative-index wrap-around, which
-    # would otherwise block vectorisation.
-    b0 = base + U(off[t0])
-    b1 = base + U(off[t0 + 1])
-    b2 = base + U(off[t0 + 2])
-    b3 = base + U(off[t0 + 3])
-    w00, w01, w02, w03 = wg[t0, 0], wg[t0 + 1, 0], wg[t0 + 2, 0], wg[t0 + 3, 0]
-    w10, w11, w12, w13 = wg[t0, 1], wg[t0 + 1, 1], wg[t0 + 2, 1], wg[t0 + 3, 1]
-    w20, w21, w22, w23 = wg[t0, 2], wg[t0 + 1, 2], wg[t0 + 2, 2], wg[t0 + 3, 2]
-    w30, w31, w32, w33 = wg[t0, 3], wg[t0 + 1, 3], wg[t0 + 2, 3], wg[t0 + 3, 3]
-    for t in range(S):
-        q = U(t)
-        x0 = xr[b0 + q]
-        x1 = xr[b1 + q]
-        x2 = xr[b2 + q]
-        x3 = xr[b3 + q]
-        a0[t] += w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3
-        a1[t] += w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3
-        a2[t] += w20 * x0 + w21 * x1 + w22 * x2 + w23 * x3
-        a3[t] += w30 * x0 + w31 * x1 + w32 * x2 + w33 * x3
-
-
-@njit(inline="always", **JIT)
-def _grp2(a0, a1, a2, a3, S, xr, base, off, wg, t0):
-    # _grp4 for the last two taps of the list
-    b0 = base + U(off[t0])
-    b1 = base + U(off[t0 + 1])
-    w00, w01, w10, w11 = wg[t0, 0], wg[t0 + 1, 0], wg[t0, 1], wg[t0 + 1, 1]
-    w20, w21, w30, w31 = wg[t0, 2], wg[t0 + 1, 2], wg[t0, 3], wg[t0 + 1, 3]
-    for t in range(S):
-        q = U(t)
-        x0 = xr[b0 + q]
-        x1 = xr[b1 + q]
-        a0[t] += w00 * x0 + w01 * x1
-        a1[t] += w10 * x0 + w11 * x1
-        a2[t] += w20 * x0 + w21 * x1
-        a3[t] += w30 * x0 + w31 * x1
-
-
-@njit(inline="always", **JIT)
-def _grp1(a0, a1, a2, a3, S, xr, base, off, wg, t0):
-    # _grp4 for the last tap of the list
-    b0 = base + U(off[t0])
-    w0, w1, w2, w3 = wg[t0, 0], wg[t0, 1], wg[t0, 2], wg[t0, 3]
-    for t in range(S):
-        x0 = xr[b0 + U(t)]
-        a0[t] += w0 * x0
-        a1[t] += w1 * x0
-        a2[t] += w2 * x0
-        a3[t] += w3 * x0
-
-
-@njit(inline="always", **JIT)
-def _one8(a0, S, xr, base, off, wg, t0):
-    # one output channel, eight taps per pass (two independent partial sums)
-    b0 = base + U(off[t0])
-    b1 = base + U(off[t0 + 1])
-    b2 = base + U(off[t0 + 2])
-    b3 = base + U(off[t0 + 3])
-    b4 = base + U(off[t0 + 4])
-    b5 = base + U(off[t0 + 5])
-    b6 = base + U(off[t0 + 6])
-    b7 = base + U(off[t0 + 7])
-    w0, w1, w2, w3 = wg[t0, 0], wg[t0 + 1, 0], wg[t0 + 2, 0], wg[t0 + 3, 0]
-    w4, w5, w6, w7 = wg[t0 + 4, 0], wg[t0 + 5, 0], wg[t0 + 6, 0], wg[t0 + 7, 0]
+    w0, w1, w2, w3 = wg[t0, j], wg[t0 + 1, j], wg[t0 + 2, j], wg[t0 + 3, j]
+    w4, w5, w6, w7 = wg[t0 + 4, j], wg[t0 + 5, j], wg[t0 + 6, j], wg[t0 + 7, j]
     for t in range(S):
         q = U(t)
         a0[t] += ((w0 * xr[b0 + q] + w1 * xr[b1 + q]) + (w2 * xr[b2 + q] + w3 * xr[b3 + q])
@@ -138,22 +41,24 @@ def _one8(a0, S, xr, base, off, wg, t0):
 
 
 @njit(inline="always", **JIT)
-def _one4(a0, S, xr, base, off, wg, t0):
-    # one output channel: a0[t] += sum_{i<4} wg[t0+i, 0] * xr[base + off[t0+i] + t]
+def _one4(a0, S, xr, base, off, wg, t0, j):
+    # one output channel: a0[t] += sum_{i<4} wg[t0+i, j] * xr[base + off[t0+i] + t]
+    # (indices unsigned: numba then skips negative-index wrap-around, which would
+    # otherwise block vectorisation)
     b0 = base + U(off[t0])
     b1 = base + U(off[t0 + 1])
     b2 = base + U(off[t0 + 2])
     b3 = base + U(off[t0 + 3])
-    w0, w1, w2, w3 = wg[t0, 0], wg[t0 + 1, 0], wg[t0 + 2, 0], wg[t0 + 3, 0]
+    w0, w1, w2, w3 = wg[t0, j], wg[t0 + 1, j], wg[t0 + 2, j], wg[t0 + 3, j]
     for t in range(S):
         q = U(t)
         a0[t] += (w0 * xr[b0 + q] + w1 * xr[b1 + q]) + (w2 * xr[b2 + q] + w3 * xr[b3 + q])
 
 
 @njit(inline="always", **JIT)
-def _one1(a0, S, xr, base, off, wg, t0):
+def _one1(a0, S, xr, base, off, wg, t0, j):
     b0 = base + U(off[t0])
-    w0 = wg[t0, 0]
+    w0 = wg[t0, j]
     for t in range(S):
         a0[t] += w0 * xr[b0 + U(t)]
 
@@ -188,18 +93,7 @@ def _apply_taps(acc, S, xi, base, off, wg, T, nb):
     # output channels of a task (acc[j, :S] = ... when S holds a register tile).
     # Compiled on its own (not inside the parallel kernel): this keeps numba's parfor
     # passes, and so the first compilation, short.
-    t0 = 0
-    if nb == 1:
-        while t0 + 8 <= T:
-            _one8(acc[0], S, xi, base, off, wg, t0)
-            t0 += 8
-        if t0 + 4 <= T:
-            _one4(acc[0], S, xi, base, off, wg, t0)
-            t0 += 4
-        while t0 < T:
-            _one1(acc[0], S, xi, base, off, wg, t0)
-            t0 += 1
-    elif S >= TILE_BYTES // acc.itemsize:
+    if nb > 1 and S >= TILE_BYTES // acc.itemsize:
         # register tiles along the line, TAP_CHUNK taps at a time (a chunk's input rows
         # stay in L1 while its tiles run along the segment); a last partial tile is
         # computed over all taps at S - step, overlapping its neighbour (whose outputs it
@@ -217,20 +111,20 @@ def _apply_taps(acc, S, xi, base, off, wg, T, nb):
                     tile4_add(acc, p, xi, base, oc, wc, tc)
         if P < S:
             tile4(acc, S - step, xi, base, off, wg, T)
-    else:
-        # four output channels share every input load; a partial block computes its
-        # missing channels with zero weights
+        return
+    # one output channel (or a line shorter than a tile): passes of 8 taps (then 4, 1)
+    # over each channel's accumulators
+    for j in range(nb):
+        t0 = 0
         while t0 + 8 <= T:
-            _grp8(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+            _one8(acc[j], S, xi, base, off, wg, t0, j)
             t0 += 8
         if t0 + 4 <= T:
-            _grp4(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+            _one4(acc[j], S, xi, base, off, wg, t0, j)
             t0 += 4
-        if t0 + 2 <= T:
-            _grp2(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
-            t0 += 2
-        if t0 < T:
-            _grp1(acc[0], acc[1], acc[2], acc[3], S, xi, base, off, wg, t0)
+        while t0 < T:
+            _one1(acc[j], S, xi, base, off, wg, t0, j)
+            t0 += 1
 
 
 @njit(parallel=True, **JIT)
