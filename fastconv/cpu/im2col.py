@@ -255,7 +255,8 @@ def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
             np.matmul(wm, c[0], out=dst)
             dst += b
 
-    futures = [_executor(threads).submit(worker, i) for i in range(threads)]
+    pool = _executor(threads)
+    futures = [pool.submit(worker, i) for i in range(threads)]
     concurrent.futures.wait(futures)     # all done (even if one failed) before BLAS is reset
     for f in futures:
         f.result()
