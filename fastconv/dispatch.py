@@ -81,7 +81,8 @@ def features(spec: ConvSpec) -> dict:
     # partial block costs a whole one), register tiles of tile_width outputs along the
     # line running all Cg*kD*kH*kW taps; lines shorter than a tile interleave the images
     # (batch-minor: one line for the whole batch, paid for with two transposes); single
-    # output channels (depthwise) take passes of 8 taps over the accumulators instead
+    # output channels (depthwise), and lines still shorter than a tile, take passes of
+    # 8 taps over each channel's accumulators instead
     wq = -(-wp // sw)
     line = (oh - 1) * wq + ow
     minor = direct.batch_minor(spec.N, line, isz)
@@ -91,9 +92,9 @@ def features(spec: ConvSpec) -> dict:
     T = Cg * kd * kh * kw
     tw = int(direct.tile_width(isz))
     tiled = passed = 0
-    if Og == 1 or line < tw:
-        passes = T // 8 + (T % 8) // 4 + (T % 4) // 2 + T % 2
-        passed = lines * -(-Og // 4) * 4 * line * passes
+    if Og == 1 or line < tw:                   # per channel: passes of 8, 4, then 1 taps
+        passes = T // 8 + (T % 8) // 4 + T % 4
+        passed = lines * Og * line * passes
     else:
         tiled = lines * -(-Og // 4) * 4 * -(-line // tw) * tw * T
     in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
