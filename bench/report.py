@@ -10,7 +10,6 @@ import platform
 import sys
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cases import ALGORITHMS, LAYERS, flops, make  # noqa: E402

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +47,7 @@ except ImportError:                       # running from a source checkout, not 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import fastconv
 from fastconv import datasets, nn, optim  # noqa: E402
+from fastconv._fileio import atomic_write  # noqa: E402
 
 # (mean, std) of the training pixels / 255
 NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
@@ -209,21 +209,11 @@ def train_epoch(model, opt, loss_fn, data, batch_size, rng, desc, progress):
 
 
 def _write_json_atomic(path, obj):
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
+    directory = Path(path).parent
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path, "w") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.write("\n")
 
 
 def _config(args):

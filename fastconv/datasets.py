@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import tempfile
+import http.client
 import urllib.error
 import urllib.request
 import zlib
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _config
+from ._fileio import atomic_write
 
 __all__ = ["load_mnist", "load_fashion_mnist", "read_idx", "DATASETS"]
 
@@ -172,7 +172,7 @@ def _download(name, gz_name, target_dir):
         try:
             with urllib.request.urlopen(url, timeout=30) as resp:
                 data = resp.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             errors.append(f"{url}: {exc}")
             continue
         digest = hashlib.sha256(data).hexdigest()
@@ -183,17 +183,8 @@ def _download(name, gz_name, target_dir):
         path = target_dir / gz_name
         try:
             target_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{gz_name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-            except OSError:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            with atomic_write(path, "wb") as fh:
+                fh.write(data)
         except OSError as exc:
             errors.append(f"cannot write {path}: {exc}")
             return None, errors

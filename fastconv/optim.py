@@ -188,7 +188,7 @@ class Optimizer:
             for k, v in s.items():
                 if is_gpu_array(v):
                     v = host_copy(v)
-                if isinstance(v, np.ndarray) and v.ndim > 0:
+                if isinstance(v, np.ndarray) and (v.ndim > 0 or p.data.ndim == 0):
                     if v.shape != tuple(p.shape):
                         raise ValueError(f"{fn}: state {k!r} of parameter {i} has shape {v.shape}, "
                                          f"the parameter {tuple(p.shape)}")

@@ -1,7 +1,9 @@
 """fastconv.datasets on tiny IDX files written here (no real data, no network)."""
 import gzip
 import hashlib
+import http.client
 import io
+import os
 import urllib.error
 import urllib.request
 
@@ -176,7 +178,11 @@ class FakeResponse(io.BytesIO):
         self.close()
 
 
-def test_download_verifies_sha256(no_env, monkeypatch):
+@pytest.mark.parametrize("failure", [urllib.error.URLError("first mirror down"),
+                                     http.client.IncompleteRead(b"abc", 100),
+                                     ConnectionResetError("reset by peer")],
+                         ids=["URLError", "IncompleteRead", "ConnectionReset"])
+def test_download_verifies_sha256(no_env, monkeypatch, failure):
     rng = np.random.default_rng(0)
     images, labels = make_split(rng, 4)
     payload = {STEMS["test"][0] + ".gz": gzip.compress(idx_bytes(images)),
@@ -190,14 +196,18 @@ def test_download_verifies_sha256(no_env, monkeypatch):
     def fake_urlopen(url, timeout=None):
         tried.append(url)
         if url.startswith(datasets.DATASETS["mnist"]["mirrors"][0]):
-            raise urllib.error.URLError("first mirror down")
+            raise failure
         return FakeResponse(payload[url.rsplit("/", 1)[1]])
 
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     got = datasets.load_mnist(split="test")
     np.testing.assert_array_equal(got[0], images)
     np.testing.assert_array_equal(got[1], labels)
-    assert (no_env / "cache" / "mnist" / (STEMS["test"][0] + ".gz")).is_file()
+    saved = no_env / "cache" / "mnist" / (STEMS["test"][0] + ".gz")
+    assert saved.is_file()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(saved).st_mode & 0o777 == 0o666 & ~umask       # as a plain open() makes it
     assert len(tried) == 4                                    # two files, first mirror failed
     # a second call uses the files on disk, without the network
     monkeypatch.setattr(urllib.request, "urlopen", None)

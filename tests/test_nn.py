@@ -639,6 +639,117 @@ def test_to_dtype():
         net.to(np.int32)
 
 
+
+# -- edge cases: wrong gradient shapes, empty batches, 0-d, non-finite values ----------------
+@pytest.mark.parametrize("layer, x, bad", [
+    (lambda: nn.ReLU(), (2, 2), (1000, 1000)),              # would read past the output
+    (lambda: nn.ReLU(), (4, 3), (3, 4)),                    # same size, other shape
+    (lambda: nn.LogSoftmax(1), (2, 3), (2, 3000)),
+    (lambda: nn.Dropout(0.5, rng=0), (4, 3), (1, 3)),       # would broadcast
+    (lambda: nn.Flatten(), (2, 3, 4), (2, 11)),
+    (lambda: nn.Conv2d(1, 2, 3), (1, 1, 5, 5), (1, 2, 3, 4)),
+    (lambda: nn.Linear(3, 2), (4, 3), (4, 3)),
+], ids=["relu", "relu-transposed", "logsoftmax", "dropout", "flatten", "conv", "linear"])
+def test_backward_rejects_a_grad_output_of_the_wrong_shape(layer, x, bad):
+    m = layer()
+    m(rand(x, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"grad_output has shape .*" + str(bad[0])):
+        m.backward(np.ones(bad, np.float32))
+
+
+@pytest.mark.parametrize("bad", ["abc", np.array([1 + 2j]), np.array(["a"], object)])
+@pytest.mark.parametrize("layer", [lambda: nn.Conv2d(1, 1, 3), lambda: nn.Linear(3, 2),
+                                   lambda: nn.ReLU(), lambda: nn.MaxPool2d(2)],
+                         ids=["Conv2d", "Linear", "ReLU", "MaxPool2d"])
+def test_non_numeric_input_names_the_layer(layer, bad):
+    m = layer()
+    with pytest.raises(TypeError, match=type(m).__name__ + "|relu"):
+        m(bad)
+
+
+def test_empty_batch_trains_through_every_layer():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Dropout(0.5, rng=0),
+                        nn.Flatten(), nn.Linear(2, 3), nn.LogSoftmax(1))
+    y = net(np.zeros((0, 1, 4, 4), np.float32))
+    assert y.shape == (0, 3)
+    assert net.backward(np.zeros((0, 3), np.float32)).shape == (0, 1, 4, 4)
+    assert all(p.grad is not None and not p.grad.any() for p in net.parameters())
+    lin = nn.Linear(0, 2)
+    y = lin(np.zeros((3, 0), np.float32))
+    assert y.shape == (3, 2)
+    assert lin.backward(np.ones((3, 2), np.float32)).shape == (3, 0)
+    assert nn.LogSoftmax(1)(np.zeros((2, 0))).shape == (2, 0)
+
+
+@needs_torch
+def test_zero_d_inputs_keep_their_shape_like_torch():
+    for m, tm in [(nn.ReLU(), torch.nn.ReLU()), (nn.LogSoftmax(0), torch.nn.LogSoftmax(0))]:
+        x = np.float32(-1.5)
+        y = m(x)
+        ty = tm(torch.tensor(x))
+        assert y.shape == tuple(ty.shape) == ()
+        np.testing.assert_allclose(y, ty.numpy())
+    assert nn.Parameter(np.array(2.0)).shape == ()
+
+
+@needs_torch
+def test_log_softmax_and_relu_non_finite_values_match_torch():
+    x = np.array([[1e17, 1e17, 0.0], [3e38, -3e38, 1.0], [np.nan, 0.0, 1.0]])
+    for dtype in (np.float32, np.float64):
+        xd = x.astype(dtype)
+        ls = nn.LogSoftmax(1)
+        with np.errstate(over="ignore"):
+            got = ls(xd)
+            want = torch.log_softmax(torch.from_numpy(xd), 1).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    relu = nn.ReLU()
+    y = relu(np.array([np.nan, -1.0, 2.0], np.float32))
+    g = relu.backward(np.ones(3, np.float32))
+    t = torch.tensor([np.nan, -1.0, 2.0], requires_grad=True)
+    torch.relu(t).backward(torch.ones(3))
+    np.testing.assert_array_equal(g, t.grad.numpy())
+    assert np.isnan(y[0])
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["NLLLoss", "CrossEntropyLoss"])
+@pytest.mark.parametrize("kw, target", [
+    ({"ignore_index": 1}, [1, 1]),                                # no row left for the mean
+    ({"weight": np.zeros(3)}, [0, 2]),                            # weights sum to zero
+    ({"ignore_index": 2, "weight": np.array([0.0, 1.0, 1.0])}, [0, 2]),
+])
+def test_losses_with_nothing_to_average_match_torch(name, kw, target):
+    x = rand((2, 3))
+    t = np.array(target)
+    loss = getattr(nn, name)(**kw)
+    got = loss(x, t)
+    tkw = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+    tx = torch.tensor(x, requires_grad=True)
+    want = getattr(torch.nn, name)(**tkw)(tx, torch.from_numpy(t))
+    want.backward()
+    np.testing.assert_equal(np.isnan(got), np.isnan(want.item()))
+    np.testing.assert_allclose(loss.backward(), tx.grad.numpy(), rtol=1e-12)
+
+
+def test_loss_backward_rejects_a_grad_of_the_wrong_shape():
+    loss = nn.CrossEntropyLoss(reduction="none")
+    loss(rand((2, 3)), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"grad must be .*\(2,\).*got shape \(3,\)"):
+        loss.backward(np.ones(3))
+    loss = nn.CrossEntropyLoss()
+    loss(rand((2, 3)), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"grad must be a real scalar.*\(2,\)"):
+        loss.backward(np.ones(2))
+
+
+def test_accumulate_never_writes_into_the_callers_array():
+    p = nn.Parameter(np.zeros(3, np.float32))
+    g1 = np.ones(3, np.float32)
+    p.accumulate(g1)
+    p.accumulate(np.ones(3, np.float32))
+    assert g1.tolist() == [1, 1, 1] and p.grad.tolist() == [2, 2, 2]
+
+
 # -- save / load ------------------------------------------------------------------------------
 def test_save_load_round_trip(tmp_path):
     from fastconv import optim
@@ -669,6 +780,27 @@ def test_save_load_round_trip(tmp_path):
     with np.load(path) as raw:                                           # plain numpy reads it
         np.testing.assert_array_equal(raw["model/0.weight"], obj["model"]["0.weight"])
 
+
+
+def test_save_keeps_0d_arrays_and_honours_the_umask(tmp_path):
+    from fastconv import optim
+    path = tmp_path / "state.npz"
+    old = os.umask(0o027)
+    try:
+        nn.save({"step": np.array(5.0), "w": np.ones(2)}, path)
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    back = nn.load(path)
+    assert back["step"].shape == () and back["step"] == 5.0
+    # an optimizer state with 0-d entries (as converted from PyTorch) survives the round trip
+    p = nn.Parameter(np.ones(3))
+    state = {"state": {0: {"step": np.array(2.0), "exp_avg": np.zeros(3),
+                           "exp_avg_sq": np.zeros(3)}},
+             "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
+                               "weight_decay": 0, "amsgrad": False, "params": [0]}]}
+    nn.save(state, path)
+    optim.Adam([p]).load_state_dict(nn.load(path))
 
 def test_save_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.npz"

@@ -13,6 +13,8 @@ from numba import njit, prange
 
 from ._common import JIT
 
+EXACT = dict(JIT, fastmath=False)
+
 CHUNK = 1 << 14          # elements per parallel task
 PARALLEL_MIN = 1 << 20   # elements before going parallel
 
@@ -40,9 +42,9 @@ def _relu_fwd_par(out, x):
 
 @njit(**JIT)
 def _relu_bwd_chunk(gx, go, y, i0, i1):
-    # gx[i] = go[i] where the forward's output y[i] > 0, else 0
+    # gx[i] = 0 where the forward's output y[i] <= 0, else go[i] (NaN passes, as PyTorch)
     for i in range(i0, i1):
-        gx[i] = go[i] if y[i] > 0 else 0
+        gx[i] = 0 if y[i] <= 0 else go[i]
 
 
 @njit(**JIT)
@@ -58,9 +60,10 @@ def _relu_bwd_par(gx, go, y):
         _relu_bwd_chunk(gx, go, y, t * CHUNK, min(n, (t + 1) * CHUNK))
 
 
-@njit(**JIT)
+@njit(**EXACT)
 def _log_softmax_row(out, x):
-    # out = x - max - log(sum(exp(x - max))); float64 accumulation
+    # out = (x - max) - log(sum(exp(x - max))); float64 accumulation. No reassociation
+    # (EXACT): x - (max + log s) would lose everything for huge logits
     K = x.shape[0]
     mx = -np.inf
     for k in range(K):
@@ -69,9 +72,9 @@ def _log_softmax_row(out, x):
     s = 0.0
     for k in range(K):
         s += math.exp(x[k] - mx)
-    lse = mx + math.log(s)
+    ls = math.log(s)
     for k in range(K):
-        out[k] = x[k] - lse
+        out[k] = (x[k] - mx) - ls
 
 
 @njit(**JIT)

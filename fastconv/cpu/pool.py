@@ -353,7 +353,8 @@ def maxpool2d_bwd(go, idx, in_size):
     H, W = in_size
     gx = np.empty((P, H * W), dtype=go.dtype)
     k = _maxpool2d_bwd_par if P * H * W >= PARALLEL_MIN else _maxpool2d_bwd
-    k(gx, go.reshape(P, -1), idx.reshape(P, -1))
+    n = go.shape[1] * go.shape[2]
+    k(gx, go.reshape(P, n), idx.reshape(P, n))
     return gx.reshape(P, H, W)
 
 

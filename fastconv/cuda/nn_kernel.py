@@ -25,9 +25,9 @@ def _relu_fwd(y, x):
 
 @cuda.jit(cache=True)
 def _relu_bwd(gx, gy, y):
-    # gx = gy where y > 0 else 0
+    # gx = 0 where y <= 0 else gy (a NaN output passes the gradient, as PyTorch)
     for i in range(cuda.grid(1), gx.shape[0], cuda.gridsize(1)):
-        gx[i] = gy[i] if y[i] > 0 else 0
+        gx[i] = 0 if y[i] <= 0 else gy[i]
 
 
 @cuda.jit(cache=True)
@@ -156,7 +156,7 @@ def _avgpool_bwd(gx, gy, kh, kw, sh, sw, ph, pw, divisor):
 # --- rows: log-softmax, NLL -------------------------------------------------------------
 @cuda.jit(cache=True)
 def _log_softmax_fwd(y, x):
-    # y[r] = x[r] - max - log(sum(exp(x[r] - max)))   one thread per row   x, y: (B, K)
+    # y[r] = (x[r] - max) - log(sum(exp(x[r] - max)))   one thread per row   x, y: (B, K)
     B, K = x.shape
     for r in range(cuda.grid(1), B, cuda.gridsize(1)):
         m = x[r, 0]
@@ -166,9 +166,9 @@ def _log_softmax_fwd(y, x):
         s = 0.0
         for k in range(K):
             s += math.exp(x[r, k] - m)
-        lse = m + math.log(s)
+        ls = math.log(s)
         for k in range(K):
-            y[r, k] = x[r, k] - lse
+            y[r, k] = (x[r, k] - m) - ls
 
 
 @cuda.jit(cache=True)

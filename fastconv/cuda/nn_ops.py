@@ -47,7 +47,7 @@ def relu_forward(x):
 
 
 def relu_backward(grad_y, y):
-    """Gradient of ReLU given its output ``y``: grad_y where y > 0."""
+    """Gradient of ReLU given its output ``y``: 0 where y <= 0, else grad_y."""
     gy, y = _dev(grad_y), _dev(y)
     gx = rt.empty(y.shape, y.dtype)
     _launch(nn_kernel._relu_bwd, y.size, _flat(gx), _flat(gy), _flat(y))

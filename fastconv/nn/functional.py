@@ -6,6 +6,7 @@ Shapes follow PyTorch: ``(N, C, H, W)`` images, ``(N, C)`` class scores.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -18,14 +19,29 @@ __all__ = ["linear", "linear_backward", "relu", "relu_backward", "max_pool2d",
            "cross_entropy_backward", "pool_output_size"]
 
 
+def check_numeric(a, fn, name="input"):
+    """Raise TypeError unless ndarray ``a`` holds real numbers (bool, int or float)."""
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{fn}: {name} must be a real numeric array, got dtype {a.dtype}"
+                        + (f" (shape {a.shape})" if a.ndim else ""))
+
+
 def float_array(x, fn, name="input"):
-    """``x`` as a C-contiguous float32/float64 ndarray (other dtypes become float32)."""
+    """``x`` as a C-contiguous float32/float64 ndarray (other dtypes become float32).
+    0-d stays 0-d."""
     a = np.asarray(x)
-    if a.dtype.kind == "c" or a.dtype == object:
-        raise TypeError(f"{fn}: {name} must be a real numeric array, got dtype {a.dtype}")
+    check_numeric(a, fn, name)
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float32)
-    return np.ascontiguousarray(a)
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
+def check_grad_shape(fn, grad_output, shape):
+    """Raise ValueError unless ``grad_output`` has the forward output's ``shape``."""
+    gs = tuple(np.shape(grad_output))
+    if gs != tuple(shape):
+        raise ValueError(f"{fn}: grad_output has shape {gs} but the forward's output had "
+                         f"shape {tuple(shape)}")
 
 
 def _pair(value, name, fn, minimum):
@@ -82,8 +98,9 @@ def linear_backward(grad_output, x, weight, input_grad=True):
     >>> gx.tolist(), gw.tolist(), gb.tolist()
     ([[1.0, 2.0]], [[3.0, 4.0], [6.0, 8.0]], [1.0, 2.0])
     """
-    g2 = grad_output.reshape(-1, grad_output.shape[-1])
-    x2 = x.reshape(-1, x.shape[-1])
+    rows = math.prod(x.shape[:-1])
+    g2 = grad_output.reshape(rows, grad_output.shape[-1])
+    x2 = x.reshape(rows, x.shape[-1])
     gw = g2.T @ x2
     gb = g2.sum(axis=0)
     gx = np.matmul(grad_output, weight) if input_grad else None
@@ -105,7 +122,8 @@ def relu(x):
 
 
 def relu_backward(grad_output, output):
-    """Gradient of :func:`relu` from its ``output``: ``grad_output * (output > 0)``.
+    """Gradient of :func:`relu` from its ``output``: ``grad_output`` where ``output`` is not
+    ``<= 0``, else 0 (so a NaN output passes the gradient through, as PyTorch).
 
     Examples
     --------
@@ -114,8 +132,9 @@ def relu_backward(grad_output, output):
     >>> F.relu_backward(np.ones(3, np.float32), np.array([0., 0., 2.], np.float32))
     array([0., 0., 1.], dtype=float32)
     """
-    go = np.ascontiguousarray(grad_output, dtype=output.dtype)
-    return nn_act.relu_bwd(go, np.ascontiguousarray(output))
+    check_grad_shape("relu_backward", grad_output, np.shape(output))
+    go = float_array(grad_output, "relu_backward", "grad_output").astype(output.dtype, copy=False)
+    return nn_act.relu_bwd(go, float_array(output, "relu_backward", "output"))
 
 
 # -- pooling -----------------------------------------------------------------------------
@@ -334,10 +353,11 @@ def _rows(a, dim):
         return a.reshape(1, 1), lambda r: r.reshape(())
     if dim == a.ndim - 1:                          # already rows: no copies
         shape = a.shape
-        return np.ascontiguousarray(a).reshape(-1, shape[-1]), lambda r: r.reshape(shape)
+        rows = np.ascontiguousarray(a).reshape(math.prod(shape[:-1]), shape[-1])
+        return rows, lambda r: r.reshape(shape)
     moved = np.moveaxis(a, dim, -1)
     shape = moved.shape
-    rows = np.ascontiguousarray(moved).reshape(-1, shape[-1])
+    rows = np.ascontiguousarray(moved).reshape(math.prod(shape[:-1]), shape[-1])
     return rows, lambda r: np.ascontiguousarray(np.moveaxis(r.reshape(shape), -1, dim))
 
 
@@ -370,7 +390,9 @@ def log_softmax_backward(grad_output, output, dim):
     array([[ 0.5, -0.5]])
     """
     d = _check_dim(dim, output.ndim, "log_softmax_backward")
-    go = np.ascontiguousarray(grad_output, dtype=output.dtype)
+    check_grad_shape("log_softmax_backward", grad_output, output.shape)
+    go = float_array(grad_output, "log_softmax_backward", "grad_output").astype(output.dtype,
+                                                                              copy=False)
     grows, back = _rows(go, d)
     yrows, _ = _rows(output, d)
     return back(nn_act.log_softmax_bwd(grows, yrows))
@@ -452,7 +474,8 @@ def _nll(fn, logp, target, weight, ignore_index, reduction):
     else:
         denom = float(wi.sum(dtype=np.float64))
         loss = float(losses.sum(dtype=np.float64) / denom) if denom else float("nan")
-    return loss, (rows.shape, tc, wi, denom, back, logp.dtype, reduction)
+    return loss, (rows.shape, tc, wi, valid, denom, back, logp.dtype, reduction,
+                  target_shape(logp), fn)
 
 
 def target_shape(inp):
@@ -460,14 +483,32 @@ def target_shape(inp):
 
 
 def _nll_grad(ctx, grad=None):
-    """dL/d(log-probabilities), in the input's layout."""
-    (M, C), tc, wi, denom, back, dtype, reduction = ctx
+    """dL/d(log-probabilities), in the input's layout. Rows whose target is ignore_index
+    get zero gradient, also when no row is left for the mean (as PyTorch)."""
+    (M, C), tc, wi, valid, denom, back, dtype, reduction, loss_shape, fn = ctx
     g = np.zeros((M, C), dtype=dtype)
     if reduction == "none":
-        scale = -wi * (np.ones(M, dtype) if grad is None else np.asarray(grad, dtype).reshape(-1))
+        if grad is None:
+            gl = np.ones(M, dtype)
+        else:
+            ga = np.asarray(grad)
+            if ga.shape != loss_shape or ga.dtype.kind not in "biuf":
+                raise ValueError(f"{fn}: grad must be a real array of the loss's shape "
+                                 f"{loss_shape} (reduction='none'), got shape {ga.shape} and "
+                                 f"dtype {ga.dtype}")
+            gl = ga.astype(dtype).reshape(-1)
+        scale = -wi * gl
     else:
-        s = 1.0 if grad is None else float(grad)
-        scale = -wi * (s / denom if denom else np.nan)
+        if grad is None:
+            s = 1.0
+        else:
+            ga = np.asarray(grad)
+            if ga.ndim != 0 or ga.dtype.kind not in "biuf":
+                raise ValueError(f"{fn}: grad must be a real scalar for reduction="
+                                 f"{reduction!r}, got shape {ga.shape} and dtype {ga.dtype}")
+            s = float(ga)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(valid, -wi * (s / np.float64(denom)), 0).astype(dtype)
     g[np.arange(M), tc] = scale
     return g, back
 

@@ -12,11 +12,12 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .._fileio import atomic_write
 
 __all__ = ["save", "load"]
 
@@ -110,26 +111,13 @@ def save(obj, path):
     fn = "save"
     arrays = {}
     meta = {"format": _FORMAT, "root": _encode(obj, (), arrays, fn)}
-    path = Path(os.fspath(path))
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for name, arr in arrays.items():
-                    with zf.open(name + ".npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.ascontiguousarray(arr),
-                                                  allow_pickle=False)
-                zf.writestr(_META, json.dumps(meta, allow_nan=False))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path, "wb") as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, arr in arrays.items():
+                with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.require(arr, requirements="C"),
+                                              allow_pickle=False)
+            zf.writestr(_META, json.dumps(meta, allow_nan=False))
 
 
 def load(path):

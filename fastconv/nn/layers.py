@@ -38,14 +38,13 @@ def _host_input_error(layer):
                         f"model.to('cpu')")
 
 
-def _cast(x, dtype):
+def _cast(x, dtype, fn, name="input"):
     """x as a C-contiguous array of ``dtype`` (no copy when it already is one)."""
     if isinstance(x, np.ndarray) and x.dtype == dtype and x.flags.c_contiguous:
         return x
     a = np.asarray(x)
-    if a.dtype.kind == "c" or a.dtype == object:
-        raise TypeError(f"input must be a real numeric array, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=dtype)
+    F.check_numeric(a, fn, name)
+    return a.astype(dtype, order="C", copy=False)
 
 
 # -- Conv2d --------------------------------------------------------------------------------
@@ -200,7 +199,7 @@ class Conv2d(Module):
 
     def _runner(self, x, spec):
         def run(algo, out=None):             # used by the autotuner only
-            xb = _cast(x, spec.dtype).reshape((spec.N, spec.C_in) + spec.in_size)
+            xb = _cast(x, spec.dtype, "Conv2d").reshape((spec.N, spec.C_in) + spec.in_size)
             xp5 = lift5(pad(xb, spec.padding, spec.padding_mode), 2)
             return _engine.forward(xp5, lift5(self.weight.data, 2),
                                    None if self.bias is None else self.bias.data,
@@ -212,7 +211,7 @@ class Conv2d(Module):
             from . import _cuda
             return _cuda.conv2d_forward(self, x)
         w = self.weight.data
-        x = _cast(x, w.dtype)
+        x = _cast(x, w.dtype, "Conv2d")
         plan = self._plans.get((x.shape, w.dtype)) or self._plan(x)
         xb = x if plan.batched else x[None]
         xp = pad(xb, plan.padding, plan.padding_mode) if plan.padded else xb
@@ -233,7 +232,7 @@ class Conv2d(Module):
         ctx = self._take()
         xp5, plan = ctx["xp5"], ctx["plan"]
         w = self.weight.data
-        go = _cast(grad_output, w.dtype)
+        go = _cast(grad_output, w.dtype, "Conv2d.backward", "grad_output")
         if go.shape != plan.spec.out_shape:
             raise ValueError(f"Conv2d.backward: grad_output has shape {go.shape} but the "
                              f"forward's output had shape {plan.spec.out_shape}")
@@ -243,7 +242,7 @@ class Conv2d(Module):
                 xp5, go5, plan.kernel3, plan.stride3, plan.dilation3, plan.groups, plan.bwd))
         if self.bias is not None and self.bias.requires_grad:
             N, O = go5.shape[:2]
-            self.bias.accumulate(go5.reshape(N, O, -1).sum(axis=2).sum(axis=0))
+            self.bias.accumulate(go5.reshape(N, O, math.prod(go5.shape[2:])).sum(axis=(0, 2)))
         if not input_grad:
             return None
         gxp = _engine.backward_input(go5, w.reshape(plan.w5_shape), plan.padded3, plan.stride3,
@@ -325,7 +324,7 @@ class Linear(Module):
         w = self.weight.data
         if not isinstance(w, np.ndarray):
             raise _host_input_error(self)
-        x = _cast(x, w.dtype)
+        x = _cast(x, w.dtype, "Linear")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: input of shape {x.shape} does not end in "
                              f"in_features={self.in_features}")
@@ -339,7 +338,7 @@ class Linear(Module):
             from . import _cuda
             return _cuda.linear_backward(self, grad_output, input_grad)
         x = self._take()["x"]
-        go = _cast(grad_output, self.weight.data.dtype)
+        go = _cast(grad_output, self.weight.data.dtype, "Linear.backward", "grad_output")
         if go.shape != x.shape[:-1] + (self.out_features,):
             raise ValueError(f"Linear.backward: grad_output has shape {go.shape}, expected "
                              f"{x.shape[:-1] + (self.out_features,)}")
@@ -395,6 +394,7 @@ class ReLU(Module):
         y = self._take()["y"]
         if not input_grad:
             return None
+        F.check_grad_shape("ReLU.backward", grad_output, y.shape)
         if on_gpu(grad_output):
             from . import _cuda
             return _cuda.relu_backward(grad_output, y)
@@ -595,6 +595,7 @@ class Dropout(Module):
             return None
         if scale is None:
             return grad_output
+        F.check_grad_shape("Dropout.backward", grad_output, scale.shape)
         if on_gpu(grad_output):
             from . import _cuda
             return _cuda.dropout_backward(grad_output, scale)
@@ -632,15 +633,19 @@ class Flatten(Module):
         if gpu and a.ndim:
             from . import _cuda
             y, shape = _cuda.flatten(a, s, e)
-            self._keep(shape=shape)
+            self._keep(shape=shape, out=tuple(y.shape))
             return y
-        self._keep(shape=a.shape)
-        return a.reshape(a.shape[:s] + (-1,) + a.shape[e + 1:]) if a.ndim else a.reshape(1)
+        out = a.shape[:s] + (math.prod(a.shape[s:e + 1]),) + a.shape[e + 1:] if a.ndim else (1,)
+        self._keep(shape=a.shape, out=out)
+        return a.reshape(out)
 
     def backward(self, grad_output, input_grad=True):
-        shape = self._take()["shape"]
+        ctx = self._take()
+        shape = ctx["shape"]
         if not input_grad:
             return None
+        if "out" in ctx:
+            F.check_grad_shape("Flatten.backward", grad_output, ctx["out"])
         if on_gpu(grad_output):
             from . import _cuda
             return _cuda.reshape(grad_output, shape)
@@ -691,6 +696,7 @@ class LogSoftmax(Module):
         y = self._take()["y"]
         if not input_grad:
             return None
+        F.check_grad_shape("LogSoftmax.backward", grad_output, y.shape)
         if on_gpu(grad_output):
             from . import _cuda
             return _cuda.log_softmax_backward(grad_output, y)

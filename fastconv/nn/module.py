@@ -191,8 +191,8 @@ class Parameter:
 
     def __init__(self, data, requires_grad=True):
         keep64 = isinstance(data, np.ndarray) and data.dtype == np.float64
-        arr = np.array(data, dtype=np.float64 if keep64 else np.float32, copy=True)
-        self.data = np.ascontiguousarray(arr)
+        self.data = np.array(data, dtype=np.float64 if keep64 else np.float32, copy=True,
+                             order="C")
         self.grad = None
         self.requires_grad = bool(requires_grad)
 
@@ -224,10 +224,9 @@ class Parameter:
         """Add ``grad`` into ``.grad`` (creating it on first use), as PyTorch accumulates."""
         if on_gpu(grad):
             return self._accumulate_gpu(grad)
-        if self.grad is None:
-            self.grad = np.ascontiguousarray(grad, dtype=self.data.dtype).reshape(self.data.shape)
-            if self.grad is grad:
-                self.grad = self.grad.copy()
+        if self.grad is None:          # a copy: later accumulations must not write into grad
+            self.grad = np.array(grad, dtype=self.data.dtype, copy=True,
+                                 order="C").reshape(self.data.shape)
         else:
             self.grad += grad.reshape(self.data.shape)
 
