@@ -6,13 +6,17 @@ import numpy as np
 from . import _engine, dispatch
 from ._pad import pad, pad_adjoint
 from ._spec import ConvSpec, lift5
-from ._validate import check_algorithm, check_out, conv_spec
+from ._validate import check_algorithm, check_out, conv_spec, size_tuple
 
 
 # --- devices --------------------------------------------------------------------------
 def is_gpu_array(a) -> bool:
     # __cuda_ndarray__: numba's device arrays, including the CUDA simulator's
-    return hasattr(a, "__cuda_array_interface__") or bool(getattr(type(a), "__cuda_ndarray__", False))
+    try:
+        return (hasattr(a, "__cuda_array_interface__")
+                or bool(getattr(type(a), "__cuda_ndarray__", False)))
+    except RuntimeError:      # torch: a CUDA tensor that requires grad (the GPU path says so)
+        return True
 
 
 def is_dask_array(a) -> bool:
@@ -46,16 +50,28 @@ def run_forward(spec: ConvSpec, x, w, b, algorithm, out=None):
     def run(algo, out=None):
         return _engine.forward(xp, w5, b, spec.stride3, spec.dilation3, spec.groups, algo, out)
 
-    algo = dispatch.select(spec, algorithm, run)
-    if algo == "fft" and algorithm == "auto" and not np.isfinite(xp).all():
-        algo = "direct"      # an FFT spreads one NaN/inf over the whole output
+    algo = _finite_or_direct(dispatch.select(spec, algorithm, run), algorithm, xp, w5)
     return run(algo, out)
+
+
+def _finite_or_direct(algo, algorithm, *operands):
+    """'auto' never runs an FFT over a NaN or inf: the transform would spread it over the
+    whole result, where the direct sum keeps it local."""
+    if algo == "fft" and algorithm == "auto" and not all(np.isfinite(a).all() for a in operands):
+        return "direct"
+    return algo
 
 
 def convnd(nd, fn, input, weight, bias, stride, padding, dilation, groups, padding_mode,
            algorithm, device, out):
     check_algorithm(fn, algorithm)
     if is_dask_array(input):
+        if out is not None:
+            raise TypeError(f"{fn}: out= is not supported with a dask input (the result is a "
+                            f"lazy dask array); call .compute() and copy, or drop out=")
+        if device not in (None, "cpu"):
+            raise ValueError(f"{fn}: device={device!r} is not supported with a dask input "
+                             f"(dask chunks run on the CPU)")
         from ._dask import conv_dask
         return conv_dask(nd, fn, input, weight, bias, stride, padding, dilation, groups,
                          padding_mode, algorithm)
@@ -72,7 +88,10 @@ def convnd(nd, fn, input, weight, bias, stride, padding, dilation, groups, paddi
     if spec.N == 0:
         res = np.empty(spec.out_shape, dtype=spec.out_dtype)
         return res if out is None else out
-    direct_out = out is not None and spec.out_dtype == spec.dtype
+    # the kernels write ``out`` while they read the operands: an ``out`` that overlaps
+    # them gets a temporary result first
+    direct_out = (out is not None and spec.out_dtype == spec.dtype
+                  and not any(np.may_share_memory(out, a) for a in (x, w, b) if a is not None))
     out5 = out.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)) if direct_out else None
     res = run_forward(spec, x, w, b, algorithm, out5)
     if direct_out:
@@ -169,11 +188,8 @@ conv3d.__doc__ = _CONV_DOC.format(nd=3, sp="D, H, W", ksp="kD, kH, kW", osp="D_o
 
 # --- gradients and the transposed convolution ------------------------------------------
 def _split_input_size(fn, nd, input_size):
-    size = tuple(int(s) for s in input_size)
-    if len(size) not in (nd + 1, nd + 2):
-        raise ValueError(f"{fn}: input_size must have {nd + 2} entries (N, C_in, *spatial) "
-                         f"or {nd + 1} (unbatched), got {tuple(input_size)}")
-    return size
+    return size_tuple(fn, "input_size", input_size, (nd + 2, nd + 1),
+                      "(N, C_in, *spatial), or (C_in, *spatial) unbatched")
 
 
 def _check_grad_output(fn, go, spec):
@@ -201,8 +217,9 @@ def input_grad(nd, fn, input_size, weight, grad_output, stride, padding, dilatio
     if spec.N == 0:
         return np.zeros(size, dtype=spec.out_dtype), spec
     go5 = np.ascontiguousarray(go.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)), dtype=spec.dtype)
-    algo = dispatch.select(spec, algorithm, op="input_grad")
-    gxp = _engine.backward_input(go5, np.ascontiguousarray(lift5(w, nd)), spec.lift(spec.padded_size),
+    w5 = np.ascontiguousarray(lift5(w, nd))
+    algo = _finite_or_direct(dispatch.select(spec, algorithm, op="input_grad"), algorithm, go5, w5)
+    gxp = _engine.backward_input(go5, w5, spec.lift(spec.padded_size),
                                  spec.stride3, spec.dilation3, spec.groups, algo)
     gxp = gxp.reshape((spec.N, spec.C_in) + spec.padded_size)
     gx = pad_adjoint(gxp, spec.in_size, spec.padding, spec.padding_mode)
@@ -217,10 +234,7 @@ def weight_grad(nd, fn, input, weight_size, grad_output, stride, padding, dilati
         from .cuda import api as cuda_api
         return cuda_api.weight_grad(nd, fn, input, weight_size, grad_output, stride, padding,
                                     dilation, groups, padding_mode, algorithm)
-    wsize = tuple(int(s) for s in weight_size)
-    if len(wsize) != nd + 2:
-        raise ValueError(f"{fn}: weight_size must have {nd + 2} entries (C_out, C_in/groups, "
-                         f"*kernel), got {tuple(weight_size)}")
+    wsize = size_tuple(fn, "weight_size", weight_size, (nd + 2,), "(C_out, C_in/groups, *kernel)")
     from ._validate import as_array, compute_dtypes
     x = as_array(input, "input", fn)
     go = as_array(grad_output, "grad_output", fn)
@@ -230,7 +244,7 @@ def weight_grad(nd, fn, input, weight_size, grad_output, stride, padding, dilati
     _check_grad_output(fn, go, spec)
     go5 = np.ascontiguousarray(go.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)), dtype=spec.dtype)
     xp = lift5(pad(x, spec.padding, spec.padding_mode, spec.dtype), nd)
-    algo = dispatch.select(spec, algorithm, op="weight_grad")
+    algo = _finite_or_direct(dispatch.select(spec, algorithm, op="weight_grad"), algorithm, xp, go5)
     gw = _engine.backward_weight(xp, go5, spec.lift(spec.kernel), spec.stride3, spec.dilation3,
                                  spec.groups, algo)
     return gw.reshape(wsize).astype(spec.out_dtype, copy=False)
@@ -243,11 +257,18 @@ def conv_transposend(nd, fn, input, weight, bias, stride, padding, output_paddin
         from .cuda import api as cuda_api
         return cuda_api.conv_transpose(fn, nd, input, weight, bias, stride, padding,
                                        output_padding, groups, dilation, algorithm)
-    from ._validate import as_array, transpose_args
+    from ._validate import as_array, compute_dtypes, transpose_args
     x = as_array(input, "input", fn)
     w = as_array(weight, "weight", fn)
+    b = None if bias is None else as_array(bias, "bias", fn)
     s, p, d, op, batched, in_size = transpose_args(fn, nd, x.shape, w.shape, stride, padding,
                                                    output_padding, dilation, groups)
+    if b is not None and b.shape != (in_size[1],):
+        raise ValueError(f"{fn}: bias must have shape ({in_size[1]},) to match weight shape "
+                         f"{w.shape} and groups={groups}, got {b.shape}")
+    dtype, out_dtype = compute_dtypes(fn, *((x, w) if b is None else (x, w, b)))
+    if b is not None:          # the bias may widen the result: compute in that dtype
+        x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     size = in_size[2:]
     xb = x if batched else x[None]
     # output_padding >= stride (allowed when < dilation) makes the matching forward output
@@ -257,12 +278,9 @@ def conv_transposend(nd, fn, input, weight, bias, stride, padding, output_paddin
     if fwd != tuple(xb.shape[2:]) and all(f >= i for f, i in zip(fwd, xb.shape[2:])):
         xb = np.pad(xb, [(0, 0), (0, 0)] + [(0, f - i) for f, i in zip(fwd, xb.shape[2:])])
     gx, spec = input_grad(nd, fn, in_size, w, xb, s, p, d, groups, "zeros", algorithm)
-    if bias is not None:
-        b = as_array(bias, "bias", fn)
-        if b.shape != (in_size[1],):
-            raise ValueError(f"{fn}: bias must have shape ({in_size[1]},), got {b.shape}")
+    if b is not None:
         gx = gx + b.astype(spec.dtype).reshape((1, -1) + (1,) * nd)
-        gx = gx.astype(spec.out_dtype, copy=False)
+        gx = gx.astype(out_dtype, copy=False)
     return gx if batched else gx[0]
 
 

@@ -6,6 +6,7 @@ arrays already converted to the compute dtype; nothing below them validates.
 from __future__ import annotations
 
 import numbers
+from dataclasses import replace
 
 import numpy as np
 
@@ -23,7 +24,8 @@ def as_array(a, name: str, fn: str) -> np.ndarray:
     else:
         try:
             arr = np.asarray(a)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RuntimeError) as exc:   # RuntimeError: e.g. a torch
+            # tensor that requires grad ("call .detach()")
             raise TypeError(f"{fn}: {name} must be array-like, got {type(a).__name__} ({exc})") from None
     if arr.dtype == object or arr.dtype.kind not in "biuf c".replace(" ", ""):
         raise TypeError(f"{fn}: {name} must be a numeric array, got dtype {arr.dtype} "
@@ -157,6 +159,13 @@ def conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups, pa
                 f"{fn}: the (dilated) kernel {spec.effective_kernel} is larger than the padded "
                 f"input {spec.padded_size} on spatial axis {axis} (input shape {x.shape}, "
                 f"weight shape {w.shape}, padding {pads}, dilation {dilation})")
+    # a stride beyond the last kernel position gives one output, as a stride of exactly
+    # that reach does: normalise it, so that no kernel sees an absurd stride (2**64) or
+    # splits the input into stride**2 phases
+    reach = tuple(min(s, p - e + 1) for s, p, e in
+                  zip(stride, spec.padded_size, spec.effective_kernel))
+    if reach != stride:
+        spec = replace(spec, stride=reach)
     xb = xb.astype(dtype, copy=False)
     w = w.astype(dtype, copy=False)
     if b is not None:
@@ -180,6 +189,25 @@ def check_padding_mode(fn, mode, pads, in_size, shape):
 def check_algorithm(fn, algorithm):
     if algorithm not in ALGORITHMS:
         raise ValueError(f"{fn}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+
+
+def size_tuple(fn, name, value, lengths, what):
+    """A shape argument (``input_size``, ``weight_size``): a sequence of ints, >= 0 for the
+    leading batch entry when ``lengths`` allows one, else >= 1."""
+    try:
+        vals = tuple(value)
+    except TypeError:
+        raise TypeError(f"{fn}: {name} must be a tuple of ints {what}, got {value!r}") from None
+    if len(vals) not in lengths:
+        raise ValueError(f"{fn}: {name} must have {' or '.join(map(str, lengths))} entries "
+                         f"{what}, got {vals}")
+    if not all(isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool)
+               for v in vals):
+        raise TypeError(f"{fn}: {name} must be a tuple of ints {what}, got {vals}")
+    vals = tuple(int(v) for v in vals)
+    if any(v < 0 for v in vals):
+        raise ValueError(f"{fn}: {name} entries must be >= 0, got {vals}")
+    return vals
 
 
 def check_out(fn, out, shape, dtype):
@@ -213,11 +241,24 @@ def transpose_args(fn, nd, x_shape, w_shape, stride, padding, output_padding, di
         if o >= si and o >= di:
             raise ValueError(f"{fn}: output_padding {op} must be smaller than either stride {s} "
                              f"or dilation {d}")
+    if not isinstance(groups, (numbers.Integral, np.integer)) or isinstance(groups, bool):
+        raise TypeError(f"{fn}: groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"{fn}: groups must be >= 1, got {groups}")
     batched = len(x_shape) == nd + 2
     xb = x_shape if batched else (1,) + x_shape
+    if xb[1] == 0:
+        raise ValueError(f"{fn}: input has zero channels (shape {x_shape})")
+    if any(v == 0 for v in xb[2:]):
+        raise ValueError(f"{fn}: input has a zero spatial size (shape {x_shape})")
+    if any(v == 0 for v in w_shape):
+        raise ValueError(f"{fn}: weight is empty (shape {w_shape})")
     if xb[1] != w_shape[0]:
         raise ValueError(f"{fn}: weight of shape {w_shape} expects {w_shape[0]} input channels "
                          f"but input of shape {x_shape} has {xb[1]}")
+    if xb[1] % groups:
+        raise ValueError(f"{fn}: input channels ({xb[1]}, input shape {x_shape}) must be "
+                         f"divisible by groups={groups}")
     size = tuple((i - 1) * si - 2 * pi + di * (k - 1) + oi + 1
                  for i, si, pi, di, k, oi in zip(xb[2:], s, p, d, w_shape[2:], op))
     if any(v <= 0 for v in size):

@@ -496,6 +496,76 @@ def test_out_errors(algorithm):
         fc.conv2d(x, w, out=np.asfortranarray(np.empty((2, 4, 4, 4))), algorithm=algorithm)
 
 
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("alias", ["input", "input-1x1", "weight"])
+def test_out_overlapping_an_operand(algorithm, alias, rng):
+    # the kernels write out while they read: an overlapping out must still give the result
+    if alias == "input-1x1":
+        x = rng.standard_normal((4, 8, 16, 16))
+        w = rng.standard_normal((8, 8, 1, 1))
+        want = fc.conv2d(x, w, algorithm=algorithm)
+        assert fc.conv2d(x, w, out=x, algorithm=algorithm) is x
+        np.testing.assert_allclose(x, want, rtol=1e-12, atol=1e-12)
+    elif alias == "input":
+        x = rng.standard_normal((2, 3, 8, 8))
+        w = rng.standard_normal((3, 3, 3, 3))
+        want = fc.conv2d(x, w, padding=1, algorithm=algorithm)
+        fc.conv2d(x, w, padding=1, out=x, algorithm=algorithm)
+        np.testing.assert_allclose(x, want, rtol=1e-12, atol=1e-12)
+    else:
+        buf = rng.standard_normal(2 * 2 * 3 * 3 + 100)
+        w = buf[:36].reshape(2, 2, 3, 3)
+        x = rng.standard_normal((1, 2, 5, 5))
+        want = fc.conv2d(x, w.copy(), algorithm=algorithm)
+        out = buf[:2 * 3 * 3].reshape(1, 2, 3, 3)
+        fc.conv2d(x, w, out=out, algorithm=algorithm)
+        np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("stride", [7, 10 ** 6, 2 ** 63, 2 ** 64, (1, 2 ** 70)])
+def test_stride_beyond_the_input(algorithm, stride):
+    # one output position per axis: as a stride of exactly the reach, and no absurd buffers
+    x = np.arange(36.0).reshape(1, 1, 6, 6)
+    w = np.ones((1, 1, 3, 3))
+    got = fc.conv2d(x, w, stride=stride, algorithm=algorithm)
+    s = (stride, stride) if isinstance(stride, int) else stride
+    want = naive.conv(x, w, None, stride=tuple(min(v, 4) for v in s))
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    gy = np.ones(got.shape)
+    np.testing.assert_allclose(fc.grad.conv2d_input(x.shape, w, gy, stride=stride,
+                                                    algorithm=algorithm),
+                               fc.grad.conv2d_input(x.shape, w, gy, stride=tuple(min(v, 4) for v in s)))
+    np.testing.assert_allclose(fc.grad.conv2d_weight(x, w.shape, gy, stride=stride,
+                                                     algorithm=algorithm),
+                               fc.grad.conv2d_weight(x, w.shape, gy, stride=tuple(min(v, 4) for v in s)))
+
+
+def test_auto_never_runs_an_fft_over_non_finite_operands(monkeypatch, rng):
+    # force the cost model's choice to fft: auto must still keep a NaN/inf local
+    from fastconv import dispatch
+    monkeypatch.setattr(dispatch, "select",
+                        lambda spec, algorithm, *a, **k: "fft" if algorithm == "auto" else algorithm)
+    x = rng.standard_normal((1, 1, 12, 12))
+    w = rng.standard_normal((1, 1, 5, 5))
+    gy = rng.standard_normal((1, 1, 8, 8))
+    for bad in ("x", "w", "gy"):
+        xa, wa, ga = x.copy(), w.copy(), gy.copy()
+        {"x": xa, "w": wa, "gy": ga}[bad][0, 0, 0, 0] = np.inf if bad == "w" else np.nan
+        pairs = [(lambda alg: fc.conv2d(xa, wa, algorithm=alg), bad in "xw"),
+                 (lambda alg: fc.grad.conv2d_input(xa.shape, wa, ga, algorithm=alg),
+                  bad in ("w", "gy")),
+                 (lambda alg: fc.grad.conv2d_weight(xa, wa.shape, ga, algorithm=alg),
+                  bad in ("x", "gy"))]
+        for f, affected in pairs:
+            if not affected:
+                continue
+            got = f("auto")
+            want = f("direct")       # NaN/inf where the sum touches them, finite elsewhere
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 # --- inputs are never modified ----------------------------------------------------------------
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("mode", PADDING_MODES)
@@ -579,6 +649,8 @@ BAD_CONV2D = [
     (dict(weight=np.ones((4, 3, 3))), ValueError, r"weight.*\(4, 3, 3\)"),
     (dict(weight=np.ones((1, 2, 4, 3, 3))), ValueError, r"weight.*\(1, 2, 4, 3, 3\)"),
     (dict(device="tpu"), ValueError, r"device.*'tpu'"),
+    (dict(stride=2 ** 64, algorithm="im2col", input=np.ones((1, 4, 2, 2))), ValueError,
+     r"kernel"),
 ]
 
 

@@ -389,6 +389,15 @@ def test_grad_bad_input(nd):
         gi((4,) + (5,) * (nd - 1), w, gy) if nd > 1 else gi((5,) * 4, w, gy)
     with pytest.raises(ValueError, match=r"weight_size"):
         gwf(x, (2, 4), gy)
+    for bad, exc in [(5.5, TypeError), (-5, ValueError), (True, TypeError)]:
+        with pytest.raises(exc, match=r"input_size"):
+            gi((1, 4, bad) + (5,) * (nd - 1), w, gy)
+        with pytest.raises(exc, match=r"weight_size"):
+            gwf(x, (2, 4, bad) + (3,) * (nd - 1), gy)
+    with pytest.raises(TypeError, match=r"input_size.*got 5"):
+        gi(5, w, gy)
+    with pytest.raises(TypeError, match=r"weight_size.*got 3"):
+        gwf(x, 3, gy)
     with pytest.raises(ValueError, match=r"weight has 3 input channels per group but (input|x) has 4"):
         gi(x.shape, np.ones((2, 3) + (3,) * nd), gy)
     with pytest.raises(ValueError, match=r"weight has 3 input channels per group but (input|x) has 4"):
@@ -424,3 +433,22 @@ def test_conv_transpose2d_bad_input():
         fc.conv_transpose2d(y, w, algorithm="nope")
     with pytest.raises(TypeError, match=r"complex"):
         fc.conv_transpose2d(y + 1j, w)
+    # messages about the caller's arrays, not the matching forward problem
+    with pytest.raises(ValueError, match=r"zero spatial size.*\(1, 4, 0, 3\)"):
+        fc.conv_transpose2d(np.ones((1, 4, 0, 3)), w)
+    with pytest.raises(ValueError, match=r"weight is empty.*\(4, 0, 2, 2\)"):
+        fc.conv_transpose2d(y, np.ones((4, 0, 2, 2)))
+    with pytest.raises(ValueError, match=r"input channels \(4, input shape \(1, 4, 3, 3\)\).*groups=3"):
+        fc.conv_transpose2d(y, w, groups=3)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_conv_transpose2d_result_dtype_includes_the_bias(algorithm, rng):
+    y = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    b = rng.standard_normal(3)
+    got = fc.conv_transpose2d(y, w, b, algorithm=algorithm)
+    want = fc.conv_transpose2d(y.astype(np.float64), w.astype(np.float64), b, algorithm=algorithm)
+    assert got.dtype == np.float64 == fc.conv2d(y, w.transpose(1, 0, 2, 3), b).dtype
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert fc.conv_transpose2d(y, w, b.astype(np.float16), algorithm=algorithm).dtype == np.float32
