@@ -221,9 +221,10 @@ def _kernel_str(spec):
 
 
 _REASONS = {
-    "direct": lambda s: (f"the {_kernel_str(s)} kernel with {s.C_in // s.groups} input "
-                         f"channel(s) per group is too small to amortise building a column "
-                         f"matrix or FFTs"),
+    "direct": lambda s: (f"it sums the {_kernel_str(s)} kernel over {s.C_in // s.groups} "
+                         f"input channel(s) per group in place, with no column matrix "
+                         f"({_prod(s.kernel)}x the input) to build and no FFTs to run, costs "
+                         f"that the other algorithms do not earn back on this shape"),
     "im2col": lambda s: (f"{s.C_in // s.groups * _prod(s.kernel)}-deep patches and "
                          f"{s.C_out // s.groups} output channels per group make one large "
                          f"BLAS GEMM the most efficient"),

@@ -434,6 +434,18 @@ def test_any_array_like(algorithm, rng):
         assert_close(got, naive.conv(x, w))
 
 
+def test_torch_tensor_that_requires_grad_names_the_parameter():
+    torch = pytest.importorskip("torch")
+    x = torch.ones(1, 1, 4, 4, requires_grad=True)
+    with pytest.raises(TypeError, match=r"conv2d: input must be array-like.*detach"):
+        fc.conv2d(x, np.ones((1, 1, 2, 2)))
+    with pytest.raises(TypeError, match=r"conv2d_weight: grad_output must be array-like"):
+        fc.grad.conv2d_weight(np.ones((1, 1, 4, 4)), (1, 1, 2, 2),
+                              torch.ones(1, 1, 3, 3, requires_grad=True))
+    np.testing.assert_array_equal(fc.conv2d(x.detach(), np.ones((1, 1, 2, 2))),
+                                  np.full((1, 1, 3, 3), 4.0))
+
+
 @pytest.mark.parametrize("nd", [1, 3])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_array_like_1d_3d(nd, algorithm, rng):
