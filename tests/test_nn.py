@@ -742,6 +742,15 @@ def test_loss_backward_rejects_a_grad_of_the_wrong_shape():
         loss.backward(np.ones(2))
 
 
+@pytest.mark.parametrize("layer", [lambda: nn.MaxPool2d(2), lambda: nn.AvgPool2d(2)],
+                         ids=["MaxPool2d", "AvgPool2d"])
+def test_pooling_gradient_has_the_inputs_dtype(layer):
+    m = layer()
+    y = m(rand((1, 2, 4, 4), dtype=np.float32))
+    g = m.backward(np.ones(y.shape, np.float64))
+    assert g.dtype == np.float32 and g.shape == (1, 2, 4, 4)
+
+
 def test_accumulate_never_writes_into_the_callers_array():
     p = nn.Parameter(np.zeros(3, np.float32))
     g1 = np.ones(3, np.float32)

@@ -456,7 +456,7 @@ class MaxPool2d(Module):
         y, idx = pool.maxpool2d_fwd(a.reshape(-1, H, W), out_size, k, s, p, d)
         shape = a.shape[:-2] + out_size
         y, idx = y.reshape(shape), idx.reshape(shape)
-        self._keep(idx=idx, shape=a.shape)
+        self._keep(idx=idx, shape=a.shape, dtype=a.dtype)
         return (y, idx) if self.return_indices else y
 
     def backward(self, grad_output, input_grad=True):
@@ -466,7 +466,10 @@ class MaxPool2d(Module):
         if on_gpu(grad_output):
             from . import _cuda
             return _cuda.max_pool_backward(ctx, grad_output)
-        return F.max_pool2d_backward(grad_output, ctx["idx"], ctx["shape"])
+        # the gradient in the input's dtype, as PyTorch
+        go = F.float_array(grad_output, "MaxPool2d.backward", "grad_output")
+        go = go.astype(ctx.get("dtype", go.dtype), copy=False)
+        return F.max_pool2d_backward(go, ctx["idx"], ctx["shape"])
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -518,17 +521,20 @@ class AvgPool2d(Module):
             return _cuda.avg_pool_forward(self, x)
         a = F.float_array(x, "AvgPool2d")
         y = F.avg_pool2d(a, *self._args())
-        self._keep(shape=a.shape)
+        self._keep(shape=a.shape, dtype=a.dtype)
         return y
 
     def backward(self, grad_output, input_grad=True):
-        shape = self._take()["shape"]
+        ctx = self._take()
+        shape = ctx["shape"]
         if not input_grad:
             return None
         if on_gpu(grad_output):
             from . import _cuda
             return _cuda.avg_pool_backward(self, grad_output, shape)
-        return F.avg_pool2d_backward(grad_output, shape, *self._args())
+        go = F.float_array(grad_output, "AvgPool2d.backward", "grad_output")
+        go = go.astype(ctx.get("dtype", go.dtype), copy=False)
+        return F.avg_pool2d_backward(go, shape, *self._args())
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
