@@ -11,6 +11,13 @@ result dtypes and errors as SciPy. Differences, all additions:
   :func:`convolve2d` / :func:`correlate2d` for floating-point inputs: large kernels run
   through FFTs there too (integers always take the exact direct method).
 * bool and float16 inputs work in every rank (SciPy's N-d direct method rejects them).
+* Dask: given a ``dask.array.Array`` (either input), every function returns a lazy
+  ``dask.array.Array`` whose computed value, shape and dtype equal the in-memory call's.
+  The larger input may be chunked along any axes: each output chunk is the in-memory
+  'valid' call on its input chunk padded with the halo the kernel needs (the boundary
+  extension included); the smaller input (the kernel) is computed. It runs unchanged on
+  ``dask.distributed``. Unknown chunk sizes raise ``ValueError`` (call
+  ``x.compute_chunk_sizes()``).
 
 How it runs: every call is a padded 'valid' cross-correlation on
 ``fastconv._engine.forward`` (see ``fastconv/_signal_core.py``); the kernels release the
@@ -20,6 +27,10 @@ GIL, so threads (and Dask) run calls concurrently.
 >>> from fastconv import signal
 >>> signal.convolve([1, 2, 3], [0, 1, 0.5])
 array([0. , 1. , 2.5, 4. , 1.5])
+>>> import dask.array as da
+>>> y = signal.convolve2d(da.ones((6, 6), chunks=3), np.ones((3, 3)), mode='same')
+>>> type(y).__name__, y.chunks, y.compute()[0, :3].tolist()
+('Array', ((3, 3), (3, 3)), [4.0, 6.0, 6.0])
 """
 from __future__ import annotations
 
@@ -30,6 +41,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import _signal_core as core
+from ._dask import is_dask
 from ._signal_checks import (MSG, check_boundary, check_method, check_mode, check_numeric,
                              check_same_ndim, direct_dtype, fft_compute_dtype, fft_dtype,
                              fill_scalar, normalize_axes, swap_needed)
@@ -45,9 +57,10 @@ def convolve(in1, in2, mode="full", method="auto"):
 
     Parameters
     ----------
-    in1 : array_like
-        First input, shape ``(n_1, ..., n_d)``.
-    in2 : array_like
+    in1 : array_like or dask.array.Array
+        First input, shape ``(n_1, ..., n_d)``. A ``dask.array.Array`` gives a lazy
+        Dask result (see the module docstring).
+    in2 : array_like or dask.array.Array
         Second input, with the same number of dimensions as `in1`.
     mode : {'full', 'valid', 'same'}, optional
         Output size per axis: ``'full'`` ``n + m - 1`` (default); ``'valid'``
@@ -97,9 +110,10 @@ def correlate(in1, in2, mode="full", method="auto"):
 
     Parameters
     ----------
-    in1 : array_like
-        First input, shape ``(n_1, ..., n_d)``.
-    in2 : array_like
+    in1 : array_like or dask.array.Array
+        First input, shape ``(n_1, ..., n_d)``. A ``dask.array.Array`` gives a lazy
+        Dask result (see the module docstring).
+    in2 : array_like or dask.array.Array
         Second input, with the same number of dimensions as `in1`.
     mode : {'full', 'valid', 'same'}, optional
         Output size per axis: ``'full'`` ``n + m - 1`` (default); ``'valid'``
@@ -130,6 +144,9 @@ def correlate(in1, in2, mode="full", method="auto"):
 
 
 def _convolve_nd(fn, in1, in2, mode, method, corr):
+    if is_dask(in1) or is_dask(in2):
+        from ._dask import signal_nd
+        return signal_nd(fn, in1, in2, mode, method)
     a, b = np.asarray(in1), np.asarray(in2)
     if a.ndim == b.ndim == 0:
         return a * (np.conj(b) if corr else b)
@@ -202,9 +219,10 @@ def fftconvolve(in1, in2, mode="full", axes=None):
 
     Parameters
     ----------
-    in1 : array_like
-        First input.
-    in2 : array_like
+    in1 : array_like or dask.array.Array
+        First input. A ``dask.array.Array`` gives a lazy Dask result (see the module
+        docstring).
+    in2 : array_like or dask.array.Array
         Second input, with the same number of dimensions as `in1`.
     mode : {'full', 'valid', 'same'}, optional
         Output size along the convolved axes: ``'full'`` ``n + m - 1`` (default),
@@ -246,9 +264,10 @@ def oaconvolve(in1, in2, mode="full", axes=None):
 
     Parameters
     ----------
-    in1 : array_like
-        First input.
-    in2 : array_like
+    in1 : array_like or dask.array.Array
+        First input. A ``dask.array.Array`` gives a lazy Dask result (see the module
+        docstring).
+    in2 : array_like or dask.array.Array
         Second input, with the same number of dimensions as `in1`.
     mode : {'full', 'valid', 'same'}, optional
         As for :func:`fftconvolve`.
@@ -277,6 +296,10 @@ def oaconvolve(in1, in2, mode="full", axes=None):
 
 
 def _freq_convolve(in1, in2, mode, axes, method):
+    if is_dask(in1) or is_dask(in2):
+        from ._dask import signal_freq
+        return signal_freq("fftconvolve" if method == "fft" else "oaconvolve", in1, in2,
+                           mode, axes)
     a, b = np.asarray(in1), np.asarray(in2)
     if a.ndim == b.ndim == 0:
         return a * b
@@ -319,9 +342,10 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
 
     Parameters
     ----------
-    in1 : array_like, shape (H, W)
-        First input.
-    in2 : array_like, shape (kH, kW)
+    in1 : array_like or dask.array.Array, shape (H, W)
+        First input. A ``dask.array.Array`` gives a lazy Dask result (see the module
+        docstring).
+    in2 : array_like or dask.array.Array, shape (kH, kW)
         Second input.
     mode : {'full', 'valid', 'same'}, optional
         Output shape: ``'full'`` ``(H + kH - 1, W + kW - 1)`` (default); ``'valid'``
@@ -361,9 +385,10 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
 
     Parameters
     ----------
-    in1 : array_like, shape (H, W)
-        First input.
-    in2 : array_like, shape (kH, kW)
+    in1 : array_like or dask.array.Array, shape (H, W)
+        First input. A ``dask.array.Array`` gives a lazy Dask result (see the module
+        docstring).
+    in2 : array_like or dask.array.Array, shape (kH, kW)
         Second input (conjugated).
     mode : {'full', 'valid', 'same'}, optional
         Output shape as for :func:`convolve2d`. In ``'same'`` mode the output is
@@ -396,6 +421,9 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
 
 
 def _convolve_2d(fn, in1, in2, mode, boundary, fillvalue, corr):
+    if is_dask(in1) or is_dask(in2):
+        from ._dask import signal_2d
+        return signal_2d(fn, in1, in2, mode, boundary, fillvalue)
     a, b = np.asarray(in1), np.asarray(in2)
     if not a.ndim == b.ndim == 2:
         raise ValueError(MSG["ndim2"].format(fn=fn, s1=a.shape, s2=b.shape))
@@ -438,8 +466,10 @@ def choose_conv_method(in1, in2, mode="full", measure=False):
 
     Parameters
     ----------
-    in1, in2 : array_like
-        The inputs of the convolution.
+    in1, in2 : array_like or dask.array.Array
+        The inputs of the convolution. Dask arrays are not computed: the choice reads
+        their shapes and dtypes (and, for integers, a max-magnitude reduction); with
+        ``measure=True`` they are computed, since timing needs real calls.
     mode : {'full', 'valid', 'same'}, optional
         As for :func:`convolve`.
     measure : bool, optional
@@ -476,7 +506,13 @@ def choose_conv_method(in1, in2, mode="full", measure=False):
     >>> sorted(times)
     ['direct', 'fft', 'oa']
     """
-    a, b = np.asarray(in1), np.asarray(in2)
+    if is_dask(in1) or is_dask(in2):
+        # shapes and dtypes decide; integer inputs also need their largest magnitude (a
+        # dask reduction); measure=True times real calls, so it computes the inputs
+        from ._dask import operands_for_choice
+        a, b = operands_for_choice(in1, in2, measure)
+    else:
+        a, b = np.asarray(in1), np.asarray(in2)
     if measure:
         times = {m: _timeit_fast(lambda m=m: convolve(a, b, mode=mode, method=m))
                  for m in ("fft", "direct", "oa")}
