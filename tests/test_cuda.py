@@ -41,6 +41,45 @@ def rng():
     return np.random.default_rng(1234)
 
 
+def _launch_dims(d):
+    return tuple(int(v) for v in d) if isinstance(d, (tuple, list)) else (int(d),)
+
+
+@pytest.fixture(autouse=True)
+def hardware_launch_rules(monkeypatch):
+    """Under the simulator, reject what real CUDA rejects but the simulator runs: a zero
+    (or oversized) grid or block dimension (CUDA_ERROR_INVALID_VALUE on hardware), and a
+    reshape of a device array that needs a copy (DeviceNDArray raises NotImplementedError;
+    the simulator copies, losing in-place writes)."""
+    if not SIM:
+        return
+    from numba.cuda.simulator import kernel as simkernel
+    from numba.cuda.simulator.cudadrv import devicearray as simarray
+    launch = simkernel.FakeCUDAKernel.__getitem__
+    reshape = simarray.FakeCUDAArray.reshape
+
+    def getitem(self, config):
+        grid, block = _launch_dims(config[0]), _launch_dims(config[1])
+        name = getattr(self.fn, "__name__", self.fn)
+        assert all(g >= 1 for g in grid) and all(b >= 1 for b in block), \
+            f"{name}: launch with a zero dimension, grid {grid} block {block}"
+        assert grid[0] < 2**31 and all(g <= 65535 for g in grid[1:]), f"{name}: grid {grid}"
+        assert int(np.prod(block)) <= 1024, f"{name}: block {block}"
+        return launch(self, config)
+
+    def faithful_reshape(self, *shape, **kwargs):
+        # numba.cuda's DeviceNDArray.reshape: any new shape of an array that is neither C-
+        # nor F-contiguous raises, even where NumPy could make a view
+        new = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        if (tuple(new) != tuple(self.shape) and self.size
+                and not (self.is_c_contiguous() or self.is_f_contiguous())):
+            raise NotImplementedError("operation requires copying")
+        return reshape(self, *shape, **kwargs)
+
+    monkeypatch.setattr(simkernel.FakeCUDAKernel, "__getitem__", getitem)
+    monkeypatch.setattr(simarray.FakeCUDAArray, "reshape", faithful_reshape)
+
+
 # --- forward: every algorithm x every parameter class (conv2d) ---------------------------
 CASES_2D = {
     "plain-f32": dict(x=(2, 3, 6, 5), w=(4, 3, 3, 3), dtype=np.float32, kw={}),
@@ -266,6 +305,180 @@ def test_optimisers(rng):
     p, m, v = cuda.to_device(p0.copy()), nn_ops.zeros((20,)), nn_ops.zeros((20,))
     nn_ops.adam_step(p, g, m, v, step=1, lr=0.01)
     close(p, p0 - 0.01 * g / (np.abs(g) + 1e-8))
+
+
+# --- empty batches (N == 0) ------------------------------------------------------------------
+def test_empty_batch_every_entry_point(rng):
+    w = rand(rng, (3, 2, 3, 3), np.float32)
+    x0, gy0 = np.zeros((0, 2, 5, 5), np.float32), np.zeros((0, 3, 3, 3), np.float32)
+    c = fc.choose_algorithm(x0.shape, w.shape, device="cuda")      # no ZeroDivisionError
+    assert c.algorithm in ALGOS
+    for algo in ("auto",) + ALGOS:
+        y = fc.conv2d(cuda.to_device(x0), cuda.to_device(w), algorithm=algo)
+        assert rt.is_device(y) and y.shape == (0, 3, 3, 3)
+        gw = fc.grad.conv2d_weight(cuda.to_device(x0), w.shape, cuda.to_device(gy0),
+                                   algorithm=algo)
+        assert rt.is_device(gw) and gw.dtype == np.float32
+        np.testing.assert_array_equal(gw.copy_to_host(), fc.grad.conv2d_weight(x0, w.shape, gy0))
+        gx = fc.grad.conv2d_input(x0.shape, cuda.to_device(w), cuda.to_device(gy0), algorithm=algo)
+        assert rt.is_device(gx) and gx.shape == x0.shape
+        yt = fc.conv_transpose2d(cuda.to_device(gy0), cuda.to_device(w), np.ones(2, np.float32),
+                                 algorithm=algo)
+        assert rt.is_device(yt) and yt.shape == (0, 2, 5, 5)
+    gwh = fc.grad.conv2d_weight(x0, w.shape, cuda.to_device(gy0), padding=1, stride=2)
+    assert gwh.shape == w.shape and not np.abs(gwh.copy_to_host()).any()
+
+
+def test_empty_batch_nn_ops_launch_nothing(rng):
+    w, b = rand(rng, (3, 4), np.float32), rand(rng, (3,), np.float32)
+    y = nn_ops.linear_forward(np.zeros((0, 4), np.float32), w, b)
+    assert y.shape == (0, 3)
+    gx, gw, gb = nn_ops.linear_backward(np.zeros((0, 3), np.float32), np.zeros((0, 4), np.float32), w)
+    assert gx.shape == (0, 4)
+    np.testing.assert_array_equal(gw.copy_to_host(), np.zeros((3, 4), np.float32))
+    np.testing.assert_array_equal(gb.copy_to_host(), np.zeros(3, np.float32))
+    assert nn_ops.bias_grad(np.zeros((2, 0, 3), np.float32)).shape == (0,)
+    e = np.zeros((0, 2, 4, 4), np.float32)
+    assert nn_ops.relu_forward(e).shape == e.shape
+    assert nn_ops.maxpool2d_forward(e, 2)[0].shape == (0, 2, 2, 2)
+    assert nn_ops.avgpool2d_forward(e, 2).shape == (0, 2, 2, 2)
+    assert nn_ops.log_softmax_forward(np.zeros((0, 5))).shape == (0, 5)
+    assert np.isnan(nn_ops.nll_loss_forward(np.zeros((0, 5)), np.zeros(0, np.int64)).copy_to_host()[0])
+
+
+# --- auto never runs an FFT over NaN / inf ---------------------------------------------------
+@pytest.fixture
+def auto_prefers_fft(monkeypatch):
+    """Make the GPU cost table pick fft (it never does on shapes small enough for the
+    simulator) and forget earlier choices."""
+    from fastconv.cuda import cost
+    monkeypatch.setattr(cost, "estimate", lambda spec: {"fft": 1.0, "direct": 2.0, "im2col": 3.0})
+    monkeypatch.setattr(cost, "_chosen", {})
+    assert fc.choose_algorithm((1, 1, 6, 6), (1, 1, 3, 3), device="cuda").algorithm == "fft"
+
+
+def same_nan_pattern(got, want):
+    got = got.copy_to_host() if rt.is_device(got) else got
+    want = want.copy_to_host() if rt.is_device(want) else want
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = np.isfinite(want)
+    assert ok.any() and not ok.all()
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")   # NaN arithmetic, simulated
+def test_auto_avoids_fft_on_nonfinite_input(auto_prefers_fft, rng):
+    x, w = rand(rng, (1, 1, 6, 6), np.float32), rand(rng, (1, 1, 3, 3), np.float32)
+    close(fc.conv2d(x, w, device="cuda"), fc.conv2d(x, w))            # finite: fft is fine
+    x[0, 0, 0, 0] = np.nan
+    x[0, 0, 5, 5] = np.inf
+    xd, wd = cuda.to_device(x), cuda.to_device(w)
+    assert np.isnan(fc.conv2d(xd, wd, algorithm="fft").copy_to_host()).all()   # what auto avoids
+    same_nan_pattern(fc.conv2d(xd, wd), fc.conv2d(xd, wd, algorithm="direct"))
+    same_nan_pattern(fc.conv2d(x, w, device="cuda"), fc.conv2d(x, w, algorithm="direct"))
+    # NaN in the weight only: one output channel of two is NaN, not the whole output
+    x2, w2 = rand(rng, (1, 1, 6, 6), np.float32), rand(rng, (2, 1, 3, 3), np.float32)
+    w2[1, 0, 1, 1] = np.nan
+    same_nan_pattern(fc.conv2d(cuda.to_device(x2), cuda.to_device(w2)),
+                     fc.conv2d(x2, w2, algorithm="direct"))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_auto_gradients_avoid_fft_on_nonfinite(auto_prefers_fft, rng):
+    x, w = rand(rng, (1, 1, 6, 6), np.float32), rand(rng, (1, 1, 3, 3), np.float32)
+    gy = rand(rng, (1, 1, 4, 4), np.float32)
+    gy_nan = gy.copy()
+    gy_nan[0, 0, 0, 0] = np.nan
+    want = fc.grad.conv2d_input(x.shape, w, gy_nan, algorithm="direct")
+    same_nan_pattern(fc.grad.conv2d_input(x.shape, cuda.to_device(w), cuda.to_device(gy_nan)), want)
+    x_nan = x.copy()
+    x_nan[0, 0, 0, 0] = np.nan
+    want = fc.grad.conv2d_weight(x_nan, w.shape, gy, algorithm="direct")
+    same_nan_pattern(fc.grad.conv2d_weight(cuda.to_device(x_nan), w.shape, cuda.to_device(gy)), want)
+
+
+# --- non-contiguous device views -------------------------------------------------------------
+def test_nn_ops_non_contiguous_views(rng):
+    base = cuda.to_device(rand(rng, (4, 6), np.float32))
+    view = base[:, ::2]                                  # (4, 3), not contiguous
+    host = base.copy_to_host()[:, ::2]
+    close(nn_ops.relu_forward(view), np.maximum(host, 0))
+    close(nn_ops.relu_backward(view, view), np.where(host > 0, host, 0))
+    w = rand(rng, (5, 3), np.float32)
+    close(nn_ops.linear_forward(view, w), host @ w.T)
+    close(nn_ops.bias_grad(view), host.sum(0))
+    # arguments updated in place must be contiguous GPU arrays: a copy would lose the update
+    g = rand(rng, (4, 3), np.float32)
+    with pytest.raises(ValueError, match="param is updated in place and must be C-contiguous"):
+        nn_ops.sgd_step(view, g, nn_ops.zeros((4, 3)), lr=0.1)
+    with pytest.raises(ValueError, match="buf is updated in place"):
+        nn_ops.sgd_step(cuda.to_device(g), g, view, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="m is updated in place"):
+        nn_ops.adam_step(cuda.to_device(g), g, view, nn_ops.zeros((4, 3)), step=1)
+    with pytest.raises(ValueError, match="y is updated in place"):
+        nn_ops.axpy(view, 1.0, g)
+    with pytest.raises(TypeError, match="must be a GPU array"):
+        nn_ops.sgd_step(g.copy(), g, nn_ops.zeros((4, 3)), lr=0.1)
+    # a non-contiguous gradient is fine (read only)
+    p = cuda.to_device(np.ones((4, 3), np.float32))
+    nn_ops.sgd_step(p, view, nn_ops.zeros((4, 3)), lr=0.5)
+    close(p, 1 - 0.5 * host)
+
+
+# --- foreign GPU arrays: converted once, clear error for tensors that require grad ------------
+class _CAI:
+    """Stands in for a foreign GPU array (CuPy, a PyTorch CUDA tensor) in the simulator."""
+
+    def __init__(self, a, requires_grad=False):
+        self.a, self.requires_grad = a, requires_grad
+        self.shape = a.shape
+        self.dtype = f"torch.{a.dtype}"
+
+    @property
+    def __cuda_array_interface__(self):
+        if self.requires_grad:     # PyTorch's exact behaviour
+            raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires "
+                               "grad. If gradients aren't required, use var.detach() to get "
+                               "Variable that doesn't require grad.")
+        return {"shape": self.a.shape, "typestr": self.a.dtype.str, "data": (0, False),
+                "strides": None, "version": 2}
+
+
+def test_tensor_requiring_grad_is_a_clear_type_error(rng):
+    x, w = rand(rng, (1, 2, 5, 5), np.float32), rand(rng, (3, 2, 3, 3), np.float32)
+    gy = rand(rng, (1, 3, 3, 3), np.float32)
+    assert rt.is_device(_CAI(x, True))
+    with pytest.raises(TypeError, match=r"conv2d: input is a GPU tensor .*input\.detach\(\)"):
+        fc.conv2d(_CAI(x, True), cuda.to_device(w))
+    with pytest.raises(TypeError, match=r"weight is a GPU tensor .*weight\.detach\(\)"):
+        fc.grad.conv2d_input(x.shape, _CAI(w, True), cuda.to_device(gy))
+    with pytest.raises(TypeError, match=r"grad_output\.detach\(\)"):
+        fc.grad.conv2d_weight(cuda.to_device(x), w.shape, _CAI(gy, True))
+    with pytest.raises(TypeError, match=r"bias\.detach\(\)"):
+        fc.conv_transpose2d(cuda.to_device(gy), cuda.to_device(w), _CAI(x[0, :, 0, 0], True))
+    with pytest.raises(TypeError, match=r"relu_forward|x\.detach\(\)"):
+        nn_ops.relu_forward(_CAI(x, True))
+
+
+def test_foreign_arrays_are_converted_once_per_call(monkeypatch, rng):
+    calls = []
+
+    def as_cuda_array(obj, sync=True):
+        calls.append(id(obj))
+        return cuda.to_device(obj.a)
+
+    monkeypatch.setattr(cuda, "as_cuda_array", as_cuda_array, raising=False)
+    x = rand(rng, (1, 1, 3, 3), np.float32)
+    t = _CAI(x)
+    y = fc.conv2d(t, t, padding=1)              # the same tensor as input and weight
+    assert calls == [id(t)]
+    close(y, fc.conv2d(x, x, padding=1))
+    calls.clear()
+    w, gy = _CAI(rand(rng, (2, 1, 2, 2), np.float32)), _CAI(rand(rng, (1, 2, 2, 2), np.float32))
+    fc.grad.conv2d_input(x.shape, w, gy)
+    fc.grad.conv2d_weight(t, w.a.shape, gy)
+    fc.conv_transpose2d(gy, w)
+    assert sorted(calls) == sorted([id(w), id(gy), id(t), id(gy), id(gy), id(w)])
 
 
 # --- real GPU only: full tiles, PyTorch tensors zero-copy ----------------------------------

@@ -29,6 +29,42 @@ def host(a):
     return a.copy_to_host() if rt.is_device(a) else np.asarray(a)
 
 
+def _launch_dims(d):
+    return tuple(int(v) for v in d) if isinstance(d, (tuple, list)) else (int(d),)
+
+
+@pytest.fixture(autouse=True)
+def hardware_launch_rules(monkeypatch):
+    """Under the simulator, reject what real CUDA rejects but the simulator runs: a zero
+    (or oversized) grid or block dimension, and a reshape of a device array that needs a
+    copy (as in tests/test_cuda.py)."""
+    if not SIM:
+        return
+    from numba.cuda.simulator import kernel as simkernel
+    from numba.cuda.simulator.cudadrv import devicearray as simarray
+    launch = simkernel.FakeCUDAKernel.__getitem__
+    reshape = simarray.FakeCUDAArray.reshape
+
+    def getitem(self, config):
+        grid, block = _launch_dims(config[0]), _launch_dims(config[1])
+        name = getattr(self.fn, "__name__", self.fn)
+        assert all(g >= 1 for g in grid) and all(b >= 1 for b in block), \
+            f"{name}: launch with a zero dimension, grid {grid} block {block}"
+        assert grid[0] < 2**31 and all(g <= 65535 for g in grid[1:]), f"{name}: grid {grid}"
+        assert int(np.prod(block)) <= 1024, f"{name}: block {block}"
+        return launch(self, config)
+
+    def faithful_reshape(self, *shape, **kwargs):
+        new = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        if (tuple(new) != tuple(self.shape) and self.size
+                and not (self.is_c_contiguous() or self.is_f_contiguous())):
+            raise NotImplementedError("operation requires copying")
+        return reshape(self, *shape, **kwargs)
+
+    monkeypatch.setattr(simkernel.FakeCUDAKernel, "__getitem__", getitem)
+    monkeypatch.setattr(simarray.FakeCUDAArray, "reshape", faithful_reshape)
+
+
 def close(got, want, rtol=1e-5):
     got, want = host(got), np.asarray(want)
     assert got.shape == want.shape, f"shape {got.shape} != {want.shape}"
@@ -132,6 +168,40 @@ def test_dropout_and_eval_mode():
     np.testing.assert_array_equal(host(g), 3 * yh)             # x = 1: y is the mask
     drop.eval()
     np.testing.assert_array_equal(host(drop(x)), 1.0)
+
+
+# --- empty batches and non-contiguous inputs ------------------------------------------------
+def test_empty_batch_forward_backward_matches_cpu():
+    x, t = np.zeros((0, 1, 8, 8), np.float32), np.zeros(0, np.int64)
+    cpu, gpu = tiny_cnn(), tiny_cnn().to("cuda")
+    out_c, loss_c, gx_c = forward_backward(cpu, x, t, nn.NLLLoss())
+    out_g, loss_g, gx_g = forward_backward(gpu, cuda.to_device(x), cuda.to_device(t), nn.NLLLoss())
+    assert rt.is_device(out_g) and out_g.shape == out_c.shape == (0, 3)
+    assert np.isnan(loss_g) and np.isnan(loss_c)
+    assert gx_g.shape == gx_c.shape == x.shape
+    for (name, pc), (_, pg) in zip(cpu.named_parameters(), gpu.named_parameters()):
+        np.testing.assert_array_equal(host(pg.grad), pc.grad, err_msg=name)
+    lin = nn.Linear(4, 3).to("cuda")
+    y = lin(cuda.to_device(np.zeros((0, 4), np.float32)))
+    assert y.shape == (0, 3)
+    assert lin.backward(cuda.to_device(np.zeros((0, 3), np.float32))).shape == (0, 4)
+    assert not np.abs(host(lin.weight.grad)).any()
+
+
+def test_layers_take_non_contiguous_device_views(batch):
+    x, _ = batch
+    wide = np.concatenate([x, -x], axis=3)                    # (2, 1, 8, 16)
+    view = cuda.to_device(wide)[:, :, :, ::2]                 # (2, 1, 8, 8), strided
+    want_x = wide[:, :, :, ::2]
+    cpu, gpu = tiny_cnn(), tiny_cnn().to("cuda")
+    close(gpu(view), cpu(want_x))
+    close(gpu.backward(cuda.to_device(np.ones((2, 3), np.float32))), cpu.backward(np.ones((2, 3), np.float32)))
+    for (name, pc), (_, pg) in zip(cpu.named_parameters(), gpu.named_parameters()):
+        close(pg.grad, pc.grad)
+    lin_c, lin_g = nn.Linear(4, 3), nn.Linear(4, 3).to("cuda")
+    lin_g.load_state_dict(lin_c.state_dict())
+    rows = np.arange(24, dtype=np.float32).reshape(6, 4)
+    close(lin_g(cuda.to_device(rows)[::2]), lin_c(rows[::2]))
 
 
 # --- devices and state dicts -----------------------------------------------------------------

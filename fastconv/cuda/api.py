@@ -9,6 +9,13 @@ CPU's (on shape proxies), so errors read the same.
 
 Flow, as on the CPU: pad (a gather, any padding mode, casting to the compute dtype) ->
 5-D -> choose (``cost.select``) -> ``engine`` -> reshape / cast.
+
+Each entry point converts its GPU arguments to numba device arrays once, up front
+(:func:`runtime.convert`). An empty batch (N == 0) returns the empty or zero result
+before anything is chosen or launched. When ``algorithm="auto"`` picks ``fft`` and an
+operand the FFT transforms holds NaN or inf (checked on the device: one launch, one flag
+read back), the best non-FFT algorithm runs instead, as on the CPU: an FFT would spread
+one NaN over the whole output.
 """
 from __future__ import annotations
 
@@ -21,11 +28,23 @@ from . import runtime as rt
 
 
 # --- preparing arrays -------------------------------------------------------------------
-def proxy(a):
-    """A host stand-in (zero-strided, no copy) carrying a GPU array's shape and dtype."""
+def proxy(a, name="argument", fn="fastconv"):
+    """A host stand-in (zero-strided, no copy) carrying a GPU array's shape and dtype.
+
+    A tensor that refuses ``__cuda_array_interface__`` (PyTorch, ``requires_grad=True``)
+    gets a stand-in from its own ``shape`` and ``dtype`` when those read as NumPy's, so
+    that validation passes and the entry point's conversion raises the TypeError that
+    names the parameter."""
     if a is None or not rt.is_device(a):
         return a
-    return np.broadcast_to(np.zeros((), dtype=rt.gpu_dtype(a)), tuple(a.shape))
+    try:
+        dtype = rt.gpu_dtype(a, name, fn)
+    except TypeError as exc:
+        try:
+            dtype = np.dtype(str(a.dtype).rpartition(".")[2])
+        except Exception:
+            raise exc from None
+    return np.broadcast_to(np.zeros((), dtype=dtype), tuple(a.shape))
 
 
 def to_gpu(a, dtype=None):
@@ -68,11 +87,16 @@ def vector(b, dtype):
     if b is None:
         return None
     if rt.is_device(b):
-        d = rt.as_device(b)
-        if np.dtype(d.dtype) == dtype and rt.contiguous(d):
-            return d
-        return rt.to_device(d.copy_to_host(), dtype)
+        return rt.ascontiguous(rt.as_device(b, "bias"), dtype)
     return rt.to_device(np.asarray(b), dtype)
+
+
+def _no_fft_on_nonfinite(spec, algorithm, algo, a, b):
+    """``algo``, or the best non-FFT algorithm when ``auto`` chose fft and the transformed
+    operands ``a`` or ``b`` (C-contiguous device arrays) hold NaN or inf."""
+    if algorithm == "auto" and algo == "fft" and not pad_kernel.all_finite(a, b):
+        return cost.without_fft(spec)
+    return algo
 
 
 def _finish(res5, shape, out_dtype, host):
@@ -107,6 +131,8 @@ def conv_forward(fn, spec, input, weight, bias, algorithm, out=None):
     """conv{nd}d on the GPU for a validated ``spec`` (built from shape proxies)."""
     rt.require(fn)
     host = not rt.is_device(input)
+    input, weight, bias, out = rt.convert((input, weight, bias, out),
+                                          ("input", "weight", "bias", "out"), fn)
     if out is not None:
         _check_out(fn, out, spec.out_shape, spec.out_dtype, host)
     if spec.N == 0:
@@ -127,7 +153,7 @@ def conv_forward(fn, spec, input, weight, bias, algorithm, out=None):
     def run(algo, dst=None):
         return engine.forward(xp, w5, b, spec.stride3, spec.dilation3, spec.groups, algo, dst)
 
-    algo = cost.select(spec, algorithm, run)
+    algo = _no_fft_on_nonfinite(spec, algorithm, cost.select(spec, algorithm, run), xp, w5)
     res5 = run(algo, out5)
     if out5 is not None:
         return out
@@ -149,6 +175,7 @@ def input_grad(nd, fn, input_size, weight, grad_output, stride, padding, dilatio
     check_algorithm(fn, algorithm)
     rt.require(fn)
     host = not (rt.is_device(grad_output) or rt.is_device(weight))
+    weight, grad_output = rt.convert((weight, grad_output), ("weight", "grad_output"), fn)
     size = _split_input_size(fn, nd, input_size)
     wp = as_array(proxy(weight), "weight", fn)
     gop = as_array(proxy(grad_output), "grad_output", fn)
@@ -162,7 +189,7 @@ def input_grad(nd, fn, input_size, weight, grad_output, stride, padding, dilatio
     go = to_gpu(grad_output, None if rt.is_device(grad_output) else spec.dtype)
     go5 = dense5(_batched(go, spec.batched), nd, spec.dtype, "go5")
     w5 = dense5(to_gpu(weight, None if rt.is_device(weight) else spec.dtype), nd, spec.dtype, "w5")
-    algo = cost.select(spec, algorithm)
+    algo = _no_fft_on_nonfinite(spec, algorithm, cost.select(spec, algorithm), go5, w5)
     gxp = engine.backward_input(go5, w5, spec.lift(spec.padded_size), spec.stride3,
                                 spec.dilation3, spec.groups, algo)
     if any(b or a for b, a in spec.padding):
@@ -179,6 +206,7 @@ def weight_grad(nd, fn, input, weight_size, grad_output, stride, padding, dilati
     check_algorithm(fn, algorithm)
     rt.require(fn)
     host = not (rt.is_device(input) or rt.is_device(grad_output))
+    input, grad_output = rt.convert((input, grad_output), ("input", "grad_output"), fn)
     wsize = tuple(int(s) for s in weight_size)
     if len(wsize) != nd + 2:
         raise ValueError(f"{fn}: weight_size must have {nd + 2} entries (C_out, C_in/groups, "
@@ -190,11 +218,14 @@ def weight_grad(nd, fn, input, weight_size, grad_output, stride, padding, dilati
                               np.broadcast_to(np.zeros((), dtype), wsize), None, stride, padding,
                               dilation, groups, padding_mode)
     _check_grad_output(fn, gop, spec)
+    if spec.N == 0:                      # an empty batch contributes nothing
+        z = np.zeros(wsize, spec.out_dtype)
+        return z if host else rt.to_device(z)
     x = _batched(to_gpu(input, None if rt.is_device(input) else spec.dtype), spec.batched)
     go = to_gpu(grad_output, None if rt.is_device(grad_output) else spec.dtype)
     go5 = dense5(_batched(go, spec.batched), nd, spec.dtype, "go5")
     xp = padded5(x, spec)
-    algo = cost.select(spec, algorithm)
+    algo = _no_fft_on_nonfinite(spec, algorithm, cost.select(spec, algorithm), xp, go5)
     gw = engine.backward_weight(xp, go5, spec.lift(spec.kernel), spec.stride3, spec.dilation3,
                                 spec.groups, algo)
     return _finish(gw, wsize, spec.out_dtype, host)
@@ -207,6 +238,7 @@ def conv_transpose(fn, nd, input, weight, bias, stride, padding, output_padding,
     check_algorithm(fn, algorithm)
     rt.require(fn)
     host = not rt.is_device(input)
+    input, weight, bias = rt.convert((input, weight, bias), ("input", "weight", "bias"), fn)
     x = as_array(proxy(input), "input", fn)
     w = as_array(proxy(weight), "weight", fn)
     s, p, d, op, batched, in_size = transpose_args(fn, nd, x.shape, w.shape, stride, padding,

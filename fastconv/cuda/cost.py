@@ -27,6 +27,9 @@ ALGORITHMS = ("direct", "im2col", "fft")
 
 
 def _fill(n, tile):
+    """The used fraction of the tiles covering ``n`` items (1 for n == 0: nothing to waste)."""
+    if n <= 0:
+        return 1.0
     return n / (math.ceil(n / tile) * tile)
 
 
@@ -118,6 +121,13 @@ def select(spec: ConvSpec, algorithm: str, run=None) -> str:
         algo = choose(spec).algorithm
         _chosen[key] = algo
     return algo
+
+
+def without_fft(spec: ConvSpec) -> str:
+    """The cost table's best algorithm other than ``fft`` (used when ``auto`` chose fft but
+    an operand holds NaN or inf: an FFT would spread it over the whole output)."""
+    est = estimate(spec)
+    return min((a for a in ALGORITHMS if a != "fft"), key=est.get)
 
 
 def _autotune(run) -> str:

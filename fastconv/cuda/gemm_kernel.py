@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, uint32
+from numba import cuda, int64, uint32
 
 from . import runtime as rt
 
@@ -192,7 +192,8 @@ def _conv_bwd_weight(ws, go, x, koff, qx, qg, geo):
         m = min(m0 + am + uint32(AROW * q), uint32(M - 1))
         aoff[q] = (g * uint32(M) + m) * uint32(P)
     colbase = uint32(koff[min(n0 + bn, uint32(NR - 1))]) + g * uint32(GCS)
-    nk = (k_end - k_begin + uint32(BK - 1)) // uint32(BK)
+    # a signed count: an unsigned one makes ``t < nk`` (t is int64) a float64 compare
+    nk = int64((k_end - k_begin + uint32(BK - 1)) // uint32(BK))
     for t in range(nk + 1):
         if t < nk:
             k0 = k_begin + uint32(t) * uint32(BK)
@@ -337,6 +338,8 @@ def _image_chunks(N, per_image):
 def conv_fwd(xp, w, bias, stride, dilation, groups, out):
     """Implicit-GEMM forward: out = conv(xp, w) + bias on padded 5-D ``xp``."""
     N, O, OD, OH, OW = out.shape
+    if out.size == 0:                 # nothing to compute (and no zero-sized grid)
+        return out
     C, Dp, Hp, Wp = xp.shape[1:]
     Cg = w.shape[1]
     kernel = tuple(w.shape[2:])
@@ -365,6 +368,8 @@ def conv_bwd_weight(xp, go, kernel, stride, dilation, groups):
     P = OD * OH * OW
     S = Dp * Hp * Wp
     R = Cg * int(np.prod(kernel))
+    if N * P == 0:                    # an empty reduction: the gradient is zero
+        return rt.zeros((O, Cg) + tuple(kernel), xp.dtype)
     koff = _koff(Cg, kernel, dilation, (Dp, Hp, Wp))
     sd, sh, sw = stride
     tiles = math.ceil(R / BN) * math.ceil(Og / BM) * groups
@@ -403,8 +408,17 @@ def conv_bwd_weight(xp, go, kernel, stride, dilation, groups):
 
 
 def gemm(c, a, b, bias=None, trans_a=False, trans_b=False):
-    """c = op(a) @ op(b) (+ bias per column) on 2-D C-contiguous device arrays; op = .T if trans."""
+    """c = op(a) @ op(b) (+ bias per column) on 2-D C-contiguous device arrays; op = .T if trans.
+
+    An empty ``c`` (M or N == 0) launches nothing: real CUDA rejects a zero grid dimension.
+    K == 0 gives ``c`` = bias (or 0)."""
+    for name, arr in (("c", c), ("a", a), ("b", b)):
+        if not rt.contiguous(arr):
+            raise ValueError(f"gemm: {name} must be a C-contiguous device array, got shape "
+                             f"{tuple(arr.shape)} with strides {tuple(arr.strides)}")
     M, N = c.shape
+    if M == 0 or N == 0:
+        return c
     K = a.shape[0] if trans_a else a.shape[1]
     sam, sak = (1, a.shape[1]) if trans_a else (a.shape[1], 1)
     sbk, sbn = (1, b.shape[1]) if trans_b else (b.shape[1], 1)

@@ -18,16 +18,25 @@ RT = 256            # threads of a reduction block
 @cuda.jit(cache=True)
 def _relu_fwd(y, x):
     # y = max(x, 0); NaN propagates     y, x: flat
+    # (statements, not ``0 if ... else v``: an int literal in a select with a float32
+    # unifies to float64)
     for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
         v = x[i]
-        y[i] = 0 if v < 0 else v
+        if v < 0:
+            y[i] = 0
+        else:
+            y[i] = v
 
 
 @cuda.jit(cache=True)
 def _relu_bwd(gx, gy, y):
     # gx = 0 where y <= 0 else gy (a NaN output passes the gradient, as PyTorch)
+    # (statements: a store of the literal 0 stays in gx's dtype, a select would be float64)
     for i in range(cuda.grid(1), gx.shape[0], cuda.gridsize(1)):
-        gx[i] = 0 if y[i] <= 0 else gy[i]
+        if y[i] <= 0:
+            gx[i] = 0
+        else:
+            gx[i] = gy[i]
 
 
 @cuda.jit(cache=True)

@@ -1,7 +1,11 @@
 """Layer operations for training on the GPU, on numba device arrays (no host round trip).
 
 Each op's backward sits next to its forward. Inputs may be any GPU array (used
-zero-copy) or host arrays (copied in); results are numba device arrays. Convolutions
+zero-copy; a non-contiguous one is first gathered into a contiguous copy on the device,
+as the kernels read flat buffers) or host arrays (copied in); results are numba device
+arrays. Arguments updated in place (optimiser parameters and state, ``axpy``'s ``y``)
+must be C-contiguous GPU arrays: anything else raises, since a copy would silently drop
+the update. Empty arrays launch nothing. Convolutions
 themselves go through :func:`fastconv.conv2d` / :mod:`fastconv.grad`, which accept the
 same device arrays; :func:`bias_grad` gives the bias gradient.
 
@@ -19,9 +23,30 @@ from . import gemm_kernel, nn_kernel
 from . import runtime as rt
 
 
-def _dev(a):
-    rt.require("fastconv.cuda.nn_ops")
-    return rt.as_device(a)
+def _dev(a, name="input", fn="fastconv.cuda.nn_ops"):
+    """A C-contiguous device array for an argument that is only read."""
+    rt.require(fn)
+    return rt.ascontiguous(rt.as_device(a, name, fn))
+
+
+def _inplace(a, name, fn):
+    """The device array of an argument updated in place: it must be a C-contiguous GPU
+    array (a copy would silently lose the update)."""
+    rt.require(fn)
+    if not rt.is_device(a):
+        raise TypeError(f"{fn}: {name} is updated in place and must be a GPU array, got "
+                        f"{type(a).__name__}")
+    d = rt.as_device(a, name, fn)
+    if not rt.contiguous(d):
+        raise ValueError(f"{fn}: {name} is updated in place and must be C-contiguous, got "
+                         f"shape {tuple(d.shape)} with strides {tuple(d.strides)}")
+    return d
+
+
+def _same_size(fn, name, a, ref_name, ref):
+    if a.size != ref.size:
+        raise ValueError(f"{fn}: {name} has shape {tuple(a.shape)} but {ref_name} has shape "
+                         f"{tuple(ref.shape)}")
 
 
 def _pair(v):
@@ -33,6 +58,8 @@ def _flat(a):
 
 
 def _launch(kernel, n, *args):
+    if n == 0:              # nothing to do (real CUDA rejects a zero-sized grid anyway)
+        return
     blocks, threads = rt.grid1d(n)
     kernel[blocks, threads](*args)
 
@@ -40,7 +67,7 @@ def _launch(kernel, n, *args):
 # --- ReLU -------------------------------------------------------------------------------
 def relu_forward(x):
     """max(x, 0), elementwise."""
-    x = _dev(x)
+    x = _dev(x, "x")
     y = rt.empty(x.shape, x.dtype)
     _launch(nn_kernel._relu_fwd, x.size, _flat(y), _flat(x))
     return y
@@ -48,7 +75,7 @@ def relu_forward(x):
 
 def relu_backward(grad_y, y):
     """Gradient of ReLU given its output ``y``: 0 where y <= 0, else grad_y."""
-    gy, y = _dev(grad_y), _dev(y)
+    gy, y = _dev(grad_y, "grad_y"), _dev(y, "y")
     gx = rt.empty(y.shape, y.dtype)
     _launch(nn_kernel._relu_bwd, y.size, _flat(gx), _flat(gy), _flat(y))
     return gx
@@ -57,7 +84,7 @@ def relu_backward(grad_y, y):
 # --- dropout ----------------------------------------------------------------------------
 def dropout_forward(x, p, seed):
     """Inverted dropout: returns (y, mask) with mask in {0, 1/(1-p)}; ``seed`` picks the draw."""
-    x = _dev(x)
+    x = _dev(x, "x")
     y = rt.empty(x.shape, x.dtype)
     mask = rt.empty(x.shape, x.dtype)
     _launch(nn_kernel._dropout, x.size, _flat(y), _flat(mask), _flat(x), float(p), int(seed))
@@ -65,7 +92,7 @@ def dropout_forward(x, p, seed):
 
 
 def dropout_backward(grad_y, mask):
-    gy, mask = _dev(grad_y), _dev(mask)
+    gy, mask = _dev(grad_y, "grad_y"), _dev(mask, "mask")
     gx = rt.empty(gy.shape, gy.dtype)
     _launch(nn_kernel._mul, gy.size, _flat(gx), _flat(gy), _flat(mask))
     return gx
@@ -81,7 +108,7 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, out_size=None):
 
     ``out_size`` (OH, OW) overrides the floor-mode output size (``ceil_mode``: windows
     that run past the edge pool over their part inside)."""
-    x = _dev(x)
+    x = _dev(x, "x")
     k = _pair(kernel_size)
     s = k if stride is None else _pair(stride)
     p = _pair(padding)
@@ -94,7 +121,7 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, out_size=None):
 
 
 def maxpool2d_backward(grad_y, argmax, input_shape, kernel_size, stride=None, padding=0):
-    gy, idx = _dev(grad_y), _dev(argmax)
+    gy, idx = _dev(grad_y, "grad_y"), _dev(argmax, "argmax")
     k = _pair(kernel_size)
     s = k if stride is None else _pair(stride)
     p = _pair(padding)
@@ -106,7 +133,7 @@ def maxpool2d_backward(grad_y, argmax, input_shape, kernel_size, stride=None, pa
 def avgpool2d_forward(x, kernel_size, stride=None, padding=0, divisor=None):
     """Average pooling of (N, C, H, W) (PyTorch's count_include_pad=True): each window sum
     divided by ``divisor`` (default: the window size kH * kW)."""
-    x = _dev(x)
+    x = _dev(x, "x")
     k = _pair(kernel_size)
     s = k if stride is None else _pair(stride)
     p = _pair(padding)
@@ -119,7 +146,7 @@ def avgpool2d_forward(x, kernel_size, stride=None, padding=0, divisor=None):
 
 
 def avgpool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0, divisor=None):
-    gy = _dev(grad_y)
+    gy = _dev(grad_y, "grad_y")
     k = _pair(kernel_size)
     s = k if stride is None else _pair(stride)
     p = _pair(padding)
@@ -132,16 +159,16 @@ def avgpool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0,
 # --- linear -----------------------------------------------------------------------------
 def linear_forward(x, weight, bias=None):
     """y = x @ weight.T + bias;  x: (B, in), weight: (out, in)."""
-    x, w = _dev(x), _dev(weight)
+    x, w = _dev(x, "x"), _dev(weight, "weight")
     y = rt.empty((x.shape[0], w.shape[0]), x.dtype)
-    gemm_kernel.gemm(y, x, w, None if bias is None else _dev(bias), trans_b=True)
+    gemm_kernel.gemm(y, x, w, None if bias is None else _dev(bias, "bias"), trans_b=True)
     return y
 
 
 def linear_backward(grad_y, x, weight, need_input_grad=True, need_bias_grad=True):
     """(grad_x, grad_weight, grad_bias) of :func:`linear_forward` (None for the gradients
     not needed)."""
-    gy, x, w = _dev(grad_y), _dev(x), _dev(weight)
+    gy, x, w = _dev(grad_y, "grad_y"), _dev(x, "x"), _dev(weight, "weight")
     gx = None
     if need_input_grad:
         gx = rt.empty(x.shape, x.dtype)
@@ -153,10 +180,14 @@ def linear_backward(grad_y, x, weight, need_input_grad=True, need_bias_grad=True
 
 def bias_grad(grad_y):
     """Sum of (N, C, ...) gradients over every axis but C: the bias gradient."""
-    gy = _dev(grad_y)
+    gy = _dev(grad_y, "grad_y")
     N, C = gy.shape[:2]
     inner = int(np.prod(gy.shape[2:], dtype=np.int64))
     out = rt.empty((C,), gy.dtype)
+    if C == 0:
+        return out
+    if N * inner == 0:
+        return rt.zeros((C,), gy.dtype)
     blocks = min(C, 4 if rt.simulator() else 65535)
     nn_kernel._channel_sum[blocks, nn_kernel.RT](out, _flat(gy), inner)
     return out
@@ -165,14 +196,14 @@ def bias_grad(grad_y):
 # --- log-softmax and NLL ----------------------------------------------------------------
 def log_softmax_forward(x):
     """log_softmax over dim 1 of (B, K)."""
-    x = _dev(x)
+    x = _dev(x, "x")
     y = rt.empty(x.shape, x.dtype)
     _launch(nn_kernel._log_softmax_fwd, x.shape[0], y, x)
     return y
 
 
 def log_softmax_backward(grad_y, y):
-    gy, y = _dev(grad_y), _dev(y)
+    gy, y = _dev(grad_y, "grad_y"), _dev(y, "y")
     gx = rt.empty(y.shape, y.dtype)
     _launch(nn_kernel._log_softmax_bwd, y.shape[0], gx, gy, y)
     return gx
@@ -191,9 +222,11 @@ def nll_loss_forward(logp, target, scale=None):
     """Mean negative log-likelihood; a (1,) device array (read it with ``float(a[0])``).
 
     ``scale`` multiplies the sum instead of ``1 / B`` (1.0: the summed loss)."""
-    logp = _dev(logp)
+    logp = _dev(logp, "logp")
     loss = rt.empty((1,), logp.dtype)
-    scale = 1.0 / logp.shape[0] if scale is None else float(scale)
+    if scale is None:       # the mean over no rows is NaN (as PyTorch)
+        scale = 1.0 / logp.shape[0] if logp.shape[0] else float("nan")
+    scale = float(scale)
     nn_kernel._nll_fwd[1, nn_kernel.RT](loss, logp, _targets(target), scale)
     return loss
 
@@ -202,14 +235,16 @@ def nll_loss_backward(shape, target, dtype=np.float32, scale=None):
     """Gradient of the mean NLL (or of ``scale`` times the sum) with respect to the
     log-probabilities."""
     g = rt.empty(tuple(shape), dtype)
-    scale = 1.0 / shape[0] if scale is None else float(scale)
+    if scale is None:
+        scale = 1.0 / shape[0] if shape[0] else float("nan")
+    scale = float(scale)
     _launch(nn_kernel._nll_bwd, g.size, g, _targets(target), scale)
     return g
 
 
 def count_correct(scores, target):
     """Number of rows whose argmax equals the target: a (1,) float64 device array."""
-    scores = _dev(scores)
+    scores = _dev(scores, "scores")
     count = rt.empty((1,), np.float64)
     nn_kernel._count_correct[1, nn_kernel.RT](count, scores, _targets(target))
     return count
@@ -220,7 +255,15 @@ def sgd_step(param, grad, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0
              nesterov=False, first=False, maximize=False):
     """PyTorch's SGD update, in place on device arrays (``buf``: the momentum buffer,
     written from ``grad`` when ``first``; unused when ``momentum`` is 0)."""
-    p, g, b = _dev(param), _dev(grad), _dev(buf)
+    fn = "sgd_step"
+    p = _inplace(param, "param", fn)
+    g = _dev(grad, "grad", fn)
+    _same_size(fn, "grad", g, "param", p)
+    if float(momentum) != 0:
+        b = _inplace(buf, "buf", fn)
+        _same_size(fn, "buf", b, "param", p)
+    else:
+        b = g               # the kernel does not touch the buffer without momentum
     _launch(nn_kernel._sgd, p.size, _flat(p), _flat(g), _flat(b), float(lr), float(momentum),
             float(dampening), float(weight_decay), bool(nesterov), bool(first),
             -1.0 if maximize else 1.0)
@@ -230,10 +273,15 @@ def adam_step(param, grad, m, v, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, we
               amsgrad=False, vmax=None, maximize=False):
     """PyTorch's Adam update (step counts from 1), in place (``vmax``: AMSGrad's running
     maximum of ``v``, needed when ``amsgrad``)."""
-    p, g, m, v = _dev(param), _dev(grad), _dev(m), _dev(v)
+    fn = "adam_step"
     if amsgrad and vmax is None:
         raise ValueError("adam_step: amsgrad needs the vmax buffer")
-    vm = v if vmax is None else _dev(vmax)
+    p = _inplace(param, "param", fn)
+    g = _dev(grad, "grad", fn)
+    m, v = _inplace(m, "m", fn), _inplace(v, "v", fn)
+    vm = _inplace(vmax, "vmax", fn) if amsgrad else v   # unused without amsgrad
+    for name, a in (("grad", g), ("m", m), ("v", v), ("vmax", vm)):
+        _same_size(fn, name, a, "param", p)
     b1, b2 = betas
     _launch(nn_kernel._adam, p.size, _flat(p), _flat(g), _flat(m), _flat(v), _flat(vm),
             float(lr), float(b1), float(b2), float(eps), float(weight_decay), 1.0 - b1 ** step,
@@ -250,12 +298,13 @@ def take(src, index):
     array([[4., 5.],
            [0., 1.]])
     """
-    src = _dev(src)
+    rt.require("take")
+    src = rt.as_device(src, "src", "take")   # not copied: a whole data set, typically
     if not rt.contiguous(src) or src.ndim == 0:
         raise ValueError(f"take: src must be a C-contiguous array with a row axis, "
                          f"got shape {tuple(src.shape)}")
     if rt.is_device(index):
-        idx = rt.as_device(index)
+        idx = rt.as_device(index, "index", "take")
     else:
         host = np.asarray(index)
         if host.ndim != 1 or host.dtype.kind not in "iu":
@@ -275,7 +324,9 @@ def take(src, index):
 
 def axpy(y, a, x):
     """y += a * x in place (gradient accumulation)."""
-    y, x = _dev(y), _dev(x)
+    y = _inplace(y, "y", "axpy")
+    x = _dev(x, "x", "axpy")
+    _same_size("axpy", "x", x, "y", y)
     _launch(nn_kernel._axpy, y.size, _flat(y), y.dtype.type(a), _flat(x))
     return y
 

@@ -10,6 +10,8 @@ inverse map, in CSR form), so it needs no atomics and is deterministic.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import cuda
 
@@ -24,6 +26,19 @@ def _fill(a, value):
     step = cuda.gridsize(1)
     for i in range(start, a.shape[0], step):
         a[i] = value
+
+
+@cuda.jit(cache=True)
+def _any_nonfinite(flag, a, b):
+    # flag[0] = 1 if any element of a or b (1-D) is NaN or +-inf (every writer writes 1,
+    # so the race is benign; flag[0] is zeroed before the launch)
+    na = a.shape[0]
+    start = cuda.grid(1)
+    step = cuda.gridsize(1)
+    for i in range(start, na + b.shape[0], step):
+        v = a[i] if i < na else b[i - na]
+        if math.isnan(v) or math.isinf(v):
+            flag[0] = 1
 
 
 @cuda.jit(cache=True)
@@ -159,6 +174,20 @@ def fill(a, value):
     return a
 
 
+def all_finite(a, b):
+    """True when no element of the C-contiguous device arrays ``a`` and ``b`` is NaN or
+    inf: one launch over both and one 4-byte read back."""
+    fa, fb = rt.flat(a), rt.flat(b)
+    n = fa.shape[0] + fb.shape[0]
+    if n == 0:
+        return True
+    flag = rt.workspace("nonfinite_flag", (1,), np.int32)
+    fill(flag, 0)
+    blocks, threads = rt.grid1d(n)
+    _any_nonfinite[blocks, threads](flag, fa, fb)
+    return int(flag.copy_to_host()[0]) == 0
+
+
 def gather5(out, src, maps):
     """out[n, c, z, y, x] = src[n, c, maps[0][z], maps[1][y], maps[2][x]] (0 for -1)."""
     N, C, D, H, W = out.shape
@@ -195,6 +224,8 @@ def pad5_adjoint(gx, gp, padding3, mode):
 
 
 def transpose_flip(wt, w, groups):
+    if wt.size == 0:
+        return wt
     blocks, threads = rt.grid1d(wt.size)
     _transpose_flip[blocks, threads](wt, w, groups)
     return wt
@@ -203,6 +234,8 @@ def transpose_flip(wt, w, groups):
 def add_channel_bias(y5, bias):
     """y5[:, c] += bias[c] in place."""
     N, C, D, H, W = y5.shape
+    if y5.size == 0:
+        return y5
     grid, block = rt.grid_rows(W, H, N * C * D)
     _add_channel_bias[grid, block](y5, bias)
     return y5

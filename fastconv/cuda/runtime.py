@@ -2,6 +2,24 @@
 
 Everything that touches numba.cuda's own objects (device arrays, the simulator's fake
 arrays, strided views) lives here, so the kernel wrappers stay free of those details.
+
+Foreign GPU arrays (CuPy, PyTorch CUDA tensors, anything with ``__cuda_array_interface__``)
+are wrapped zero-copy by :func:`as_device`, which calls ``numba.cuda.as_cuda_array`` with
+``sync=True``: when the exporter names a stream (interface v3), numba synchronises on it
+once, so the producer's pending writes are complete before our kernels (on numba's
+default stream) read the data. Each entry point converts each argument once per call and
+passes the numba device array on (see :func:`convert`), so that synchronisation happens
+at most once per argument and call, never per kernel launch. A PyTorch tensor that
+requires grad refuses to export the interface; :func:`as_device` turns that into a
+``TypeError`` naming the parameter (pass ``tensor.detach()``; it is not detached
+silently).
+
+Real CUDA rejects a launch with a zero grid or block dimension, and a numba
+``DeviceNDArray`` cannot ``reshape`` a non-contiguous array (the simulator silently
+copies in both cases): wrappers return early for empty outputs, :func:`grid1d` and
+:func:`grid_rows` never give a zero dimension, and :func:`flat` / :func:`reshape` raise
+as the hardware does when a copy would be needed (:func:`ascontiguous` makes the copy on
+the device where one is wanted).
 """
 from __future__ import annotations
 
@@ -84,25 +102,72 @@ def require(fn: str = "fastconv"):
 
 
 # --- arrays ---------------------------------------------------------------------------
+_NO_CAI = object()
+
+
+def _interface(a, name="argument", fn="fastconv"):
+    """``a.__cuda_array_interface__``, ``_NO_CAI`` when ``a`` has none; a clear TypeError
+    when the exporter refuses (a PyTorch tensor that requires grad raises RuntimeError)."""
+    try:
+        return a.__cuda_array_interface__
+    except AttributeError:
+        return _NO_CAI
+    except RuntimeError as exc:
+        hint = (f"pass {name}.detach() (fastconv does not track autograd; compute the "
+                f"gradients with fastconv.grad or torch)") if "requires grad" in str(exc) else \
+            "it cannot be used as a GPU array"
+        raise TypeError(f"{fn}: {name} is a GPU tensor that does not export "
+                        f"__cuda_array_interface__ ({exc}); {hint}") from None
+
+
 def is_device(a) -> bool:
-    """A GPU array: anything with ``__cuda_array_interface__``, or a simulator array."""
-    return a is not None and (hasattr(a, "__cuda_array_interface__")
-                              or bool(getattr(type(a), "__cuda_ndarray__", False)))
+    """A GPU array: anything with ``__cuda_array_interface__``, or a simulator array. A
+    tensor whose interface raises (PyTorch, ``requires_grad=True``) counts as one: using it
+    then raises the TypeError of :func:`as_device`."""
+    if a is None:
+        return False
+    if getattr(type(a), "__cuda_ndarray__", False):
+        return True
+    try:
+        return hasattr(a, "__cuda_array_interface__")
+    except RuntimeError:
+        return True
 
 
-def gpu_dtype(a) -> np.dtype:
-    cai = getattr(a, "__cuda_array_interface__", None)
-    return np.dtype(cai["typestr"]) if cai is not None else np.dtype(a.dtype)
+def gpu_dtype(a, name="argument", fn="fastconv") -> np.dtype:
+    if getattr(type(a), "__cuda_ndarray__", False):
+        return np.dtype(a.dtype)
+    cai = _interface(a, name, fn)
+    return np.dtype(cai["typestr"]) if cai is not _NO_CAI else np.dtype(a.dtype)
 
 
-def as_device(a):
-    """A numba device array for ``a``: zero-copy for GPU arrays, a copy for host data."""
+def as_device(a, name="argument", fn="fastconv"):
+    """A numba device array for ``a``: zero-copy for GPU arrays, a copy for host data.
+    ``name`` and ``fn`` go into the error for a GPU tensor that cannot be shared."""
     mod = cuda()
     if getattr(type(a), "__cuda_ndarray__", False):
         return a
-    if hasattr(a, "__cuda_array_interface__"):
-        return mod.as_cuda_array(a)
+    cai = _interface(a, name, fn)
+    if cai is not _NO_CAI:
+        return mod.as_cuda_array(a)        # sync=True: see the module docstring
     return mod.to_device(np.ascontiguousarray(a))
+
+
+def convert(args, names, fn="fastconv"):
+    """``args`` with every GPU array converted to a numba device array, once per distinct
+    object (an object passed twice is converted once); host data and None pass through."""
+    seen: dict = {}
+    out = []
+    for a, name in zip(args, names):
+        if a is None or not is_device(a):
+            out.append(a)
+            continue
+        d = seen.get(id(a))
+        if d is None:
+            d = as_device(a, name, fn)
+            seen[id(a)] = d
+        out.append(d)
+    return out
 
 
 def to_device(a, dtype=None):
@@ -127,11 +192,45 @@ def contiguous(a) -> bool:
 
 def flat(a):
     """The 1-D view of a C-contiguous device array."""
-    return a.reshape(int(np.prod(a.shape, dtype=np.int64)))
+    return reshape(a, (int(np.prod(a.shape, dtype=np.int64)),))
 
 
 def reshape(a, shape):
-    return a.reshape(tuple(int(s) for s in shape))
+    """A reshaped view of a C-contiguous device array. Like numba's ``DeviceNDArray``
+    (which refuses any non-contiguous reshape: "operation requires copying"), it raises
+    NotImplementedError for a non-contiguous one, under the simulator too (whose arrays
+    would silently copy, so in-place writes through the result would be lost)."""
+    shape = tuple(int(s) for s in shape)
+    if shape != tuple(a.shape) and a.size and not contiguous(a):
+        raise NotImplementedError(f"fastconv: reshaping the non-contiguous device array of "
+                                  f"shape {tuple(a.shape)} and strides {tuple(a.strides)} to "
+                                  f"{shape} requires copying (operation requires copying)")
+    return a.reshape(shape)
+
+
+def _view5_any(a):
+    """A 5-D view of a device array of rank 0 to 5 (any strides)."""
+    if 2 <= a.ndim <= 5:
+        return view5(a, a.ndim - 2)
+    if a.ndim == 1:
+        return strided(a, (1, 1, 1, 1, a.shape[0]), (0, 0, 0, 0) + element_strides(a))
+    if a.ndim == 0 or contiguous(a):
+        return reshape(a, (1, 1, 1, 1, a.size))
+    raise ValueError(f"a non-contiguous {a.ndim}-D GPU array (shape {tuple(a.shape)}) is not "
+                     f"supported: at most 5 dimensions")
+
+
+def ascontiguous(a, dtype=None):
+    """``a`` as a C-contiguous device array of ``dtype`` (default: its own): ``a`` itself
+    when it already is one, else one gather on the device (no host round trip)."""
+    dtype = np.dtype(a.dtype if dtype is None else dtype)
+    if contiguous(a) and np.dtype(a.dtype) == dtype:
+        return a
+    out = empty(a.shape, dtype)
+    if out.size:
+        from . import pad_kernel
+        pad_kernel.copy5(_view5_any(out), _view5_any(a))
+    return out
 
 
 def strided(a, shape, strides):
@@ -175,7 +274,8 @@ def to_host(a):
 
 # --- launches -------------------------------------------------------------------------
 def grid1d(n: int, threads: int = 256):
-    """(blocks, threads) for a grid-stride loop over n items (few blocks in the simulator)."""
+    """(blocks, threads) for a grid-stride loop over n items (few blocks in the simulator).
+    Never a zero dimension (real CUDA rejects those): callers skip empty launches."""
     n = max(int(n), 1)
     if simulator():          # each simulated thread is an OS thread: keep launches small
         threads = min(threads, 8)
@@ -184,7 +284,9 @@ def grid1d(n: int, threads: int = 256):
 
 
 def grid_rows(W: int, H: int, R: int):
-    """(grid, block) for kernels over a (R, H, W) index space; rows R grid-strided."""
+    """(grid, block) for kernels over a (R, H, W) index space; rows R grid-strided.
+    Never a zero dimension: callers skip empty launches."""
+    W, H, R = max(int(W), 1), max(int(H), 1), max(int(R), 1)
     if simulator():
         return (min(math.ceil(W / 2), 2), min(math.ceil(H / 2), 2), min(R, 2)), (2, 2)
     return (math.ceil(W / 32), math.ceil(H / 8), min(R, 65535)), (32, 8)

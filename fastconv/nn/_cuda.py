@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._conv import conv2d, input_grad, is_gpu_array, weight_grad
-from ..cuda import nn_ops, pad_kernel
+from ..cuda import nn_ops
 from ..cuda import runtime as rt
 from . import functional as F
 
@@ -34,33 +34,17 @@ def check_params(layer):
                                f"model.to('cuda')")
 
 
-def _view5(a):
-    """A 5-D view of a device array of any rank (what the cast / copy kernel takes)."""
-    if 2 <= a.ndim <= 5:
-        return rt.view5(a, a.ndim - 2)
-    if a.ndim == 1:
-        return rt.strided(a, (1, 1, 1, 1, a.shape[0]), (0, 0, 0, 0) + rt.element_strides(a))
-    if rt.contiguous(a):
-        return rt.reshape(a, (1, 1, 1, 1, a.size))
-    raise NotImplementedError(f"a non-contiguous {a.ndim}-D GPU array is not supported here")
-
-
-def dense(x, dtype=None, fn="input"):
+def dense(x, dtype=None, fn="input", name="input"):
     """``x`` as a C-contiguous device array of ``dtype`` (default: float32 and float64 kept,
-    every other dtype cast to float32, as on the CPU); no copy when it already is one."""
-    a = rt.as_device(x)
+    every other dtype cast to float32, as on the CPU); no copy when it already is one,
+    else one gather on the device (no host round trip)."""
+    a = rt.as_device(x, name, fn)
     dt = np.dtype(a.dtype)
     if dt.kind == "c":
-        raise TypeError(f"{fn}: input must be a real numeric array, got dtype {dt}")
+        raise TypeError(f"{fn}: {name} must be a real numeric array, got dtype {dt}")
     if dtype is None:
         dtype = dt if dt in _FLOATS else np.dtype(np.float32)
-    dtype = np.dtype(dtype)
-    if dt == dtype and rt.contiguous(a):
-        return a
-    out = rt.empty(a.shape, dtype)
-    if out.size:
-        pad_kernel.copy5(_view5(out), _view5(a))
-    return out
+    return rt.ascontiguous(a, dtype)
 
 
 def _batch4(a):
@@ -94,7 +78,7 @@ def conv2d_forward(layer, x):
 def conv2d_backward(layer, grad_output, input_grad_):
     x = layer._take()["x"]
     w = layer.weight.data
-    go = dense(grad_output, w.dtype, "Conv2d.backward")
+    go = dense(grad_output, w.dtype, "Conv2d.backward", "grad_output")
     kw = _conv_kw(layer)
     args = (kw["stride"], kw["padding"], kw["dilation"], kw["groups"], kw["padding_mode"],
             kw["algorithm"])
@@ -126,7 +110,7 @@ def linear_backward(layer, grad_output, input_grad_):
     ctx = layer._take()
     x2, shape = ctx["x"], ctx["shape"]
     w = layer.weight.data
-    go = dense(grad_output, w.dtype, "Linear.backward")
+    go = dense(grad_output, w.dtype, "Linear.backward", "grad_output")
     expected = shape[:-1] + (layer.out_features,)
     if tuple(go.shape) != expected:
         raise ValueError(f"Linear.backward: grad_output has shape {tuple(go.shape)}, expected "
@@ -149,7 +133,7 @@ def relu_forward(layer, x):
 
 
 def relu_backward(grad_output, y):
-    return nn_ops.relu_backward(dense(grad_output, y.dtype, "ReLU.backward"), y)
+    return nn_ops.relu_backward(dense(grad_output, y.dtype, "ReLU.backward", "grad_output"), y)
 
 
 def dropout_forward(layer, x, gen):
@@ -167,7 +151,8 @@ def dropout_forward(layer, x, gen):
 
 
 def dropout_backward(grad_output, mask):
-    return nn_ops.dropout_backward(dense(grad_output, mask.dtype, "Dropout.backward"), mask)
+    go = dense(grad_output, mask.dtype, "Dropout.backward", "grad_output")
+    return nn_ops.dropout_backward(go, mask)
 
 
 def log_softmax_forward(layer, x):
@@ -184,26 +169,22 @@ def log_softmax_forward(layer, x):
 
 
 def log_softmax_backward(grad_output, y):
-    go = dense(grad_output, y.dtype, "LogSoftmax.backward")
+    go = dense(grad_output, y.dtype, "LogSoftmax.backward", "grad_output")
     K = tuple(y.shape)[-1]
     rows = (y.size // max(K, 1), K)
     return _back(nn_ops.log_softmax_backward(_back(go, rows), _back(y, rows)), y.shape)
 
 
 def flatten(x, start, end):
-    a = rt.as_device(x)
-    if not rt.contiguous(a):
-        a = dense(a, a.dtype)
+    a = rt.ascontiguous(rt.as_device(x, "input", "Flatten"))
     shape = tuple(a.shape)
     mid = int(np.prod(shape[start:end + 1], dtype=np.int64))
     return _back(a, shape[:start] + (mid,) + shape[end + 1:]), shape
 
 
 def reshape(grad_output, shape):
-    a = rt.as_device(grad_output)
-    if not rt.contiguous(a):
-        a = dense(a, a.dtype)
-    return _back(a, shape)
+    return _back(rt.ascontiguous(rt.as_device(grad_output, "grad_output", "Flatten.backward")),
+                 shape)
 
 
 # --- pooling ------------------------------------------------------------------------------
@@ -228,7 +209,7 @@ def max_pool_forward(layer, x):
 
 def max_pool_backward(ctx, grad_output):
     idx, shape, (k, s, p) = ctx["idx"], ctx["shape"], ctx["geo"]
-    go = dense(grad_output, None, "MaxPool2d.backward")
+    go = dense(grad_output, None, "MaxPool2d.backward", "grad_output")
     if tuple(go.shape) != tuple(idx.shape):
         raise ValueError(f"MaxPool2d.backward: grad_output has shape {tuple(go.shape)}, "
                          f"expected {tuple(idx.shape)}")
@@ -265,7 +246,7 @@ def avg_pool_forward(layer, x):
 
 def avg_pool_backward(layer, grad_output, shape):
     k, s, p, div = _avg_geometry(layer, shape)
-    go = dense(grad_output, None, "AvgPool2d.backward")
+    go = dense(grad_output, None, "AvgPool2d.backward", "grad_output")
     gx = nn_ops.avgpool2d_backward(_batch4(go), _batch4_shape(shape), k, s, p, divisor=div)
     return _back(gx, shape)
 
@@ -275,7 +256,7 @@ def _targets(fn, target, N, C, ignore_index):
     """(N,) int64 device targets; host targets are range-checked (device ones cannot be
     without a copy, so they are trusted)."""
     if is_gpu_array(target):
-        t = rt.as_device(target)
+        t = rt.as_device(target, "target", fn)
         if np.dtype(t.dtype).kind not in "iu":
             raise TypeError(f"{fn}: target must hold integer class indices, got dtype {t.dtype}")
         if tuple(t.shape) != (N,):
