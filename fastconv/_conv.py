@@ -112,6 +112,8 @@ _CONV_DOC = """{nd}-D convolution (cross-correlation, as ``torch.nn.functional.c
     Parameters
     ----------
     input : array_like, shape (N, C_in, {sp}) or unbatched (C_in, {sp})
+        Also a GPU array (see ``device``) or a ``dask.array.Array``, which gives a lazy
+        Dask result equal to the in-memory call (no ``out``).
     weight : array_like, shape (C_out, C_in / groups, {ksp})
     bias : array_like, shape (C_out,), optional
     stride : int or tuple of {nd} ints
