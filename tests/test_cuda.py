@@ -157,6 +157,19 @@ def test_conv_transpose2d(algo, rng):
     close(fc.conv_transpose2d(x, w, b, algorithm=algo, device="cuda", **kw), want)
 
 
+@pytest.mark.parametrize("algo", ["direct", "im2col"])
+def test_conv_transpose2d_bias_widens_the_dtype_as_on_the_cpu(algo, rng):
+    x, w = rand(rng, (1, 2, 3, 3), np.float32), rand(rng, (2, 3, 2, 2), np.float32)
+    b = rand(rng, (3,))
+    want = fc.conv_transpose2d(x, w, b)
+    assert want.dtype == np.float64
+    for xa, wa in ((x, w), (cuda.to_device(x), cuda.to_device(w))):
+        got = fc.conv_transpose2d(xa, wa, b, algorithm=algo, device="cuda")
+        got = got if isinstance(got, np.ndarray) else got.copy_to_host()
+        assert got.dtype == np.float64
+        close(got, want)
+
+
 # --- devices, dtypes, layouts --------------------------------------------------------------
 def test_device_array_in_device_array_out(rng):
     x, w, b = rand(rng, (2, 3, 6, 6), np.float32), rand(rng, (4, 3, 3, 3), np.float32), rand(rng, (4,), np.float32)

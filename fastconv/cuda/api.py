@@ -243,8 +243,18 @@ def conv_transpose(fn, nd, input, weight, bias, stride, padding, output_padding,
     w = as_array(proxy(weight), "weight", fn)
     s, p, d, op, batched, in_size = transpose_args(fn, nd, x.shape, w.shape, stride, padding,
                                                    output_padding, dilation, groups)
+    bp = None if bias is None else as_array(proxy(bias), "bias", fn)
+    if bp is not None and bp.shape != (in_size[1],):
+        raise ValueError(f"{fn}: bias must have shape ({in_size[1]},) to match weight shape "
+                         f"{w.shape} and groups={groups}, got {bp.shape}")
     xin = to_gpu(input) if rt.is_device(input) else to_gpu(np.asarray(input))
     xin = _batched(xin, batched)
+    if bp is not None:       # a bias that widens the result dtype: compute in that dtype (CPU too)
+        wide = compute_dtypes(fn, x, w, bp)[1]
+        if wide != compute_dtypes(fn, x, w)[1]:
+            xin = rt.ascontiguous(xin, wide)
+            weight = (rt.ascontiguous(to_gpu(weight), wide) if rt.is_device(weight)
+                      else np.asarray(weight).astype(wide))
     # output_padding >= stride (allowed when < dilation) makes the matching forward output
     # longer than the input: its extra positions carry zero gradient (as on the CPU)
     size = in_size[2:]
@@ -259,10 +269,7 @@ def conv_transpose(fn, nd, input, weight, bias, stride, padding, output_padding,
     gx, spec = input_grad(nd, fn, in_size, to_gpu(weight) if rt.is_device(weight) else weight,
                           xin, s, p, d, groups, "zeros", algorithm)
     # gx is a device array here (xin is on the GPU)
-    if bias is not None:
-        bp = as_array(proxy(bias), "bias", fn)
-        if bp.shape != (in_size[1],):
-            raise ValueError(f"{fn}: bias must have shape ({in_size[1]},), got {bp.shape}")
+    if bp is not None:
         if spec.N:
             pad_kernel.add_channel_bias(rt.view5(gx, nd), vector(bias, np.dtype(gx.dtype)))
     if not batched:
