@@ -256,6 +256,11 @@ def main(argv=None):
                       file=sys.stderr)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        group = opt.param_groups[0]
+        for key in ("lr", "momentum"):
+            if group[key] != getattr(args, key):
+                print(f"warning: --{key} {getattr(args, key)} is ignored: resuming with the "
+                      f"checkpoint's optimizer state, {key}={group[key]}", file=sys.stderr)
         rng.bit_generator.state = ckpt["rng"]
         nn.set_rng_state(ckpt["nn_rng"])
         metrics = list(ckpt.get("metrics", []))

@@ -72,6 +72,11 @@ def test_resume_is_bit_exact(tiny_mnist, tmp_path, capsys):
     epochs = json.loads((tmp_path / "m.json").read_text())["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]                # history kept across resume
     assert "resumed from" in capsys.readouterr().out
+    # options the checkpoint overrides are named, not silently dropped
+    mnist.main(common[:4] + ["--lr", "0.1", "--no-progress", "--seed", "3", "--epochs", "3",
+                             "--resume", str(part), "--limit", "64"])
+    err = capsys.readouterr().err
+    assert "--lr 0.1 is ignored" in err and "lr=0.05" in err and "limit=64" in err
 
 
 def test_cli_errors(tiny_mnist, tmp_path, capsys, monkeypatch):
