@@ -184,11 +184,13 @@ def choose_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, gro
     >>> sorted(c.estimates)
     ['direct', 'fft', 'im2col']
     """
-    from ._validate import conv_spec
+    from ._validate import conv_spec, size_tuple
+    fn = "choose_algorithm"
+    weight_shape = size_tuple(fn, "weight_shape", weight_shape, (3, 4, 5),
+                              "(C_out, C_in/groups, *kernel)")
     nd = len(weight_shape) - 2
-    if nd not in (1, 2, 3):
-        raise ValueError(f"choose_algorithm: weight_shape must have 3 to 5 entries "
-                         f"(C_out, C_in/groups, *kernel), got {tuple(weight_shape)}")
+    x_shape = size_tuple(fn, "x_shape", x_shape, (nd + 2, nd + 1),
+                         "(N, C_in, *spatial), or (C_in, *spatial) unbatched")
     dtype = np.dtype(dtype)
     spec, _, _, _ = conv_spec("choose_algorithm", nd, _proxy(x_shape, dtype),
                               _proxy(weight_shape, dtype), None, stride, padding, dilation,

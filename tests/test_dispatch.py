@@ -60,6 +60,14 @@ def test_choose_algorithm_bad_input():
         fc.choose_algorithm((1, 4, 5, 5), (2, 4, 7, 3))
     with pytest.raises(ValueError, match=r"device"):
         fc.choose_algorithm((1, 4, 5, 5), (2, 4, 3, 3), device="tpu")
+    with pytest.raises(TypeError, match=r"x_shape.*5\.5"):
+        fc.choose_algorithm((1, 4, 5.5, 5), (2, 4, 3, 3))
+    with pytest.raises(TypeError, match=r"weight_shape.*3\.0"):
+        fc.choose_algorithm((1, 4, 5, 5), (2, 4, 3.0, 3))
+    with pytest.raises(ValueError, match=r"x_shape.*-5"):
+        fc.choose_algorithm((1, 4, -5, 5), (2, 4, 3, 3))
+    with pytest.raises(ValueError, match=r"x_shape.*\(1, 4, 5, 5, 5\)"):
+        fc.choose_algorithm((1, 4, 5, 5, 5), (2, 4, 3, 3))
 
 
 @pytest.fixture
