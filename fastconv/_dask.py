@@ -56,14 +56,13 @@ def _out_chunks(out: int, stride: int, halo: int, prefer) -> tuple:
     return tuple(b - a for a, b in _splits(out, parts))
 
 
-def _gather(x, axis: int, idx):
-    """``numpy.take(x, idx, axis)`` for a dask array, as slices of ``x``: ``idx`` is cut
-    into runs of step +1, -1 or 0 (a padding index map has a few of them)."""
-    import dask.array as da
+def _take(block, idx, axis):
+    return np.take(block, idx, axis=axis)
 
-    idx = [int(i) for i in idx]
-    lead = (slice(None),) * axis
-    pieces, i = [], 0
+
+def _runs(idx):
+    """``idx`` cut into runs ``(start, stop, step)`` of step +1, -1 or 0."""
+    runs, i = [], 0
     while i < len(idx):
         step = idx[i + 1] - idx[i] if i + 1 < len(idx) else 1
         if step not in (-1, 0, 1):
@@ -71,6 +70,28 @@ def _gather(x, axis: int, idx):
         j = i + 1
         while j < len(idx) and idx[j] - idx[j - 1] == step:
             j += 1
+        runs.append((i, j, step))
+        i = j
+    return runs
+
+
+def _gather(x, axis: int, idx):
+    """``numpy.take(x, idx, axis)`` for a dask array, as slices of ``x``: ``idx`` is cut
+    into runs of step +1, -1 or 0 (a padding index map has a few of them). A map with
+    many runs (a periodic pad longer than the axis) would make a slice each: then the
+    axis becomes one chunk and each block is one ``numpy.take``."""
+    import dask.array as da
+
+    idx = [int(i) for i in idx]
+    runs = _runs(idx)
+    if len(runs) > max(4, 4 * x.numblocks[axis]):
+        x = x.rechunk({axis: -1})
+        chunks = x.chunks[:axis] + ((len(idx),),) + x.chunks[axis + 1:]
+        take = functools.partial(_take, idx=np.asarray(idx, dtype=np.intp), axis=axis)
+        return x.map_blocks(take, chunks=chunks, dtype=x.dtype)
+    lead = (slice(None),) * axis
+    pieces = []
+    for i, j, step in runs:
         a, b = idx[i], idx[j - 1]
         if step == 1:
             pieces.append(x[lead + (slice(a, b + 1),)])
@@ -78,7 +99,6 @@ def _gather(x, axis: int, idx):
             pieces.append(x[lead + (slice(a, b - 1 if b > 0 else None, -1),)])
         else:
             pieces.append(da.repeat(x[lead + (slice(a, a + 1),)], j - i, axis=axis))
-        i = j
     return pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=axis)
 
 
@@ -220,16 +240,24 @@ def _signal_block_sliced(block, loc, call, kernel, sliced):
 def _signal_windows(data, kern, windows, boundary, fill, call, dtype, sliced=()):
     """``call(padded block, kernel)`` ('valid' mode of the in-memory function) over
     ``data`` padded per window: window ``(start, length)`` of the full correlation on a
-    convolved axis, None on the others."""
-    pads, layout = {}, []
+    convolved axis, None on the others. A window that starts after the kernel's overhang
+    or ends before ``data`` does (a 'same' window with the larger operand as ``data``)
+    crops ``data`` instead of padding it: only with ``boundary`` 'fill' and a zero fill."""
+    pads, crop, layout = {}, [], []
     for i, w in enumerate(windows):
+        crop.append(slice(None))
         if w is None:
             layout.append(None)
             continue
         n, m = data.shape[i], kern.shape[i]
         start, length = w
-        pads[i] = (m - 1 - start, start + length - n)
+        before, after = m - 1 - start, start + length - n
+        if before < 0 or after < 0:       # the window reads only the middle of ``data``
+            crop[i] = slice(max(-before, 0), n - max(-after, 0))
+        pads[i] = (max(before, 0), max(after, 0))
         layout.append(("window", length, 1, m, data.chunks[i]))
+    if any(c != slice(None) for c in crop):
+        data = data[tuple(crop)]
     x = pad(data, pads, boundary, fill)
     if sliced:
         func = functools.partial(_signal_block_sliced, call=call, kernel=kern,
@@ -267,8 +295,8 @@ def signal_nd(fn, in1, in2, mode, method):
         if mode == "same" and pa.size == 0 and pb.size > 0:
             return da.empty(pa.shape, dtype=rt)
         raise ValueError(MSG["empty"].format(fn=fn, mode=mode, s1=pa.shape, s2=pb.shape))
-    if swap_needed(mode, pa.shape, pb.shape) or (
-            mode == "full" and not is_dask(in1) and is_dask(in2)):
+    valid_swap = swap_needed(mode, pa.shape, pb.shape)
+    if valid_swap or _commute(mode, in1, in2, pa, pb):
         # convolution commutes: correlate(a, b) = convolve(reverse(conj(b)), a)
         data = _big(in2)
         if corr:
@@ -276,9 +304,25 @@ def signal_nd(fn, in1, in2, mode, method):
         data, kern, call = data, _small(in1), sg.convolve
     else:
         data, kern, call = _big(in1), _small(in2), getattr(sg, fn)
-    windows = [window(mode, n, m) for n, m in zip(data.shape, kern.shape)]
+    # windows of the full output (the same whichever operand is ``data``), from the shapes
+    # the in-memory call uses: 'valid' after its swap, 'same' from in1 and in2
+    shapes = (data.shape, kern.shape) if valid_swap else (pa.shape, pb.shape)
+    windows = [window(mode, n, m) for n, m in zip(*shapes)]
     call = functools.partial(call, mode="valid", method=method)
     return _signal_windows(data, kern, windows, "fill", 0, call, rt)
+
+
+def _commute(mode, in1, in2, pa, pb, zero_fill=True) -> bool:
+    """Whether ``in2`` plays the data's part (chunked, lazy) and ``in1`` the kernel's
+    (computed) in a 'full' or 'same' call: when ``in2`` is the larger operand, as the
+    in-memory call decides ('full'), and only then when ``in2`` is the dask one ('same',
+    whose output has in1's shape); with equal sizes a numpy in1 and a dask in2 commute
+    too. A non-zero boundary extension belongs to in1: then never."""
+    if not zero_fill or mode not in ("full", "same"):
+        return False
+    if mode == "same" and not is_dask(in2):
+        return False
+    return pb.size > pa.size or (pb.size == pa.size and not is_dask(in1) and is_dask(in2))
 
 
 def signal_2d(fn, in1, in2, mode, boundary, fillvalue):
@@ -304,12 +348,21 @@ def signal_2d(fn, in1, in2, mode, boundary, fillvalue):
     if pa.size == 0 or pb.size == 0:
         return _eager(getattr(sg, fn), in1, in2, mode=mode, boundary=boundary,
                       fillvalue=fillvalue)
-    data, kern = (in2, in1) if swapped else (in1, in2)
-    data, kern = _big(data), _small(kern)
+    # windows of the full output, from the shapes the in-memory call uses (after its swap)
+    windows = [window(mode, n, m, corr2d=corr) for n, m in zip(pa.shape, pb.shape)]
+    call = getattr(sg, fn)
+    if swapped:
+        data, kern = _big(in2), _small(in1)
+    elif _commute(mode, in1, in2, pa, pb, zero_fill=bnd == "fill" and fill == 0):
+        # zero fill: convolution commutes, correlate2d(a, b) = convolve2d(rev(conj(b)), a)
+        data, kern, call = _big(in2), _small(in1), sg.convolve2d
+        if corr:
+            data = _flip(data.conj() if data.dtype.kind == "c" else data)
+    else:
+        data, kern = _big(in1), _small(in2)
     if bnd == "fill" and data.dtype != rt:
         data = data.astype(rt)        # the fill value is converted to the result dtype
-    windows = [window(mode, n, m, corr2d=corr) for n, m in zip(data.shape, kern.shape)]
-    call = functools.partial(getattr(sg, fn), mode="valid")
+    call = functools.partial(call, mode="valid")
     out = _signal_windows(data, kern, windows, bnd, fill, call, rt)
     # SciPy: a swapped 'valid' correlate2d is the swapped correlation reversed
     return out[::-1, ::-1] if corr and swapped else out
@@ -344,21 +397,27 @@ def signal_freq(fn, in1, in2, mode, axes):
             out = out[tuple(slice((n - s) // 2, (n - s) // 2 + s)
                             for n, s in zip(out.shape, shape))]
         return out
-    if swap or (mode == "full" and not is_dask(in1) and is_dask(in2)):
+    commuted = not swap and _commute(mode, in1, in2, pa, pb)
+    if swap or commuted:
         data, kern = _big(in2), _small(in1)          # convolution commutes
     else:
         data, kern = _big(in1), _small(in2)
+    # windows of the full output, from the shapes the in-memory call uses ('same': in1's)
+    a_shape, b_shape = (data.shape, kern.shape) if swap else (pa.shape, pb.shape)
     windows, sliced = [], []
     for i in range(data.ndim):
         n, m = data.shape[i], kern.shape[i]
         if i in ax:
-            windows.append(window(mode, n, m))
+            windows.append(window(mode, a_shape[i], b_shape[i]))
             continue
         windows.append(None)
         if m == 1 or n == m:
             if m > 1:
                 sliced.append(i)          # one kernel per position: sliced per block
-        elif mode == "same":              # n == 1 < m: the centre of the length-m product
+            elif n > 1 and mode == "same" and commuted:    # in1's length 1: the centre
+                c = (n - 1) // 2
+                data = data[(slice(None),) * i + (slice(c, c + 1),)]
+        elif mode == "same" and not commuted:   # n == 1 < m: the centre of the product
             c = (m - 1) // 2
             kern = kern[(slice(None),) * i + (slice(c, c + 1),)]
         else:                             # n == 1 < m: the whole length-m product

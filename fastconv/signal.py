@@ -13,11 +13,28 @@ result dtypes and errors as SciPy. Differences, all additions:
 * bool and float16 inputs work in every rank (SciPy's N-d direct method rejects them).
 * Dask: given a ``dask.array.Array`` (either input), every function returns a lazy
   ``dask.array.Array`` whose computed value, shape and dtype equal the in-memory call's.
-  The larger input may be chunked along any axes: each output chunk is the in-memory
-  'valid' call on its input chunk padded with the halo the kernel needs (the boundary
-  extension included); the smaller input (the kernel) is computed. It runs unchanged on
-  ``dask.distributed``. Unknown chunk sizes raise ``ValueError`` (call
-  ``x.compute_chunk_sizes()``).
+  One input is the *data*: it stays lazy, may be chunked along any axes, and each output
+  chunk is the in-memory 'valid' call on its data chunk padded with the halo the kernel
+  needs (the boundary extension included). The other input is the *kernel*: a dask
+  kernel is computed while the graph is built. Which is which:
+
+  - ``'valid'``: the larger input is the data (the in-memory swap).
+  - ``'full'``: the larger input by size is the data (with equal sizes: in1, unless only
+    in2 is a dask array); the result has as many chunks per axis as the data (fewer
+    where a chunk would be shorter than the kernel's halo).
+  - ``'same'``: in1 is the data, unless in2 is a dask array larger than in1: then in2
+    is the data (only its part under the in1-shaped output is read) and in1 the kernel.
+  - :func:`convolve2d` / :func:`correlate2d` with ``boundary`` 'wrap'/'symm' or a
+    non-zero ``fillvalue`` in 'full'/'same' mode: the extension is in1's, so in1 is
+    always the data and a dask in2 is computed.
+
+  A numpy data input is wrapped by ``dask.array.from_array`` (its default chunks). The
+  one difference in value: with ``method`` 'fft' or 'oa' (:func:`fftconvolve`,
+  :func:`oaconvolve`, :func:`convolve` / :func:`correlate` with those methods) a NaN or
+  inf input spreads over the whole in-memory result (the transforms mix every sample)
+  but in the dask result only over the output blocks whose computation reads it; finite
+  inputs match. It runs unchanged on ``dask.distributed``. Unknown chunk sizes raise
+  ``ValueError`` (call ``x.compute_chunk_sizes()``).
 
 How it runs: every call is a padded 'valid' cross-correlation on
 ``fastconv._engine.forward`` (see ``fastconv/_signal_core.py``); the kernels release the
@@ -552,7 +569,12 @@ def _maxabs(x):
     if x.dtype.kind == "b":
         return 1
     if x.dtype.kind in "iu":                 # Python ints: no overflow at the extremes
-        return max(abs(int(x.max())), abs(int(x.min())))
+        if is_dask(x):                       # one pass over a dask array, not two
+            import dask
+            hi, lo = dask.compute(x.max(), x.min())
+        else:
+            hi, lo = x.max(), x.min()
+        return max(abs(int(hi)), abs(int(lo)))
     m = float(np.abs(x).max())
     return m if np.isfinite(m) else float("inf")
 

@@ -4,6 +4,7 @@ Oracles: the in-memory fastconv call (value, shape and dtype) and, for the signa
 functions, scipy.signal. Every check also asserts that the result is a lazy
 ``dask.array.Array`` whose declared shape and dtype equal the computed ones.
 """
+import functools
 import pickle
 import re
 
@@ -247,6 +248,101 @@ def test_graph_pickles():
     for y in ys:
         assert len(pickle.dumps(dict(y.__dask_graph__()))) < 100_000
         np.testing.assert_array_equal(pickle.loads(pickle.dumps(y)).compute(), y.compute())
+
+
+def _counted(x, chunks, log):
+    """``x`` as a dask array whose blocks append their location to ``log`` when
+    computed (a graph-time computation shows up before ``compute`` is called)."""
+    return da.map_blocks(functools.partial(_count_block, log=log),
+                         da.from_array(x, chunks=chunks), dtype=x.dtype)
+
+
+def _count_block(block, log, block_info=None):
+    log.append(tuple(tuple(r) for r in block_info[0]["array-location"]))
+    return block
+
+
+@pytest.mark.parametrize("fn, in1_dask, mode, kw", [
+    ("convolve2d", False, "full", {}),
+    ("correlate2d", False, "full", {}),
+    ("correlate2d", True, "full", dict(boundary="fill", fillvalue=0.0)),
+    ("convolve", True, "full", {}),
+    ("correlate", True, "full", {}),
+    ("fftconvolve", False, "full", {}),
+    ("oaconvolve", True, "full", {}),
+    ("fftconvolve", False, "same", {}),
+    ("convolve", True, "same", {}),
+    ("correlate", False, "same", {}),
+    ("convolve2d", True, "same", {}),
+    ("correlate2d", False, "same", {}),
+])
+def test_larger_dask_in2_stays_lazy_and_chunked(fn, in1_dask, mode, kw):
+    """A larger dask in2 is the data: never computed while the graph is built, the
+    'full' result chunked like it; only in1 (the smaller) is computed. Values equal the
+    in-memory call's (complex: correlate's conjugate on the right operand)."""
+    big_poison = poisoned((40, 36), chunks=(10, 12))
+    small = np.ones((3, 4))
+    y = call(fn, da.from_array(small) if in1_dask else small, big_poison, mode, **kw)
+    assert isinstance(y, da.Array)
+    assert y.shape == call(fn, small, np.ones((40, 36)), mode, **kw).shape
+    if mode == "full":
+        assert y.numblocks == big_poison.numblocks
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((3, 4)) + 1j * rng.standard_normal((3, 4))
+    b = rng.standard_normal((13, 11)) + 1j * rng.standard_normal((13, 11))
+    log = []
+    B = _counted(b, (5, 4), log)
+    y = call(fn, da.from_array(a, chunks=2) if in1_dask else a, B, mode, **kw)
+    assert log == []                                          # in2 not computed yet
+    check_lazy(y, call(fn, a, b, mode, **kw))
+
+
+def test_same_mode_larger_dask_in2_reads_only_the_window():
+    """'same' with a larger dask in2 reads only the in2 blocks under in1's window."""
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((3, 3)), rng.standard_normal((40, 40))
+    log = []
+    y = fs.convolve(a, _counted(b, 10, log), mode="same")
+    assert log == [] and y.shape == (3, 3)
+    check_lazy(y, fs.convolve(a, b, mode="same"))
+    assert set(log) == {((10, 20), (10, 20)), ((10, 20), (20, 30)),
+                        ((20, 30), (10, 20)), ((20, 30), (20, 30))}
+
+
+@pytest.mark.parametrize("bnd, a_shape, k_shape", [("wrap", (3, 3), (91, 91)),
+                                                   ("symm", (2, 3), (71, 5)),
+                                                   ("wrap", (4, 40), (30, 39))])
+def test_periodic_pad_longer_than_the_input_has_a_small_graph(bnd, a_shape, k_shape):
+    """A 'wrap'/'symm' extension many times the input's length: one gather per block,
+    not one slice per period."""
+    rng = np.random.default_rng(9)
+    a, k = rng.standard_normal(a_shape), rng.standard_normal(k_shape)
+    for mode in ("full", "same"):
+        y = fs.convolve2d(da.from_array(a, chunks=1), k, mode=mode, boundary=bnd)
+        blocks = int(np.prod(da.from_array(a, chunks=1).numblocks))
+        assert len(y.__dask_graph__()) <= 40 * blocks + 200, len(y.__dask_graph__())
+        check_lazy(y, fs.convolve2d(a, k, mode=mode, boundary=bnd))
+
+
+def test_fft_nan_stays_in_its_blocks_as_documented():
+    """The documented exception: with the FFT methods a NaN spreads over the whole
+    in-memory result but only over the dask blocks that read it; finite inputs match."""
+    assert "NaN or inf input spreads" in " ".join(fs.__doc__.split())
+    x = np.ones((40, 40))
+    check_lazy(fs.fftconvolve(da.from_array(x, chunks=10), np.ones((3, 3))),
+               fs.fftconvolve(x, np.ones((3, 3))))
+    x[2, 2] = np.nan
+    want = fs.fftconvolve(x, np.ones((3, 3)))
+    assert np.isnan(want).all()
+    got = fs.fftconvolve(da.from_array(x, chunks=10), np.ones((3, 3))).compute()
+    assert np.isnan(got[:5, :5]).all() and np.isfinite(got[20:, 20:]).all()
+
+
+def test_choose_conv_method_reads_an_integer_dask_input_once():
+    log = []
+    x = _counted(np.arange(600, dtype=np.int64).reshape(20, 30), 10, log)
+    assert fs.choose_conv_method(x, np.ones((3, 3), np.int64)) in ("direct", "fft", "oa")
+    assert len(log) == len(set(log)) == 6, log                 # each block computed once
 
 
 def test_distributed_client():
