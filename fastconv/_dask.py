@@ -329,22 +329,12 @@ def signal_2d(fn, in1, in2, mode, boundary, fillvalue):
     """:func:`fastconv.signal.convolve2d` / ``correlate2d`` with a dask operand."""
     from . import signal as sg
     from ._signal_core import window
-    from ._signal_checks import (MSG, check_boundary, check_mode, check_numeric, fill_scalar,
-                                 swap_needed)
+    from ._signal_checks import check_2d
 
     _check_inputs(fn, in1, in2)
     corr = fn == "correlate2d"
-    pa, pb = _meta(in1), _meta(in2)
-    if not pa.ndim == pb.ndim == 2:
-        raise ValueError(MSG["ndim2"].format(fn=fn, s1=pa.shape, s2=pb.shape))
-    swapped = swap_needed(mode, pa.shape, pb.shape)
-    if swapped:
-        pa, pb = pb, pa
-    check_mode(mode)
-    bnd = check_boundary(boundary)
-    check_numeric(fn, pa, pb)
-    rt = np.result_type(pa.dtype, pb.dtype)
-    fill = fill_scalar(fillvalue, rt) if bnd == "fill" else 0
+    pa, pb, swapped, bnd, rt, fill = check_2d(fn, _meta(in1), _meta(in2), mode, boundary,
+                                              fillvalue)
     if pa.size == 0 or pb.size == 0:
         return _eager(getattr(sg, fn), in1, in2, mode=mode, boundary=boundary,
                       fillvalue=fillvalue)

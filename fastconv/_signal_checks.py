@@ -132,6 +132,24 @@ def fill_scalar(fillvalue, dtype):
     return arr.reshape(())[()]
 
 
+def check_2d(fn, a, b, mode, boundary, fillvalue):
+    """The checks of convolve2d/correlate2d, in SciPy's order, on arrays or on stand-ins
+    with ``shape``/``ndim``/``dtype``. Returns (a, b, swapped, boundary, result dtype,
+    fill constant): a and b swapped when 'valid' mode needs it; the fill constant is 0
+    for the other boundaries."""
+    if not a.ndim == b.ndim == 2:
+        raise ValueError(MSG["ndim2"].format(fn=fn, s1=a.shape, s2=b.shape))
+    swapped = swap_needed(mode, a.shape, b.shape)
+    if swapped:
+        a, b = b, a
+    check_mode(mode)
+    bnd = check_boundary(boundary)
+    check_numeric(fn, a, b)
+    rt = np.result_type(a.dtype, b.dtype)
+    fill = fill_scalar(fillvalue, rt) if bnd == "fill" else 0
+    return a, b, swapped, bnd, rt, fill
+
+
 # --- dtypes ---------------------------------------------------------------------------
 def direct_dtype(rt: np.dtype) -> np.dtype:
     """Compute dtype of the direct method for result dtype ``rt`` (integers exact in int64)."""

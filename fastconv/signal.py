@@ -59,9 +59,9 @@ import numpy as np
 
 from . import _signal_core as core
 from ._dask import is_dask
-from ._signal_checks import (MSG, check_boundary, check_method, check_mode, check_numeric,
-                             check_same_ndim, direct_dtype, fft_compute_dtype, fft_dtype,
-                             fill_scalar, normalize_axes, swap_needed)
+from ._signal_checks import (MSG, check_2d, check_method, check_mode, check_same_ndim,
+                             direct_dtype, fft_compute_dtype, fft_dtype, normalize_axes,
+                             swap_needed)
 from ._signal_cost import estimate
 
 __all__ = ["convolve", "correlate", "fftconvolve", "oaconvolve", "convolve2d",
@@ -441,25 +441,15 @@ def _convolve_2d(fn, in1, in2, mode, boundary, fillvalue, corr):
     if is_dask(in1) or is_dask(in2):
         from ._dask import signal_2d
         return signal_2d(fn, in1, in2, mode, boundary, fillvalue)
-    a, b = np.asarray(in1), np.asarray(in2)
-    if not a.ndim == b.ndim == 2:
-        raise ValueError(MSG["ndim2"].format(fn=fn, s1=a.shape, s2=b.shape))
-    swapped = swap_needed(mode, a.shape, b.shape)
-    if swapped:
-        a, b = b, a
-    check_mode(mode)
-    bnd = check_boundary(boundary)
-    check_numeric(fn, a, b)
-    rt = np.result_type(a, b)
-    fill = fill_scalar(fillvalue, rt) if bnd == "fill" else None
+    a, b, swapped, bnd, rt, fill = check_2d(fn, np.asarray(in1), np.asarray(in2), mode,
+                                            boundary, fillvalue)
     windows = [core.window(mode, n, m, corr2d=corr) for n, m in zip(a.shape, b.shape)]
     kf = np.conj(b) if corr else b[::-1, ::-1]
     if a.size == 0 or b.size == 0:
         out = _empty_2d(fn, a, kf, windows, bnd, fill, rt)
     else:
         method = "direct" if rt.kind in "biu" else _choose(a, b, mode)
-        out = _finish(fn, a, kf, windows, method, rt, auto=True, boundary=bnd,
-                      fill=fill if fill is not None else 0)
+        out = _finish(fn, a, kf, windows, method, rt, auto=True, boundary=bnd, fill=fill)
     return out[::-1, ::-1].copy() if corr and swapped else out
 
 

@@ -2,12 +2,16 @@
 variable is set), else numba's CUDA simulator, switched on before numba.cuda is first
 imported. Importing this module skips the importing test module when neither is usable.
 
-    from cudasim import SIM, cuda, rt
+    from cudasim import SIM, cuda, hardware_launch_rules, rt
+
+``hardware_launch_rules`` is an autouse fixture: importing it into a test module makes the
+simulator reject, in that module, the launches and reshapes that real CUDA rejects.
 """
 import ctypes
 import os
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -45,3 +49,42 @@ SIM = rt.simulator()
 if _WANT_SIM and not SIM:
     pytest.skip("numba.cuda was imported without the simulator and there is no GPU",
                 allow_module_level=True)
+
+
+def _launch_dims(d):
+    return tuple(int(v) for v in d) if isinstance(d, (tuple, list)) else (int(d),)
+
+
+@pytest.fixture(autouse=True)
+def hardware_launch_rules(monkeypatch):
+    """Under the simulator, reject what real CUDA rejects but the simulator runs: a zero
+    (or oversized) grid or block dimension (CUDA_ERROR_INVALID_VALUE on hardware), and a
+    reshape of a device array that needs a copy (DeviceNDArray raises NotImplementedError;
+    the simulator copies, losing in-place writes)."""
+    if not SIM:
+        return
+    from numba.cuda.simulator import kernel as simkernel
+    from numba.cuda.simulator.cudadrv import devicearray as simarray
+    launch = simkernel.FakeCUDAKernel.__getitem__
+    reshape = simarray.FakeCUDAArray.reshape
+
+    def getitem(self, config):
+        grid, block = _launch_dims(config[0]), _launch_dims(config[1])
+        name = getattr(self.fn, "__name__", self.fn)
+        assert all(g >= 1 for g in grid) and all(b >= 1 for b in block), \
+            f"{name}: launch with a zero dimension, grid {grid} block {block}"
+        assert grid[0] < 2**31 and all(g <= 65535 for g in grid[1:]), f"{name}: grid {grid}"
+        assert int(np.prod(block)) <= 1024, f"{name}: block {block}"
+        return launch(self, config)
+
+    def faithful_reshape(self, *shape, **kwargs):
+        # numba.cuda's DeviceNDArray.reshape: any new shape of an array that is neither C-
+        # nor F-contiguous raises, even where NumPy could make a view
+        new = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        if (tuple(new) != tuple(self.shape) and self.size
+                and not (self.is_c_contiguous() or self.is_f_contiguous())):
+            raise NotImplementedError("operation requires copying")
+        return reshape(self, *shape, **kwargs)
+
+    monkeypatch.setattr(simkernel.FakeCUDAKernel, "__getitem__", getitem)
+    monkeypatch.setattr(simarray.FakeCUDAArray, "reshape", faithful_reshape)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import write_bar_digits
-from cudasim import SIM, cuda, rt  # noqa: E402  (sets up numba.cuda first)
+# cudasim sets up numba.cuda first; hardware_launch_rules is an autouse fixture
+from cudasim import SIM, cuda, hardware_launch_rules, rt  # noqa: E402,F401
 from fastconv import nn, optim  # noqa: E402
 
 pytestmark = [pytest.mark.cuda,
@@ -27,42 +28,6 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist.py"
 
 def host(a):
     return a.copy_to_host() if rt.is_device(a) else np.asarray(a)
-
-
-def _launch_dims(d):
-    return tuple(int(v) for v in d) if isinstance(d, (tuple, list)) else (int(d),)
-
-
-@pytest.fixture(autouse=True)
-def hardware_launch_rules(monkeypatch):
-    """Under the simulator, reject what real CUDA rejects but the simulator runs: a zero
-    (or oversized) grid or block dimension, and a reshape of a device array that needs a
-    copy (as in tests/test_cuda.py)."""
-    if not SIM:
-        return
-    from numba.cuda.simulator import kernel as simkernel
-    from numba.cuda.simulator.cudadrv import devicearray as simarray
-    launch = simkernel.FakeCUDAKernel.__getitem__
-    reshape = simarray.FakeCUDAArray.reshape
-
-    def getitem(self, config):
-        grid, block = _launch_dims(config[0]), _launch_dims(config[1])
-        name = getattr(self.fn, "__name__", self.fn)
-        assert all(g >= 1 for g in grid) and all(b >= 1 for b in block), \
-            f"{name}: launch with a zero dimension, grid {grid} block {block}"
-        assert grid[0] < 2**31 and all(g <= 65535 for g in grid[1:]), f"{name}: grid {grid}"
-        assert int(np.prod(block)) <= 1024, f"{name}: block {block}"
-        return launch(self, config)
-
-    def faithful_reshape(self, *shape, **kwargs):
-        new = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        if (tuple(new) != tuple(self.shape) and self.size
-                and not (self.is_c_contiguous() or self.is_f_contiguous())):
-            raise NotImplementedError("operation requires copying")
-        return reshape(self, *shape, **kwargs)
-
-    monkeypatch.setattr(simkernel.FakeCUDAKernel, "__getitem__", getitem)
-    monkeypatch.setattr(simarray.FakeCUDAArray, "reshape", faithful_reshape)
 
 
 def close(got, want, rtol=1e-5):
