@@ -22,6 +22,7 @@ from scipy.optimize import nnls
 import fastconv as fc
 from cases import LAYERS
 from fastconv import dispatch
+from fastconv._fileio import atomic_write
 from fastconv._validate import conv_spec
 
 ALGOS = dispatch.CPU_ALGORITHMS
@@ -126,11 +127,9 @@ def main():
           f"mean slowdown of its picks {np.mean(slow):.3f}x, worst {np.max(slow):.2f}x")
     print(json.dumps(model, indent=1))
     if not args.dry_run:
-        tmp = dispatch._MODEL_FILE.with_suffix(".json.tmp")      # atomic: write, then rename
-        with open(tmp, "w") as fh:
+        with atomic_write(dispatch._MODEL_FILE, "w") as fh:
             json.dump({"_comment": f"fitted by bench/fit_cost_model.py on {dispatch._cpu_model()}",
                        **model}, fh, indent=1)
-        os.replace(tmp, dispatch._MODEL_FILE)
         print(f"wrote {dispatch._MODEL_FILE}")
 
 

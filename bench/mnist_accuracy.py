@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from fastconv._fileio import atomic_write  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -89,7 +91,6 @@ def load_torch_data(data_dir):
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(ROOT))
     from fastconv import datasets
 
     def prep(split):
@@ -133,10 +134,10 @@ def main(argv=None):
     for f in frameworks:
         summary(f, results[f], args.epochs)
     if args.json:
-        tmp = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
-        tmp.write_text(json.dumps({f: {str(s): a for s, a in r.items()}
-                                   for f, r in results.items()}, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        with atomic_write(args.json, "w") as fh:
+            json.dump({f: {str(s): a for s, a in r.items()} for f, r in results.items()}, fh,
+                      indent=2)
+            fh.write("\n")
 
 
 if __name__ == "__main__":

@@ -111,10 +111,7 @@ def linear_backward(layer, grad_output, input_grad_):
     x2, shape = ctx["x"], ctx["shape"]
     w = layer.weight.data
     go = dense(grad_output, w.dtype, "Linear.backward", "grad_output")
-    expected = shape[:-1] + (layer.out_features,)
-    if tuple(go.shape) != expected:
-        raise ValueError(f"Linear.backward: grad_output has shape {tuple(go.shape)}, expected "
-                         f"{expected}")
+    F.check_grad_shape("Linear.backward", go, shape[:-1] + (layer.out_features,))
     bias = layer.bias is not None and layer.bias.requires_grad
     gx, gw, gb = nn_ops.linear_backward(_back(go, (x2.shape[0], layer.out_features)), x2, w,
                                         input_grad_, bias)

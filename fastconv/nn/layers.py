@@ -233,9 +233,7 @@ class Conv2d(Module):
         xp5, plan = ctx["xp5"], ctx["plan"]
         w = self.weight.data
         go = _cast(grad_output, w.dtype, "Conv2d.backward", "grad_output")
-        if go.shape != plan.spec.out_shape:
-            raise ValueError(f"Conv2d.backward: grad_output has shape {go.shape} but the "
-                             f"forward's output had shape {plan.spec.out_shape}")
+        F.check_grad_shape("Conv2d.backward", go, plan.spec.out_shape)
         go5 = go.reshape(plan.go5_shape)
         if self.weight.requires_grad:
             self.weight.accumulate(_engine.backward_weight(
@@ -339,9 +337,7 @@ class Linear(Module):
             return _cuda.linear_backward(self, grad_output, input_grad)
         x = self._take()["x"]
         go = _cast(grad_output, self.weight.data.dtype, "Linear.backward", "grad_output")
-        if go.shape != x.shape[:-1] + (self.out_features,):
-            raise ValueError(f"Linear.backward: grad_output has shape {go.shape}, expected "
-                             f"{x.shape[:-1] + (self.out_features,)}")
+        F.check_grad_shape("Linear.backward", go, x.shape[:-1] + (self.out_features,))
         gx, gw, gb = F.linear_backward(go, x, self.weight.data, input_grad)
         if self.weight.requires_grad:
             self.weight.accumulate(gw)
