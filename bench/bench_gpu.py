@@ -26,6 +26,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import fastconv as fc  # noqa: E402
+from fastconv import dispatch  # noqa: E402
+from fastconv._spec import _prod, out_size  # noqa: E402
+from fastconv.cuda.cost import GPU_TABLE  # noqa: E402
 
 #: name: (N, C_in, H, W, C_out, k, stride, padding)
 SHAPES = {   # the 3x3 layers first: they carry the <= 3x cuDNN target
@@ -40,8 +43,8 @@ QUICK = {  # tiny stand-ins for checking this script under the simulator
     "resnet": (2, 4, 6, 6, 4, 3, 1, 1),
     "stem": (1, 3, 9, 9, 4, 3, 2, 1),
 }
-ALGOS = ("direct", "im2col", "fft", "auto")
-H200_FP32_PEAK = 67e12      # dense FP32 (non-tensor) FLOP/s of an H200 SXM
+ALGOS = tuple(dispatch.REGISTRY) + ("auto",)
+H200_FP32_PEAK = GPU_TABLE["peak_flops"]["float32"]   # the cost table's (dense FP32)
 
 
 def log(msg):
@@ -132,7 +135,7 @@ def main(argv=None):
         x = torch.randn(N, C, H, W, generator=g).to(tdev)
         w = (torch.randn(O, C, k, k, generator=g) / math.sqrt(C * k * k)).to(tdev)
         b = torch.randn(O, generator=g).to(tdev)
-        spec_flops = 2 * N * O * C * k * k * ((H + 2 * p - k) // s + 1) * ((W + 2 * p - k) // s + 1)
+        spec_flops = 2 * N * O * C * k * k * _prod(out_size((H + 2 * p, W + 2 * p), (k, k), (s, s), (1, 1)))
         # cuDNN, strict FP32
         xr, wr, br = (t.clone().requires_grad_(True) for t in (x, w, b))
         with torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=False):

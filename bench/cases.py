@@ -1,6 +1,8 @@
 """The layer shapes the benchmarks time (one registry for bench files and reports)."""
 import numpy as np
 
+from fastconv import dispatch
+
 # name: (N, C_in, H, W, C_out, k, stride, pad)
 LAYERS = {
     "mnist.conv1": (64, 1, 28, 28, 10, 5, 1, 0),
@@ -9,7 +11,7 @@ LAYERS = {
     "vgg": (4, 128, 56, 56, 128, 3, 1, 1),
     "stem": (8, 3, 224, 224, 64, 7, 2, 3),
 }
-ALGORITHMS = ("direct", "im2col", "fft", "auto")
+ALGORITHMS = tuple(dispatch.REGISTRY) + ("auto",)   # every registered algorithm
 
 
 def make(name, dtype=np.float32, seed=0):

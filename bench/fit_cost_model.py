@@ -2,7 +2,7 @@
 
 Times every algorithm on the benchmark's layer shapes (bench/cases.py) and a random grid
 of convolution shapes, then fits, per algorithm, the non-negative constants that turn the
-operation/byte counts of ``fastconv.dispatch.features`` into seconds (least squares on
+operation/byte counts of each registry entry's ``cpu_features`` into seconds (least squares on
 relative error), and writes them to ``fastconv/cost_model.json``. Run it on an otherwise idle machine of the class
 you deploy to:
 
@@ -22,10 +22,11 @@ from scipy.optimize import nnls
 import fastconv as fc
 from cases import LAYERS
 from fastconv import dispatch
+from fastconv._arrays import proxy
 from fastconv._fileio import atomic_write
 from fastconv._validate import conv_spec
 
-ALGOS = dispatch.CPU_ALGORITHMS
+ALGOS = tuple(dispatch.REGISTRY)
 LAYER_WEIGHT = 20.0      # weight of each benchmark layer shape in the fit
 LAYER_ROUNDS = 4         # timing rounds for each benchmark layer
 
@@ -43,8 +44,8 @@ def random_case(rng):
         p = int(rng.choice([0, k // 2]))
         groups = C if (C == O and rng.random() < 0.15) else 1
         shape = ((N, C, H, H), (O, C // groups, k, k))
-        spec, *_ = conv_spec("fit", 2, dispatch._proxy(shape[0], "float32"),
-                             dispatch._proxy(shape[1], "float32"), None, s, p, 1, groups, "zeros")
+        spec, *_ = conv_spec("fit", 2, proxy(shape[0], "float32"),
+                             proxy(shape[1], "float32"), None, s, p, 1, groups, "zeros")
         if 2e5 < spec.flops < 3e9:
             return shape, dict(stride=s, padding=p, groups=groups)
 
@@ -105,8 +106,8 @@ def main():
 
     model = {}
     for a in ALGOS:
-        names = list(dispatch.features(rows[0][0])[a])
-        A = np.array([[dispatch.features(s)[a][n] for n in names] for s, _ in rows])
+        names = list(dispatch.REGISTRY[a].cpu_features(rows[0][0]))
+        A = np.array([[dispatch.REGISTRY[a].cpu_features(s)[n] for n in names] for s, _ in rows])
         y = np.array([t[a] for _, t in rows])
         # minimise relative error; the benchmark layers (first rows) count LAYER_WEIGHT times
         wt = np.where(np.arange(len(rows)) < len(fixed), LAYER_WEIGHT, 1.0)

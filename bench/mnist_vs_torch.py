@@ -178,7 +178,7 @@ def profile_fastconv(trainer, steps=100):
     groups = {}
     for tt, (path, line, func) in rows:
         if any(k in path for k in ("/cpu/direct.py", "/cpu/im2col.py", "/cpu/fft.py",
-                                   "/_engine.py", "/_pad.py", "scipy")):
+                                   "/engine.py", "/_pad.py", "scipy")):
             g = "convolution kernels and engine"
         elif "matmul" in func:
             g = "BLAS GEMMs (im2col and Linear)"

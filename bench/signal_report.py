@@ -1,7 +1,7 @@
 """fastconv.signal vs scipy.signal, measured in this one process; prints a Markdown table.
 
     python bench/signal_report.py [--repeat 9] [--quick] [--json out.json]
-    python bench/signal_report.py --fit      # refit fastconv/_signal_cost.py's constants
+    python bench/signal_report.py --fit      # refit fastconv/signal/_cost.py's constants
 
 Cases (from the issue): a 1024x1024 image, mode 'same', kernels k = 3, 5, 7, 15, 31, 63,
 fastconv.signal.convolve2d against the fastest of scipy.signal.convolve2d / fftconvolve /
@@ -110,8 +110,8 @@ def run_case(name, x, h, image, repeat):
 def kernel_rows(repeat, dtypes=("float64", "float32"), kernels=(3, 5, 7, 15)):
     """The engine's direct kernel alone on the padded image (what 'same' mode runs), and
     the padding copy, for the kernel owners."""
-    from fastconv import _engine
-    from fastconv import _signal_core as core
+    from fastconv.cpu import engine as _engine
+    from fastconv.signal import _core as core
     rows = []
     for dtype in dtypes:
         for k in kernels:
@@ -122,7 +122,7 @@ def kernel_rows(repeat, dtypes=("float64", "float32"), kernels=(3, 5, 7, 15)):
             w = np.ascontiguousarray(h[::-1, ::-1]).reshape(1, 1, 1, k, k)
             t = best_times({
                 "kernel": lambda: _engine.forward(xp, w, None, (1, 1, 1), (1, 1, 1), 1,
-                                                  "direct"),
+                                                  _engine.DIRECT),
                 "pad": lambda: core.pad(xs, pads, "fill", 0)}, repeat)
             rows.append({"dtype": dtype, "k": k, "kernel_ms": t["kernel"] * 1e3,
                          "gflops": 2.0 * x.size * h.size / t["kernel"] / 1e9,
@@ -176,12 +176,12 @@ FIT_CASES = (
 
 
 def fit(repeat):
-    """Time every method on FIT_CASES and fit the constants of _signal_cost.CONSTANTS by
+    """Time every method on FIT_CASES and fit the constants of signal/_cost.py CONSTANTS by
     non-negative least squares on relative error; prints the new dictionary."""
     from scipy.optimize import nnls
 
-    from fastconv import _signal_core as core
-    from fastconv._signal_cost import CONSTANTS, METHODS, features
+    from fastconv.signal import _core as core
+    from fastconv.signal._cost import CONSTANTS, METHODS, features
 
     rows = {m: [] for m in METHODS}
     for s1, s2, mode, dtype in FIT_CASES:

@@ -4,9 +4,8 @@
 >>> fc.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))).tolist()
 [[[[4.0, 4.0], [4.0, 4.0]]]]
 """
-__version__ = "0.1.0"
-
 from . import _config  # noqa: F401  (environment defaults first)
+from ._version import __version__
 
 from . import grad
 from ._conv import conv1d, conv2d, conv3d, conv_transpose2d

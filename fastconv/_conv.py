@@ -1,70 +1,24 @@
-"""The public convolution functions: validate -> ConvSpec -> dispatch -> kernel."""
+"""The public convolution functions: route (CPU, GPU or Dask) -> validate -> plan -> run.
+
+conv1d/2d/3d, conv_transpose2d and the gradients behind :mod:`fastconv.grad`. Host
+arrays run :mod:`fastconv._pipeline`, GPU arrays :mod:`fastconv.cuda.api`, Dask arrays
+:mod:`fastconv._dask` (whose chunks run the same in-memory pipeline).
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from . import _engine, dispatch
-from ._pad import pad, pad_adjoint
-from ._spec import ConvSpec, lift5
-from ._validate import check_algorithm, check_out, conv_spec, size_tuple
-
-
-# --- devices --------------------------------------------------------------------------
-def is_gpu_array(a) -> bool:
-    # __cuda_ndarray__: numba's device arrays, including the CUDA simulator's
-    try:
-        return (hasattr(a, "__cuda_array_interface__")
-                or bool(getattr(type(a), "__cuda_ndarray__", False)))
-    except RuntimeError:      # torch: a CUDA tensor that requires grad (the GPU path says so)
-        return True
-
-
-def is_dask_array(a) -> bool:
-    return type(a).__module__.startswith("dask.") and hasattr(a, "map_blocks")
-
-
-def resolve_device(fn, device, *arrays) -> str:
-    if device is None:
-        return "cuda" if any(is_gpu_array(a) for a in arrays if a is not None) else "cpu"
-    if device in ("cpu", "cuda"):
-        return device
-    raise ValueError(f"{fn}: device must be None, 'cpu' or 'cuda', got {device!r}")
-
-
-def _shape_proxy(a):
-    """Host stand-in (zero-strided, no copy) for validating a GPU array's shape and dtype."""
-    if a is None or not is_gpu_array(a):
-        return a
-    from .cuda.api import proxy
-    return proxy(a)
-
-
-# --- forward --------------------------------------------------------------------------
-def run_forward(spec: ConvSpec, x, w, b, algorithm, out=None):
-    """Pad, lift to 5-D, choose and run. x is batched, in the compute dtype.
-    Returns the 5-D result in the compute dtype (``out`` when given)."""
-    xp = lift5(pad(x, spec.padding, spec.padding_mode, spec.dtype), spec.nd)
-    w5 = np.ascontiguousarray(lift5(w, spec.nd))
-    b = None if b is None else np.ascontiguousarray(b)
-
-    def run(algo, out=None):
-        return _engine.forward(xp, w5, b, spec.stride3, spec.dilation3, spec.groups, algo, out)
-
-    algo = _finite_or_direct(dispatch.select(spec, algorithm, run), algorithm, xp, w5)
-    return run(algo, out)
-
-
-def _finite_or_direct(algo, algorithm, *operands):
-    """'auto' never runs an FFT over a NaN or inf: the transform would spread it over the
-    whole result, where the direct sum keeps it local."""
-    if algo == "fft" and algorithm == "auto" and not all(np.isfinite(a).all() for a in operands):
-        return "direct"
-    return algo
+from . import _pipeline
+from ._arrays import is_dask_array, is_gpu_array, proxy, resolve_device, shape_proxy
+from ._spec import out_size
+from ._validate import (as_array, check_algorithm, check_grad_output, check_out,
+                        compute_dtypes, conv_spec, input_size, transpose_args, weight_size)
+from .dispatch import ALGORITHM_NAMES
 
 
 def convnd(nd, fn, input, weight, bias, stride, padding, dilation, groups, padding_mode,
            algorithm, device, out):
-    check_algorithm(fn, algorithm)
+    check_algorithm(fn, algorithm, ALGORITHM_NAMES)
     if is_dask_array(input):
         if out is not None:
             raise TypeError(f"{fn}: out= is not supported with a dask input (the result is a "
@@ -78,8 +32,9 @@ def convnd(nd, fn, input, weight, bias, stride, padding, dilation, groups, paddi
     dev = resolve_device(fn, device, input, weight, bias)
     if dev == "cuda":
         from .cuda import api as cuda_api
-        spec, _, _, _ = conv_spec(fn, nd, _shape_proxy(input), _shape_proxy(weight),
-                                  _shape_proxy(bias), stride, padding, dilation, groups, padding_mode)
+        spec, _, _, _ = conv_spec(fn, nd, shape_proxy(input, "input", fn),
+                                  shape_proxy(weight, "weight", fn), shape_proxy(bias, "bias", fn),
+                                  stride, padding, dilation, groups, padding_mode)
         return cuda_api.conv_forward(fn, spec, input, weight, bias, algorithm, out)
     spec, x, w, b = conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups,
                               padding_mode)
@@ -93,7 +48,7 @@ def convnd(nd, fn, input, weight, bias, stride, padding, dilation, groups, paddi
     direct_out = (out is not None and spec.out_dtype == spec.dtype
                   and not any(np.may_share_memory(out, a) for a in (x, w, b) if a is not None))
     out5 = out.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)) if direct_out else None
-    res = run_forward(spec, x, w, b, algorithm, out5)
+    res = _pipeline.forward(spec, x, w, b, algorithm, out5)
     if direct_out:
         return out
     res = res.reshape((spec.N, spec.C_out) + spec.out_size)
@@ -189,94 +144,66 @@ conv3d.__doc__ = _CONV_DOC.format(nd=3, sp="D, H, W", ksp="kD, kH, kW", osp="D_o
 
 
 # --- gradients and the transposed convolution ------------------------------------------
-def _split_input_size(fn, nd, input_size):
-    return size_tuple(fn, "input_size", input_size, (nd + 2, nd + 1),
-                      "(N, C_in, *spatial), or (C_in, *spatial) unbatched")
-
-
-def _check_grad_output(fn, go, spec):
-    if tuple(go.shape) != tuple(spec.out_shape):
-        raise ValueError(f"{fn}: grad_output has shape {tuple(go.shape)} but the forward "
-                         f"convolution's output has shape {spec.out_shape}")
-
-
-def input_grad(nd, fn, input_size, weight, grad_output, stride, padding, dilation, groups,
+def input_grad(nd, fn, input_size_, weight, grad_output, stride, padding, dilation, groups,
                padding_mode, algorithm):
     """dL/dinput of conv{nd}d, for a given dL/doutput. Returns (grad, spec)."""
-    check_algorithm(fn, algorithm)
+    check_algorithm(fn, algorithm, ALGORITHM_NAMES)
     if is_gpu_array(weight) or is_gpu_array(grad_output):
         from .cuda import api as cuda_api
-        return cuda_api.input_grad(nd, fn, input_size, weight, grad_output, stride, padding,
+        return cuda_api.input_grad(nd, fn, input_size_, weight, grad_output, stride, padding,
                                    dilation, groups, padding_mode, algorithm)
-    size = _split_input_size(fn, nd, input_size)
-    from ._validate import as_array, compute_dtypes
+    size = input_size(fn, nd, input_size_)
     w = as_array(weight, "weight", fn)
     go = as_array(grad_output, "grad_output", fn)
-    compute_dtypes(fn, w, go)
-    spec, _, w, _ = conv_spec(fn, nd, dispatch._proxy(size, np.result_type(w, go)), w, None,
+    dtype, _ = compute_dtypes(fn, {"weight": w, "grad_output": go})
+    spec, _, w, _ = conv_spec(fn, nd, proxy(size, np.result_type(w, go)), w, None,
                               stride, padding, dilation, groups, padding_mode)
-    _check_grad_output(fn, go, spec)
+    check_grad_output(fn, go.shape, spec)
     if spec.N == 0:
         return np.zeros(size, dtype=spec.out_dtype), spec
-    go5 = np.ascontiguousarray(go.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)), dtype=spec.dtype)
-    w5 = np.ascontiguousarray(lift5(w, nd))
-    algo = _finite_or_direct(dispatch.select(spec, algorithm, op="input_grad"), algorithm, go5, w5)
-    gxp = _engine.backward_input(go5, w5, spec.lift(spec.padded_size),
-                                 spec.stride3, spec.dilation3, spec.groups, algo)
-    gxp = gxp.reshape((spec.N, spec.C_in) + spec.padded_size)
-    gx = pad_adjoint(gxp, spec.in_size, spec.padding, spec.padding_mode)
+    gx = _pipeline.input_grad(spec, go, w, algorithm)
     return gx.reshape(size).astype(spec.out_dtype, copy=False), spec
 
 
-def weight_grad(nd, fn, input, weight_size, grad_output, stride, padding, dilation, groups,
+def weight_grad(nd, fn, input, weight_size_, grad_output, stride, padding, dilation, groups,
                 padding_mode, algorithm):
     """dL/dweight of conv{nd}d."""
-    check_algorithm(fn, algorithm)
+    check_algorithm(fn, algorithm, ALGORITHM_NAMES)
     if is_gpu_array(input) or is_gpu_array(grad_output):
         from .cuda import api as cuda_api
-        return cuda_api.weight_grad(nd, fn, input, weight_size, grad_output, stride, padding,
+        return cuda_api.weight_grad(nd, fn, input, weight_size_, grad_output, stride, padding,
                                     dilation, groups, padding_mode, algorithm)
-    wsize = size_tuple(fn, "weight_size", weight_size, (nd + 2,), "(C_out, C_in/groups, *kernel)")
-    from ._validate import as_array, compute_dtypes
+    wsize = weight_size(fn, nd, weight_size_)
     x = as_array(input, "input", fn)
     go = as_array(grad_output, "grad_output", fn)
-    compute_dtypes(fn, x, go)
-    spec, x, _, _ = conv_spec(fn, nd, x, dispatch._proxy(wsize, np.result_type(x, go)),
+    compute_dtypes(fn, {"input": x, "grad_output": go})
+    spec, x, _, _ = conv_spec(fn, nd, x, proxy(wsize, np.result_type(x, go)),
                               None, stride, padding, dilation, groups, padding_mode)
-    _check_grad_output(fn, go, spec)
-    go5 = np.ascontiguousarray(go.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)), dtype=spec.dtype)
-    xp = lift5(pad(x, spec.padding, spec.padding_mode, spec.dtype), nd)
-    algo = _finite_or_direct(dispatch.select(spec, algorithm, op="weight_grad"), algorithm, xp, go5)
-    gw = _engine.backward_weight(xp, go5, spec.lift(spec.kernel), spec.stride3, spec.dilation3,
-                                 spec.groups, algo)
+    check_grad_output(fn, go.shape, spec)
+    gw = _pipeline.weight_grad(spec, x, go, algorithm)
     return gw.reshape(wsize).astype(spec.out_dtype, copy=False)
 
 
 def conv_transposend(nd, fn, input, weight, bias, stride, padding, output_padding, groups,
                      dilation, algorithm, device):
-    check_algorithm(fn, algorithm)
+    check_algorithm(fn, algorithm, ALGORITHM_NAMES)
     if resolve_device(fn, device, input, weight, bias) == "cuda":
         from .cuda import api as cuda_api
         return cuda_api.conv_transpose(fn, nd, input, weight, bias, stride, padding,
                                        output_padding, groups, dilation, algorithm)
-    from ._validate import as_array, compute_dtypes, transpose_args
     x = as_array(input, "input", fn)
     w = as_array(weight, "weight", fn)
     b = None if bias is None else as_array(bias, "bias", fn)
-    s, p, d, op, batched, in_size = transpose_args(fn, nd, x.shape, w.shape, stride, padding,
-                                                   output_padding, dilation, groups)
-    if b is not None and b.shape != (in_size[1],):
-        raise ValueError(f"{fn}: bias must have shape ({in_size[1]},) to match weight shape "
-                         f"{w.shape} and groups={groups}, got {b.shape}")
-    dtype, out_dtype = compute_dtypes(fn, *((x, w) if b is None else (x, w, b)))
+    s, p, d, op, batched, in_size = transpose_args(fn, nd, x.shape, w.shape,
+                                                   None if b is None else b.shape, stride,
+                                                   padding, output_padding, dilation, groups)
+    dtype, out_dtype = compute_dtypes(fn, {"input": x, "weight": w, "bias": b})
     if b is not None:          # the bias may widen the result: compute in that dtype
         x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
-    size = in_size[2:]
     xb = x if batched else x[None]
     # output_padding >= stride (allowed when < dilation) makes the matching forward output
     # longer than the input: its extra positions carry zero gradient
-    fwd = tuple((n + 2 * pi - di * (k - 1) - 1) // si + 1
-                for n, pi, di, k, si in zip(size, p, d, w.shape[2:], s))
+    fwd = out_size(tuple(n + 2 * pi for n, pi in zip(in_size[2:], p)), w.shape[2:], s, d)
     if fwd != tuple(xb.shape[2:]) and all(f >= i for f, i in zip(fwd, xb.shape[2:])):
         xb = np.pad(xb, [(0, 0), (0, 0)] + [(0, f - i) for f, i in zip(fwd, xb.shape[2:])])
     gx, spec = input_grad(nd, fn, in_size, w, xb, s, p, d, groups, "zeros", algorithm)

@@ -20,15 +20,16 @@ import math
 
 import numpy as np
 
+from dataclasses import replace
+
+from . import _pipeline
+from ._arrays import is_dask_array as is_dask
+from ._arrays import proxy
 from ._pad import source_index
 from ._validate import as_array, conv_spec
 
 
 # --- shared helpers -------------------------------------------------------------------
-def is_dask(a) -> bool:
-    return type(a).__module__.startswith("dask.") and hasattr(a, "map_blocks")
-
-
 def check_known(fn: str, name: str, x) -> None:
     """Unknown chunk sizes (NaN in ``shape``, e.g. after boolean indexing) -> ValueError."""
     if any(isinstance(s, float) and math.isnan(s) for s in x.shape):
@@ -182,8 +183,7 @@ def _big(a):
 def _meta(a):
     """Shape and dtype stand-in for validation: no data is read or computed."""
     if is_dask(a):
-        from .dispatch import _proxy
-        return _proxy(a.shape, a.dtype)
+        return proxy(a.shape, a.dtype)
     return np.asarray(a)
 
 
@@ -199,13 +199,10 @@ def conv_dask(nd, fn, input, weight, bias, stride, padding, dilation, groups, pa
               algorithm):
     import dask.array as da
 
-    from ._conv import convnd
-    from .dispatch import _proxy
-
     check_known(fn, "input", input)
     w = as_array(_small(weight) if is_dask(weight) else weight, "weight", fn)
     b = None if bias is None else as_array(_small(bias) if is_dask(bias) else bias, "bias", fn)
-    spec, _, _, _ = conv_spec(fn, nd, _proxy(input.shape, input.dtype), w, b, stride, padding,
+    spec, _, w, b = conv_spec(fn, nd, proxy(input.shape, input.dtype), w, b, stride, padding,
                               dilation, groups, padding_mode)
     if spec.N == 0:
         return da.zeros(spec.out_shape, dtype=spec.out_dtype)
@@ -215,221 +212,16 @@ def conv_dask(nd, fn, input, weight, bias, stride, padding, dilation, groups, pa
     layout = [None, ("whole", spec.C_out)] + [
         ("window", o, s, e, prefer[2 + i])
         for i, (o, s, e) in enumerate(zip(spec.out_size, spec.stride, spec.effective_kernel))]
-    # the caller's weight and bias dtypes (not the compute dtype): each block then follows
-    # the in-memory dtype rules (float16 in -> float16 out)
-    run = functools.partial(convnd, nd, fn, weight=w, bias=b, stride=spec.stride, padding=0,
-                            dilation=spec.dilation, groups=spec.groups, padding_mode="zeros",
-                            algorithm=algorithm, device="cpu", out=None)
+    run = functools.partial(_conv_block, spec=spec, w=np.ascontiguousarray(w),
+                            b=None if b is None else np.ascontiguousarray(b), algorithm=algorithm)
     out = windowed(x, layout, run, spec.out_dtype)
     return out if spec.batched else out[0]
 
 
-# --- fastconv.signal ------------------------------------------------------------------
-def _signal_block(block, call, kernel):
-    return call(block, kernel)
-
-
-def _signal_block_sliced(block, loc, call, kernel, sliced):
-    """Kernels that vary along a non-convolved axis (fftconvolve's ``axes``): the block's
-    own slice of the kernel along those axes (not padded, so input coordinates)."""
-    k = kernel[tuple(slice(*loc[i]) if i in sliced else slice(None)
-                     for i in range(kernel.ndim))]
-    return call(block, k)
-
-
-def _signal_windows(data, kern, windows, boundary, fill, call, dtype, sliced=()):
-    """``call(padded block, kernel)`` ('valid' mode of the in-memory function) over
-    ``data`` padded per window: window ``(start, length)`` of the full correlation on a
-    convolved axis, None on the others. A window that starts after the kernel's overhang
-    or ends before ``data`` does (a 'same' window with the larger operand as ``data``)
-    crops ``data`` instead of padding it: only with ``boundary`` 'fill' and a zero fill."""
-    pads, crop, layout = {}, [], []
-    for i, w in enumerate(windows):
-        crop.append(slice(None))
-        if w is None:
-            layout.append(None)
-            continue
-        n, m = data.shape[i], kern.shape[i]
-        start, length = w
-        before, after = m - 1 - start, start + length - n
-        if before < 0 or after < 0:       # the window reads only the middle of ``data``
-            crop[i] = slice(max(-before, 0), n - max(-after, 0))
-        pads[i] = (max(before, 0), max(after, 0))
-        layout.append(("window", length, 1, m, data.chunks[i]))
-    if any(c != slice(None) for c in crop):
-        data = data[tuple(crop)]
-    x = pad(data, pads, boundary, fill)
-    if sliced:
-        func = functools.partial(_signal_block_sliced, call=call, kernel=kern,
-                                 sliced=tuple(sliced))
-    else:
-        func = functools.partial(_signal_block, call=call, kernel=kern)
-    return windowed(x, layout, func, dtype, located=bool(sliced))
-
-
-def _flip(x):
-    return x[(slice(None, None, -1),) * x.ndim]
-
-
-def signal_nd(fn, in1, in2, mode, method):
-    """:func:`fastconv.signal.convolve` / ``correlate`` with a dask operand."""
-    import dask.array as da
-
-    from . import signal as sg
-    from ._signal_core import window
-    from ._signal_checks import MSG, check_method, check_mode, check_same_ndim, swap_needed
-
-    _check_inputs(fn, in1, in2)
-    corr = fn == "correlate"
-    pa, pb = _meta(in1), _meta(in2)
-    if pa.ndim == pb.ndim == 0:
-        b = da.asarray(in2)
-        return da.asarray(in1) * (da.conj(b) if corr else b)
-    check_same_ndim(pa, pb, *(("in1", "in2") if corr else ("volume", "kernel")))
-    check_mode(mode)
-    check_method(method)
-    if pa.dtype.kind not in "biufc" or pb.dtype.kind not in "biufc":
-        return _eager(getattr(sg, fn), in1, in2, mode=mode, method=method)
-    rt = np.result_type(pa.dtype, pb.dtype)
-    if pa.size == 0 or pb.size == 0:
-        if mode == "same" and pa.size == 0 and pb.size > 0:
-            return da.empty(pa.shape, dtype=rt)
-        raise ValueError(MSG["empty"].format(fn=fn, mode=mode, s1=pa.shape, s2=pb.shape))
-    valid_swap = swap_needed(mode, pa.shape, pb.shape)
-    if valid_swap or _commute(mode, in1, in2, pa, pb):
-        # convolution commutes: correlate(a, b) = convolve(reverse(conj(b)), a)
-        data = _big(in2)
-        if corr:
-            data = _flip(data.conj() if data.dtype.kind == "c" else data)
-        data, kern, call = data, _small(in1), sg.convolve
-    else:
-        data, kern, call = _big(in1), _small(in2), getattr(sg, fn)
-    # windows of the full output (the same whichever operand is ``data``), from the shapes
-    # the in-memory call uses: 'valid' after its swap, 'same' from in1 and in2
-    shapes = (data.shape, kern.shape) if valid_swap else (pa.shape, pb.shape)
-    windows = [window(mode, n, m) for n, m in zip(*shapes)]
-    call = functools.partial(call, mode="valid", method=method)
-    return _signal_windows(data, kern, windows, "fill", 0, call, rt)
-
-
-def _commute(mode, in1, in2, pa, pb, zero_fill=True) -> bool:
-    """Whether ``in2`` plays the data's part (chunked, lazy) and ``in1`` the kernel's
-    (computed) in a 'full' or 'same' call: when ``in2`` is the larger operand, as the
-    in-memory call decides ('full'), and only then when ``in2`` is the dask one ('same',
-    whose output has in1's shape); with equal sizes a numpy in1 and a dask in2 commute
-    too. A non-zero boundary extension belongs to in1: then never."""
-    if not zero_fill or mode not in ("full", "same"):
-        return False
-    if mode == "same" and not is_dask(in2):
-        return False
-    return pb.size > pa.size or (pb.size == pa.size and not is_dask(in1) and is_dask(in2))
-
-
-def signal_2d(fn, in1, in2, mode, boundary, fillvalue):
-    """:func:`fastconv.signal.convolve2d` / ``correlate2d`` with a dask operand."""
-    from . import signal as sg
-    from ._signal_core import window
-    from ._signal_checks import check_2d
-
-    _check_inputs(fn, in1, in2)
-    corr = fn == "correlate2d"
-    pa, pb, swapped, bnd, rt, fill = check_2d(fn, _meta(in1), _meta(in2), mode, boundary,
-                                              fillvalue)
-    if pa.size == 0 or pb.size == 0:
-        return _eager(getattr(sg, fn), in1, in2, mode=mode, boundary=boundary,
-                      fillvalue=fillvalue)
-    # windows of the full output, from the shapes the in-memory call uses (after its swap)
-    windows = [window(mode, n, m, corr2d=corr) for n, m in zip(pa.shape, pb.shape)]
-    call = getattr(sg, fn)
-    if swapped:
-        data, kern = _big(in2), _small(in1)
-    elif _commute(mode, in1, in2, pa, pb, zero_fill=bnd == "fill" and fill == 0):
-        # zero fill: convolution commutes, correlate2d(a, b) = convolve2d(rev(conj(b)), a)
-        data, kern, call = _big(in2), _small(in1), sg.convolve2d
-        if corr:
-            data = _flip(data.conj() if data.dtype.kind == "c" else data)
-    else:
-        data, kern = _big(in1), _small(in2)
-    if bnd == "fill" and data.dtype != rt:
-        data = data.astype(rt)        # the fill value is converted to the result dtype
-    call = functools.partial(call, mode="valid")
-    out = _signal_windows(data, kern, windows, bnd, fill, call, rt)
-    # SciPy: a swapped 'valid' correlate2d is the swapped correlation reversed
-    return out[::-1, ::-1] if corr and swapped else out
-
-
-def signal_freq(fn, in1, in2, mode, axes):
-    """:func:`fastconv.signal.fftconvolve` / ``oaconvolve`` with a dask operand."""
-    import dask.array as da
-
-    from . import signal as sg
-    from ._signal_core import window
-    from ._signal_checks import (MSG, check_mode, check_same_ndim, fft_dtype, normalize_axes,
-                                 swap_needed)
-
-    _check_inputs(fn, in1, in2)
-    pa, pb = _meta(in1), _meta(in2)
-    if pa.ndim == pb.ndim == 0:
-        return da.asarray(in1) * da.asarray(in2)
-    check_same_ndim(pa, pb)
-    if pa.size == 0 or pb.size == 0:
-        return da.from_array(np.array([]))
-    check_mode(mode, freq=True)
-    ax = [i for i in normalize_axes(axes, pa.ndim) if pa.shape[i] != 1 and pb.shape[i] != 1]
-    for i in range(pa.ndim):
-        if i not in ax and not (pa.shape[i] == pb.shape[i] or 1 in (pa.shape[i], pb.shape[i])):
-            raise ValueError(MSG["incompatible"].format(s1=pa.shape, s2=pb.shape))
-    swap = swap_needed(mode, pa.shape, pb.shape, ax)
-    if not ax:                    # no convolution left: the broadcast product
-        out = da.asarray(in1) * da.asarray(in2)
-        if mode == "same":
-            shape = (pb if swap else pa).shape
-            out = out[tuple(slice((n - s) // 2, (n - s) // 2 + s)
-                            for n, s in zip(out.shape, shape))]
-        return out
-    commuted = not swap and _commute(mode, in1, in2, pa, pb)
-    if swap or commuted:
-        data, kern = _big(in2), _small(in1)          # convolution commutes
-    else:
-        data, kern = _big(in1), _small(in2)
-    # windows of the full output, from the shapes the in-memory call uses ('same': in1's)
-    a_shape, b_shape = (data.shape, kern.shape) if swap else (pa.shape, pb.shape)
-    windows, sliced = [], []
-    for i in range(data.ndim):
-        n, m = data.shape[i], kern.shape[i]
-        if i in ax:
-            windows.append(window(mode, a_shape[i], b_shape[i]))
-            continue
-        windows.append(None)
-        if m == 1 or n == m:
-            if m > 1:
-                sliced.append(i)          # one kernel per position: sliced per block
-            elif n > 1 and mode == "same" and commuted:    # in1's length 1: the centre
-                c = (n - 1) // 2
-                data = data[(slice(None),) * i + (slice(c, c + 1),)]
-        elif mode == "same" and not commuted:   # n == 1 < m: the centre of the product
-            c = (m - 1) // 2
-            kern = kern[(slice(None),) * i + (slice(c, c + 1),)]
-        else:                             # n == 1 < m: the whole length-m product
-            data = da.broadcast_to(data, data.shape[:i] + (m,) + data.shape[i + 1:],
-                                   chunks=data.chunks[:i] + ((m,),) + data.chunks[i + 1:])
-            sliced.append(i)
-    call = functools.partial(getattr(sg, fn), mode="valid", axes=list(ax))
-    return _signal_windows(data, kern, windows, "fill", 0, call,
-                           fft_dtype(pa.dtype, pb.dtype), sliced)
-
-
-def _check_inputs(fn, in1, in2):
-    for name, a in (("in1", in1), ("in2", in2)):
-        if is_dask(a):
-            check_known(fn, name, a)
-
-
-def operands_for_choice(in1, in2, measure):
-    """:func:`fastconv.signal.choose_conv_method`'s operands: dask arrays stay lazy (the
-    choice reads shapes, dtypes and, for integers, a max-magnitude reduction); with
-    ``measure=True`` both are computed, since timing needs real calls."""
-    _check_inputs("choose_conv_method", in1, in2)
-    if measure:
-        return _small(in1), _small(in2)
-    return tuple(a if is_dask(a) else np.asarray(a) for a in (in1, in2))
+def _conv_block(block, spec, w, b, algorithm):
+    """One output block: the in-memory pipeline on the block of the padded input (the
+    call was validated once, for the whole array)."""
+    sub = replace(spec, N=block.shape[0], in_size=tuple(block.shape[2:]),
+                  padding=((0, 0),) * spec.nd, padding_mode="zeros", batched=True)
+    res = _pipeline.forward(sub, block.astype(spec.dtype, copy=False), w, b, algorithm)
+    return res.reshape((sub.N, sub.C_out) + sub.out_size).astype(spec.out_dtype, copy=False)

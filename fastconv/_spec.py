@@ -41,8 +41,7 @@ class ConvSpec:
 
     @property
     def out_size(self) -> tuple:
-        return tuple((p - e) // s + 1 for p, e, s in
-                     zip(self.padded_size, self.effective_kernel, self.stride))
+        return out_size(self.padded_size, self.kernel, self.stride, self.dilation)
 
     @property
     def out_shape(self) -> tuple:
@@ -77,6 +76,13 @@ class ConvSpec:
         return (self.nd, self.N, self.C_in, self.in_size, self.C_out, self.kernel,
                 self.stride, self.padding, self.dilation, self.groups,
                 self.padding_mode, self.dtype.name)
+
+
+def out_size(padded, kernel, stride, dilation) -> tuple:
+    """Output size per axis of a 'valid' correlation over an already padded input: the one
+    output-size formula of the package (ConvSpec, the engines and the Dask halos use it)."""
+    return tuple((p - (k - 1) * d - 1) // s + 1
+                 for p, k, s, d in zip(padded, kernel, stride, dilation))
 
 
 def _prod(t) -> int:

@@ -1,4 +1,5 @@
-"""Argument checks and every user-facing error message, in one place.
+"""Argument checks and every user-facing error message, in one place (functions,
+layers, Dask and GPU paths alike).
 
 Public wrappers call :func:`conv_spec` and receive a :class:`ConvSpec` plus
 arrays already converted to the compute dtype; nothing below them validates.
@@ -12,7 +13,7 @@ import numpy as np
 
 from ._spec import ConvSpec
 
-ALGORITHMS = ("auto", "direct", "im2col", "fft")
+OPS = ("forward", "input_grad", "weight_grad")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _AXES = {1: "(L,)", 2: "(H, W)", 3: "(D, H, W)"}
 
@@ -33,21 +34,25 @@ def as_array(a, name: str, fn: str) -> np.ndarray:
     return arr
 
 
-def compute_dtypes(fn: str, *arrays) -> tuple[np.dtype, np.dtype]:
-    """(compute dtype, result dtype) per SPEC: float32/64 as is, ints/bool -> float64,
-    float16 computed in float32 and returned as float16, complex -> TypeError."""
-    rt = np.result_type(*arrays)
-    if rt.kind == "c":
-        names = ", ".join(str(a.dtype) for a in arrays)
-        raise TypeError(f"{fn}: complex inputs are not supported (got dtypes {names}); "
-                        "convolve the real and imaginary parts separately, or use fastconv.signal")
-    if rt == np.float16:
+def compute_dtypes(fn: str, arrays: dict) -> tuple[np.dtype, np.dtype]:
+    """(compute dtype, result dtype) of ``arrays`` (parameter name -> array or None) per
+    SPEC: float32/64 as is, ints/bool -> float64, float16 computed in float32 and returned
+    as float16, complex -> TypeError naming the complex parameter(s)."""
+    named = {k: a for k, a in arrays.items() if a is not None}
+    result = np.result_type(*named.values())
+    if result.kind == "c":
+        bad = [k for k, a in named.items() if np.dtype(a.dtype).kind == "c"]
+        dtypes = ", ".join(f"{k} {np.dtype(a.dtype)}" for k, a in named.items())
+        raise TypeError(f"{fn}: {' and '.join(bad)} {'is' if len(bad) == 1 else 'are'} complex, "
+                        f"which is not supported (dtypes: {dtypes}); convolve the real and "
+                        "imaginary parts separately, or use fastconv.signal")
+    if result == np.float16:
         return np.dtype(np.float32), np.dtype(np.float16)
-    if rt in (np.float32, np.float64):
-        return rt, rt
-    if rt.kind in "biu" or rt.kind == "f":          # ints, bool, longdouble
+    if result in (np.float32, np.float64):
+        return result, result
+    if result.kind in "biu" or result.kind == "f":          # ints, bool, longdouble
         return np.dtype(np.float64), np.dtype(np.float64)
-    raise TypeError(f"{fn}: unsupported dtype {rt}")
+    raise TypeError(f"{fn}: unsupported dtype {result}")
 
 
 def int_tuple(value, nd: int, name: str, fn: str, minimum: int) -> tuple:
@@ -69,8 +74,25 @@ def int_tuple(value, nd: int, name: str, fn: str, minimum: int) -> tuple:
     return vals
 
 
+def check_padding(fn, padding, nd):
+    """Every padding form checked without the input's size: 'valid' / 'same', or the
+    ((before, after), ...) pairs of an int, a tuple or per-side pairs."""
+    if isinstance(padding, str):
+        if padding not in ("valid", "same"):
+            raise ValueError(f"{fn}: padding string must be 'valid' or 'same', got {padding!r}")
+        return padding
+    if isinstance(padding, (tuple, list)) and padding and all(
+            isinstance(p, (tuple, list)) for p in padding):
+        if len(padding) != nd or any(len(p) != 2 for p in padding):
+            raise ValueError(f"{fn}: per-side padding must be {nd} (before, after) pair(s) "
+                             f"for {_AXES[nd]}, got {padding!r}")
+        return tuple(int_tuple(p, 2, "padding", fn, 0) for p in padding)
+    return tuple((p, p) for p in int_tuple(padding, nd, "padding", fn, 0))
+
+
 def padding_pairs(padding, nd, fn, in_size, kernel, stride, dilation) -> tuple:
     """Normalise every padding form to ((before, after), ...) per spatial axis."""
+    padding = check_padding(fn, padding, nd)
     if isinstance(padding, str):
         if padding == "valid":
             return ((0, 0),) * nd
@@ -81,17 +103,7 @@ def padding_pairs(padding, nd, fn, in_size, kernel, stride, dilation) -> tuple:
                 total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
                 pairs.append((total // 2, total - total // 2))
             return tuple(pairs)
-        raise ValueError(f"{fn}: padding string must be 'valid' or 'same', got {padding!r}")
-    if isinstance(padding, (tuple, list)) and padding and all(
-            isinstance(p, (tuple, list)) for p in padding):
-        if len(padding) != nd or any(len(p) != 2 for p in padding):
-            raise ValueError(f"{fn}: per-side padding must be {nd} (before, after) pair(s) "
-                             f"for {_AXES[nd]}, got {padding!r}")
-        pairs = tuple((int(b), int(a)) for b, a in
-                      (tuple(int_tuple(p, 2, "padding", fn, 0)) for p in padding))
-        return pairs
-    vals = int_tuple(padding, nd, "padding", fn, 0)
-    return tuple((p, p) for p in vals)
+    return padding
 
 
 def conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups, padding_mode):
@@ -100,8 +112,7 @@ def conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups, pa
     x = as_array(input, "input", fn)
     w = as_array(weight, "weight", fn)
     b = None if bias is None else as_array(bias, "bias", fn)
-    arrays = (x, w) if b is None else (x, w, b)
-    dtype, out_dtype = compute_dtypes(fn, *arrays)
+    dtype, out_dtype = compute_dtypes(fn, {"input": x, "weight": w, "bias": b})
 
     if x.ndim not in (nd + 1, nd + 2):
         raise ValueError(f"{fn}: input must be {nd + 2}-D (N, C_in, {_AXES[nd][1:-1]}) or "
@@ -112,13 +123,8 @@ def conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups, pa
                          f"got shape {w.shape}")
     batched = x.ndim == nd + 2
     xb = x if batched else x[None]
-    if not isinstance(groups, (numbers.Integral, np.integer)) or isinstance(groups, bool):
-        raise TypeError(f"{fn}: groups must be an int, got {groups!r}")
-    groups = int(groups)
-    if groups < 1:
-        raise ValueError(f"{fn}: groups must be >= 1, got {groups}")
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"{fn}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    groups = check_int(fn, "groups", groups, 1)
+    check_padding_mode(fn, padding_mode)
 
     N, C_in = xb.shape[:2]
     in_size = tuple(int(v) for v in xb.shape[2:])
@@ -147,7 +153,7 @@ def conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups, pa
     stride = int_tuple(stride, nd, "stride", fn, 1)
     dilation = int_tuple(dilation, nd, "dilation", fn, 1)
     pads = padding_pairs(padding, nd, fn, in_size, kernel, stride, dilation)
-    check_padding_mode(fn, padding_mode, pads, in_size, x.shape)
+    check_padding_size(fn, padding_mode, pads, in_size, x.shape)
 
     spec = ConvSpec(nd=nd, N=int(N), C_in=int(C_in), in_size=in_size, C_out=int(C_out),
                     kernel=kernel, stride=stride, padding=pads, dilation=dilation,
@@ -173,7 +179,21 @@ def conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups, pa
     return spec, xb, w, b
 
 
-def check_padding_mode(fn, mode, pads, in_size, shape):
+def check_int(fn, name, value, minimum):
+    """An int (not a bool) >= minimum."""
+    if not isinstance(value, (numbers.Integral, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{fn}: {name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_padding_mode(fn, mode):
+    if mode not in PADDING_MODES:
+        raise ValueError(f"{fn}: padding_mode must be one of {PADDING_MODES}, got {mode!r}")
+
+
+def check_padding_size(fn, mode, pads, in_size, shape):
     if mode == "reflect":
         for (bef, aft), n in zip(pads, in_size):
             if bef >= n or aft >= n:
@@ -186,9 +206,48 @@ def check_padding_mode(fn, mode, pads, in_size, shape):
                                  f"input of shape {shape}: each pad must be <= the input size {in_size}")
 
 
-def check_algorithm(fn, algorithm):
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"{fn}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+def check_algorithm(fn, algorithm, names):
+    """``algorithm`` is one of ``names`` (the registry's, with 'auto')."""
+    if algorithm not in names:
+        raise ValueError(f"{fn}: algorithm must be one of {tuple(names)}, got {algorithm!r}")
+
+
+def check_op(fn, op):
+    if op not in OPS:
+        raise ValueError(f"{fn}: op must be one of {OPS}, got {op!r}")
+
+
+def check_device(fn, device):
+    """'cpu' (also for None) or 'cuda'."""
+    if device is None:
+        return "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"{fn}: device must be 'cpu' or 'cuda', got {device!r}")
+    return device
+
+
+def check_groups_divide(fn, groups, **channels):
+    """Each channel count (name -> count) is divisible by ``groups``."""
+    for name, n in channels.items():
+        if n % groups:
+            raise ValueError(f"{fn}: {name} ({n}) must be divisible by groups ({groups})")
+
+
+def input_size(fn, nd, value):
+    """The ``input_size`` of an input gradient: (N, C_in, *spatial) or unbatched."""
+    return size_tuple(fn, "input_size", value, (nd + 2, nd + 1),
+                      "(N, C_in, *spatial), or (C_in, *spatial) unbatched")
+
+
+def weight_size(fn, nd, value):
+    """The ``weight_size`` of a weight gradient: (C_out, C_in/groups, *kernel)."""
+    return size_tuple(fn, "weight_size", value, (nd + 2,), "(C_out, C_in/groups, *kernel)")
+
+
+def check_grad_output(fn, go_shape, spec):
+    if tuple(go_shape) != tuple(spec.out_shape):
+        raise ValueError(f"{fn}: grad_output has shape {tuple(go_shape)} but the forward "
+                         f"convolution's output has shape {spec.out_shape}")
 
 
 def size_tuple(fn, name, value, lengths, what):
@@ -210,18 +269,32 @@ def size_tuple(fn, name, value, lengths, what):
     return vals
 
 
-def check_out(fn, out, shape, dtype):
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{fn}: out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{fn}: out has shape {out.shape} but the result has shape {tuple(shape)}")
-    if out.dtype != dtype:
-        raise TypeError(f"{fn}: out has dtype {out.dtype} but the result has dtype {dtype}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"{fn}: out must be a writeable C-contiguous array (shape {out.shape})")
+def check_out(fn, out, shape, dtype, gpu=None):
+    """``out`` matches the result: a numpy.ndarray, or with ``gpu`` (a
+    ``(kind_ok, dtype, contiguous)`` triple the GPU path reads off a device array) a
+    C-contiguous GPU array of the result's shape and dtype."""
+    if gpu is None:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"{fn}: out must be a numpy.ndarray, got {type(out).__name__}")
+        kind_ok, out_dtype = True, out.dtype
+        contiguous = out.flags.c_contiguous and out.flags.writeable
+    else:
+        kind_ok, out_dtype, contiguous = gpu
+        if not kind_ok:
+            raise TypeError(f"{fn}: out must be a GPU array when the input is one, "
+                            f"got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{fn}: out has shape {tuple(out.shape)} but the result has shape "
+                         f"{tuple(shape)}")
+    if out_dtype != dtype:
+        raise TypeError(f"{fn}: out has dtype {out_dtype} but the result has dtype {dtype}")
+    if not contiguous:
+        raise ValueError(f"{fn}: out must be a writeable C-contiguous array (shape "
+                         f"{tuple(out.shape)})")
 
 
-def transpose_args(fn, nd, x_shape, w_shape, stride, padding, output_padding, dilation, groups):
+def transpose_args(fn, nd, x_shape, w_shape, b_shape, stride, padding, output_padding,
+                   dilation, groups):
     """Validate conv_transpose{nd}d arguments (shapes only, so host and GPU share it).
 
     Returns (stride, padding, dilation, output_padding, batched, input_size of the
@@ -241,10 +314,7 @@ def transpose_args(fn, nd, x_shape, w_shape, stride, padding, output_padding, di
         if o >= si and o >= di:
             raise ValueError(f"{fn}: output_padding {op} must be smaller than either stride {s} "
                              f"or dilation {d}")
-    if not isinstance(groups, (numbers.Integral, np.integer)) or isinstance(groups, bool):
-        raise TypeError(f"{fn}: groups must be an int, got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"{fn}: groups must be >= 1, got {groups}")
+    groups = check_int(fn, "groups", groups, 1)
     batched = len(x_shape) == nd + 2
     xb = x_shape if batched else (1,) + x_shape
     if xb[1] == 0:
@@ -264,4 +334,8 @@ def transpose_args(fn, nd, x_shape, w_shape, stride, padding, output_padding, di
     if any(v <= 0 for v in size):
         raise ValueError(f"{fn}: the output size {size} is not positive for input shape {x_shape}, "
                          f"weight shape {w_shape}, stride {s}, padding {p}, dilation {d}")
-    return s, p, d, op, batched, (xb[0], w_shape[1] * int(groups)) + size
+    C_out = w_shape[1] * groups
+    if b_shape is not None and tuple(b_shape) != (C_out,):
+        raise ValueError(f"{fn}: bias must have shape ({C_out},) to match weight shape "
+                         f"{w_shape} and groups={groups}, got {tuple(b_shape)}")
+    return s, p, d, op, batched, (xb[0], C_out) + size

@@ -1,36 +1,49 @@
-"""Choosing the algorithm: a fitted cost model, optional autotuning, and its disk cache.
+"""THE planner: the algorithm registry, the cost models, ``choose_algorithm(op=)`` and
+autotuning, for every device and op.
 
-The cost model estimates seconds per candidate from operation and byte counts times
-constants fitted on a machine of our CI class (2 x86-64 cores). The constants live in
-``cost_model.json`` next to this file; ``python bench/fit_cost_model.py`` re-times the
-kernels on the current machine, refits them (non-negative least squares) and rewrites
-that file.
+Each algorithm is one :class:`Algorithm` entry in :data:`REGISTRY`: its kernels per op
+and device, its cost (CPU features times fitted constants; the GPU table in
+:mod:`fastconv.cuda.cost`), its constraints, its numerical error class and documented
+tolerance, and whether a NaN or inf stays local. :func:`plan` is the one place an
+algorithm is chosen, for the public functions, the layers, Dask chunks and the GPU:
+the caller's choice, else the autotuned one, else the cheapest estimate for that op;
+then the one non-finite rule (``auto`` never runs an algorithm that would spread a NaN
+or inf over operands that hold one). Tests, benchmarks and ``choose_algorithm`` read the
+registry, so adding an algorithm is adding an entry.
 
-Autotuning (``set_autotune(True)`` or ``FASTCONV_AUTOTUNE=1``) times every candidate the
-first time a problem is seen and keeps the winner in memory and in
-``$FASTCONV_CACHE_DIR/autotune.json`` (default ``~/.cache/fastconv``), keyed by CPU
-model, numba version and fastconv version.
+The CPU constants live in ``cost_model.json`` next to this file;
+``python bench/fit_cost_model.py`` re-times the kernels, refits them (non-negative least
+squares) and rewrites that file. Autotuning (``set_autotune(True)`` or
+``FASTCONV_AUTOTUNE=1``) times every candidate the first time a problem is seen and
+keeps the winner in memory and in ``$FASTCONV_CACHE_DIR/autotune.json``, keyed by the
+device (CPU model or GPU name), numba version and fastconv version.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import tempfile
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
 from . import _config
+from ._arrays import proxy
+from ._fileio import atomic_write
 from ._spec import ConvSpec, _prod
+from ._validate import check_device, check_op, conv_spec, size_tuple
+from ._version import __version__
 from .cpu import direct, im2col
+from .cpu import engine as cpu_engine
+from .cuda import cost as cuda_cost
 
-CPU_ALGORITHMS = ("direct", "im2col", "fft")
+OPS = ("forward", "input_grad", "weight_grad")
+DEVICES = ("cpu", "cuda")
 
 _MODEL_FILE = Path(__file__).with_name("cost_model.json")
 _DEFAULT_MODEL = {
@@ -39,19 +52,6 @@ _DEFAULT_MODEL = {
     "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11, "out_byte": 1e-10},
     "fft": {"overhead": 1.0e-4, "fft_flop": 1.0e-10, "cmul": 1.0e-9},
 }
-
-
-@dataclass
-class Choice:
-    """The outcome of :func:`choose_algorithm`."""
-
-    algorithm: str
-    reason: str
-    estimates: dict = field(default_factory=dict)
-
-    def __repr__(self):
-        est = ", ".join(f"{k}={v * 1e3:.3g} ms" for k, v in self.estimates.items())
-        return f"Choice(algorithm={self.algorithm!r}, estimates: {est}; {self.reason})"
 
 
 def _load_model() -> dict:
@@ -66,14 +66,16 @@ def _load_model() -> dict:
 _MODEL = _load_model()
 
 
-# --- features -------------------------------------------------------------------------
-def features(spec: ConvSpec) -> dict:
-    """Operation and byte counts per algorithm (the cost model's regressors)."""
-    isz = spec.dtype.itemsize
+# --- cost features per algorithm (CPU) ---------------------------------------------------
+def _dims(spec: ConvSpec):
     G = spec.groups
-    Cg, Og = spec.C_in // G, spec.C_out // G
-    kd, kh, kw = spec.lift(spec.kernel)
-    od, oh, ow = spec.lift(spec.out_size)
+    return (spec.dtype.itemsize, G, spec.C_in // G, spec.C_out // G, spec.lift(spec.kernel),
+            spec.lift(spec.out_size))
+
+
+def direct_features(spec: ConvSpec) -> dict:
+    """Counts of what cpu/direct.py runs (the regressors of its fitted constants)."""
+    isz, G, Cg, Og, (kd, kh, kw), (od, oh, ow) = _dims(spec)
     sd, sh, sw = spec.stride3
     wp = spec.lift(spec.padded_size)[2]
     # direct: what cpu/direct.py computes -- an output plane as one line on the padded-
@@ -100,6 +102,13 @@ def features(spec: ConvSpec) -> dict:
     in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
     phase_bytes = in_bytes if sh * sw > 1 else 0
     minor_bytes = in_bytes + spec.N * spec.C_out * od * oh * ow * isz if minor else 0
+    return {"overhead": 1.0, "line": lines, "tile_mac": tiled, "pass": passed,
+            "phase_byte": phase_bytes, "minor_byte": minor_bytes}
+
+
+def im2col_features(spec: ConvSpec) -> dict:
+    """Counts of what cpu/im2col.py runs."""
+    isz, G, Cg, Og, (kd, kh, kw), (od, oh, ow) = _dims(spec)
     # im2col: gather the column matrix, one GEMM (less efficient when small), scatter
     R = Cg * kd * kh * kw
     P = od * oh * ow
@@ -113,6 +122,15 @@ def features(spec: ConvSpec) -> dict:
     gemm_eff = min(1.0, min(Og, R, cols) / 64.0)
     im2col_flop = spec.flops / max(gemm_eff, 1 / 64)
     out_bytes = spec.N * spec.C_out * P * isz
+    return {"overhead": 1.0, "gather_byte": 0.0 if big else col_bytes,
+            "gather_byte_big": col_bytes if big else 0.0,
+            "flop": 0.0 if big else im2col_flop, "flop_big": im2col_flop if big else 0.0,
+            "out_byte": out_bytes}
+
+
+def fft_features(spec: ConvSpec) -> dict:
+    """Counts of what cpu/fft.py runs."""
+    isz, G, Cg, Og, _, _ = _dims(spec)
     # fft: forward/inverse real FFTs plus the per-frequency channel contraction
     fsz = [_fast_len(p) for p in spec.lift(spec.padded_size)]
     F = _prod(fsz)
@@ -120,13 +138,7 @@ def features(spec: ConvSpec) -> dict:
     n_ffts = spec.N * spec.C_in + spec.N * spec.C_out + spec.C_out * Cg
     fft_flop = n_ffts * 2.5 * F * math.log2(max(F, 2))
     cmul = spec.N * spec.C_out * Cg * Fh
-    return {"direct": {"overhead": 1.0, "line": lines, "tile_mac": tiled, "pass": passed,
-                       "phase_byte": phase_bytes, "minor_byte": minor_bytes},
-            "im2col": {"overhead": 1.0, "gather_byte": 0.0 if big else col_bytes,
-                       "gather_byte_big": col_bytes if big else 0.0,
-                       "flop": 0.0 if big else im2col_flop, "flop_big": im2col_flop if big else 0.0,
-                       "out_byte": out_bytes},
-            "fft": {"overhead": 1.0, "fft_flop": fft_flop, "cmul": cmul}}
+    return {"overhead": 1.0, "fft_flop": fft_flop, "cmul": cmul}
 
 
 def _fast_len(n: int) -> int:
@@ -143,21 +155,148 @@ def _fast_len(n: int) -> int:
         m += 1
 
 
-def estimate(spec: ConvSpec) -> dict:
-    feats = features(spec)
-    return {a: float(sum(_MODEL[a].get(k, 0.0) * v for k, v in feats[a].items()))
-            for a in CPU_ALGORITHMS}
+# --- gradients relative to the forward ---------------------------------------------------
+# Measured on the MNIST layers (2 cores): the direct CPU weight gradient is a reduction
+# that runs ~2.3x slower than its forward; the direct/FFT input gradients convolve a
+# zero-upsampled grad_out (stride^nd more work); im2col's gradients are GEMMs of the size
+# of its forward. On the GPU the direct weight gradient is im2col's split-K GEMM.
+def _direct_op_factor(spec, op, device):
+    if op == "weight_grad":
+        return 2.3 if device == "cpu" else 1.0
+    return float(_prod(spec.stride)) if op == "input_grad" else 1.0
 
 
-# --- the public chooser ---------------------------------------------------------------
-def _proxy(shape, dtype):
-    """A zero-strided array of the given shape: validation without memory."""
-    return np.broadcast_to(np.zeros((), dtype=dtype), tuple(int(s) for s in shape))
+def _im2col_op_factor(spec, op, device):
+    return float(_prod(spec.stride)) if (op == "input_grad" and device == "cuda") else 1.0
+
+
+def _fft_op_factor(spec, op, device):
+    return float(_prod(spec.stride)) if op == "input_grad" else 1.0
+
+
+# --- reasons -----------------------------------------------------------------------------
+def _kernel_str(spec):
+    return "x".join(map(str, spec.kernel))
+
+
+_CPU_REASONS = {
+    "direct": lambda s: (f"it sums the {_kernel_str(s)} kernel over {s.C_in // s.groups} "
+                         f"input channel(s) per group in place, with no column matrix "
+                         f"({_prod(s.kernel)}x the input) to build and no FFTs to run, costs "
+                         f"that the other algorithms do not earn back on this shape"),
+    "im2col": lambda s: (f"{s.C_in // s.groups * _prod(s.kernel)}-deep patches and "
+                         f"{s.C_out // s.groups} output channels per group make one large "
+                         f"BLAS GEMM the most efficient"),
+    "fft": lambda s: (f"the {_kernel_str(s)} kernel is large relative to the "
+                      f"{'x'.join(map(str, s.in_size))} input, so O(n log n) FFTs beat "
+                      f"direct summation"),
+}
+
+
+_GPU_REASONS = {
+    "direct": lambda s: (f"{s.C_in // s.groups} input channel(s) per group with a "
+                         f"{'x'.join(map(str, s.kernel))} kernel is too little reduction to fill "
+                         f"GEMM tiles; shared-memory output tiles do less wasted work"),
+    "im2col": lambda s: (f"{s.C_in // s.groups * _prod(s.kernel)}-deep patches and "
+                         f"{s.C_out // s.groups} output channels per group fill the implicit "
+                         f"GEMM's register-blocked tiles"),
+    "fft": lambda s: (f"the {'x'.join(map(str, s.kernel))} kernel is large relative to the "
+                      f"{'x'.join(map(str, s.in_size))} input, so the FFTs' O(n log n) traffic "
+                      f"beats direct summation"),
+}
+
+
+
+# --- the registry ------------------------------------------------------------------------
+def _any_shape(spec: ConvSpec) -> Optional[str]:
+    return None
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One convolution algorithm: everything dispatch, autotune, tests and benchmarks need."""
+
+    name: str
+    summary: str
+    error_class: str               # "direct sum" (rounding of one sum per output) | "fft"
+    #: documented bound on |result - exact| / max(1, max|exact|) per device and compute
+    #: dtype name (float16 is computed in float32 and rounded): what the tests assert
+    rtol: dict
+    cpu_kernels: cpu_engine.Kernels
+    cuda_kernels: str              # the name of its Kernels in fastconv.cuda.engine
+    cpu_features: Callable         # spec -> {feature: count}, times _MODEL[name]
+    cuda_estimate: Callable        # spec -> seconds (fastconv.cuda.cost)
+    op_factor: Callable            # (spec, op, device) -> cost relative to the forward
+    reasons: dict                  # device -> (spec -> why it is fastest)
+    #: devices on which one NaN or inf spreads beyond the outputs whose window holds it
+    spreads_nonfinite: tuple = ()
+    supports: Callable = _any_shape   # spec -> None, or why the algorithm cannot run it
+    devices: tuple = DEVICES
+
+    def kernels(self, device: str):
+        """The op -> kernel triple on ``device`` (the GPU's loads numba.cuda)."""
+        if device == "cpu":
+            return self.cpu_kernels
+        from .cuda import engine as cuda_engine
+        return getattr(cuda_engine, self.cuda_kernels)
+
+    def estimate(self, spec: ConvSpec, op: str = "forward", device: str = "cpu") -> float:
+        """Estimated seconds for ``op`` on ``device``."""
+        if device == "cpu":
+            model = _MODEL[self.name]
+            base = sum(model.get(k, 0.0) * v for k, v in self.cpu_features(spec).items())
+        else:
+            base = self.cuda_estimate(spec)
+        return float(base) * self.op_factor(spec, op, device)
+
+
+_EXACT = {"cpu": {"float32": 1e-4, "float64": 1e-10},
+          "cuda": {"float32": 2e-4, "float64": 1e-9}}
+REGISTRY = {a.name: a for a in (
+    Algorithm("direct", "the definition, register-tiled (cpu/direct.py)", "direct sum", _EXACT,
+              cpu_engine.DIRECT, "DIRECT", direct_features, cuda_cost.direct,
+              _direct_op_factor, {"cpu": _CPU_REASONS["direct"], "cuda": _GPU_REASONS["direct"]}),
+    Algorithm("im2col", "column matrix times weight, one BLAS GEMM (cpu/im2col.py)",
+              "direct sum", _EXACT, cpu_engine.IM2COL, "IM2COL", im2col_features,
+              cuda_cost.im2col, _im2col_op_factor,
+              {"cpu": _CPU_REASONS["im2col"], "cuda": _GPU_REASONS["im2col"]}),
+    Algorithm("fft", "real FFTs and a per-frequency channel contraction (cpu/fft.py)", "fft",
+              _EXACT, cpu_engine.FFT, "FFT", fft_features, cuda_cost.fft, _fft_op_factor,
+              {"cpu": _CPU_REASONS["fft"], "cuda": _GPU_REASONS["fft"]},
+              spreads_nonfinite=("cpu", "cuda")),
+)}
+
+#: what ``algorithm=`` accepts
+ALGORITHM_NAMES = ("auto",) + tuple(REGISTRY)
+
+
+def candidates(spec: ConvSpec, device: str = "cpu") -> list:
+    """The registry entries that can run ``spec`` on ``device``."""
+    return [a for a in REGISTRY.values() if device in a.devices and a.supports(spec) is None]
+
+
+def estimate(spec: ConvSpec, op: str = "forward", device: str = "cpu") -> dict:
+    """Estimated seconds per candidate algorithm."""
+    return {a.name: a.estimate(spec, op, device) for a in candidates(spec, device)}
+
+
+# --- the public chooser ------------------------------------------------------------------
+@dataclass
+class Choice:
+    """The outcome of :func:`choose_algorithm`."""
+
+    algorithm: str
+    reason: str
+    estimates: dict = field(default_factory=dict)
+
+    def __repr__(self):
+        est = ", ".join(f"{k}={v * 1e3:.3g} ms" for k, v in self.estimates.items())
+        return f"Choice(algorithm={self.algorithm!r}, estimates: {est}; {self.reason})"
 
 
 def choose_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
-                     dtype="float32", device="cpu") -> Choice:
-    """Pick the fastest algorithm for a convolution and say why.
+                     dtype="float32", device="cpu", *, op="forward") -> Choice:
+    """Pick the fastest algorithm for a convolution (or one of its gradients) and say why.
 
     Parameters
     ----------
@@ -168,6 +307,9 @@ def choose_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, gro
         As for :func:`fastconv.conv2d`.
     dtype : str or numpy dtype
     device : {"cpu", "cuda"}
+    op : {"forward", "input_grad", "weight_grad"}
+        The operation to plan: the convolution, or the gradient with respect to its
+        input (also ``conv_transpose2d``) or its weight.
 
     Returns
     -------
@@ -183,72 +325,87 @@ def choose_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, gro
     True
     >>> sorted(c.estimates)
     ['direct', 'fft', 'im2col']
+    >>> fc.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=1,
+    ...                     op="weight_grad").reason.startswith("for the weight gradient")
+    True
     """
-    from ._validate import conv_spec, size_tuple
     fn = "choose_algorithm"
+    check_op(fn, op)
+    device = check_device(fn, device)
     weight_shape = size_tuple(fn, "weight_shape", weight_shape, (3, 4, 5),
                               "(C_out, C_in/groups, *kernel)")
     nd = len(weight_shape) - 2
     x_shape = size_tuple(fn, "x_shape", x_shape, (nd + 2, nd + 1),
                          "(N, C_in, *spatial), or (C_in, *spatial) unbatched")
     dtype = np.dtype(dtype)
-    spec, _, _, _ = conv_spec("choose_algorithm", nd, _proxy(x_shape, dtype),
-                              _proxy(weight_shape, dtype), None, stride, padding, dilation,
-                              groups, "zeros")
-    return choose(spec, device)
+    spec, _, _, _ = conv_spec(fn, nd, proxy(x_shape, dtype), proxy(weight_shape, dtype), None,
+                              stride, padding, dilation, groups, "zeros")
+    return choose(spec, op, device)
 
 
-def choose(spec: ConvSpec, device: str = "cpu") -> Choice:
-    if device == "cuda":
-        from .cuda import cost as cuda_cost
-        return cuda_cost.choose(spec)
-    if device not in ("cpu", None):
-        raise ValueError(f"choose_algorithm: device must be 'cpu' or 'cuda', got {device!r}")
-    return choice_from(spec, estimate(spec), _REASONS)
+_OP_WORDS = {"forward": "", "input_grad": "for the input gradient, ",
+             "weight_grad": "for the weight gradient, "}
 
 
-def choice_from(spec: ConvSpec, est: dict, reasons: dict, where: str = "") -> Choice:
-    """The Choice for cost estimates ``est``: the cheapest, and a sentence on why
-    (``reasons[algorithm](spec)``); shared by the CPU model and the GPU table."""
+def choose(spec: ConvSpec, op: str = "forward", device: str = "cpu") -> Choice:
+    """The cost model's Choice for ``spec`` (validated) on ``device``."""
+    est = estimate(spec, op, device)
     best = min(est, key=est.get)
-    runner_up = min((a for a in est if a != best), key=est.get)
-    ratio = est[runner_up] / est[best] if est[best] > 0 else float("inf")
-    reason = (f"{where}{best} is estimated fastest ({est[best] * 1e3:.3g} ms, {ratio:.1f}x "
-              f"ahead of {runner_up}): {reasons[best](spec)}.")
+    others = [a for a in est if a != best]
+    where = _OP_WORDS[op] + ("on the GPU, " if device == "cuda" else "")
+    if others:
+        runner_up = min(others, key=est.get)
+        ratio = est[runner_up] / est[best] if est[best] > 0 else float("inf")
+        ahead = f", {ratio:.1f}x ahead of {runner_up}"
+    else:
+        ahead = ", the only candidate"
+    reason = (f"{where}{best} is estimated fastest ({est[best] * 1e3:.3g} ms{ahead}): "
+              f"{REGISTRY[best].reasons[device](spec)}.")
     return Choice(best, reason, est)
 
 
-def _kernel_str(spec):
-    return "x".join(map(str, spec.kernel))
-
-
-_REASONS = {
-    "direct": lambda s: (f"it sums the {_kernel_str(s)} kernel over {s.C_in // s.groups} "
-                         f"input channel(s) per group in place, with no column matrix "
-                         f"({_prod(s.kernel)}x the input) to build and no FFTs to run, costs "
-                         f"that the other algorithms do not earn back on this shape"),
-    "im2col": lambda s: (f"{s.C_in // s.groups * _prod(s.kernel)}-deep patches and "
-                         f"{s.C_out // s.groups} output channels per group make one large "
-                         f"BLAS GEMM the most efficient"),
-    "fft": lambda s: (f"the {_kernel_str(s)} kernel is large relative to the "
-                      f"{'x'.join(map(str, s.in_size))} input, so O(n log n) FFTs beat "
-                      f"direct summation"),
-}
-
-
-# --- autotuning -----------------------------------------------------------------------
+# --- planning ----------------------------------------------------------------------------
 _lock = threading.Lock()
-_memory: dict = {}          # spec key -> algorithm (autotuned)
-_chosen: dict = {}          # (spec key, op) -> algorithm (cost model), a memo for hot loops
-_disk_loaded = False
+_memory: dict = {}          # autotuned: cache key -> algorithm name
+_chosen: dict = {}          # modelled: (spec key, op, device) -> Algorithm, a memo for hot loops
+_loaded: set = set()      # devices whose disk entries are in _memory
+
+
+def plan(spec: ConvSpec, op: str = "forward", algorithm: str = "auto", device: str = "cpu",
+         run: Callable = None, finite: Callable = None) -> Algorithm:
+    """The one place an algorithm is chosen: the registry entry to run ``op`` of ``spec``.
+
+    ``algorithm`` is the caller's (any name in the registry) or ``"auto"``: then the
+    autotuned winner (when autotuning is on and ``run(entry)`` can time a candidate) or
+    the cheapest estimate. ``finite()`` says whether the operands hold only finite values;
+    it is asked only when ``auto`` picked an algorithm that would spread a NaN or inf on
+    this device, and then the cheapest one that keeps them local runs instead."""
+    if algorithm != "auto":
+        entry = REGISTRY[algorithm]
+        why = entry.supports(spec)
+        if why is not None:
+            raise ValueError(f"algorithm={algorithm!r} cannot run this convolution: {why}")
+        return entry
+    if _config.AUTOTUNE and run is not None:
+        entry = REGISTRY[_autotune(spec, op, device, run)]
+    else:
+        key = (spec.key(), op, device)
+        entry = _chosen.get(key)
+        if entry is None:
+            entry = _chosen[key] = REGISTRY[choose(spec, op, device).algorithm]
+    if device in entry.spreads_nonfinite and finite is not None and not finite():
+        est = estimate(spec, op, device)
+        entry = REGISTRY[min((a for a in est if device not in REGISTRY[a].spreads_nonfinite),
+                             key=est.get)]
+    return entry
 
 
 def set_autotune(enabled: bool = True) -> None:
     """Time the candidates on first use of each shape and keep the fastest.
 
     The winner is kept in memory and in ``$FASTCONV_CACHE_DIR/autotune.json``
-    (default ``~/.cache/fastconv``). Also enabled by the environment variable
-    ``FASTCONV_AUTOTUNE=1``.
+    (default ``~/.cache/fastconv``), per device and op. Also enabled by the environment
+    variable ``FASTCONV_AUTOTUNE=1``.
 
     Examples
     --------
@@ -262,10 +419,16 @@ def cache_path() -> Path:
     return _config.cache_dir() / "autotune.json"
 
 
-def _machine_key() -> str:
+def _machine_key(device: str = "cpu") -> str:
     import numba
-    from . import __version__
-    return f"{_cpu_model()}|numba-{numba.__version__}|fastconv-{__version__}"
+    return f"{_device_name(device)}|numba-{numba.__version__}|fastconv-{__version__}"
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        from .cuda import runtime
+        return "cuda:" + runtime.device_name()
+    return _cpu_model()
 
 
 def _cpu_model() -> str:
@@ -279,108 +442,77 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _spec_key(spec: ConvSpec) -> str:
-    return repr(spec.key())
+def _cache_key(spec: ConvSpec, op: str) -> str:
+    return repr(spec.key()) if op == "forward" else f"{op}:{spec.key()!r}"
 
 
-def _read_disk() -> dict:
-    path = cache_path()
+def _read_cache_file(path) -> dict:
+    """The whole cache file as a dict; {} when absent. Raises ValueError when corrupt."""
     try:
         with open(path) as fh:
             data = json.load(fh)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        entries = data.get(_machine_key(), {})
-        if not isinstance(entries, dict):
-            raise ValueError("bad entry")
-        return {k: v for k, v in entries.items() if v in CPU_ALGORITHMS}
     except FileNotFoundError:
         return {}
+    except (RecursionError, UnicodeDecodeError) as exc:     # e.g. 100,000 nested '['
+        raise ValueError(f"{type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def _read_disk(device: str) -> dict:
+    path = cache_path()
+    try:
+        entries = _read_cache_file(path).get(_machine_key(device), {})
+        if not isinstance(entries, dict):
+            raise ValueError("bad entry")
+        return {k: v for k, v in entries.items() if v in REGISTRY}
     except (OSError, ValueError) as exc:
-        warnings.warn(f"fastconv: ignoring unreadable autotune cache {path}: {exc}", RuntimeWarning,
-                      stacklevel=3)
+        warnings.warn(f"fastconv: ignoring unreadable autotune cache {path}: {exc}",
+                      RuntimeWarning, stacklevel=4)
         return {}
 
 
-def _write_disk(key: str, algo: str) -> None:
+def _write_disk(device: str, key: str, algo: str) -> None:
     path = cache_path()
     try:
-        data = {}
         try:
-            with open(path) as fh:
-                data = json.load(fh)
-            if not isinstance(data, dict):
-                data = {}
+            data = _read_cache_file(path)
         except (OSError, ValueError):
-            data = {}
-        entries = data.get(_machine_key())
+            data = {}                          # a corrupt cache is replaced
+        entries = data.get(_machine_key(device))
         if not isinstance(entries, dict):
-            entries = data[_machine_key()] = {}
+            entries = data[_machine_key(device)] = {}
         entries[key] = algo
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
+        with atomic_write(path, "w") as fh:
             json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
     except OSError as exc:
         warnings.warn(f"fastconv: could not write autotune cache {path}: {exc}", RuntimeWarning,
-                      stacklevel=3)
+                      stacklevel=4)
 
 
-def _autotune(spec: ConvSpec, run) -> str:
-    global _disk_loaded
-    key = _spec_key(spec)
+def _autotune(spec: ConvSpec, op: str, device: str, run: Callable) -> str:
+    """Time every candidate (``run(entry)`` runs ``op`` once and waits for it) and keep the
+    fastest, per device, in memory and on disk."""
+    key = _cache_key(spec, op)
     with _lock:
-        if not _disk_loaded:
-            _memory.update(_read_disk())
-            _disk_loaded = True
-        if key in _memory:
-            return _memory[key]
+        if device not in _loaded:
+            _memory.update({(device, k): v for k, v in _read_disk(device).items()})
+            _loaded.add(device)
+        if (device, key) in _memory:
+            return _memory[(device, key)]
     times = {}
-    for algo in CPU_ALGORITHMS:
-        run(algo)                               # warm-up (compiles on first use)
+    for entry in candidates(spec, device):
+        run(entry)                               # warm-up (compiles on first use)
         best = math.inf
         for _ in range(3):
             t0 = time.perf_counter()
-            run(algo)
+            run(entry)
             best = min(best, time.perf_counter() - t0)
-        times[algo] = best
+        times[entry.name] = best
     winner = min(times, key=times.get)
     with _lock:
-        _memory[key] = winner
-        _write_disk(key, winner)
+        _memory[(device, key)] = winner
+        _write_disk(device, key, winner)
     return winner
-
-
-# Gradients relative to the forward, per algorithm (measured on the MNIST layers, 2 cores):
-# the direct weight gradient is a reduction that runs ~2.3x slower than its forward,
-# and direct/FFT input gradients convolve a zero-upsampled grad_out (stride^nd more work);
-# im2col's gradients are GEMMs of the same size as its forward.
-def _grad_factor(spec: ConvSpec, op: str, algo: str) -> float:
-    if op == "weight_grad":
-        return 2.3 if algo == "direct" else 1.0
-    if op == "input_grad" and algo != "im2col":
-        return float(_prod(spec.stride))
-    return 1.0
-
-
-def select(spec: ConvSpec, algorithm: str, run=None, op: str = "forward") -> str:
-    """The algorithm to run for ``spec``: the caller's, the autotuned or the modelled one.
-
-    ``op`` is ``"forward"``, ``"input_grad"`` or ``"weight_grad"`` (the model weighs the
-    algorithms' gradients differently); ``run(algo)`` executes the forward with one
-    algorithm (used to autotune the forward)."""
-    if algorithm != "auto":
-        return algorithm
-    key = (spec.key(), op)
-    if _config.AUTOTUNE and run is not None and op == "forward":
-        return _autotune(spec, run)
-    algo = _chosen.get(key)
-    if algo is None:
-        if op == "forward":
-            algo = choose(spec).algorithm
-        else:
-            est = estimate(spec)
-            algo = min(est, key=lambda a: est[a] * _grad_factor(spec, op, a))
-        _chosen[key] = algo
-    return algo

@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-from ._conv import is_gpu_array
+from ._arrays import is_gpu_array
 from .nn.module import Parameter, host_copy, zero_
 
 __all__ = ["Optimizer", "SGD", "Adam"]

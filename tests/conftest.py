@@ -12,14 +12,19 @@ sys.path.insert(0, os.path.dirname(__file__))
 import naive  # noqa: E402
 
 import fastconv as fc  # noqa: E402
+from fastconv import _validate, dispatch  # noqa: E402
 
-#: every CPU algorithm, plus the dispatcher
-ALGORITHMS = ("direct", "im2col", "fft", "auto")
-CPU_ALGORITHMS = ("direct", "im2col", "fft")
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+#: every CPU algorithm of the registry, plus the dispatcher (the benchmarks read the same
+#: registry: nothing is benchmarked that is not tested)
+CPU_ALGORITHMS = tuple(n for n, a in dispatch.REGISTRY.items() if "cpu" in a.devices)
+ALGORITHMS = CPU_ALGORITHMS + ("auto",)
+PADDING_MODES = _validate.PADDING_MODES
 CONV = {1: fc.conv1d, 2: fc.conv2d, 3: fc.conv3d}
-#: relative tolerance per dtype, applied to the magnitude of the expected result
-RTOL = {np.dtype(np.float16): 2e-2, np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+#: relative tolerance per dtype, applied to the magnitude of the expected result: the
+#: largest documented error of the registry's algorithms (float16 results are rounded)
+RTOL = {np.dtype(np.float16): 2e-2,
+        **{np.dtype(dt): max(a.rtol["cpu"][dt] for a in dispatch.REGISTRY.values())
+           for dt in ("float32", "float64")}}
 
 #: hypothesis settings for property tests: few, tiny examples (numba compiles once per dtype).
 #: Random (not derandomized) so that each algorithm sees different problems; no example
@@ -210,3 +215,18 @@ def torch_accepts(cfg):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def plans(monkeypatch):
+    """Every call of dispatch.plan: (op, device, algorithm asked, entry run, spec)."""
+    calls = []
+    real = dispatch.plan
+
+    def plan(spec, op="forward", algorithm="auto", device="cpu", run=None, finite=None):
+        entry = real(spec, op, algorithm, device, run, finite)
+        calls.append((op, device, algorithm, entry.name, spec))
+        return entry
+
+    monkeypatch.setattr(dispatch, "plan", plan)
+    return calls

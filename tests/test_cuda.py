@@ -15,12 +15,16 @@ import pytest
 import fastconv as fc
 # cudasim sets up numba.cuda first; hardware_launch_rules is an autouse fixture
 from cudasim import SIM, cuda, hardware_launch_rules, rt  # noqa: E402,F401
+from fastconv import dispatch  # noqa: E402
 from fastconv.cuda import nn_ops  # noqa: E402
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.filterwarnings("ignore:.*Grid size.*")]   # tiny launches, by design
-ALGOS = ("direct", "im2col", "fft")
-TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-9, np.dtype(np.float16): 2e-2}
+ALGOS = tuple(n for n, a in dispatch.REGISTRY.items() if "cuda" in a.devices)
+#: the registry's documented GPU error (float16: rounded to half precision)
+TOL = {np.dtype(np.float16): 2e-2,
+       **{np.dtype(dt): max(a.rtol["cuda"][dt] for a in dispatch.REGISTRY.values())
+          for dt in ("float32", "float64")}}
 
 
 def close(got, want, dtype=None):
@@ -326,9 +330,16 @@ def test_empty_batch_nn_ops_launch_nothing(rng):
 def auto_prefers_fft(monkeypatch):
     """Make the GPU cost table pick fft (it never does on shapes small enough for the
     simulator) and forget earlier choices."""
-    from fastconv.cuda import cost
-    monkeypatch.setattr(cost, "estimate", lambda spec: {"fft": 1.0, "direct": 2.0, "im2col": 3.0})
-    monkeypatch.setattr(cost, "_chosen", {})
+    from fastconv import dispatch
+    real = dispatch.estimate
+
+    def estimate(spec, op="forward", device="cpu"):
+        if device == "cuda":
+            return {"fft": 1.0, "direct": 2.0, "im2col": 3.0}
+        return real(spec, op, device)
+
+    monkeypatch.setattr(dispatch, "estimate", estimate)
+    monkeypatch.setattr(dispatch, "_chosen", {})
     assert fc.choose_algorithm((1, 1, 6, 6), (1, 1, 3, 3), device="cuda").algorithm == "fft"
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import _config, _engine, dispatch
+from fastconv import _config, dispatch
+from fastconv.cpu import engine as _engine
 import naive
 from conftest import CONV, CPU_ALGORITHMS, assert_close
 
@@ -70,6 +71,9 @@ def test_choose_algorithm_bad_input():
         fc.choose_algorithm((1, 4, 5, 5, 5), (2, 4, 3, 3))
 
 
+KERNEL_NAMES = {entry.cpu_kernels: name for name, entry in dispatch.REGISTRY.items()}
+
+
 @pytest.fixture
 def spy(monkeypatch):
     """Record the algorithm of every forward kernel run."""
@@ -77,7 +81,8 @@ def spy(monkeypatch):
     real = _engine.forward
 
     def forward(*args, **kwargs):
-        calls.append(kwargs["algorithm"] if "algorithm" in kwargs else args[6])
+        kernels = kwargs["kernels"] if "kernels" in kwargs else args[6]
+        calls.append(KERNEL_NAMES[kernels])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(_engine, "forward", forward)
@@ -90,14 +95,14 @@ def fresh_dispatch(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("FASTCONV_AUTOTUNE", raising=False)
     monkeypatch.setattr(dispatch, "_memory", {})
-    monkeypatch.setattr(dispatch, "_disk_loaded", False)
+    monkeypatch.setattr(dispatch, "_loaded", set())
     monkeypatch.setattr(_config, "AUTOTUNE", False)
     return tmp_path
 
 
 def _reset_memory(monkeypatch):
     monkeypatch.setattr(dispatch, "_memory", {})
-    monkeypatch.setattr(dispatch, "_disk_loaded", False)
+    monkeypatch.setattr(dispatch, "_loaded", set())
 
 
 AUTO_CASES = [
@@ -166,11 +171,12 @@ def test_autotune_cache_read_by_a_second_process(rng, fresh_dispatch):
         import json, sys
         import numpy as np
         import fastconv as fc
-        from fastconv import _config, _engine
+        from fastconv import _config, dispatch
+        from fastconv.cpu import engine as _engine
         calls = []
         real = _engine.forward
         def forward(*a, **k):
-            calls.append(a[6])
+            calls.append({e.cpu_kernels: n for n, e in dispatch.REGISTRY.items()}[a[6]])
             return real(*a, **k)
         _engine.forward = forward
         x = np.arange(2 * 3 * 12 * 12, dtype=np.float64).reshape(2, 3, 12, 12) % 7

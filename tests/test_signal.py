@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fastconv import signal
-from fastconv._signal_checks import fill_scalar, normalize_axes
+from fastconv.signal._checks import fill_scalar, normalize_axes
 
 METHODS = ("direct", "fft", "oa")
 MODES = ("full", "same", "valid")
@@ -712,7 +712,7 @@ class TestOAConvolve:
                         ss.fftconvolve(a, b, mode, axes=axes), scale=10)
 
     def test_long_signal_is_tiled(self):
-        from fastconv import _signal_core as core
+        from fastconv.signal import _core as core
         plan = core.make_plan((100000,), (101,), [core.window("same", 100000, 101)])
         assert core.tile_steps(plan, "oa") is not None
         rng = np.random.default_rng(2)
@@ -724,7 +724,7 @@ class TestOAConvolve:
                                                (((23, 19), (4, 3)), (5, 7)),
                                                (((9, 11, 10), (2, 3, 4)), (3, 2, 5))])
     def test_tiles_cover_every_output(self, monkeypatch, method, shapes, steps):
-        from fastconv import _signal_core as core
+        from fastconv.signal import _core as core
         monkeypatch.setattr(core, "tile_steps", lambda plan, m: steps)
         rng = np.random.default_rng(len(steps))
         for a, b in ((rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])),
@@ -735,23 +735,6 @@ class TestOAConvolve:
             if a.ndim == 2:
                 assert_like(signal.correlate2d(a, b, "same", "symm"),
                             ss.correlate2d(a, b, "same", "symm"), scale=10)
-
-
-@pytest.mark.parametrize("method", ["fft", "oa"])
-def test_fft_methods_on_the_engine_kernel(monkeypatch, method):
-    from fastconv import _signal_core as core
-    monkeypatch.setattr(core, "ENGINE_FFT", True)
-    rng = np.random.default_rng(6)
-    for s1, s2 in (((40,), (7,)), ((12, 13), (4, 3)), ((6, 7, 8), (3, 2, 3))):
-        for a, b in ((rng.standard_normal(s1), rng.standard_normal(s2)),
-                     (crandn(rng, s1), rng.standard_normal(s2)),
-                     (rng.standard_normal(s1), crandn(rng, s2)),
-                     (crandn(rng, s1), crandn(rng, s2))):
-            for mode in MODES:
-                assert_like(signal.convolve(a, b, mode, method), ss.convolve(a, b, mode),
-                            scale=10)
-    a, b = rng.standard_normal((3, 20, 5)), rng.standard_normal((3, 4, 5))
-    assert_like(signal.fftconvolve(a, b, "same", axes=1), ss.fftconvolve(a, b, "same", axes=1))
 
 
 # --- choose_conv_method ---------------------------------------------------------------
@@ -948,7 +931,7 @@ def test_sweep_direct_interior_and_shell(problem, boundary, fillvalue):
     shell from small padded slabs); forced here onto small problems, checked by SciPy."""
     from unittest import mock
 
-    from fastconv import _signal_core as core
+    from fastconv.signal import _core as core
     a, b, mode = problem
     rt = np.result_type(a, b)
     if rt in (np.bool_, np.float16) or rt.kind == "c":

@@ -7,7 +7,7 @@ CPU-only install never imports numba.cuda or a CUDA library.
 Layout (kernels in ``*_kernel`` modules, thin launch wrappers above them):
 
 - ``runtime``      lazy numba.cuda import, device checks, device arrays, views, workspaces
-- ``pad_kernel``   gather (padding modes, casts, strided copies), its adjoint, the NaN/inf check
+- ``array_kernel``   gather (padding modes, casts, strided copies), its adjoint, the NaN/inf check
 - ``direct_kernel``  output-tiled direct convolution (input tile + filter in shared memory)
 - ``gemm_kernel``  implicit-GEMM convolution (forward, split-K weight gradient), plain GEMM
 - ``fft_kernel``   Stockham radix-2 FFTs, per-frequency channel contraction

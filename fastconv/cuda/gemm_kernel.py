@@ -23,6 +23,7 @@ import math
 import numpy as np
 from numba import cuda, int64, uint32
 
+from . import array_kernel
 from . import runtime as rt
 
 # Threads: NTX along n x NTY along m, each owning TM x TN of C in two halves of VM x VN
@@ -335,7 +336,7 @@ def _image_chunks(N, per_image):
     return [(n0, min(nb, N - n0)) for n0 in range(0, N, nb)]
 
 
-def conv_fwd(xp, w, bias, stride, dilation, groups, out):
+def im2col_fwd(xp, w, bias, stride, dilation, groups, out):
     """Implicit-GEMM forward: out = conv(xp, w) + bias on padded 5-D ``xp``."""
     N, O, OD, OH, OW = out.shape
     if out.size == 0:                 # nothing to compute (and no zero-sized grid)
@@ -359,7 +360,7 @@ def conv_fwd(xp, w, bias, stride, dilation, groups, out):
     return out
 
 
-def conv_bwd_weight(xp, go, kernel, stride, dilation, groups):
+def im2col_bwd_weight(xp, go, kernel, stride, dilation, groups):
     """Implicit-GEMM weight gradient (split-K over images and output positions)."""
     N, O, OD, OH, OW = go.shape
     C, Dp, Hp, Wp = xp.shape[1:]
@@ -369,7 +370,7 @@ def conv_bwd_weight(xp, go, kernel, stride, dilation, groups):
     S = Dp * Hp * Wp
     R = Cg * int(np.prod(kernel))
     if N * P == 0:                    # an empty reduction: the gradient is zero
-        return rt.zeros((O, Cg) + tuple(kernel), xp.dtype)
+        return array_kernel.zeros((O, Cg) + tuple(kernel), xp.dtype)
     koff = _koff(Cg, kernel, dilation, (Dp, Hp, Wp))
     sd, sh, sw = stride
     tiles = math.ceil(R / BN) * math.ceil(Og / BM) * groups

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import gemm_kernel, nn_kernel
+from . import array_kernel, gemm_kernel, nn_kernel
 from . import runtime as rt
 
 
 def _dev(a, name="input", fn="fastconv.cuda.nn_ops"):
     """A C-contiguous device array for an argument that is only read."""
     rt.require(fn)
-    return rt.ascontiguous(rt.as_device(a, name, fn))
+    return array_kernel.ascontiguous(rt.as_device(a, name, fn))
 
 
 def _inplace(a, name, fn):
@@ -187,7 +187,7 @@ def bias_grad(grad_y):
     if C == 0:
         return out
     if N * inner == 0:
-        return rt.zeros((C,), gy.dtype)
+        return array_kernel.zeros((C,), gy.dtype)
     blocks = min(C, 4 if rt.simulator() else 65535)
     nn_kernel._channel_sum[blocks, nn_kernel.RT](out, _flat(gy), inner)
     return out
@@ -332,8 +332,8 @@ def axpy(y, a, x):
 
 
 def zeros(shape, dtype=np.float32):
-    return rt.zeros(shape, dtype)
+    return array_kernel.zeros(shape, dtype)
 
 
 def zeros_like(a):
-    return rt.zeros(a.shape, a.dtype)
+    return array_kernel.zeros(a.shape, a.dtype)

@@ -101,6 +101,18 @@ def require(fn: str = "fastconv"):
     return mod
 
 
+def device_name() -> str:
+    """The current GPU's name (the simulator's says so), for the autotune cache key."""
+    mod = cuda()
+    if simulator():
+        return "simulator"
+    try:
+        name = mod.get_current_device().name
+    except Exception:
+        return "unknown"
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 # --- arrays ---------------------------------------------------------------------------
 _NO_CAI = object()
 
@@ -179,13 +191,6 @@ def empty(shape, dtype):
     return cuda().device_array(tuple(int(s) for s in shape), dtype=np.dtype(dtype))
 
 
-def zeros(shape, dtype):
-    from . import pad_kernel
-    a = empty(shape, dtype)
-    pad_kernel.fill(a, 0)
-    return a
-
-
 def contiguous(a) -> bool:
     return bool(a.is_c_contiguous())
 
@@ -208,7 +213,7 @@ def reshape(a, shape):
     return a.reshape(shape)
 
 
-def _view5_any(a):
+def view5_any(a):
     """A 5-D view of a device array of rank 0 to 5 (any strides)."""
     if 2 <= a.ndim <= 5:
         return view5(a, a.ndim - 2)
@@ -218,19 +223,6 @@ def _view5_any(a):
         return reshape(a, (1, 1, 1, 1, a.size))
     raise ValueError(f"a non-contiguous {a.ndim}-D GPU array (shape {tuple(a.shape)}) is not "
                      f"supported: at most 5 dimensions")
-
-
-def ascontiguous(a, dtype=None):
-    """``a`` as a C-contiguous device array of ``dtype`` (default: its own): ``a`` itself
-    when it already is one, else one gather on the device (no host round trip)."""
-    dtype = np.dtype(a.dtype if dtype is None else dtype)
-    if contiguous(a) and np.dtype(a.dtype) == dtype:
-        return a
-    out = empty(a.shape, dtype)
-    if out.size:
-        from . import pad_kernel
-        pad_kernel.copy5(_view5_any(out), _view5_any(a))
-    return out
 
 
 def strided(a, shape, strides):

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._conv import conv2d, input_grad, is_gpu_array, weight_grad
-from ..cuda import nn_ops
+from .._arrays import is_gpu_array
+from .._conv import conv2d, input_grad, weight_grad
+from ..cuda import array_kernel, nn_ops
 from ..cuda import runtime as rt
 from . import functional as F
 
@@ -44,7 +45,7 @@ def dense(x, dtype=None, fn="input", name="input"):
         raise TypeError(f"{fn}: {name} must be a real numeric array, got dtype {dt}")
     if dtype is None:
         dtype = dt if dt in _FLOATS else np.dtype(np.float32)
-    return rt.ascontiguous(a, dtype)
+    return array_kernel.ascontiguous(a, dtype)
 
 
 def _batch4(a):
@@ -173,14 +174,14 @@ def log_softmax_backward(grad_output, y):
 
 
 def flatten(x, start, end):
-    a = rt.ascontiguous(rt.as_device(x, "input", "Flatten"))
+    a = array_kernel.ascontiguous(rt.as_device(x, "input", "Flatten"))
     shape = tuple(a.shape)
     mid = int(np.prod(shape[start:end + 1], dtype=np.int64))
     return _back(a, shape[:start] + (mid,) + shape[end + 1:]), shape
 
 
 def reshape(grad_output, shape):
-    return _back(rt.ascontiguous(rt.as_device(grad_output, "grad_output", "Flatten.backward")),
+    return _back(array_kernel.ascontiguous(rt.as_device(grad_output, "grad_output", "Flatten.backward")),
                  shape)
 
 

@@ -11,6 +11,7 @@ import numbers
 
 import numpy as np
 
+from .._validate import int_tuple
 from ..cpu import nn_act, pool
 
 __all__ = ["linear", "linear_backward", "relu", "relu_backward", "max_pool2d",
@@ -45,17 +46,7 @@ def check_grad_shape(fn, grad_output, shape):
 
 
 def _pair(value, name, fn, minimum):
-    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
-        vals = (int(value), int(value))
-    elif (isinstance(value, (tuple, list)) and len(value) in (1, 2)
-          and all(isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool)
-                  for v in value)):
-        vals = tuple(int(v) for v in value) * (3 - len(value))
-    else:
-        raise TypeError(f"{fn}: {name} must be an int or a tuple of 2 ints (H, W), got {value!r}")
-    if any(v < minimum for v in vals):
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
-    return vals
+    return int_tuple(value, 2, name, fn, minimum)
 
 
 # -- linear ------------------------------------------------------------------------------

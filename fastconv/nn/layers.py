@@ -6,10 +6,11 @@ import numbers
 
 import numpy as np
 
-from .. import _engine, dispatch
-from .._pad import pad, pad_adjoint
-from .._spec import lift5
-from .._validate import ALGORITHMS, PADDING_MODES, conv_spec
+from .. import _pipeline
+from .._arrays import proxy
+from .._validate import (check_algorithm, check_groups_divide, check_int, check_padding,
+                         check_padding_mode, conv_spec, int_tuple)
+from ..dispatch import ALGORITHM_NAMES
 from ..cpu import nn_act, pool
 from . import functional as F
 from . import init
@@ -21,14 +22,6 @@ from .module import Module, Parameter, as_generator, check_float_dtype, on_gpu
 
 __all__ = ["Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "Dropout", "Flatten",
            "LogSoftmax", "Identity"]
-
-
-def _positive_int(value, name, fn, minimum=1):
-    if not isinstance(value, (numbers.Integral, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{fn}: {name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _host_input_error(layer):
@@ -49,25 +42,21 @@ def _cast(x, dtype, fn, name="input"):
 
 # -- Conv2d --------------------------------------------------------------------------------
 class _ConvPlan:
-    """A validated Conv2d problem for one input shape: the spec, the algorithms and the
-    5-D shapes the engine works on, computed once."""
+    """A validated Conv2d problem for one input shape: the spec and the 5-D shapes the
+    pipeline works on, computed once (the algorithm is planned per call by
+    :func:`fastconv.dispatch.plan`, a memo lookup, so that its non-finite rule sees the
+    data)."""
 
-    __slots__ = ("spec", "fwd", "bwd", "batched", "padded", "padding", "padding_mode",
-                 "xp5_shape", "w5_shape", "y_shape", "go5_shape", "kernel3", "padded3",
-                 "stride3", "dilation3", "groups")
+    __slots__ = ("spec", "batched", "padded", "xp5_shape", "w5_shape", "y_shape", "go5_shape")
 
-    def __init__(self, spec, fwd, bwd):
-        self.spec, self.fwd, self.bwd = spec, fwd, bwd
+    def __init__(self, spec):
+        self.spec = spec
         self.batched = spec.batched
         self.padded = any(b or a for b, a in spec.padding)
-        self.padding, self.padding_mode = spec.padding, spec.padding_mode
         self.xp5_shape = (spec.N, spec.C_in) + spec.lift(spec.padded_size)
         self.w5_shape = (spec.C_out, spec.C_in // spec.groups) + spec.lift(spec.kernel)
         self.y_shape = (spec.N, spec.C_out) + spec.out_size
         self.go5_shape = (spec.N, spec.C_out) + spec.lift(spec.out_size)
-        self.kernel3 = spec.lift(spec.kernel)
-        self.padded3 = spec.lift(spec.padded_size)
-        self.stride3, self.dilation3, self.groups = spec.stride3, spec.dilation3, spec.groups
 
 
 class Conv2d(Module):
@@ -75,7 +64,7 @@ class Conv2d(Module):
 
     The forward runs the kernels behind :func:`fastconv.conv2d`, the backward those
     behind :func:`fastconv.grad.conv2d_weight` / :func:`fastconv.grad.conv2d_input`
-    (one code path per algorithm, see :mod:`fastconv._engine`); validation and the
+    (one code path per algorithm, see :mod:`fastconv.cpu.engine`); validation and the
     algorithm choice happen once per input shape.
 
     Parameters
@@ -129,33 +118,22 @@ class Conv2d(Module):
                  dtype=np.float32, rng=None):
         super().__init__()
         fn = "Conv2d"
-        self.in_channels = _positive_int(in_channels, "in_channels", fn)
-        self.out_channels = _positive_int(out_channels, "out_channels", fn)
-        self.groups = _positive_int(groups, "groups", fn)
-        if in_channels % groups:
-            raise ValueError(f"{fn}: in_channels ({in_channels}) must be divisible by groups "
-                             f"({groups})")
-        if out_channels % groups:
-            raise ValueError(f"{fn}: out_channels ({out_channels}) must be divisible by groups "
-                             f"({groups})")
-        self.kernel_size = F._pair(kernel_size, "kernel_size", fn, 1)
-        self.stride = F._pair(stride, "stride", fn, 1)
-        self.dilation = F._pair(dilation, "dilation", fn, 1)
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"{fn}: padding string must be 'valid' or 'same', got {padding!r}")
-            self.padding = padding
-        elif isinstance(padding, (tuple, list)) and padding and all(
-                isinstance(p, (tuple, list)) for p in padding):
-            self.padding = tuple(tuple(int(v) for v in p) for p in padding)
-        else:
-            self.padding = F._pair(padding, "padding", fn, 0)
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"{fn}: padding_mode must be one of {PADDING_MODES}, "
-                             f"got {padding_mode!r}")
+        self.in_channels = check_int(fn, "in_channels", in_channels, 1)
+        self.out_channels = check_int(fn, "out_channels", out_channels, 1)
+        self.groups = check_int(fn, "groups", groups, 1)
+        check_groups_divide(fn, self.groups, in_channels=self.in_channels,
+                            out_channels=self.out_channels)
+        self.kernel_size = int_tuple(kernel_size, 2, "kernel_size", fn, 1)
+        self.stride = int_tuple(stride, 2, "stride", fn, 1)
+        self.dilation = int_tuple(dilation, 2, "dilation", fn, 1)
+        pads = check_padding(fn, padding, 2)
+        # in the form given (PyTorch's repr): a string, per-side pairs, or (pH, pW)
+        per_side = isinstance(padding, (tuple, list)) and any(
+            isinstance(p, (tuple, list)) for p in padding)
+        self.padding = pads if isinstance(pads, str) or per_side else tuple(b for b, _ in pads)
+        check_padding_mode(fn, padding_mode)
         self.padding_mode = padding_mode
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"{fn}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        check_algorithm(fn, algorithm, ALGORITHM_NAMES)
         self.algorithm = algorithm
         dt = check_float_dtype(dtype, fn)
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
@@ -183,28 +161,16 @@ class Conv2d(Module):
         self._plans.clear()
 
     def _plan(self, x):
-        """Validate once per input shape and pick the algorithms (as the public API does)."""
+        """Validate once per input shape (as the public API does)."""
         w = self.weight.data
         if not isinstance(w, np.ndarray):
             raise _host_input_error(self)
-        proxy = np.broadcast_to(np.zeros((), dtype=w.dtype), x.shape)
-        bproxy = (None if self.bias is None
-                  else np.broadcast_to(np.zeros((), w.dtype), self.bias.shape))
-        spec, _, _, _ = conv_spec("Conv2d", 2, proxy, w, bproxy, self.stride, self.padding,
-                                  self.dilation, self.groups, self.padding_mode)
-        plan = _ConvPlan(spec, dispatch.select(spec, self.algorithm, self._runner(x, spec)),
-                         dispatch.select(spec, self.algorithm, op="weight_grad"))
-        self._plans[(x.shape, w.dtype)] = plan
+        spec, _, _, _ = conv_spec("Conv2d", 2, proxy(x.shape, w.dtype), w,
+                                  None if self.bias is None else proxy(self.bias.shape, w.dtype),
+                                  self.stride, self.padding, self.dilation, self.groups,
+                                  self.padding_mode)
+        plan = self._plans[(x.shape, w.dtype)] = _ConvPlan(spec)
         return plan
-
-    def _runner(self, x, spec):
-        def run(algo, out=None):             # used by the autotuner only
-            xb = _cast(x, spec.dtype, "Conv2d").reshape((spec.N, spec.C_in) + spec.in_size)
-            xp5 = lift5(pad(xb, spec.padding, spec.padding_mode), 2)
-            return _engine.forward(xp5, lift5(self.weight.data, 2),
-                                   None if self.bias is None else self.bias.data,
-                                   spec.stride3, spec.dilation3, spec.groups, algo, out)
-        return run
 
     def forward(self, x):
         if on_gpu(x):
@@ -213,12 +179,11 @@ class Conv2d(Module):
         w = self.weight.data
         x = _cast(x, w.dtype, "Conv2d")
         plan = self._plans.get((x.shape, w.dtype)) or self._plan(x)
+        spec = plan.spec
         xb = x if plan.batched else x[None]
-        xp = pad(xb, plan.padding, plan.padding_mode) if plan.padded else xb
-        xp5 = xp.reshape(plan.xp5_shape)
-        y = _engine.forward(xp5, w.reshape(plan.w5_shape),
-                            None if self.bias is None else self.bias.data,
-                            plan.stride3, plan.dilation3, plan.groups, plan.fwd)
+        xp5 = _pipeline.pad5(spec, xb) if plan.padded else xb.reshape(plan.xp5_shape)
+        y = _pipeline.forward5(spec, xp5, w.reshape(plan.w5_shape),
+                               None if self.bias is None else self.bias.data, self.algorithm)
         self._keep(xp5=xp5, plan=plan)
         y = y.reshape(plan.y_shape)
         return y if plan.batched else y[0]
@@ -231,23 +196,21 @@ class Conv2d(Module):
             return _cuda.conv2d_backward(self, grad_output, input_grad)
         ctx = self._take()
         xp5, plan = ctx["xp5"], ctx["plan"]
+        spec = plan.spec
         w = self.weight.data
         go = _cast(grad_output, w.dtype, "Conv2d.backward", "grad_output")
-        F.check_grad_shape("Conv2d.backward", go, plan.spec.out_shape)
+        F.check_grad_shape("Conv2d.backward", go, spec.out_shape)
         go5 = go.reshape(plan.go5_shape)
         if self.weight.requires_grad:
-            self.weight.accumulate(_engine.backward_weight(
-                xp5, go5, plan.kernel3, plan.stride3, plan.dilation3, plan.groups, plan.bwd))
+            self.weight.accumulate(_pipeline.weight_grad5(spec, xp5, go5, self.algorithm)
+                                   .reshape(w.shape))
         if self.bias is not None and self.bias.requires_grad:
             N, O = go5.shape[:2]
             self.bias.accumulate(go5.reshape(N, O, math.prod(go5.shape[2:])).sum(axis=(0, 2)))
         if not input_grad:
             return None
-        gxp = _engine.backward_input(go5, w.reshape(plan.w5_shape), plan.padded3, plan.stride3,
-                                     plan.dilation3, plan.groups, plan.bwd)
-        spec = plan.spec
-        gxp = gxp.reshape((spec.N, spec.C_in) + spec.padded_size)
-        gx = pad_adjoint(gxp, spec.in_size, spec.padding, spec.padding_mode) if plan.padded else gxp
+        gxp5 = _pipeline.input_grad5(spec, go5, w.reshape(plan.w5_shape), self.algorithm)
+        gx = _pipeline.unpad_grad(spec, gxp5)
         return gx if plan.batched else gx[0]
 
     def extra_repr(self):
@@ -297,8 +260,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features", "Linear", 0)
-        self.out_features = _positive_int(out_features, "out_features", "Linear", 0)
+        self.in_features = check_int("Linear", "in_features", in_features, 0)
+        self.out_features = check_int("Linear", "out_features", out_features, 0)
         dt = check_float_dtype(dtype, "Linear")
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dt))
         if bias:

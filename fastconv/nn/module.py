@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .._conv import is_gpu_array
+from .._arrays import is_gpu_array
 
 DEVICES = ("cpu", "cuda")
 
@@ -46,9 +46,9 @@ def host_copy(a):
 def zero_(a):
     """Set every element of a host or GPU array to 0, in place."""
     if is_gpu_array(a):
-        from ..cuda import pad_kernel
+        from ..cuda import array_kernel
         rt = _cuda_runtime()
-        pad_kernel.fill(rt.flat(rt.as_device(a)), 0)
+        array_kernel.fill(rt.flat(rt.as_device(a)), 0)
     else:
         a[...] = 0
     return a

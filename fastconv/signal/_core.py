@@ -1,5 +1,5 @@
 """The engine behind :mod:`fastconv.signal`: any SciPy convolution as a batched, grouped,
-padded 'valid' cross-correlation, run by ``fastconv._engine.forward`` (direct method) or
+padded 'valid' cross-correlation, run by ``fastconv.cpu.engine.forward`` (direct method) or
 by FFTs.
 
 Every public function reduces to one call of :func:`run`: cross-correlate ``x`` with
@@ -22,26 +22,27 @@ Axes map onto the layout ``(N, C, *spatial)`` of the engine (5-D: ``(N, C, D, H,
 Methods: ``direct`` runs the engine's direct kernel (int64 keeps integers exact; complex
 runs on the real kernels, real and imaginary parts becoming extra images, channels or
 output channels of one call). ``fft`` multiplies spectra (``scipy.fft`` over the
-correlated axes, or the engine's FFT kernel when :data:`ENGINE_FFT` is set). ``oa``
+correlated axes only; the CNN engine's FFT kernel would also transform the length-1 axes
+of its 5-D layout). ``oa``
 (overlap-add, computed as overlap-save) cuts the padded input into overlapping tiles
 that one batched FFT processes: small, cache-friendly transforms and a small kernel FFT.
 """
 from __future__ import annotations
 
 import math
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numba
 import numpy as np
 import scipy.fft as sfft
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from . import _engine
-from ._pad import pad as _pad_modes
-from ._pad import source_index as _pad_index
+from ..cpu import engine as cpu_engine
+from .._pad import pad as _pad_modes
+from .._spec import _prod
+from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small
+from ..cpu.fft import workers
+from .._pad import source_index as _pad_index
 
 ONE3 = (1, 1, 1)
 
@@ -116,10 +117,6 @@ def _make_plan(xshape, kshape, windows) -> Plan:
 
 
 # --- running a plan -------------------------------------------------------------------
-#: FFT methods through ``_engine.forward(..., "fft")`` (fastconv/cpu/fft.py) instead of
-#: scipy.fft over the spatial axes only. Off while the engine's FFT also transforms the
-#: length-1 axes of its 5-D layout (2-6x slower for 1-D and single-image 2-D problems).
-ENGINE_FFT = False
 
 
 def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.ndarray:
@@ -159,11 +156,12 @@ def _direct(xp, ks, out=None):
     x5 = np.ascontiguousarray(xp).reshape(xp.shape[:2] + lift + xp.shape[2:])
     w5 = np.ascontiguousarray(ks.reshape(ks.shape[:2] + lift + ks.shape[2:]))
     macs = xp.shape[0] * ks.size * _prod(p - k + 1 for p, k in zip(xp.shape[2:], ks.shape[2:]))
-    with _threads_for(macs):
+    with serial_if_small(macs):
         if out is not None:
             out5 = out[(slice(None), slice(None)) + (None,) * len(lift)]    # a view
-            return _engine.forward(x5, w5, None, ONE3, ONE3, xp.shape[1], "direct", out=out5)
-        r5 = _run_complex_aware(x5, w5, xp.shape[1], "direct")
+            return cpu_engine.forward(x5, w5, None, ONE3, ONE3, xp.shape[1], cpu_engine.DIRECT,
+                                          out=out5)
+        r5 = _run_complex_aware(x5, w5, xp.shape[1])
     return r5.reshape(r5.shape[:2] + r5.shape[2 + len(lift):])
 
 
@@ -232,36 +230,9 @@ def _padded_slab(xs, pads, boundary, fill, lo, hi):
     return out
 
 
-SMALL_MACS = 1 << 17      # below this, kernels run on the calling thread only
-
-
-@contextmanager
-def _threads_for(macs):
-    """Run small problems single-threaded: waking the worker threads costs more than
-    the work, and on a busy machine it can stall for milliseconds. (numba's thread
-    count is per calling thread, so this is safe under concurrency.)"""
-    if macs >= SMALL_MACS:
-        yield
-        return
-    prev = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(prev)
-
-
 def _fft_valid(xp, ks):
     """Valid correlation of (N, G, *P) with (G, 1, *K) by FFTs of length >= P: the
     circular convolution with the reversed kernel is exact from index K - 1 on."""
-    nsp = xp.ndim - 2
-    K = ks.shape[2:]
-    if ENGINE_FFT and nsp <= 3:
-        lift = (1,) * (3 - nsp)
-        x5 = xp.reshape(xp.shape[:2] + lift + xp.shape[2:])
-        w5 = np.ascontiguousarray(ks.reshape(ks.shape[:2] + lift + K))
-        r5 = _run_complex_aware(x5, w5, xp.shape[1], "fft")
-        return r5.reshape(r5.shape[:2] + r5.shape[2 + len(lift):])
     with np.errstate(invalid="ignore", over="ignore"):    # inf/NaN input: see callers
         return _fft_valid_scipy(xp, ks)
 
@@ -276,7 +247,7 @@ def _fft_valid_scipy(xp, ks):
     fshape = [sfft.next_fast_len(int(xp.shape[a]), real=not cplx) for a in axes]
     krev = ks[(slice(None), slice(None)) + (slice(None, None, -1),) * nsp]
     fwd, inv = (sfft.fftn, sfft.ifftn) if cplx else (sfft.rfftn, sfft.irfftn)
-    nw = _workers() if xp.size >= SMALL_MACS else 1
+    nw = workers() if xp.size >= SMALL_MACS else 1
     spec = fwd(xp, fshape, axes=axes, workers=nw)
     spec *= _padded_spectrum(krev, fshape, axes, cplx, nw).reshape((1, -1) + spec.shape[2:])
     y = inv(spec, fshape, axes=axes, workers=nw)
@@ -296,13 +267,6 @@ def _padded_spectrum(k, fshape, axes, cplx, nw):
     return spec
 
 
-def _workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def pad(xs, pads, boundary, fill):
     """C-contiguous copy of (N, G, *spatial) ``xs`` padded per spatial axis."""
     if all(b == 0 and a == 0 for b, a in pads):
@@ -320,11 +284,11 @@ def pad(xs, pads, boundary, fill):
     return xp
 
 
-def _run_complex_aware(x5, w5, groups, algo):
-    """``_engine.forward`` for complex input on the real kernels: real and imaginary parts
+def _run_complex_aware(x5, w5, groups):
+    """``cpu_engine.forward`` for complex input on the real kernels: real and imaginary parts
     as extra images, output channels or input channels (one kernel call either way)."""
     def fwd(x, w):
-        return _engine.forward(x, w, None, ONE3, ONE3, groups, algo)
+        return cpu_engine.forward(x, w, None, ONE3, ONE3, groups, cpu_engine.DIRECT)
 
     xc, wc = x5.dtype.kind == "c", w5.dtype.kind == "c"
     if not (xc or wc):
@@ -434,14 +398,9 @@ def _direct_folded(xp, ks, out):
     lo = out[:r]
     x5 = cols.reshape((N * _prod(lo), G * _prod(kl)) + cols.shape[-3:])
     w5 = np.ascontiguousarray(ks.reshape((G, _prod(kl)) + tuple(kr)))
-    with _threads_for(x5.shape[0] * _prod(ks.shape) * _prod(out)):
-        res = _run_complex_aware(x5, w5, G, "direct")
+    with serial_if_small(x5.shape[0] * _prod(ks.shape) * _prod(out)):
+        res = _run_complex_aware(x5, w5, G)
     res = res.reshape((N,) + tuple(lo) + (G,) + res.shape[2:])
     return res.transpose([0, r + 1] + list(range(1, r + 1)) + list(range(r + 2, res.ndim)))
 
 
-def _prod(it) -> int:
-    r = 1
-    for v in it:
-        r *= int(v)
-    return r

@@ -1,5 +1,5 @@
 """Cost model of :mod:`fastconv.signal`: which of direct, FFT and overlap-add (tiled FFT)
-is fastest for a :class:`~fastconv._signal_core.Plan`.
+is fastest for a :class:`~fastconv.signal._core.Plan`.
 
 Each method's time is modelled as ``overhead + sum(constant * feature)`` with features
 counted from the plan (multiply-adds, FFT work ``n log2 n``, bytes copied). The constants
@@ -17,7 +17,7 @@ import math
 
 import scipy.fft as sfft
 
-from ._signal_core import Plan, _ntiles, _prod, oa_cost, tile_steps
+from ._core import Plan, _ntiles, _prod, oa_cost, tile_steps
 
 # seconds per unit of each feature (see features()): `python bench/signal_report.py --fit
 # --quick` on the development machine (2 cores, quiet), after the direct kernel's

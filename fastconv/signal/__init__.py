@@ -37,7 +37,7 @@ result dtypes and errors as SciPy. Differences, all additions:
   ``ValueError`` (call ``x.compute_chunk_sizes()``).
 
 How it runs: every call is a padded 'valid' cross-correlation on
-``fastconv._engine.forward`` (see ``fastconv/_signal_core.py``); the kernels release the
+``fastconv.cpu.engine.forward`` (see ``fastconv/signal/_core.py``); the kernels release the
 GIL, so threads (and Dask) run calls concurrently.
 
 >>> import numpy as np
@@ -51,18 +51,11 @@ array([0. , 1. , 2.5, 4. , 1.5])
 """
 from __future__ import annotations
 
-import timeit
-import warnings
-from functools import lru_cache
-
 import numpy as np
 
-from . import _signal_core as core
-from ._dask import is_dask
-from ._signal_checks import (MSG, check_2d, check_method, check_mode, check_same_ndim,
-                             direct_dtype, fft_compute_dtype, fft_dtype, normalize_axes,
-                             swap_needed)
-from ._signal_cost import estimate
+from .._arrays import is_dask_array as is_dask
+from . import _dask, _memory
+from ._checks import check_mode, swap_needed
 
 __all__ = ["convolve", "correlate", "fftconvolve", "oaconvolve", "convolve2d",
            "correlate2d", "choose_conv_method"]
@@ -116,7 +109,9 @@ def convolve(in1, in2, mode="full", method="auto"):
     array([[4., 4.],
            [4., 4.]])
     """
-    return _convolve_nd("convolve", in1, in2, mode, method, corr=False)
+    if is_dask(in1) or is_dask(in2):
+        return _dask.signal_nd("convolve", in1, in2, mode, method)
+    return _memory.convolve_nd("convolve", in1, in2, mode, method, corr=False)
 
 
 def correlate(in1, in2, mode="full", method="auto"):
@@ -157,76 +152,9 @@ def correlate(in1, in2, mode="full", method="auto"):
     >>> signal.correlate([1j, 2], [1j], mode='same')
     array([1.+0.j, 0.-2.j])
     """
-    return _convolve_nd("correlate", in1, in2, mode, method, corr=True)
-
-
-def _convolve_nd(fn, in1, in2, mode, method, corr):
     if is_dask(in1) or is_dask(in2):
-        from ._dask import signal_nd
-        return signal_nd(fn, in1, in2, mode, method)
-    a, b = np.asarray(in1), np.asarray(in2)
-    if a.ndim == b.ndim == 0:
-        return a * (np.conj(b) if corr else b)
-    check_same_ndim(a, b, *(("in1", "in2") if corr else ("volume", "kernel")))
-    check_mode(mode)
-    check_method(method)
-    if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc":
-        return _object_fallback(fn, a, b, mode, method, corr)
-    rt = np.result_type(a, b)
-    if a.size == 0 or b.size == 0:
-        if mode == "same" and a.size == 0 and b.size > 0:
-            return np.empty(a.shape, dtype=rt)
-        raise ValueError(MSG["empty"].format(fn=fn, mode=mode, s1=a.shape, s2=b.shape))
-    if corr:                       # correlate(a, b) = convolve(a, reverse(conj(b)))
-        b = np.conj(b[(slice(None, None, -1),) * b.ndim]) if b.dtype.kind == "c" \
-            else b[(slice(None, None, -1),) * b.ndim]
-    if swap_needed(mode, a.shape, b.shape) or (mode == "full" and b.size > a.size):
-        a, b = b, a                # convolution commutes
-    auto = method == "auto"
-    if auto:
-        method = _choose(a, b, mode)
-    windows = [core.window(mode, n, m) for n, m in zip(a.shape, b.shape)]
-    kf = b[(slice(None, None, -1),) * b.ndim]
-    return _finish(fn, a, kf, windows, method, rt, auto)
-
-
-def _finish(fn, a, kf, windows, method, rt, auto, boundary="fill", fill=0):
-    """Run a plan in the method's compute dtype and return SciPy's dtype ``rt``."""
-    plan = core.make_plan(a.shape, kf.shape, windows)
-    if method == "direct":
-        cdt = direct_dtype(rt)
-        return _cast(core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False),
-                              "direct", boundary, _fill_as(fill, cdt)), rt)
-    cdt = fft_compute_dtype(fft_dtype(a.dtype, kf.dtype))
-    out = core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False), method,
-                   boundary, _fill_as(fill, cdt))
-    if out.size and not np.isfinite(out.flat[0] if not auto else out).all():
-        if auto:                  # keep NaN/inf local, as the definition does
-            return _finish(fn, a, kf, windows, "direct", rt, False, boundary, fill)
-        warnings.warn(MSG["nan"].format(fn=fn), RuntimeWarning, stacklevel=4)
-    if rt.kind in "biu":
-        out = np.round(out)
-    return _cast(out, rt)
-
-
-def _cast(out, rt):
-    if out.dtype == rt:
-        return out
-    with warnings.catch_warnings():         # NaN -> int casts: as SciPy, no warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return out.astype(rt)
-
-
-def _fill_as(fill, cdt):
-    return np.asarray(fill).astype(cdt)[()] if fill is not None else 0
-
-
-def _object_fallback(fn, a, b, mode, method, corr):
-    """Object arrays: SciPy's 1-D direct path is numpy's; other cases are errors."""
-    if a.ndim == 1 and method in ("auto", "direct") and a.size and b.size \
-            and (mode != "same" or a.size >= b.size):
-        return np.correlate(a, b, mode) if corr else np.convolve(a, b, mode)
-    raise ValueError(MSG["type"].format(fn=fn, d1=a.dtype, d2=b.dtype))
+        return _dask.signal_nd("correlate", in1, in2, mode, method)
+    return _memory.convolve_nd("correlate", in1, in2, mode, method, corr=True)
 
 
 # --- fftconvolve / oaconvolve ---------------------------------------------------------
@@ -268,7 +196,9 @@ def fftconvolve(in1, in2, mode="full", axes=None):
     array([[ 0.,  1.,  1., -2.],
            [ 3.,  1.,  1., -5.]])
     """
-    return _freq_convolve(in1, in2, mode, axes, "fft")
+    if is_dask(in1) or is_dask(in2):
+        return _dask.signal_freq("fftconvolve", in1, in2, mode, axes)
+    return _memory.freq_convolve(in1, in2, mode, axes, "fft")
 
 
 def oaconvolve(in1, in2, mode="full", axes=None):
@@ -309,48 +239,9 @@ def oaconvolve(in1, in2, mode="full", axes=None):
     >>> y.shape, round(float(y[5000]), 12), round(float(y[0]), 12)
     ((10000,), 1.0, 0.6)
     """
-    return _freq_convolve(in1, in2, mode, axes, "oa")
-
-
-def _freq_convolve(in1, in2, mode, axes, method):
     if is_dask(in1) or is_dask(in2):
-        from ._dask import signal_freq
-        return signal_freq("fftconvolve" if method == "fft" else "oaconvolve", in1, in2,
-                           mode, axes)
-    a, b = np.asarray(in1), np.asarray(in2)
-    if a.ndim == b.ndim == 0:
-        return a * b
-    check_same_ndim(a, b)
-    if a.size == 0 or b.size == 0:
-        return np.array([])
-    check_mode(mode, freq=True)
-    ax = [i for i in normalize_axes(axes, a.ndim) if a.shape[i] != 1 and b.shape[i] != 1]
-    for i in range(a.ndim):
-        if i not in ax and not (a.shape[i] == b.shape[i] or 1 in (a.shape[i], b.shape[i])):
-            raise ValueError(MSG["incompatible"].format(s1=a.shape, s2=b.shape))
-    if swap_needed(mode, a.shape, b.shape, ax):
-        a, b = b, a
-    if not ax:                    # no convolution left: SciPy's broadcast product
-        out = a * b
-        if mode == "same":
-            out = out[tuple(slice((n - s) // 2, (n - s) // 2 + s)
-                            for n, s in zip(out.shape, a.shape))]
-        return out.copy()
-    windows, flip = [], []
-    for i, (n, m) in enumerate(zip(a.shape, b.shape)):
-        if i in ax:
-            windows.append(core.window(mode, n, m))
-        elif n == 1 and m > 1:        # broadcast of in1: a convolution with a length-1 input
-            windows.append(((m - 1) // 2, 1) if mode == "same" else (0, m))
-        else:
-            windows.append(None)
-        flip.append(slice(None, None, -1) if windows[-1] is not None else slice(None))
-    ft = fft_dtype(a.dtype, b.dtype)
-    cdt = fft_compute_dtype(ft)
-    kf = b[tuple(flip)]
-    plan = core.make_plan(a.shape, kf.shape, windows)
-    out = core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False), method)
-    return _cast(out, ft)
+        return _dask.signal_freq("oaconvolve", in1, in2, mode, axes)
+    return _memory.freq_convolve(in1, in2, mode, axes, "oa")
 
 
 # --- convolve2d / correlate2d ---------------------------------------------------------
@@ -394,7 +285,9 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     array([[3, 3],
            [7, 7]])
     """
-    return _convolve_2d("convolve2d", in1, in2, mode, boundary, fillvalue, corr=False)
+    if is_dask(in1) or is_dask(in2):
+        return _dask.signal_2d("convolve2d", in1, in2, mode, boundary, fillvalue)
+    return _memory.convolve_2d("convolve2d", in1, in2, mode, boundary, fillvalue, corr=False)
 
 
 def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
@@ -434,36 +327,9 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     array([[-1, -1],
            [-1, -1]])
     """
-    return _convolve_2d("correlate2d", in1, in2, mode, boundary, fillvalue, corr=True)
-
-
-def _convolve_2d(fn, in1, in2, mode, boundary, fillvalue, corr):
     if is_dask(in1) or is_dask(in2):
-        from ._dask import signal_2d
-        return signal_2d(fn, in1, in2, mode, boundary, fillvalue)
-    a, b, swapped, bnd, rt, fill = check_2d(fn, np.asarray(in1), np.asarray(in2), mode,
-                                            boundary, fillvalue)
-    windows = [core.window(mode, n, m, corr2d=corr) for n, m in zip(a.shape, b.shape)]
-    kf = np.conj(b) if corr else b[::-1, ::-1]
-    if a.size == 0 or b.size == 0:
-        out = _empty_2d(fn, a, kf, windows, bnd, fill, rt)
-    else:
-        method = "direct" if rt.kind in "biu" else _choose(a, b, mode)
-        out = _finish(fn, a, kf, windows, method, rt, auto=True, boundary=bnd, fill=fill)
-    return out[::-1, ::-1].copy() if corr and swapped else out
-
-
-def _empty_2d(fn, a, kf, windows, bnd, fill, rt):
-    """SciPy's results for empty inputs: every output reads only the extension."""
-    shape = tuple(w[1] for w in windows)
-    if kf.size == 0 or 0 in shape:
-        return np.zeros(shape, dtype=rt)
-    if bnd != "fill":
-        raise ValueError(MSG["empty_boundary"].format(fn=fn, b=bnd, s1=a.shape))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.full(shape, np.asarray(fill, dtype=rt) * kf.astype(rt).sum(dtype=rt),
-                       dtype=rt)
+        return _dask.signal_2d("correlate2d", in1, in2, mode, boundary, fillvalue)
+    return _memory.convolve_2d("correlate2d", in1, in2, mode, boundary, fillvalue, corr=True)
 
 
 # --- choosing the method --------------------------------------------------------------
@@ -498,7 +364,7 @@ def choose_conv_method(in1, in2, mode="full", measure=False):
     range (``2**52``), and bool inputs, always use ``'direct'``. Otherwise the estimate is
     ``overhead + sum(constant * count)`` per method, with counts from the problem's
     shape (multiply-adds; FFT ``n log2 n`` work; bytes copied) and constants fitted on
-    fastconv's kernels (``fastconv/_signal_cost.py``, refit with
+    fastconv's kernels (``fastconv/signal/_cost.py``, refit with
     ``python bench/signal_report.py --fit``).
 
     Examples
@@ -516,12 +382,11 @@ def choose_conv_method(in1, in2, mode="full", measure=False):
     if is_dask(in1) or is_dask(in2):
         # shapes and dtypes decide; integer inputs also need their largest magnitude (a
         # dask reduction); measure=True times real calls, so it computes the inputs
-        from ._dask import operands_for_choice
-        a, b = operands_for_choice(in1, in2, measure)
+        a, b = _dask.operands_for_choice(in1, in2, measure)
     else:
         a, b = np.asarray(in1), np.asarray(in2)
     if measure:
-        times = {m: _timeit_fast(lambda m=m: convolve(a, b, mode=mode, method=m))
+        times = {m: _memory.timeit_fast(lambda m=m: convolve(a, b, mode=mode, method=m))
                  for m in ("fft", "direct", "oa")}
         return min(times, key=times.get), times
     check_mode(mode)
@@ -531,54 +396,6 @@ def choose_conv_method(in1, in2, mode="full", measure=False):
         return "direct"
     if swap_needed(mode, a.shape, b.shape) or (mode == "full" and b.size > a.size):
         a, b = b, a
-    return _choose(a, b, mode)
+    return _memory.choose(a, b, mode)
 
 
-def _choose(a, b, mode):
-    """Hard rules, then the cost model, for in1 ``a`` (after any swap) and kernel ``b``."""
-    if a.dtype.kind == "b" and b.dtype.kind == "b":
-        return "direct"
-    if a.dtype.kind in "biu" or b.dtype.kind in "biu":
-        bound = _maxabs(a) * _maxabs(b) * min(a.size, b.size)
-        if bound > 2 ** np.finfo(np.float64).nmant - 1:
-            return "direct"
-    cdt = fft_compute_dtype(fft_dtype(a.dtype, b.dtype))
-    return _predict(a.shape, b.shape, mode, cdt.itemsize // (2 if cdt.kind == "c" else 1),
-                    a.dtype.kind == "c", b.dtype.kind == "c")
-
-
-@lru_cache(maxsize=1024)
-def _predict(s1, s2, mode, itemsize, x_complex, k_complex):
-    """The cost model's choice for these shapes (``itemsize``: of one real sample)."""
-    plan = core.make_plan(s1, s2, [core.window(mode, n, m) for n, m in zip(s1, s2)])
-    est = estimate(plan, itemsize, x_complex, k_complex)
-    return min(est, key=est.get)
-
-
-def _maxabs(x):
-    if x.dtype.kind == "b":
-        return 1
-    if x.dtype.kind in "iu":                 # Python ints: no overflow at the extremes
-        if is_dask(x):                       # one pass over a dask array, not two
-            import dask
-            hi, lo = dask.compute(x.max(), x.min())
-        else:
-            hi, lo = x.max(), x.min()
-        return max(abs(int(hi)), abs(int(lo)))
-    m = float(np.abs(x).max())
-    return m if np.isfinite(m) else float("inf")
-
-
-def _timeit_fast(fn, repeat=3):
-    """Seconds per call: enough calls per repetition to take >= 5 ms, best of ``repeat``."""
-    timer = timeit.Timer(fn)
-    number = 1
-    while True:
-        t = timer.timeit(number)
-        if t >= 5e-4 or number >= 10 ** 6:
-            break
-        number *= 10
-    if t > 1.0:
-        return t / number
-    number *= 10
-    return min(timer.repeat(repeat, number)) / number

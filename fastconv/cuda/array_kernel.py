@@ -239,3 +239,22 @@ def add_channel_bias(y5, bias):
     grid, block = rt.grid_rows(W, H, N * C * D)
     _add_channel_bias[grid, block](y5, bias)
     return y5
+
+
+def zeros(shape, dtype):
+    """A device array of zeros."""
+    a = rt.empty(shape, dtype)
+    fill(a, 0)
+    return a
+
+
+def ascontiguous(a, dtype=None):
+    """``a`` as a C-contiguous device array of ``dtype`` (default: its own): ``a`` itself
+    when it already is one, else one gather on the device (no host round trip)."""
+    dtype = np.dtype(a.dtype if dtype is None else dtype)
+    if rt.contiguous(a) and np.dtype(a.dtype) == dtype:
+        return a
+    out = rt.empty(a.shape, dtype)
+    if out.size:
+        copy5(rt.view5_any(out), rt.view5_any(a))
+    return out

@@ -1,0 +1,93 @@
+"""The in-memory CPU pipeline after validation: pad, plan, run, unpad.
+
+One path for the public functions, the nn layers (which keep the padded input between
+forward and backward, so they call the ``*5`` steps) and the Dask chunks. Every step
+takes a validated :class:`~fastconv._spec.ConvSpec`; :func:`fastconv.dispatch.plan`
+chooses the algorithm (also for autotuning and the non-finite rule) and
+:mod:`fastconv.cpu.engine` runs its kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import dispatch
+from ._pad import pad, pad_adjoint
+from ._spec import ConvSpec, lift5
+from .cpu import engine
+
+
+def _finite(*arrays):
+    return lambda: all(np.isfinite(a).all() for a in arrays)
+
+
+# --- on padded 5-D arrays -------------------------------------------------------------------
+def pad5(spec: ConvSpec, x) -> np.ndarray:
+    """The padded, C-contiguous 5-D input of ``spec`` for batched ``x``."""
+    return lift5(pad(x, spec.padding, spec.padding_mode, spec.dtype), spec.nd)
+
+
+def forward5(spec: ConvSpec, xp5, w5, b, algorithm="auto", out5=None):
+    """The 5-D forward result (``out5`` when given) in the compute dtype."""
+    def run(entry, out=None):
+        return engine.forward(xp5, w5, b, spec.stride3, spec.dilation3, spec.groups,
+                              entry.cpu_kernels, out)
+
+    entry = dispatch.plan(spec, "forward", algorithm, "cpu", run, _finite(xp5, w5))
+    return run(entry, out5)
+
+
+def input_grad5(spec: ConvSpec, go5, w5, algorithm="auto"):
+    """dL/d(padded input), 5-D."""
+    def run(entry):
+        return engine.backward_input(go5, w5, spec.lift(spec.padded_size), spec.stride3,
+                                     spec.dilation3, spec.groups, entry.cpu_kernels)
+
+    return run(dispatch.plan(spec, "input_grad", algorithm, "cpu", run, _finite(go5, w5)))
+
+
+def weight_grad5(spec: ConvSpec, xp5, go5, algorithm="auto"):
+    """dL/dweight, (C_out, C_in/groups) + the 3-D kernel."""
+    if spec.N == 0:                      # an empty batch contributes nothing
+        return np.zeros((spec.C_out, spec.C_in // spec.groups) + spec.lift(spec.kernel),
+                        dtype=spec.dtype)
+
+    def run(entry):
+        return engine.backward_weight(xp5, go5, spec.lift(spec.kernel), spec.stride3,
+                                      spec.dilation3, spec.groups, entry.cpu_kernels)
+
+    return run(dispatch.plan(spec, "weight_grad", algorithm, "cpu", run, _finite(xp5, go5)))
+
+
+def unpad_grad(spec: ConvSpec, gxp5):
+    """Fold a gradient with respect to the padded input back onto the input: (N, C_in, *in_size)."""
+    gxp = gxp5.reshape((spec.N, spec.C_in) + spec.padded_size)
+    if not any(b or a for b, a in spec.padding):
+        return gxp
+    return pad_adjoint(gxp, spec.in_size, spec.padding, spec.padding_mode)
+
+
+def grad_output5(spec: ConvSpec, go):
+    """``grad_output`` as a C-contiguous 5-D array in the compute dtype."""
+    return np.ascontiguousarray(go.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)),
+                                dtype=spec.dtype)
+
+
+# --- on the caller's (batched, compute-dtype) arrays -----------------------------------------
+def forward(spec: ConvSpec, x, w, b, algorithm="auto", out5=None):
+    """Pad, lift to 5-D, plan and run; the 5-D result in the compute dtype."""
+    b = None if b is None else np.ascontiguousarray(b)
+    return forward5(spec, pad5(spec, x), np.ascontiguousarray(lift5(w, spec.nd)), b,
+                    algorithm, out5)
+
+
+def input_grad(spec: ConvSpec, go, w, algorithm="auto"):
+    """dL/dinput, (N, C_in, *in_size) in the compute dtype."""
+    gxp5 = input_grad5(spec, grad_output5(spec, go), np.ascontiguousarray(lift5(w, spec.nd)),
+                       algorithm)
+    return unpad_grad(spec, gxp5)
+
+
+def weight_grad(spec: ConvSpec, x, go, algorithm="auto"):
+    """dL/dweight, (C_out, C_in/groups, *kernel) in the compute dtype."""
+    gw = weight_grad5(spec, pad5(spec, x), grad_output5(spec, go), algorithm)
+    return gw.reshape((spec.C_out, spec.C_in // spec.groups) + spec.kernel)

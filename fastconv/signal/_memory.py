@@ -1,0 +1,195 @@
+"""The in-memory implementations behind :mod:`fastconv.signal`'s public functions (which
+route Dask arrays to :mod:`fastconv.signal._dask`, whose chunks call these too): argument
+checks, the method choice, and running a plan of :mod:`fastconv.signal._core`."""
+from __future__ import annotations
+
+import timeit
+import warnings
+from functools import lru_cache
+
+import numpy as np
+
+from .._arrays import is_dask_array as is_dask
+from . import _core as core
+from ._checks import (MSG, check_2d, check_method, check_mode, check_same_ndim,
+                      direct_dtype, fft_compute_dtype, fft_dtype, normalize_axes, swap_needed)
+from ._cost import estimate
+
+
+def convolve_nd(fn, in1, in2, mode, method, corr):
+    a, b = np.asarray(in1), np.asarray(in2)
+    if a.ndim == b.ndim == 0:
+        return a * (np.conj(b) if corr else b)
+    check_same_ndim(a, b, *(("in1", "in2") if corr else ("volume", "kernel")))
+    check_mode(mode)
+    check_method(method)
+    if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc":
+        return _object_fallback(fn, a, b, mode, method, corr)
+    rt = np.result_type(a, b)
+    if a.size == 0 or b.size == 0:
+        if mode == "same" and a.size == 0 and b.size > 0:
+            return np.empty(a.shape, dtype=rt)
+        raise ValueError(MSG["empty"].format(fn=fn, mode=mode, s1=a.shape, s2=b.shape))
+    if corr:                       # correlate(a, b) = convolve(a, reverse(conj(b)))
+        b = np.conj(b[(slice(None, None, -1),) * b.ndim]) if b.dtype.kind == "c" \
+            else b[(slice(None, None, -1),) * b.ndim]
+    if swap_needed(mode, a.shape, b.shape) or (mode == "full" and b.size > a.size):
+        a, b = b, a                # convolution commutes
+    auto = method == "auto"
+    if auto:
+        method = choose(a, b, mode)
+    windows = [core.window(mode, n, m) for n, m in zip(a.shape, b.shape)]
+    kf = b[(slice(None, None, -1),) * b.ndim]
+    return _finish(fn, a, kf, windows, method, rt, auto)
+
+
+def _finish(fn, a, kf, windows, method, rt, auto, boundary="fill", fill=0):
+    """Run a plan in the method's compute dtype and return SciPy's dtype ``rt``."""
+    plan = core.make_plan(a.shape, kf.shape, windows)
+    if method == "direct":
+        cdt = direct_dtype(rt)
+        return _cast(core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False),
+                              "direct", boundary, _fill_as(fill, cdt)), rt)
+    cdt = fft_compute_dtype(fft_dtype(a.dtype, kf.dtype))
+    out = core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False), method,
+                   boundary, _fill_as(fill, cdt))
+    if out.size and not np.isfinite(out.flat[0] if not auto else out).all():
+        if auto:                  # keep NaN/inf local, as the definition does
+            return _finish(fn, a, kf, windows, "direct", rt, False, boundary, fill)
+        warnings.warn(MSG["nan"].format(fn=fn), RuntimeWarning, stacklevel=4)
+    if rt.kind in "biu":
+        out = np.round(out)
+    return _cast(out, rt)
+
+
+def _cast(out, rt):
+    if out.dtype == rt:
+        return out
+    with warnings.catch_warnings():         # NaN -> int casts: as SciPy, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return out.astype(rt)
+
+
+def _fill_as(fill, cdt):
+    return np.asarray(fill).astype(cdt)[()] if fill is not None else 0
+
+
+def _object_fallback(fn, a, b, mode, method, corr):
+    """Object arrays: SciPy's 1-D direct path is numpy's; other cases are errors."""
+    if a.ndim == 1 and method in ("auto", "direct") and a.size and b.size \
+            and (mode != "same" or a.size >= b.size):
+        return np.correlate(a, b, mode) if corr else np.convolve(a, b, mode)
+    raise ValueError(MSG["type"].format(fn=fn, d1=a.dtype, d2=b.dtype))
+
+
+def freq_convolve(in1, in2, mode, axes, method):
+    a, b = np.asarray(in1), np.asarray(in2)
+    if a.ndim == b.ndim == 0:
+        return a * b
+    check_same_ndim(a, b)
+    if a.size == 0 or b.size == 0:
+        return np.array([])
+    check_mode(mode, freq=True)
+    ax = [i for i in normalize_axes(axes, a.ndim) if a.shape[i] != 1 and b.shape[i] != 1]
+    for i in range(a.ndim):
+        if i not in ax and not (a.shape[i] == b.shape[i] or 1 in (a.shape[i], b.shape[i])):
+            raise ValueError(MSG["incompatible"].format(s1=a.shape, s2=b.shape))
+    if swap_needed(mode, a.shape, b.shape, ax):
+        a, b = b, a
+    if not ax:                    # no convolution left: SciPy's broadcast product
+        out = a * b
+        if mode == "same":
+            out = out[tuple(slice((n - s) // 2, (n - s) // 2 + s)
+                            for n, s in zip(out.shape, a.shape))]
+        return out.copy()
+    windows, flip = [], []
+    for i, (n, m) in enumerate(zip(a.shape, b.shape)):
+        if i in ax:
+            windows.append(core.window(mode, n, m))
+        elif n == 1 and m > 1:        # broadcast of in1: a convolution with a length-1 input
+            windows.append(((m - 1) // 2, 1) if mode == "same" else (0, m))
+        else:
+            windows.append(None)
+        flip.append(slice(None, None, -1) if windows[-1] is not None else slice(None))
+    ft = fft_dtype(a.dtype, b.dtype)
+    cdt = fft_compute_dtype(ft)
+    kf = b[tuple(flip)]
+    plan = core.make_plan(a.shape, kf.shape, windows)
+    out = core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False), method)
+    return _cast(out, ft)
+
+
+def convolve_2d(fn, in1, in2, mode, boundary, fillvalue, corr):
+    a, b, swapped, bnd, rt, fill = check_2d(fn, np.asarray(in1), np.asarray(in2), mode,
+                                            boundary, fillvalue)
+    windows = [core.window(mode, n, m, corr2d=corr) for n, m in zip(a.shape, b.shape)]
+    kf = np.conj(b) if corr else b[::-1, ::-1]
+    if a.size == 0 or b.size == 0:
+        out = _empty_2d(fn, a, kf, windows, bnd, fill, rt)
+    else:
+        method = "direct" if rt.kind in "biu" else choose(a, b, mode)
+        out = _finish(fn, a, kf, windows, method, rt, auto=True, boundary=bnd, fill=fill)
+    return out[::-1, ::-1].copy() if corr and swapped else out
+
+
+def _empty_2d(fn, a, kf, windows, bnd, fill, rt):
+    """SciPy's results for empty inputs: every output reads only the extension."""
+    shape = tuple(w[1] for w in windows)
+    if kf.size == 0 or 0 in shape:
+        return np.zeros(shape, dtype=rt)
+    if bnd != "fill":
+        raise ValueError(MSG["empty_boundary"].format(fn=fn, b=bnd, s1=a.shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.full(shape, np.asarray(fill, dtype=rt) * kf.astype(rt).sum(dtype=rt),
+                       dtype=rt)
+
+
+def choose(a, b, mode):
+    """Hard rules, then the cost model, for in1 ``a`` (after any swap) and kernel ``b``."""
+    if a.dtype.kind == "b" and b.dtype.kind == "b":
+        return "direct"
+    if a.dtype.kind in "biu" or b.dtype.kind in "biu":
+        bound = maxabs(a) * maxabs(b) * min(a.size, b.size)
+        if bound > 2 ** np.finfo(np.float64).nmant - 1:
+            return "direct"
+    cdt = fft_compute_dtype(fft_dtype(a.dtype, b.dtype))
+    return _predict(a.shape, b.shape, mode, cdt.itemsize // (2 if cdt.kind == "c" else 1),
+                    a.dtype.kind == "c", b.dtype.kind == "c")
+
+
+@lru_cache(maxsize=1024)
+def _predict(s1, s2, mode, itemsize, x_complex, k_complex):
+    """The cost model's choice for these shapes (``itemsize``: of one real sample)."""
+    plan = core.make_plan(s1, s2, [core.window(mode, n, m) for n, m in zip(s1, s2)])
+    est = estimate(plan, itemsize, x_complex, k_complex)
+    return min(est, key=est.get)
+
+
+def maxabs(x):
+    if x.dtype.kind == "b":
+        return 1
+    if x.dtype.kind in "iu":                 # Python ints: no overflow at the extremes
+        if is_dask(x):                       # one pass over a dask array, not two
+            import dask
+            hi, lo = dask.compute(x.max(), x.min())
+        else:
+            hi, lo = x.max(), x.min()
+        return max(abs(int(hi)), abs(int(lo)))
+    m = float(np.abs(x).max())
+    return m if np.isfinite(m) else float("inf")
+
+
+def timeit_fast(fn, repeat=3):
+    """Seconds per call: enough calls per repetition to take >= 5 ms, best of ``repeat``."""
+    timer = timeit.Timer(fn)
+    number = 1
+    while True:
+        t = timer.timeit(number)
+        if t >= 5e-4 or number >= 10 ** 6:
+            break
+        number *= 10
+    if t > 1.0:
+        return t / number
+    number *= 10
+    return min(timer.repeat(repeat, number)) / number

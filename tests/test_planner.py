@@ -1,0 +1,106 @@
+"""One planner: every op on the CPU chooses through ``dispatch.plan`` (the public
+functions, the layers and Dask chunks alike), ``auto`` runs what ``choose_algorithm(op=)``
+says, and the non-finite rule is the planner's, so the layers follow it too."""
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import dispatch, nn
+
+from conftest import CPU_ALGORITHMS
+
+SHAPES = [  # (x_shape, w_shape, kwargs)
+    ((2, 3, 12, 11), (4, 3, 3, 3), dict(padding=1)),
+    ((1, 1, 40, 40), (1, 1, 15, 15), dict(padding=7)),
+    ((2, 4, 9, 9), (4, 2, 3, 3), dict(stride=2, groups=2, dilation=1)),
+]
+
+
+def _run_op(op, x, w, algorithm, **kw):
+    if op == "forward":
+        return fc.conv2d(x, w, algorithm=algorithm, **kw)
+    y = fc.conv2d(x, w, algorithm="direct", **kw)
+    gy = np.ones_like(y)
+    if op == "input_grad":
+        return fc.grad.conv2d_input(x.shape, w, gy, algorithm=algorithm, **kw)
+    return fc.grad.conv2d_weight(x, w.shape, gy, algorithm=algorithm, **kw)
+
+
+@pytest.mark.parametrize("op", dispatch.OPS)
+@pytest.mark.parametrize("algorithm", dispatch.ALGORITHM_NAMES)
+@pytest.mark.parametrize("x_shape,w_shape,kw", SHAPES)
+def test_every_op_and_algorithm_goes_through_the_planner(plans, op, algorithm, x_shape,
+                                                         w_shape, kw, rng):
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    _run_op(op, x, w, algorithm, **kw)
+    ours = [c for c in plans if c[0] == op]
+    assert ours, f"{op} ran without dispatch.plan"
+    got_op, device, asked, ran, _ = ours[-1]
+    assert (device, asked) == ("cpu", algorithm)
+    want = (fc.choose_algorithm(x_shape, w_shape, dtype=np.float32, op=op, **kw).algorithm
+            if algorithm == "auto" else algorithm)
+    assert ran == want
+
+
+def test_registry_entries_are_complete():
+    for name, entry in dispatch.REGISTRY.items():
+        assert entry.name == name and name in dispatch.ALGORITHM_NAMES
+        for op in dispatch.OPS:
+            assert callable(getattr(entry.cpu_kernels, op))
+        assert set(entry.rtol) == {"cpu", "cuda"}
+        assert set(entry.reasons) >= set(entry.devices)
+
+
+@pytest.mark.parametrize("op", dispatch.OPS)
+def test_choose_algorithm_per_op(op):
+    c = fc.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=1, op=op)
+    assert set(c.estimates) == set(CPU_ALGORITHMS)
+    assert all(v > 0 for v in c.estimates.values())
+    assert c.algorithm == min(c.estimates, key=c.estimates.get)
+    words = {"forward": None, "input_grad": "input gradient", "weight_grad": "weight gradient"}
+    if words[op]:
+        assert words[op] in c.reason
+    with pytest.raises(ValueError, match="op must be one of"):
+        fc.choose_algorithm((1, 1, 5, 5), (1, 1, 3, 3), op="backward")
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kw", SHAPES)
+def test_conv2d_layer_picks_what_choose_algorithm_picks(plans, x_shape, w_shape, kw, rng):
+    layer = nn.Conv2d(x_shape[1], w_shape[0], w_shape[2:], groups=kw.get("groups", 1),
+                      stride=kw.get("stride", 1), padding=kw.get("padding", 0))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    y = layer(x)
+    layer.backward(np.ones_like(y))
+    seen = {c[0]: c[3] for c in plans}
+    assert set(seen) == set(dispatch.OPS)
+    for op in dispatch.OPS:
+        want = fc.choose_algorithm(x_shape, layer.weight.shape, dtype=np.float32, op=op,
+                                   **kw).algorithm
+        assert seen[op] == want, op
+
+
+def _nan_case(rng):
+    """A shape where auto's cost model picks fft for the forward, with one NaN pixel."""
+    x = rng.random((1, 2, 48, 48)).astype(np.float32)
+    w = rng.uniform(-0.1, 0.1, (1, 2, 17, 17)).astype(np.float32)
+    x[0, 0, 10, 10] = np.nan
+    return x, w
+
+
+def test_nonfinite_rule_is_the_planners_for_functions_and_layers(rng):
+    x, w = _nan_case(rng)
+    entry = dispatch.REGISTRY[fc.choose_algorithm(x.shape, w.shape).algorithm]
+    want = fc.conv2d(x, w, algorithm="direct")
+    assert 0 < np.isnan(want).sum() < want.size
+    got = fc.conv2d(x, w)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    layer = nn.Conv2d(2, 1, 17, bias=False)
+    layer.weight.data[...] = w
+    y = layer(x)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    layer.backward(np.ones_like(y))
+    gw_want = fc.grad.conv2d_weight(x, w.shape, np.ones_like(want), algorithm="direct")
+    np.testing.assert_array_equal(np.isnan(layer.weight.grad), np.isnan(gw_want))
+    if "cpu" in entry.spreads_nonfinite:        # the rule had to act: show it did
+        assert entry.name == "fft"
