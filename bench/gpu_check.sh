@@ -5,7 +5,7 @@
 #   0. environment (versions, nvidia-smi),
 #   1. a ~10 s preflight: import numba.cuda and fastconv, one small GPU conv2d against the
 #      CPU; on failure the script stops at once with a clear message (no wasted minutes),
-#   2. the GPU tests for real: tests/test_cuda.py and tests/test_nn_cuda.py's GPU tests
+#   2. the GPU tests for real: tests/cuda/'s GPU tests
 #      (the tiny CNN's forward, loss, gradients and optimiser steps, pooling, dropout,
 #      state dicts, empty batches; not the MNIST example runs),
 #   3. the GPU benchmark (bench/bench_gpu.py) against cuDNN,
@@ -149,9 +149,9 @@ PYEOF
         exit 1
     fi
 
-    echo "== tests/test_cuda.py + tests/test_nn_cuda.py (GPU tests, no MNIST example runs)"
+    echo "== tests/cuda/ (GPU tests, no MNIST example runs)"
     t0=$SECONDS
-    timeout -k 5 "$(limit "$T_TESTS")" "$PY" -m pytest tests/test_cuda.py tests/test_nn_cuda.py \
+    timeout -k 5 "$(limit "$T_TESTS")" "$PY" -m pytest tests/cuda \
         "${TEST_SELECT[@]}" -q -ra -p no:cacheprovider --noconftest -o addopts="" \
         --maxfail=15 --durations=5
     echo "pytest exit code: $? ($((SECONDS - t0)) s)"

@@ -7,7 +7,13 @@ gradient are skipped, as in PyTorch). ``state_dict()`` has PyTorch's layout:
 Parameters on the GPU (``model.to("cuda")``) are updated in place by small numba.cuda
 kernels (:func:`fastconv.cuda.nn_ops.sgd_step` / ``adam_step``), with their state
 (momentum buffers, moments) kept on the device; ``state_dict()`` still returns host
-arrays and ``load_state_dict`` copies the state onto the parameters' device.
+arrays and ``load_state_dict`` copies the state onto the parameters' device:
+
+>>> from fastconv import nn, optim                          # doctest: +SKIP
+>>> model = nn.Linear(3, 2).to("cuda")                      # doctest: +SKIP
+>>> opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)   # doctest: +SKIP
+>>> # ... model.backward(...) fills the .grad device arrays, then:
+>>> opt.step()                                              # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -290,16 +296,7 @@ class SGD(Optimizer):
 
     def step(self):
         """One update of every parameter that has a gradient (on the GPU for parameters
-        there, see :meth:`fastconv.nn.Module.to`).
-
-        Examples
-        --------
-        >>> from fastconv import nn, optim                          # doctest: +SKIP
-        >>> model = nn.Linear(3, 2).to("cuda")                      # doctest: +SKIP
-        >>> opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)   # doctest: +SKIP
-        >>> # ... model.backward(...) fills the .grad device arrays, then:
-        >>> opt.step()          # one kernel per parameter, no host copy  # doctest: +SKIP
-        """
+        there, see :meth:`fastconv.nn.Module.to` and the module's GPU example)."""
         for g, p, state in self._params_with_grad():
             if not isinstance(p.data, np.ndarray):
                 self._step_gpu(g, p, state)
@@ -386,17 +383,8 @@ class Adam(Optimizer):
         g["maximize"] = bool(g["maximize"])
 
     def step(self):
-        """One update of every parameter that has a gradient (on the GPU for parameters
-        there, see :meth:`fastconv.nn.Module.to`).
-
-        Examples
-        --------
-        >>> from fastconv import nn, optim                          # doctest: +SKIP
-        >>> model = nn.Linear(3, 2).to("cuda")                      # doctest: +SKIP
-        >>> opt = optim.Adam(model.parameters(), lr=1e-3)           # doctest: +SKIP
-        >>> # ... model.backward(...) fills the .grad device arrays, then:
-        >>> opt.step()                                              # doctest: +SKIP
-        """
+        """One Adam update of every parameter that has a gradient (on the GPU for
+        parameters there, see the module's GPU example)."""
         for g, p, state in self._params_with_grad():
             if not isinstance(p.data, np.ndarray):
                 self._step_gpu(g, p, state)

@@ -82,7 +82,7 @@ def test_resume_is_bit_exact(tiny_mnist, tmp_path, capsys):
 def test_cli_errors(tiny_mnist, tmp_path, capsys, monkeypatch):
     mnist = load_example()
     # without a usable GPU, --device cuda is a one-line error (runtime.require's message);
-    # faked here so that this process never imports numba.cuda (tests/test_nn_cuda.py runs
+    # faked here so that this process never imports numba.cuda (tests/cuda/test_cuda_nn.py runs
     # the real thing in a subprocess)
     from fastconv.cuda import runtime as rt
 

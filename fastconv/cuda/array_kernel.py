@@ -1,5 +1,6 @@
-"""Gathers on 5-D device arrays: padding (every mode), casts, strided copies, zero-upsampling,
-and the adjoint of padding (for gradients).
+"""Elementwise and gather kernels on device arrays: fill and zeros, casts and strided
+copies, padding (every mode) and its adjoint, zero-upsampling, the weight's
+flip-transpose, the channel-bias add, and the NaN/inf check.
 
 Padding is the gather of :func:`fastconv._pad.source_index`: padded position ``p`` on an
 axis reads source index ``src[p]`` (``-1``: zero). The same kernel with other index maps

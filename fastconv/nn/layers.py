@@ -314,6 +314,16 @@ class Linear(Module):
 
 
 # -- parameter-free layers -------------------------------------------------------------------
+def _kept_output(layer, grad_output, input_grad):
+    """The forward's output that ``layer`` kept for its backward, once ``grad_output``'s
+    shape is checked against it; None when no input gradient is wanted."""
+    y = layer._take()["y"]
+    if not input_grad:
+        return None
+    F.check_grad_shape(f"{type(layer).__name__}.backward", grad_output, y.shape)
+    return y
+
+
 class ReLU(Module):
     """``max(x, 0)`` elementwise (as ``torch.nn.ReLU``; a numba kernel).
 
@@ -350,10 +360,9 @@ class ReLU(Module):
         return y
 
     def backward(self, grad_output, input_grad=True):
-        y = self._take()["y"]
-        if not input_grad:
+        y = _kept_output(self, grad_output, input_grad)
+        if y is None:
             return None
-        F.check_grad_shape("ReLU.backward", grad_output, y.shape)
         if on_gpu(grad_output):
             from . import _cuda
             return _cuda.relu_backward(grad_output, y)
@@ -658,10 +667,9 @@ class LogSoftmax(Module):
         return y
 
     def backward(self, grad_output, input_grad=True):
-        y = self._take()["y"]
-        if not input_grad:
+        y = _kept_output(self, grad_output, input_grad)
+        if y is None:
             return None
-        F.check_grad_shape("LogSoftmax.backward", grad_output, y.shape)
         if on_gpu(grad_output):
             from . import _cuda
             return _cuda.log_softmax_backward(grad_output, y)

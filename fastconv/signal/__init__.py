@@ -36,9 +36,11 @@ result dtypes and errors as SciPy. Differences, all additions:
   inputs match. It runs unchanged on ``dask.distributed``. Unknown chunk sizes raise
   ``ValueError`` (call ``x.compute_chunk_sizes()``).
 
-How it runs: every call is a padded 'valid' cross-correlation on
-``fastconv.cpu.engine.forward`` (see ``fastconv/signal/_core.py``); the kernels release the
-GIL, so threads (and Dask) run calls concurrently.
+How it runs: every call is a padded 'valid' cross-correlation (see
+``fastconv/signal/_core.py``): the direct method on ``fastconv.cpu.engine.forward``, the
+FFT and overlap-add methods on ``scipy.fft``; the kernels release the GIL, so threads
+(and Dask) run calls concurrently. The public functions here route Dask arrays to
+:mod:`fastconv.signal._dask` and everything else to :mod:`fastconv.signal._memory`.
 
 >>> import numpy as np
 >>> from fastconv import signal
@@ -122,11 +124,8 @@ def correlate(in1, in2, mode="full", method="auto"):
 
     Parameters
     ----------
-    in1 : array_like or dask.array.Array
-        First input, shape ``(n_1, ..., n_d)``. A ``dask.array.Array`` gives a lazy
-        Dask result (see the module docstring).
-    in2 : array_like or dask.array.Array
-        Second input, with the same number of dimensions as `in1`.
+    in1, in2 : array_like or dask.array.Array
+        As for :func:`convolve` (either may be a Dask array).
     mode : {'full', 'valid', 'same'}, optional
         Output size per axis: ``'full'`` ``n + m - 1`` (default); ``'valid'``
         ``max(n, m) - min(n, m) + 1``; ``'same'`` ``n``, centred with respect to the
@@ -164,11 +163,9 @@ def fftconvolve(in1, in2, mode="full", axes=None):
 
     Parameters
     ----------
-    in1 : array_like or dask.array.Array
-        First input. A ``dask.array.Array`` gives a lazy Dask result (see the module
-        docstring).
-    in2 : array_like or dask.array.Array
-        Second input, with the same number of dimensions as `in1`.
+    in1, in2 : array_like or dask.array.Array
+        Inputs with the same number of dimensions; either may be a ``dask.array.Array``,
+        which gives a lazy Dask result (see the module docstring).
     mode : {'full', 'valid', 'same'}, optional
         Output size along the convolved axes: ``'full'`` ``n + m - 1`` (default),
         ``'valid'`` ``max(n, m) - min(n, m) + 1``, ``'same'`` ``n`` (centred).
@@ -211,11 +208,9 @@ def oaconvolve(in1, in2, mode="full", axes=None):
 
     Parameters
     ----------
-    in1 : array_like or dask.array.Array
-        First input. A ``dask.array.Array`` gives a lazy Dask result (see the module
-        docstring).
-    in2 : array_like or dask.array.Array
-        Second input, with the same number of dimensions as `in1`.
+    in1, in2 : array_like or dask.array.Array
+        Inputs with the same number of dimensions; either may be a ``dask.array.Array``,
+        which gives a lazy Dask result (see the module docstring).
     mode : {'full', 'valid', 'same'}, optional
         As for :func:`fftconvolve`.
     axes : int or sequence of int, optional
@@ -295,11 +290,8 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
 
     Parameters
     ----------
-    in1 : array_like or dask.array.Array, shape (H, W)
-        First input. A ``dask.array.Array`` gives a lazy Dask result (see the module
-        docstring).
-    in2 : array_like or dask.array.Array, shape (kH, kW)
-        Second input (conjugated).
+    in1, in2 : array_like or dask.array.Array, shapes (H, W) and (kH, kW)
+        As for :func:`convolve2d`; `in2` is conjugated.
     mode : {'full', 'valid', 'same'}, optional
         Output shape as for :func:`convolve2d`. In ``'same'`` mode the output is
         centred with a one-sample offset from :func:`correlate` for even kernel lengths,

@@ -145,31 +145,31 @@ def check_2d(fn, a, b, mode, boundary, fillvalue):
     check_mode(mode)
     bnd = check_boundary(boundary)
     check_numeric(fn, a, b)
-    rt = np.result_type(a.dtype, b.dtype)
-    fill = fill_scalar(fillvalue, rt) if bnd == "fill" else 0
-    return a, b, swapped, bnd, rt, fill
+    res_dtype = np.result_type(a.dtype, b.dtype)
+    fill = fill_scalar(fillvalue, res_dtype) if bnd == "fill" else 0
+    return a, b, swapped, bnd, res_dtype, fill
 
 
 # --- dtypes ---------------------------------------------------------------------------
-def direct_dtype(rt: np.dtype) -> np.dtype:
-    """Compute dtype of the direct method for result dtype ``rt`` (integers exact in int64)."""
-    if rt.kind in "biu":
+def direct_dtype(res_dtype: np.dtype) -> np.dtype:
+    """Compute dtype of the direct method for result dtype ``res_dtype`` (integers exact in int64)."""
+    if res_dtype.kind in "biu":
         return np.dtype(np.int64)
-    if rt.kind == "f":
-        return np.dtype(np.float32) if rt.itemsize <= 4 else np.dtype(np.float64)
-    if rt.kind == "c":
-        return np.dtype(np.complex64) if rt.itemsize <= 8 else np.dtype(np.complex128)
-    raise TypeError(f"unsupported dtype {rt}")
+    if res_dtype.kind == "f":
+        return np.dtype(np.float32) if res_dtype.itemsize <= 4 else np.dtype(np.float64)
+    if res_dtype.kind == "c":
+        return np.dtype(np.complex64) if res_dtype.itemsize <= 8 else np.dtype(np.complex128)
+    raise TypeError(f"unsupported dtype {res_dtype}")
 
 
 def fft_dtype(*dtypes) -> np.dtype:
     """dtype that scipy.signal.fftconvolve returns: integers (and bool) become float64,
     float16 computes in float32."""
     ds = [np.dtype(np.float64) if np.dtype(d).kind in "biu" else np.dtype(d) for d in dtypes]
-    rt = np.result_type(*ds)
-    if rt == np.float16:
-        rt = np.dtype(np.float32)
-    return rt
+    res_dtype = np.result_type(*ds)
+    if res_dtype == np.float16:
+        res_dtype = np.dtype(np.float32)
+    return res_dtype
 
 
 def fft_compute_dtype(ft: np.dtype) -> np.dtype:

@@ -25,10 +25,10 @@ def convolve_nd(fn, in1, in2, mode, method, corr):
     check_method(method)
     if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc":
         return _object_fallback(fn, a, b, mode, method, corr)
-    rt = np.result_type(a, b)
+    res_dtype = np.result_type(a, b)
     if a.size == 0 or b.size == 0:
         if mode == "same" and a.size == 0 and b.size > 0:
-            return np.empty(a.shape, dtype=rt)
+            return np.empty(a.shape, dtype=res_dtype)
         raise ValueError(MSG["empty"].format(fn=fn, mode=mode, s1=a.shape, s2=b.shape))
     if corr:                       # correlate(a, b) = convolve(a, reverse(conj(b)))
         b = np.conj(b[(slice(None, None, -1),) * b.ndim]) if b.dtype.kind == "c" \
@@ -40,34 +40,34 @@ def convolve_nd(fn, in1, in2, mode, method, corr):
         method = choose(a, b, mode)
     windows = [core.window(mode, n, m) for n, m in zip(a.shape, b.shape)]
     kf = b[(slice(None, None, -1),) * b.ndim]
-    return _finish(fn, a, kf, windows, method, rt, auto)
+    return _finish(fn, a, kf, windows, method, res_dtype, auto)
 
 
-def _finish(fn, a, kf, windows, method, rt, auto, boundary="fill", fill=0):
-    """Run a plan in the method's compute dtype and return SciPy's dtype ``rt``."""
+def _finish(fn, a, kf, windows, method, res_dtype, auto, boundary="fill", fill=0):
+    """Run a plan in the method's compute dtype and return SciPy's dtype ``res_dtype``."""
     plan = core.make_plan(a.shape, kf.shape, windows)
     if method == "direct":
-        cdt = direct_dtype(rt)
+        cdt = direct_dtype(res_dtype)
         return _cast(core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False),
-                              "direct", boundary, _fill_as(fill, cdt)), rt)
+                              "direct", boundary, _fill_as(fill, cdt)), res_dtype)
     cdt = fft_compute_dtype(fft_dtype(a.dtype, kf.dtype))
     out = core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False), method,
                    boundary, _fill_as(fill, cdt))
     if out.size and not np.isfinite(out.flat[0] if not auto else out).all():
         if auto:                  # keep NaN/inf local, as the definition does
-            return _finish(fn, a, kf, windows, "direct", rt, False, boundary, fill)
+            return _finish(fn, a, kf, windows, "direct", res_dtype, False, boundary, fill)
         warnings.warn(MSG["nan"].format(fn=fn), RuntimeWarning, stacklevel=4)
-    if rt.kind in "biu":
+    if res_dtype.kind in "biu":
         out = np.round(out)
-    return _cast(out, rt)
+    return _cast(out, res_dtype)
 
 
-def _cast(out, rt):
-    if out.dtype == rt:
+def _cast(out, res_dtype):
+    if out.dtype == res_dtype:
         return out
     with warnings.catch_warnings():         # NaN -> int casts: as SciPy, no warning
         warnings.simplefilter("ignore", RuntimeWarning)
-        return out.astype(rt)
+        return out.astype(res_dtype)
 
 
 def _fill_as(fill, cdt):
@@ -120,29 +120,29 @@ def freq_convolve(in1, in2, mode, axes, method):
 
 
 def convolve_2d(fn, in1, in2, mode, boundary, fillvalue, corr):
-    a, b, swapped, bnd, rt, fill = check_2d(fn, np.asarray(in1), np.asarray(in2), mode,
+    a, b, swapped, bnd, res_dtype, fill = check_2d(fn, np.asarray(in1), np.asarray(in2), mode,
                                             boundary, fillvalue)
     windows = [core.window(mode, n, m, corr2d=corr) for n, m in zip(a.shape, b.shape)]
     kf = np.conj(b) if corr else b[::-1, ::-1]
     if a.size == 0 or b.size == 0:
-        out = _empty_2d(fn, a, kf, windows, bnd, fill, rt)
+        out = _empty_2d(fn, a, kf, windows, bnd, fill, res_dtype)
     else:
-        method = "direct" if rt.kind in "biu" else choose(a, b, mode)
-        out = _finish(fn, a, kf, windows, method, rt, auto=True, boundary=bnd, fill=fill)
+        method = "direct" if res_dtype.kind in "biu" else choose(a, b, mode)
+        out = _finish(fn, a, kf, windows, method, res_dtype, auto=True, boundary=bnd, fill=fill)
     return out[::-1, ::-1].copy() if corr and swapped else out
 
 
-def _empty_2d(fn, a, kf, windows, bnd, fill, rt):
+def _empty_2d(fn, a, kf, windows, bnd, fill, res_dtype):
     """SciPy's results for empty inputs: every output reads only the extension."""
     shape = tuple(w[1] for w in windows)
     if kf.size == 0 or 0 in shape:
-        return np.zeros(shape, dtype=rt)
+        return np.zeros(shape, dtype=res_dtype)
     if bnd != "fill":
         raise ValueError(MSG["empty_boundary"].format(fn=fn, b=bnd, s1=a.shape))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.full(shape, np.asarray(fill, dtype=rt) * kf.astype(rt).sum(dtype=rt),
-                       dtype=rt)
+        return np.full(shape, np.asarray(fill, dtype=res_dtype) * kf.astype(res_dtype).sum(dtype=res_dtype),
+                       dtype=res_dtype)
 
 
 def choose(a, b, mode):

@@ -3,7 +3,7 @@ forward, loss, every parameter gradient and optimiser steps after ``model.to("cu
 state dicts, and ``examples/mnist.py --device cuda``.
 
 Without a GPU this module runs under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``,
-set by tests/cudasim.py before numba.cuda is imported) on tiny shapes.
+set by tests/cuda/cudasim.py before numba.cuda is imported) on tiny shapes.
 """
 import importlib.util
 import os
@@ -23,7 +23,7 @@ from fastconv import nn, optim  # noqa: E402
 pytestmark = [pytest.mark.cuda,
               pytest.mark.filterwarnings("ignore:.*Grid size.*"),      # tiny launches, by design
               pytest.mark.filterwarnings("ignore:overflow encountered")]  # simulator's uint64 hash
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mnist.py"
 
 
 def host(a):

@@ -2,7 +2,7 @@
 gradients, the nn ops, device-array in/out and the no-GPU error.
 
 Without a GPU this module runs under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``,
-set by tests/cudasim.py before numba.cuda is imported) on small shapes; with a GPU (and no simulator
+set by tests/cuda/cudasim.py before numba.cuda is imported) on small shapes; with a GPU (and no simulator
 variable set) the same tests run for real, plus a few at full tile sizes.
 """
 import os

@@ -1,0 +1,89 @@
+"""cpu/direct.py internals: the register-tile micro-kernel, line layouts and segments,
+against the naive reference."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv as fc
+import naive
+from conftest import CONV, PROPERTY, assert_close, conv_configs, conv_kwargs, make_arrays, naive_conv
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("layout", ["image-major", "batch-minor"])
+@PROPERTY
+@given(data=st.data())
+def test_direct_layouts_and_segments(nd, layout, data):
+    """The direct kernel reads images one by one (image-major) or interleaved, image index
+    innermost (batch-minor, for short lines); forced here for every problem, with tiny
+    segments so that segments split output rows (and, batch-minor, the images of a column)."""
+    from fastconv.cpu import direct
+    cfg = data.draw(conv_configs(nd, max_batch=4))
+    x, w, b = make_arrays(cfg)
+    seg_bytes = data.draw(st.sampled_from([4 * 3, 8 * 7, direct.SEG_BYTES]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(direct, "batch_minor", lambda N, line, itemsize: layout == "batch-minor")
+        mp.setattr(direct, "SEG_BYTES", seg_bytes)
+        got = CONV[nd](x, w, b, **conv_kwargs(cfg), algorithm="direct")
+    assert_close(got, naive_conv(cfg, x, w, b), cfg["dtype"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_register_tile_kernel(dtype, rng):
+    """cpu/_simd.tile4 on its own: acc[j, p0 + i] = sum_t wg[t, j] * xr[base + off[t] + p0 + i]
+    (integers exactly), overwriting acc and nothing outside its tile."""
+    from numba import njit
+
+    from fastconv.cpu._simd import tile4, tile_width
+
+    @njit
+    def run(acc, p0, xr, base, off, wg, T):
+        tile4(acc, p0, xr, base, off, wg, T)
+
+    tw = tile_width(np.dtype(dtype).itemsize)
+    xr = rng.integers(-9, 10, 500).astype(dtype)
+    for T in (0, 1, 7):
+        off = rng.integers(0, 200, T).astype(np.int64)
+        wg = rng.integers(-9, 10, (T, 4)).astype(dtype)
+        acc = np.full((4, 3 * tw), 7, dtype=dtype)
+        run(acc, tw, xr, np.uint64(5), off, wg, T)
+        want = np.zeros((4, tw), dtype=np.int64)
+        for t in range(T):
+            seg = xr[5 + off[t] + tw:5 + off[t] + 2 * tw].astype(np.int64)
+            want += wg[t].astype(np.int64)[:, None] * seg[None, :]
+        np.testing.assert_array_equal(acc[:, tw:2 * tw], want)
+        np.testing.assert_array_equal(acc[:, :tw], 7)
+        np.testing.assert_array_equal(acc[:, 2 * tw:], 7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@PROPERTY
+@given(data=st.data())
+def test_direct_register_tiles(dtype, data):
+    """Lines long enough for the register tiles (cpu/_simd.py): whole tiles, a last tile
+    overlapping its neighbour, partial blocks of output channels, groups, strides and
+    dilations, segments of any length, against the naive reference."""
+    from fastconv.cpu import direct
+    from fastconv.cpu._simd import tile_width
+    tw = tile_width(np.dtype(dtype).itemsize)
+    groups = data.draw(st.sampled_from([1, 2]))
+    C, O = groups * data.draw(st.integers(1, 3)), groups * data.draw(st.integers(1, 6))
+    kh, kw = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    H = data.draw(st.integers(kh + 1, kh + 6))
+    W = data.draw(st.integers(max(tw // 2, 2 * kw), 3 * tw))     # room for dilation 2
+    kw_ = dict(stride=data.draw(st.sampled_from([1, 1, (1, 2), 2])),
+               dilation=data.draw(st.sampled_from([1, (1, 2)])), groups=groups,
+               padding=data.draw(st.sampled_from([0, 1, "same"])))
+    if kw_["padding"] == "same" and kw_["stride"] != 1:
+        kw_["padding"] = 1
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    x = rng.uniform(-1, 1, (data.draw(st.integers(1, 3)), C, H, W)).astype(dtype)
+    w = rng.uniform(-1, 1, (O, C // groups, kh, kw)).astype(dtype)
+    b = rng.uniform(-1, 1, O).astype(dtype)
+    seg_bytes = data.draw(st.sampled_from([(tw + 5) * 8, 2 * tw * 8 + 8, direct.SEG_BYTES]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(direct, "SEG_BYTES", seg_bytes)
+        got = fc.conv2d(x, w, b, **kw_, algorithm="direct")
+    assert_close(got, naive.conv(x.astype(np.float64), w.astype(np.float64),
+                                 b.astype(np.float64), **kw_), dtype)
