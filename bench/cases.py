@@ -2,6 +2,7 @@
 import numpy as np
 
 from fastconv import dispatch
+from fastconv._spec import out_size
 
 # name: (N, C_in, H, W, C_out, k, stride, pad)
 LAYERS = {
@@ -25,6 +26,5 @@ def make(name, dtype=np.float32, seed=0):
 
 def flops(name):
     N, C, H, W, O, k, s, p = LAYERS[name]
-    oh = (H + 2 * p - k) // s + 1
-    ow = (W + 2 * p - k) // s + 1
+    oh, ow = out_size((H + 2 * p, W + 2 * p), (k, k), (s, s), (1, 1))
     return 2 * N * O * oh * ow * C * k * k

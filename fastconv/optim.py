@@ -355,12 +355,12 @@ class Adam(Optimizer):
     --------
     >>> import numpy as np
     >>> from fastconv import nn, optim
-    >>> p = nn.Parameter(np.array([1.0]))
-    >>> opt = optim.Adam([p], lr=0.1)
-    >>> p.grad = np.array([0.5])
+    >>> w = nn.Parameter(np.array([1.0, -1.0]))
+    >>> opt = optim.Adam([w], lr=0.1)
+    >>> w.grad = np.array([0.5, -2.0])
     >>> opt.step()
-    >>> p.data.round(6)        # the first Adam step moves by lr
-    array([0.9])
+    >>> w.data.round(6)        # the first Adam step moves each entry by lr, whatever |grad|
+    array([ 0.9, -0.9])
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,

@@ -71,6 +71,39 @@ def _mma(As, Bs, cur, acc, av, bv, ty4, tx4):
 
 
 @cuda.jit(device=True, inline="always")
+def _lanes(tid):
+    """This thread's register-tile origin ``(ty4, tx4)`` and its load lanes: it loads A
+    rows ``am + AROW*q`` at reduction index ``ak`` and the B column ``bn`` at rows
+    ``bk + BROW*q``."""
+    return ((tid // uint32(NTX)) * uint32(VM), (tid % uint32(NTX)) * uint32(VN),
+            tid % uint32(BK), tid // uint32(BK), tid % uint32(BN), tid // uint32(BN))
+
+
+@cuda.jit(device=True, inline="always")
+def _zero(acc):
+    for i in range(TM):
+        for j in range(TN):
+            acc[i, j] = 0
+
+
+@cuda.jit(device=True, inline="always")
+def _advance(t, nk, As, Bs, acc, av, bv, ra, rb, lanes):
+    """One step of the double-buffered main loop, once this thread has fetched tile ``t``
+    into ``ra``/``rb`` (when t < nk): multiply tile t-1 from shared memory, store tile t
+    into the other buffer, then synchronise the block."""
+    ty4, tx4, ak, am, bn, bk = lanes
+    if t > 0:
+        _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
+    if t < nk:
+        buf = uint32(t % 2)
+        for q in range(AL):
+            As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(AROW * q)] = ra[q]
+        for q in range(BL):
+            Bs[buf * uint32(BSZ) + (bk + uint32(BROW * q)) * uint32(BN) + bn] = rb[q]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True, inline="always")
 def _row(i, ty):
     return ty * VM + (i % VM) + HM * (i // VM)
 
@@ -96,13 +129,8 @@ def _conv_fwd(out, w, x, koff, bias, geo):
     rb = cuda.local.array(BL, dtype=out.dtype)
     aoff = cuda.local.array(AL, dtype=uint32)
     tid = uint32(cuda.threadIdx.x)
-    tx4 = (tid % uint32(NTX)) * uint32(VN)
-    ty4 = (tid // uint32(NTX)) * uint32(VM)
-    # loads: A rows am + AROW*q at reduction index ak; B column bn at rows bk + BROW*q
-    ak = tid % uint32(BK)
-    am = tid // uint32(BK)
-    bn = tid % uint32(BN)
-    bk = tid // uint32(BN)
+    lanes = _lanes(tid)
+    ty4, tx4, ak, am, bn, bk = lanes
     K32 = uint32(K)
     g = uint32(cuda.blockIdx.z)
     m0 = uint32(cuda.blockIdx.y) * uint32(BM)
@@ -111,9 +139,7 @@ def _conv_fwd(out, w, x, koff, bias, geo):
         aoff[q] = (g * uint32(M) + m) * K32 + ak
     nk = (K + BK - 1) // BK
     n0 = cuda.blockIdx.x * BN
-    for i in range(TM):
-        for j in range(TN):
-            acc[i, j] = 0
+    _zero(acc)
     # this thread's B column (fixed for the whole reduction)
     nl = min(uint32(n0) + bn, uint32(NC - 1))
     img = nl // uint32(P)
@@ -137,15 +163,7 @@ def _conv_fwd(out, w, x, koff, bias, geo):
                     rb[q] = x[xbase + uint32(koff[kq])]
                 else:
                     rb[q] = 0
-        if t > 0:
-            _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
-        if t < nk:
-            buf = uint32(t % 2)
-            for q in range(AL):
-                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(AROW * q)] = ra[q]
-            for q in range(BL):
-                Bs[buf * uint32(BSZ) + (bk + uint32(BROW * q)) * uint32(BN) + bn] = rb[q]
-        cuda.syncthreads()
+        _advance(t, nk, As, Bs, acc, av, bv, ra, rb, lanes)
     ty = tid // uint32(NTX)
     tx = tid % uint32(NTX)
     for j in range(TN):
@@ -174,21 +192,15 @@ def _conv_bwd_weight(ws, go, x, koff, qx, qg, geo):
     rb = cuda.local.array(BL, dtype=ws.dtype)
     aoff = cuda.local.array(AL, dtype=uint32)
     tid = uint32(cuda.threadIdx.x)
-    tx4 = (tid % uint32(NTX)) * uint32(VN)
-    ty4 = (tid // uint32(NTX)) * uint32(VM)
-    ak = tid % uint32(BK)
-    am = tid // uint32(BK)
-    bn = tid % uint32(BN)
-    bk = tid // uint32(BN)
+    lanes = _lanes(tid)
+    ty4, tx4, ak, am, bn, bk = lanes
     g = uint32(cuda.blockIdx.z % G)
     split = cuda.blockIdx.z // G
     m0 = uint32(cuda.blockIdx.y) * uint32(BM)
     n0 = uint32(cuda.blockIdx.x) * uint32(BN)
     k_begin = uint32(split * chunk)
     k_end = uint32(min(Q, split * chunk + chunk))
-    for i in range(TM):
-        for j in range(TN):
-            acc[i, j] = 0
+    _zero(acc)
     for q in range(AL):
         m = min(m0 + am + uint32(AROW * q), uint32(M - 1))
         aoff[q] = (g * uint32(M) + m) * uint32(P)
@@ -212,15 +224,7 @@ def _conv_bwd_weight(ws, go, x, koff, qx, qg, geo):
                     rb[q] = x[uint32(qx[kq]) + colbase]
                 else:
                     rb[q] = 0
-        if t > 0:
-            _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
-        if t < nk:
-            buf = uint32(t % 2)
-            for q in range(AL):
-                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(AROW * q)] = ra[q]
-            for q in range(BL):
-                Bs[buf * uint32(BSZ) + (bk + uint32(BROW * q)) * uint32(BN) + bn] = rb[q]
-        cuda.syncthreads()
+        _advance(t, nk, As, Bs, acc, av, bv, ra, rb, lanes)
     ty = tid // uint32(NTX)
     tx = tid % uint32(NTX)
     base = (split * G + g) * M * NR
@@ -256,18 +260,11 @@ def _gemm(c, a, b, bias, geo):
     ra = cuda.local.array(AL, dtype=c.dtype)
     rb = cuda.local.array(BL, dtype=c.dtype)
     tid = uint32(cuda.threadIdx.x)
-    tx4 = (tid % uint32(NTX)) * uint32(VN)
-    ty4 = (tid // uint32(NTX)) * uint32(VM)
-    # loads: A rows am + AROW*q at reduction index ak; B column bn at rows bk + BROW*q
-    ak = tid % uint32(BK)
-    am = tid // uint32(BK)
-    bn = tid % uint32(BN)
-    bk = tid // uint32(BN)
+    lanes = _lanes(tid)
+    ty4, tx4, ak, am, bn, bk = lanes
     m0 = cuda.blockIdx.y * BM
     n0 = cuda.blockIdx.x * BN
-    for i in range(TM):
-        for j in range(TN):
-            acc[i, j] = 0
+    _zero(acc)
     nl = n0 + bn
     nk = (K + BK - 1) // BK
     for t in range(nk + 1):
@@ -286,15 +283,7 @@ def _gemm(c, a, b, bias, geo):
                     rb[q] = b[kq * sbk + nl * sbn]
                 else:
                     rb[q] = 0
-        if t > 0:
-            _mma(As, Bs, uint32((t - 1) % 2), acc, av, bv, ty4, tx4)
-        if t < nk:
-            buf = uint32(t % 2)
-            for q in range(AL):
-                As[buf * uint32(ASZ) + ak * uint32(AS) + am + uint32(AROW * q)] = ra[q]
-            for q in range(BL):
-                Bs[buf * uint32(BSZ) + (bk + uint32(BROW * q)) * uint32(BN) + bn] = rb[q]
-        cuda.syncthreads()
+        _advance(t, nk, As, Bs, acc, av, bv, ra, rb, lanes)
     ty = tid // uint32(NTX)
     tx = tid % uint32(NTX)
     for i in range(TM):

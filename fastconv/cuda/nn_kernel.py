@@ -70,6 +70,19 @@ def _mul(y, a, b):
 
 
 # --- pooling (N, C, H, W) ---------------------------------------------------------------
+@cuda.jit(device=True, inline="always")
+def _unravel4(t, C, H, W):
+    """(n, c, h, w) of flat index ``t`` into a C-contiguous (N, C, H, W) array."""
+    return t // (W * H * C), (t // (W * H)) % C, (t // W) % H, t % W
+
+
+@cuda.jit(device=True, inline="always")
+def _windows_over(i, pad, k, s, n_out):
+    """The first and last output index whose window (size k, stride s, padding pad) holds
+    input index i."""
+    return max(0, (i + pad - k + s) // s), min(n_out - 1, (i + pad) // s)
+
+
 @cuda.jit(cache=True)
 def _maxpool_fwd(y, idx, x, kh, kw, sh, sw, ph, pw):
     # y[n, c, oh, ow] = max over the window; idx = argmax as h * W + w (first max wins,
@@ -77,10 +90,7 @@ def _maxpool_fwd(y, idx, x, kh, kw, sh, sw, ph, pw):
     N, C, OH, OW = y.shape
     H, W = x.shape[2], x.shape[3]
     for t in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
-        ow = t % OW
-        oh = (t // OW) % OH
-        c = (t // (OW * OH)) % C
-        n = t // (OW * OH * C)
+        n, c, oh, ow = _unravel4(t, C, OH, OW)
         best = -1
         for i in range(kh):
             h = oh * sh - ph + i
@@ -105,16 +115,11 @@ def _maxpool_bwd(gx, gy, idx, kh, kw, sh, sw, ph, pw):
     N, C, H, W = gx.shape
     OH, OW = gy.shape[2], gy.shape[3]
     for t in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        w = t % W
-        h = (t // W) % H
-        c = (t // (W * H)) % C
-        n = t // (W * H * C)
+        n, c, h, w = _unravel4(t, C, H, W)
         me = h * W + w
         gx[n, c, h, w] = 0
-        oh_lo = max(0, (h + ph - kh + sh) // sh)
-        oh_hi = min(OH - 1, (h + ph) // sh)
-        ow_lo = max(0, (w + pw - kw + sw) // sw)
-        ow_hi = min(OW - 1, (w + pw) // sw)
+        oh_lo, oh_hi = _windows_over(h, ph, kh, sh, OH)
+        ow_lo, ow_hi = _windows_over(w, pw, kw, sw, OW)
         for oh in range(oh_lo, oh_hi + 1):
             for ow in range(ow_lo, ow_hi + 1):
                 if idx[n, c, oh, ow] == me:
@@ -127,18 +132,13 @@ def _avgpool_fwd(y, x, kh, kw, sh, sw, ph, pw, divisor):
     N, C, OH, OW = y.shape
     H, W = x.shape[2], x.shape[3]
     for t in range(cuda.grid(1), N * C * OH * OW, cuda.gridsize(1)):
-        ow = t % OW
-        oh = (t // OW) % OH
-        c = (t // (OW * OH)) % C
-        n = t // (OW * OH * C)
+        n, c, oh, ow = _unravel4(t, C, OH, OW)
+        h0 = oh * sh - ph                   # the window, clipped to the input
+        w0 = ow * sw - pw
         y[n, c, oh, ow] = 0
-        for i in range(kh):
-            h = oh * sh - ph + i
-            if h >= 0 and h < H:
-                for j in range(kw):
-                    w = ow * sw - pw + j
-                    if w >= 0 and w < W:
-                        y[n, c, oh, ow] += x[n, c, h, w]
+        for h in range(max(h0, 0), min(h0 + kh, H)):
+            for w in range(max(w0, 0), min(w0 + kw, W)):
+                y[n, c, oh, ow] += x[n, c, h, w]
         y[n, c, oh, ow] /= divisor
 
 
@@ -147,15 +147,10 @@ def _avgpool_bwd(gx, gy, kh, kw, sh, sw, ph, pw, divisor):
     N, C, H, W = gx.shape
     OH, OW = gy.shape[2], gy.shape[3]
     for t in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        w = t % W
-        h = (t // W) % H
-        c = (t // (W * H)) % C
-        n = t // (W * H * C)
+        n, c, h, w = _unravel4(t, C, H, W)
         gx[n, c, h, w] = 0
-        oh_lo = max(0, (h + ph - kh + sh) // sh)
-        oh_hi = min(OH - 1, (h + ph) // sh)
-        ow_lo = max(0, (w + pw - kw + sw) // sw)
-        ow_hi = min(OW - 1, (w + pw) // sw)
+        oh_lo, oh_hi = _windows_over(h, ph, kh, sh, OH)
+        ow_lo, ow_hi = _windows_over(w, pw, kw, sw, OW)
         for oh in range(oh_lo, oh_hi + 1):
             for ow in range(ow_lo, ow_hi + 1):
                 gx[n, c, h, w] += gy[n, c, oh, ow]
@@ -192,14 +187,10 @@ def _log_softmax_bwd(gx, gy, y):
             gx[r, k] = gy[r, k] - math.exp(y[r, k]) * s
 
 
-@cuda.jit(cache=True)
-def _nll_fwd(loss, logp, target, scale):
-    # loss[0] = -scale * sum_r logp[r, target[r]]   one block, tree reduction
-    sm = cuda.shared.array(RT, dtype=float64)
-    tid = cuda.threadIdx.x
-    acc = 0.0
-    for r in range(tid, logp.shape[0], RT):
-        acc -= logp[r, target[r]]
+@cuda.jit(device=True, inline="always")
+def _block_sum(sm, tid, acc):
+    """The sum of every thread's ``acc`` over a block of RT threads (a tree in the shared
+    array ``sm``), returned to every thread."""
     sm[tid] = acc
     cuda.syncthreads()
     h = RT // 2
@@ -208,8 +199,20 @@ def _nll_fwd(loss, logp, target, scale):
             sm[tid] += sm[tid + h]
         cuda.syncthreads()
         h //= 2
+    return sm[0]
+
+
+@cuda.jit(cache=True)
+def _nll_fwd(loss, logp, target, scale):
+    # loss[0] = -scale * sum_r logp[r, target[r]]   one block, tree reduction
+    sm = cuda.shared.array(RT, dtype=float64)
+    tid = cuda.threadIdx.x
+    acc = 0.0
+    for r in range(tid, logp.shape[0], RT):
+        acc -= logp[r, target[r]]
+    total = _block_sum(sm, tid, acc)
     if tid == 0:
-        loss[0] = sm[0] * scale
+        loss[0] = total * scale
 
 
 @cuda.jit(cache=True)
@@ -236,16 +239,9 @@ def _count_correct(count, x, target):
                 best = k
         if best == target[r]:
             acc += 1.0
-    sm[tid] = acc
-    cuda.syncthreads()
-    h = RT // 2
-    while h > 0:
-        if tid < h:
-            sm[tid] += sm[tid + h]
-        cuda.syncthreads()
-        h //= 2
+    total = _block_sum(sm, tid, acc)
     if tid == 0:
-        count[0] = sm[0]
+        count[0] = total
 
 
 # --- reductions -------------------------------------------------------------------------
@@ -261,16 +257,9 @@ def _channel_sum(out, g, inner):
         acc = 0.0
         for e in range(tid, N * inner, RT):
             acc += g[(e // inner) * C * inner + c * inner + e % inner]
-        sm[tid] = acc
-        cuda.syncthreads()
-        h = RT // 2
-        while h > 0:
-            if tid < h:
-                sm[tid] += sm[tid + h]
-            cuda.syncthreads()
-            h //= 2
+        total = _block_sum(sm, tid, acc)
         if tid == 0:
-            out[c] = sm[0]
+            out[c] = total
         cuda.syncthreads()
 
 

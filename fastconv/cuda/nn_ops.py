@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._spec import out_size
 from . import array_kernel, gemm_kernel, nn_kernel
 from . import runtime as rt
 
@@ -100,7 +101,7 @@ def dropout_backward(grad_y, mask):
 
 # --- pooling ----------------------------------------------------------------------------
 def _pool_out(H, W, k, s, p):
-    return (H + 2 * p[0] - k[0]) // s[0] + 1, (W + 2 * p[1] - k[1]) // s[1] + 1
+    return out_size((H + 2 * p[0], W + 2 * p[1]), k, s, (1, 1))
 
 
 def maxpool2d_forward(x, kernel_size, stride=None, padding=0, out_size=None):

@@ -225,7 +225,9 @@ def max_pool2d_backward(grad_output, indices, input_shape):
 
     Returns
     -------
-    ndarray of ``input_shape``
+    grad_input : ndarray of ``input_shape``
+        Zero except at each window's maximum (a window entirely in padding sends its
+        gradient nowhere).
 
     Examples
     --------
@@ -307,7 +309,8 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
 
     Returns
     -------
-    ndarray of ``input_shape``
+    grad_input : ndarray of ``input_shape``
+        Each output's gradient spread over its window, divided as the forward divides.
 
     Examples
     --------

@@ -314,17 +314,24 @@ class Linear(Module):
 
 
 # -- parameter-free layers -------------------------------------------------------------------
-def _kept_output(layer, grad_output, input_grad):
-    """The forward's output that ``layer`` kept for its backward, once ``grad_output``'s
-    shape is checked against it; None when no input gradient is wanted."""
-    y = layer._take()["y"]
-    if not input_grad:
-        return None
-    F.check_grad_shape(f"{type(layer).__name__}.backward", grad_output, y.shape)
-    return y
+class _OutputLayer(Module):
+    """Base of the layers whose backward needs only their output (ReLU, LogSoftmax):
+    ``forward`` keeps it with :meth:`_output`; ``backward`` checks ``grad_output``
+    against it and calls :meth:`_grad` (CPU or GPU arrays)."""
+
+    def _output(self, y):
+        self._keep(y=y)
+        return y
+
+    def backward(self, grad_output, input_grad=True):
+        y = self._take()["y"]
+        if not input_grad:
+            return None
+        F.check_grad_shape(f"{type(self).__name__}.backward", grad_output, y.shape)
+        return self._grad(grad_output, y)
 
 
-class ReLU(Module):
+class ReLU(_OutputLayer):
     """``max(x, 0)`` elementwise (as ``torch.nn.ReLU``; a numba kernel).
 
     Parameters
@@ -356,13 +363,9 @@ class ReLU(Module):
             y = nn_act.relu_fwd(x, out=x)
         else:
             y = F.relu(x)
-        self._keep(y=y)
-        return y
+        return self._output(y)
 
-    def backward(self, grad_output, input_grad=True):
-        y = _kept_output(self, grad_output, input_grad)
-        if y is None:
-            return None
+    def _grad(self, grad_output, y):
         if on_gpu(grad_output):
             from . import _cuda
             return _cuda.relu_backward(grad_output, y)
@@ -629,7 +632,7 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class LogSoftmax(Module):
+class LogSoftmax(_OutputLayer):
     """``log(softmax(x))`` along ``dim`` (as ``torch.nn.LogSoftmax``; a numba kernel).
 
     Parameters
@@ -662,14 +665,9 @@ class LogSoftmax(Module):
             from . import _cuda
             return _cuda.log_softmax_forward(self, x)
         a = F.float_array(x, "LogSoftmax")
-        y = F.log_softmax(a, self._dim(a.ndim))
-        self._keep(y=y)
-        return y
+        return self._output(F.log_softmax(a, self._dim(a.ndim)))
 
-    def backward(self, grad_output, input_grad=True):
-        y = _kept_output(self, grad_output, input_grad)
-        if y is None:
-            return None
+    def _grad(self, grad_output, y):
         if on_gpu(grad_output):
             from . import _cuda
             return _cuda.log_softmax_backward(grad_output, y)

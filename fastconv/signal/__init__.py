@@ -208,13 +208,8 @@ def oaconvolve(in1, in2, mode="full", axes=None):
 
     Parameters
     ----------
-    in1, in2 : array_like or dask.array.Array
-        Inputs with the same number of dimensions; either may be a ``dask.array.Array``,
-        which gives a lazy Dask result (see the module docstring).
-    mode : {'full', 'valid', 'same'}, optional
-        As for :func:`fftconvolve`.
-    axes : int or sequence of int, optional
-        As for :func:`fftconvolve`.
+    in1, in2, mode, axes :
+        As for :func:`fftconvolve` (Dask arrays give a lazy Dask result).
 
     Returns
     -------
