@@ -1,6 +1,7 @@
 """fastconv.signal vs scipy.signal, measured in this one process; prints a Markdown table.
 
-    python bench/signal_report.py [--repeat 9] [--quick] [--json out.json]
+    python bench/signal_report.py [--repeat 9] [--quick] [--json out.json] [--plot out.png]
+    python bench/signal_report.py --from-json out.json --plot out.png   # replot, time nothing
     python bench/signal_report.py --fit      # refit fastconv/signal/_cost.py's constants
 
 Cases (from the issue): a 1024x1024 image, mode 'same', kernels k = 3, 5, 7, 15, 31, 63,
@@ -27,6 +28,7 @@ import scipy.signal as ss
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 from fastconv import signal as fs  # noqa: E402
+from fastconv._fileio import atomic_write  # noqa: E402
 
 IMAGE_KERNELS = (3, 5, 7, 15, 31, 63)
 TARGET = {3: 10, 5: 10, 7: 10, 15: 1.5, 31: 1.5, 63: 1.5}
@@ -215,15 +217,71 @@ def fit(repeat):
     return new
 
 
+def machine():
+    from fastconv._show_config import cpu_model, usable_cores
+    import numba
+    return {"cpu": cpu_model(), "cores": usable_cores(),
+            "numba_threads": numba.get_num_threads(), "python": platform.python_version()}
+
+
+def plot(data, path):
+    """Per dtype, one group of bars per case: our default call and each of our methods,
+    beside each of SciPy's candidates (log scale)."""
+    from report import grouped_bars, machine_title, require_matplotlib, save
+    plt = require_matplotlib()
+    rows = data["cases"]
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
+    labels = {"ours": "fastconv (auto)", "direct": "fastconv direct", "fft": "fastconv fft",
+              "oa": "fastconv oa", "direct_scipy": "SciPy direct (convolve2d / convolve)",
+              "fftconvolve": "SciPy fftconvolve", "oaconvolve": "SciPy oaconvolve"}
+    colors = ["#08519c", "#6baed6", "#9e9ac8", "#74c476", "#e6550d", "#fd8d3c", "#fdd0a2"]
+    fig, axes = plt.subplots(len(dtypes), 1, figsize=(9, 3.3 * len(dtypes)), dpi=100,
+                             squeeze=False)
+    for ax, dtype in zip(axes[:, 0], dtypes):
+        sub = [r for r in rows if r["dtype"] == dtype]
+        times = []
+        for r in sub:
+            t = {"ours": r["ours_ms"], **r["per_method_ms"]}
+            for k, v in r["scipy_all_ms"].items():
+                t["direct_scipy" if k in ("convolve2d", "convolve(direct)") else k] = v
+            times.append(t)
+        series = {labels[k]: [t.get(k) for t in times] for k in labels}
+        groups = [r["case"].replace("1024x1024 ", "").replace(", 101 taps", "\n101 taps")
+                  for r in sub]
+        grouped_bars(ax, groups, series, colors)
+        ax.set_title(f"{dtype}", fontsize=9, loc="left")
+    fig.suptitle("fastconv.signal vs scipy.signal, mode 'same' (1024x1024 image, kernel k; "
+                 "1-D signal)\n" + machine_title(data.get("machine", "unknown machine")),
+                 fontsize=10)
+    fig.tight_layout()
+    save(fig, axes[-1, 0], path, ncol=4)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--quick", action="store_true", help="k = 3, 7, 15, 63 only")
     ap.add_argument("--fit", action="store_true", help="refit the cost model's constants")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--plot", metavar="FILE", help="draw a chart (PNG, SVG, ...) of every "
+                    "method's time per case, log scale (needs matplotlib: the bench extra)")
+    ap.add_argument("--from-json", metavar="FILE", help="time nothing: print the table and "
+                    "draw the chart from a file written by --json")
     args = ap.parse_args()
     if args.fit:
         fit(max(3, args.repeat // 2))
+        return
+    if args.plot:
+        from report import require_matplotlib
+        require_matplotlib()                # fail before minutes of timing, not after
+    if args.from_json:
+        with open(args.from_json) as fh:
+            data = json.load(fh)
+        print(HEADER)
+        for row in data["cases"]:
+            print_row(row)
+        if args.plot:
+            plot(data, args.plot)
         return
     print(f"# fastconv.signal vs scipy.signal -- {platform.processor() or platform.machine()},"
           f" {os.cpu_count()} CPUs, best of >= {args.repeat} (SciPy's direct methods: 1 run)\n")
@@ -235,9 +293,12 @@ def main():
     for r in krows:
         print(f"| {r['dtype']} | {r['k']} | {r['kernel_ms']:.2f} | {r['gflops']:.1f} | "
               f"{r['pad_ms']:.2f} |")
+    data = {"machine": machine(), "cases": rows, "kernel": krows}
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"cases": rows, "kernel": krows}, fh, indent=1)
+        with atomic_write(args.json, "w") as fh:
+            json.dump(data, fh, indent=1)
+    if args.plot:
+        plot(data, args.plot)
 
 
 if __name__ == "__main__":

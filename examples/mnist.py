@@ -11,6 +11,7 @@ Usage::
     python examples/mnist.py --epochs 1 --save ckpt.npz            # then, later:
     python examples/mnist.py --epochs 2 --resume ckpt.npz --save ckpt.npz
     python examples/mnist.py --epochs 3 --device cuda             # on the GPU (numba.cuda)
+    python examples/mnist.py --epochs 10 --plot curves.png        # loss/accuracy curves
 
 Data are found by :func:`fastconv.datasets.load_mnist` (``--data-dir``, then
 ``$FASTCONV_DATA_DIR``, then the user cache, downloading if needed). ``--save`` writes an
@@ -80,6 +81,10 @@ def parse_args(argv=None):
     ap.add_argument("--resume", metavar="PATH", help="continue from this checkpoint")
     ap.add_argument("--metrics-json", metavar="PATH",
                     help="write per-epoch metrics (seconds, loss, test accuracy %%) here")
+    ap.add_argument("--plot", metavar="PATH",
+                    help="draw the per-epoch training loss and test accuracy curves (those "
+                    "of --metrics-json, resumed history included) to this image (PNG, SVG, "
+                    "...; needs matplotlib: pip install matplotlib)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
@@ -88,6 +93,12 @@ def parse_args(argv=None):
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be >= 1")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            ap.error("--plot needs matplotlib: pip install matplotlib (or the bench extra, "
+                     "pip install -e '.[bench]')")
     return args
 
 
@@ -216,6 +227,30 @@ def _write_json_atomic(path, obj):
         fh.write("\n")
 
 
+def plot_metrics(metrics, path, title):
+    """Training loss and test accuracy per epoch, side by side, written to ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [m["epoch"] for m in metrics]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
+    ax_loss.plot(epochs, [m["train_loss"] for m in metrics], "o-", color="#08519c")
+    ax_loss.set_ylabel("training loss (mean NLL)")
+    ax_acc.plot(epochs, [m["test_accuracy"] for m in metrics], "o-", color="#e6550d")
+    ax_acc.set_ylabel("test accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if epochs:
+            ax.set_xticks(epochs if len(epochs) <= 12 else epochs[::max(1, len(epochs) // 10)])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _config(args):
     return {"dataset": args.dataset, "batch_size": args.batch_size, "limit": args.limit,
             "seed": args.seed}
@@ -286,6 +321,12 @@ def main(argv=None):
                      "metrics": metrics, "config": _config(args)}, args.save)
         if args.metrics_json:
             _write_json_atomic(args.metrics_json, {"epochs": metrics})
+    if args.plot:
+        plot_metrics(metrics, args.plot,
+                     f"fastconv: {args.dataset} CNN, batch {args.batch_size}, SGD lr "
+                     f"{opt.param_groups[0]['lr']:g} momentum "
+                     f"{opt.param_groups[0]['momentum']:g}, seed {args.seed}, {args.device}")
+        print(f"wrote {args.plot}")
     return metrics
 
 

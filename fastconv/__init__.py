@@ -10,9 +10,11 @@ from ._version import __version__
 from . import grad
 from ._conv import conv1d, conv2d, conv3d, conv_transpose2d
 from .dispatch import Choice, choose_algorithm, set_autotune
+from ._show_config import show_config
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose2d", "grad", "choose_algorithm",
-           "set_autotune", "Choice", "signal", "nn", "optim", "datasets", "__version__"]
+           "set_autotune", "Choice", "show_config", "signal", "nn", "optim", "datasets",
+           "__version__"]
 
 
 def __getattr__(name):

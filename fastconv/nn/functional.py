@@ -55,13 +55,13 @@ def linear(x, weight, bias=None):
 
     Parameters
     ----------
-    x : ndarray, shape (*, in_features)
+    x : ndarray, shape (..., in_features)
     weight : ndarray, shape (out_features, in_features)
     bias : ndarray, shape (out_features,), optional
 
     Returns
     -------
-    ndarray, shape (*, out_features)
+    ndarray, shape (..., out_features)
 
     Examples
     --------

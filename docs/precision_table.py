@@ -1,0 +1,59 @@
+"""Measure each conv2d algorithm's error; prints the README's "Algorithms and precision" rows.
+
+    python docs/precision_table.py
+
+Two measures per algorithm and dtype, worst over a few layer shapes, against the direct
+algorithm in float64:
+
+- *vs largest*: max |y - ref| / max |ref|  (the error relative to the largest output);
+- *vs own terms*: max over outputs of |y - ref| / sum |terms|, on inputs whose left half
+  is 10**4 smaller than the right (outputs of very different magnitudes side by side).
+
+A direct sum or a GEMM (direct, im2col) keeps every output accurate relative to its own
+terms; an FFT's error is spread evenly, relative to the largest output.
+"""
+import numpy as np
+
+import fastconv as fc
+
+CASES = {  # name: (input shape, weight shape, conv2d keywords)
+    "mnist.conv2": ((64, 10, 12, 12), (20, 10, 5, 5), {}),
+    "resnet": ((2, 64, 28, 28), (64, 64, 3, 3), dict(padding=1)),
+    "stem": ((1, 3, 112, 112), (16, 3, 7, 7), dict(stride=2, padding=3)),
+    "31x31 kernel": ((1, 4, 128, 128), (4, 4, 31, 31), dict(padding=15)),
+}
+ALGORITHMS = ("direct", "im2col", "fft")
+
+
+def errors(algorithm, dtype, mixed, seed=0):
+    rng = np.random.default_rng(seed)
+    worst_max = worst_own = 0.0
+    for xs, ws, kw in CASES.values():
+        x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+        if mixed:
+            x[..., : xs[-1] // 2] *= 1e-4
+        ref = fc.conv2d(x, w, algorithm="direct", **kw)
+        terms = fc.conv2d(np.abs(x), np.abs(w), algorithm="direct", **kw)
+        y = fc.conv2d(x.astype(dtype), w.astype(dtype), algorithm=algorithm, **kw)
+        err = np.abs(y.astype(np.float64) - ref)
+        worst_max = max(worst_max, err.max() / np.abs(ref).max())
+        worst_own = max(worst_own, (err / terms).max())
+    return worst_max, worst_own
+
+
+def main():
+    print("| algorithm | float32 vs largest | float32 vs own terms | float64 vs largest | "
+          "float64 vs own terms |\n|---|---|---|---|---|")
+    for algo in ALGORITHMS:
+        cells = []
+        for dtype in ("float32", "float64"):
+            largest, _ = errors(algo, dtype, mixed=False)
+            _, own = errors(algo, dtype, mixed=True)
+            cells += [f"{largest:.0e}", f"{own:.0e}"]
+        if algo == "direct":
+            cells[2:] = ["(reference)", "(reference)"]
+        print(f"| {algo} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
