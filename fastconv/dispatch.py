@@ -26,7 +26,7 @@ import platform
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -155,23 +155,52 @@ def _fast_len(n: int) -> int:
         m += 1
 
 
-# --- gradients relative to the forward ---------------------------------------------------
-# Measured on the MNIST layers (2 cores): the direct CPU weight gradient is a reduction
-# that runs ~2.3x slower than its forward; the direct/FFT input gradients convolve a
-# zero-upsampled grad_out (stride^nd more work); im2col's gradients are GEMMs of the size
-# of its forward. On the GPU the direct weight gradient is im2col's split-K GEMM.
-def _direct_op_factor(spec, op, device):
+# --- gradients ---------------------------------------------------------------------------
+# A gradient that an algorithm computes by running its forward kernel on another problem
+# costs that problem's forward: the input gradient (direct and fft on the CPU, every
+# algorithm on the GPU) is a stride-1 correlation of the zero-upsampled, fully padded
+# grad_output with the flipped weight; fft's weight gradient swaps the roles of images and
+# channels. Dedicated kernels are weighed against their forward: the direct CPU weight
+# gradient is a reduction measured ~2.3x slower than its forward on the MNIST layers;
+# im2col's CPU gradients are GEMMs of its forward's size, and on the GPU the direct weight
+# gradient is im2col's split-K GEMM.
+def adjoint_spec(spec: ConvSpec) -> ConvSpec:
+    """The forward problem that computes ``spec``'s input gradient."""
+    up = tuple((o - 1) * s + 1 + 2 * (e - 1) for o, s, e in
+               zip(spec.out_size, spec.stride, spec.effective_kernel))
+    return replace(spec, C_in=spec.C_out, C_out=spec.C_in, in_size=up,
+                   stride=(1,) * spec.nd, padding=((0, 0),) * spec.nd, batched=True)
+
+
+def swapped_spec(spec: ConvSpec) -> ConvSpec:
+    """The forward problem (one per group) that computes ``spec``'s weight gradient."""
+    G = spec.groups
+    return replace(spec, N=spec.C_in // G, C_in=spec.N, C_out=spec.C_out // G,
+                   in_size=spec.padded_size, kernel=spec.out_size, stride=spec.dilation,
+                   dilation=spec.stride, padding=((0, 0),) * spec.nd, groups=1, batched=True)
+
+
+def _direct_cost(entry, spec, op, device):
+    if op == "input_grad":
+        return entry.forward_cost(adjoint_spec(spec), device)
     if op == "weight_grad":
-        return 2.3 if device == "cpu" else 1.0
-    return float(_prod(spec.stride)) if op == "input_grad" else 1.0
+        return (2.3 * entry.forward_cost(spec, device) if device == "cpu"
+                else cuda_cost.im2col(spec))
+    return entry.forward_cost(spec, device)
 
 
-def _im2col_op_factor(spec, op, device):
-    return float(_prod(spec.stride)) if (op == "input_grad" and device == "cuda") else 1.0
+def _im2col_cost(entry, spec, op, device):
+    if op == "input_grad" and device == "cuda":
+        return entry.forward_cost(adjoint_spec(spec), device)
+    return entry.forward_cost(spec, device)
 
 
-def _fft_op_factor(spec, op, device):
-    return float(_prod(spec.stride)) if op == "input_grad" else 1.0
+def _fft_cost(entry, spec, op, device):
+    if op == "input_grad":
+        return entry.forward_cost(adjoint_spec(spec), device)
+    if op == "weight_grad":
+        return spec.groups * entry.forward_cost(swapped_spec(spec), device)
+    return entry.forward_cost(spec, device)
 
 
 # --- reasons -----------------------------------------------------------------------------
@@ -226,7 +255,7 @@ class Algorithm:
     cuda_kernels: str              # the name of its Kernels in fastconv.cuda.engine
     cpu_features: Callable         # spec -> {feature: count}, times _MODEL[name]
     cuda_estimate: Callable        # spec -> seconds (fastconv.cuda.cost)
-    op_factor: Callable            # (spec, op, device) -> cost relative to the forward
+    op_cost: Callable              # (entry, spec, op, device) -> seconds (gradients above)
     reasons: dict                  # device -> (spec -> why it is fastest)
     #: devices on which one NaN or inf spreads beyond the outputs whose window holds it
     spreads_nonfinite: tuple = ()
@@ -240,14 +269,16 @@ class Algorithm:
         from .cuda import engine as cuda_engine
         return getattr(cuda_engine, self.cuda_kernels)
 
-    def estimate(self, spec: ConvSpec, op: str = "forward", device: str = "cpu") -> float:
-        """Estimated seconds for ``op`` on ``device``."""
+    def forward_cost(self, spec: ConvSpec, device: str = "cpu") -> float:
+        """Estimated seconds of the forward on ``device``."""
         if device == "cpu":
             model = _MODEL[self.name]
-            base = sum(model.get(k, 0.0) * v for k, v in self.cpu_features(spec).items())
-        else:
-            base = self.cuda_estimate(spec)
-        return float(base) * self.op_factor(spec, op, device)
+            return float(sum(model.get(k, 0.0) * v for k, v in self.cpu_features(spec).items()))
+        return float(self.cuda_estimate(spec))
+
+    def estimate(self, spec: ConvSpec, op: str = "forward", device: str = "cpu") -> float:
+        """Estimated seconds for ``op`` on ``device``."""
+        return float(self.op_cost(self, spec, op, device))
 
 
 _EXACT = {"cpu": {"float32": 1e-4, "float64": 1e-10},
@@ -255,13 +286,13 @@ _EXACT = {"cpu": {"float32": 1e-4, "float64": 1e-10},
 REGISTRY = {a.name: a for a in (
     Algorithm("direct", "the definition, register-tiled (cpu/direct.py)", "direct sum", _EXACT,
               cpu_engine.DIRECT, "DIRECT", direct_features, cuda_cost.direct,
-              _direct_op_factor, {"cpu": _CPU_REASONS["direct"], "cuda": _GPU_REASONS["direct"]}),
+              _direct_cost, {"cpu": _CPU_REASONS["direct"], "cuda": _GPU_REASONS["direct"]}),
     Algorithm("im2col", "column matrix times weight, one BLAS GEMM (cpu/im2col.py)",
               "direct sum", _EXACT, cpu_engine.IM2COL, "IM2COL", im2col_features,
-              cuda_cost.im2col, _im2col_op_factor,
+              cuda_cost.im2col, _im2col_cost,
               {"cpu": _CPU_REASONS["im2col"], "cuda": _GPU_REASONS["im2col"]}),
     Algorithm("fft", "real FFTs and a per-frequency channel contraction (cpu/fft.py)", "fft",
-              _EXACT, cpu_engine.FFT, "FFT", fft_features, cuda_cost.fft, _fft_op_factor,
+              _EXACT, cpu_engine.FFT, "FFT", fft_features, cuda_cost.fft, _fft_cost,
               {"cpu": _CPU_REASONS["fft"], "cuda": _GPU_REASONS["fft"]},
               spreads_nonfinite=("cpu", "cuda")),
 )}
