@@ -152,9 +152,9 @@ def input_grad(nd, fn, input_size_, weight, grad_output, stride, padding, dilati
         from .cuda import api as cuda_api
         return cuda_api.input_grad(nd, fn, input_size_, weight, grad_output, stride, padding,
                                    dilation, groups, padding_mode, algorithm)
-    size = input_size(fn, nd, input_size_)
     w = as_array(weight, "weight", fn)
     go = as_array(grad_output, "grad_output", fn)
+    size = input_size(fn, nd, input_size_, go.shape)
     dtype, _ = compute_dtypes(fn, {"weight": w, "grad_output": go})
     spec, _, w, _ = conv_spec(fn, nd, proxy(size, np.result_type(w, go)), w, None,
                               stride, padding, dilation, groups, padding_mode)

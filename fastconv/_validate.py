@@ -233,10 +233,19 @@ def check_groups_divide(fn, groups, **channels):
             raise ValueError(f"{fn}: {name} ({n}) must be divisible by groups ({groups})")
 
 
-def input_size(fn, nd, value):
-    """The ``input_size`` of an input gradient: (N, C_in, *spatial) or unbatched."""
-    return size_tuple(fn, "input_size", value, (nd + 2, nd + 1),
+def input_size(fn, nd, value, go_shape=None):
+    """The ``input_size`` of an input gradient: (N, C_in, *spatial) or unbatched, batched
+    as ``grad_output`` (of shape ``go_shape``) is."""
+    size = size_tuple(fn, "input_size", value, (nd + 2, nd + 1),
                       "(N, C_in, *spatial), or (C_in, *spatial) unbatched")
+    if go_shape is not None and len(go_shape) in (nd + 1, nd + 2) and \
+            (len(size) == nd + 2) != (len(go_shape) == nd + 2):
+        want = (f"{nd + 2} entries (N, C_in, *spatial)" if len(go_shape) == nd + 2
+                else f"{nd + 1} entries (C_in, *spatial)")
+        raise ValueError(f"{fn}: input_size {size} has {len(size)} entries but grad_output "
+                         f"of shape {tuple(go_shape)} is {'' if len(go_shape) == nd + 2 else 'un'}"
+                         f"batched: expected {want}")
+    return size
 
 
 def weight_size(fn, nd, value):

@@ -158,9 +158,9 @@ def input_grad(nd, fn, input_size_, weight, grad_output, stride, padding, dilati
     rt.require(fn)
     host = not (rt.is_device(grad_output) or rt.is_device(weight))
     weight, grad_output = rt.convert((weight, grad_output), ("weight", "grad_output"), fn)
-    size = input_size(fn, nd, input_size_)
     wp = as_array(shape_proxy(weight), "weight", fn)
     gop = as_array(shape_proxy(grad_output), "grad_output", fn)
+    size = input_size(fn, nd, input_size_, gop.shape)
     dtype, _ = compute_dtypes(fn, {"weight": wp, "grad_output": gop})
     spec, _, _, _ = conv_spec(fn, nd, host_proxy(size, dtype), wp, None,
                               stride, padding, dilation, groups, padding_mode)
