@@ -38,7 +38,8 @@ def assert_same_as_direct(got, want, rtol, atol=0.0, scale=0.0):
         g, wv = got[fin].astype(np.float64), want[fin].astype(np.float64)
         scale = max(scale, float(np.abs(wv).max()))
         err = float(np.abs(g - wv).max())
-        assert err <= rtol * scale + atol, f"max error {err:.3g} > {rtol:g} * {scale:.3g} + {atol:.3g}"
+        assert err <= rtol * scale + atol, (f"max error {err:.3g} > {rtol:g} * {scale:.3g} "
+                                            f"+ {atol:.3g}")
 
 
 @st.composite
@@ -93,7 +94,8 @@ def test_nonfinite_lands_where_direct_puts_it(problem, data):
         b[0] = np.inf
     rtol = FFT_RTOL[x.dtype]
     with np.errstate(all="ignore"):
-        for got, want in zip(three_ops(x, w, b, gy, kw, "fft"), three_ops(x, w, b, gy, kw, "direct")):
+        for got, want in zip(three_ops(x, w, b, gy, kw, "fft"),
+                             three_ops(x, w, b, gy, kw, "direct")):
             assert_same_as_direct(got, want, rtol, atol=rtol)    # unit-scale data
 
 

@@ -181,17 +181,20 @@ def test_corrupt_central_directory(tmp_path, field, value):
             nn.load(path)
 
 
-@pytest.mark.parametrize("header", [[], 3, "fastconv-state/1", None, 2.5, True,
-                                    {"format": "fastconv-state/1"},
+FMT = "fastconv-state/1"
+
+
+@pytest.mark.parametrize("header", [[], 3, FMT, None, 2.5, True,
+                                    {"format": FMT},
                                     {"format": "fastconv-state/2", "root": {}},
-                                    {"format": "fastconv-state/1", "root": {"__array__": "nope"}},
-                                    {"format": "fastconv-state/1", "root": {"__array__": []}},
-                                    {"format": "fastconv-state/1", "root": {"__dict__": 5}},
-                                    {"format": "fastconv-state/1", "root": {"__dict__": [[1, 2, 3]]}},
-                                    {"format": "fastconv-state/1", "root": {"__dict__": [[[1], 2]]}},
-                                    {"format": "fastconv-state/1", "root": {"__float__": "abc"}},
-                                    {"format": "fastconv-state/1", "root": {"__float__": [1]}},
-                                    {"format": "fastconv-state/1", "root": {"__tuple__": 7}}])
+                                    {"format": FMT, "root": {"__array__": "nope"}},
+                                    {"format": FMT, "root": {"__array__": []}},
+                                    {"format": FMT, "root": {"__dict__": 5}},
+                                    {"format": FMT, "root": {"__dict__": [[1, 2, 3]]}},
+                                    {"format": FMT, "root": {"__dict__": [[[1], 2]]}},
+                                    {"format": FMT, "root": {"__float__": "abc"}},
+                                    {"format": FMT, "root": {"__float__": [1]}},
+                                    {"format": FMT, "root": {"__tuple__": 7}}])
 def test_malformed_json_headers(tmp_path, header):
     path = tmp_path / "hdr.npz"
     zip_with_members(path, {"__fastconv__.json": json.dumps(header),

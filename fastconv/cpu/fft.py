@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import JIT, n_tasks_target, serial_if_small
+from .direct import direct_fwd
 
 FFT_BUDGET_BYTES = 96 << 20
 
@@ -178,7 +179,8 @@ def _sum_runs(out, xp, w, bias, runs, groups, sd, sh, sw, dd, dh, dw, zero):
     O, Cg, KD, KH, KW = w.shape
     Og = O // groups
     for r in prange(runs.shape[0]):
-        n, g, od, oh, ow0, m = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3], runs[r, 4], runs[r, 5]
+        n, g, od, oh = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3]
+        ow0, m = runs[r, 4], runs[r, 5]
         acc = np.empty(m, dtype=out.dtype)        # private: no aliasing with out or xp
         for o in range(g * Og, (g + 1) * Og):
             acc[:] = zero
@@ -231,23 +233,26 @@ def _window_any(mask, axis, k, s, d, n_out):
 
 
 def _fwd_nonfinite(xp, w, bias, stride, dilation, groups, out):
-    from .direct import direct_fwd
-    N, C = xp.shape[:2]
+    N = xp.shape[0]
     O, Cg = w.shape[:2]
     Og = O // groups
     bad_w = ~np.isfinite(w).reshape(O, -1).all(axis=1)          # output channels
     bad_x = ~np.isfinite(xp)
-    # outputs of each (image, group) whose window reads a non-finite input
-    hit = bad_x.reshape((N, groups, Cg) + xp.shape[2:]).any(axis=2)
-    for a, (k, s, d, n) in enumerate(zip(w.shape[2:], stride, dilation, out.shape[2:])):
-        hit = _window_any(hit, a + 2, k, s, d, n)
-    # outputs to sum directly: those read non-finite inputs, and whole bad weight channels
-    n_hit = int(hit.sum())
+    any_x = bool(bad_x.any())
+    n_hit = 0
+    if any_x:
+        # outputs of each (image, group) whose window reads a non-finite input
+        hit = bad_x.reshape((N, groups, Cg) + xp.shape[2:]).any(axis=2)
+        for a, (k, s, d, n) in enumerate(zip(w.shape[2:], stride, dilation, out.shape[2:])):
+            hit = _window_any(hit, a + 2, k, s, d, n)
+        n_hit = int(hit.sum())
+    # outputs to sum directly: those that read non-finite inputs, and whole channels with a
+    # non-finite weight (which reaches every output of its channel)
     n_bad = int(bad_w.sum())
     per_channel = N * math.prod(out.shape[2:])
     if (n_hit * Og + n_bad * per_channel) > DIRECT_ABOVE * O * per_channel:
         return direct_fwd(xp, w, bias, stride, dilation, groups, out)
-    xz = np.where(bad_x, 0, xp) if n_hit or bad_x.any() else xp   # (unread NaN: still zero it)
+    xz = np.where(bad_x, 0, xp) if any_x else xp         # also a NaN that no window reads
     wz = np.where(np.isfinite(w), w, 0) if n_bad else w
     sx, sw = _shifts(xz, wz, abs_max(xz), abs_max(wz))
     _fft(xz, wz, bias, stride, dilation, groups, out, sx, sw)
