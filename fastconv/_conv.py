@@ -83,9 +83,9 @@ _CONV_DOC = """{nd}-D convolution (cross-correlation, as ``torch.nn.functional.c
         ``C_in`` and ``C_out`` must both be divisible by it. Default: 1
     padding_mode : {{'zeros', 'reflect', 'replicate', 'circular'}}
     algorithm : {{'auto', 'direct', 'im2col', 'fft'}}
-        A speed choice only: every algorithm gives the same result for finite inputs
-        (``'fft'`` spreads a NaN or inf over the whole output, so ``'auto'`` does not use
-        it for non-finite input). ``'auto'`` uses :func:`fastconv.choose_algorithm`.
+        A speed choice only: every algorithm gives the same result within its documented
+        tolerance, with NaN and inf in the same places. ``'auto'`` uses
+        :func:`fastconv.choose_algorithm`.
     device : None, 'cpu' or 'cuda'
         None: the GPU if ``input`` is a GPU array, else the CPU.
     out : ndarray, optional

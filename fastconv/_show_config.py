@@ -135,9 +135,8 @@ def _version(dist):
 
 
 def _fastconv():
-    import fastconv
-    return {"version": fastconv.__version__,
-            "location": str(Path(fastconv.__file__).resolve().parent)}
+    from ._version import __version__
+    return {"version": __version__, "location": str(Path(__file__).resolve().parent)}
 
 
 def _python():
@@ -293,8 +292,8 @@ def _caches():
 
 
 def _cost_model():
-    import fastconv
-    path = Path(fastconv.__file__).resolve().with_name("cost_model.json")
+    from . import dispatch
+    path = Path(dispatch._MODEL_FILE).resolve()
     data, err = _read_json(path)
     info = {"file": str(path)}
     if err:

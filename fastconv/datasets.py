@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import math
 import urllib.error
 import urllib.request
 import zlib
@@ -125,7 +126,7 @@ def read_idx(path):
         raise ValueError(f"{path}: truncated IDX file (header needs {header} bytes, "
                          f"got {len(data)})")
     shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    n = math.prod(shape) * dtype.itemsize       # Python ints: (65536,) * 4 must not wrap to 0
     if len(data) - header < n:
         raise ValueError(f"{path}: truncated IDX file: shape {shape} needs {n} data bytes, "
                          f"found {len(data) - header}")

@@ -331,11 +331,19 @@ def _offsets(Cg, KD, KH, KW, Dp, HWp, Wp, dd, dh, dw, sh, sw, nm):
     return off
 
 
+def _finite(a):
+    # NaN/inf-free: NumPy's max and min propagate NaN (SIMD, no temporary array)
+    return bool(np.isfinite(a.max()) and np.isfinite(a.min()))
+
+
 def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     """Gradient of the forward with respect to ``w`` (bias excluded)."""
     N, O, OD, OH, OW = go.shape
     Wp = xp.shape[4]
-    if stride[1] == 1 and stride[2] == 1:      # one line per plane on the padded-width grid
+    if stride[1] == 1 and stride[2] == 1 and (OW == Wp or _finite(xp)):
+        # one line per plane on the padded-width grid (its wrap-around columns multiply
+        # zeros of grad_out with inputs no tap reads: only for finite inputs, where
+        # those products are 0 and not inf * 0 = NaN)
         L = (OH - 1) * Wp + OW
         gl = np.zeros((N, O, OD, OH * Wp), dtype=go.dtype)
         gl.reshape(N, O, OD, OH, Wp)[..., :OW] = go

@@ -10,7 +10,9 @@ the cores. Large ones split the planes over threads, so each task owns its outpu
 Windows follow PyTorch: output position ``oh`` covers rows ``oh * sH - pH + kh * dH``
 for ``kh < kH``; positions outside the input are skipped (max pooling) or counted as
 zeros (average pooling with ``count_include_pad``). Max pooling records the flat index
-``h * W + w`` of each maximum, as PyTorch's ``return_indices`` does.
+``h * W + w`` of each maximum, as PyTorch's ``return_indices`` does; a window with no
+input element (all padding, possible with dilation) gives -inf and index -1, and its
+gradient goes nowhere.
 
 Wrappers (``fastconv.nn.functional``) validate and allocate; kernels only compute.
 """
@@ -215,24 +217,33 @@ def _maxpool2d_fwd_par(out, idx, x, kH, kW, sH, sW, pH, pW, dH, dW):
 
 @njit(**JIT)
 def _maxpool_bwd_plane(gx, go, idx):
-    # gx: (H * W,) overwritten   go, idx: (OH * OW,);  gx[idx] += go
-    for i in range(gx.shape[0]):
+    # gx: (H * W,) overwritten   go, idx: (OH * OW,);  gx[idx] += go. An index of -1 (a
+    # window with no input element, all padding: its output is -inf) sends its gradient
+    # nowhere. Returns how many indices lie outside [-1, H * W) (skipped too).
+    n = gx.shape[0]
+    for i in range(n):
         gx[i] = 0
+    bad = 0
     for q in range(go.shape[0]):
-        gx[idx[q]] += go[q]
+        i = idx[q]
+        if i >= 0 and i < n:
+            gx[i] += go[q]
+        elif i != -1:
+            bad += 1
+    return bad
 
 
 @njit(**JIT)
-def _maxpool2d_bwd(gx, go, idx):
-    # gx: (P, H * W)   go, idx: (P, OH * OW)
+def _maxpool2d_bwd(bad, gx, go, idx):
+    # bad: (P,)   gx: (P, H * W)   go, idx: (P, OH * OW)
     for p in range(gx.shape[0]):
-        _maxpool_bwd_plane(gx[p], go[p], idx[p])
+        bad[p] = _maxpool_bwd_plane(gx[p], go[p], idx[p])
 
 
 @njit(parallel=True, **JIT)
-def _maxpool2d_bwd_par(gx, go, idx):
+def _maxpool2d_bwd_par(bad, gx, go, idx):
     for p in prange(gx.shape[0]):
-        _maxpool_bwd_plane(gx[p], go[p], idx[p])
+        bad[p] = _maxpool_bwd_plane(gx[p], go[p], idx[p])
 
 
 # -- average pooling --------------------------------------------------------------------------
@@ -348,14 +359,16 @@ def maxpool2d_fwd(x, out_size, kernel, stride, padding, dilation):
 
 
 def maxpool2d_bwd(go, idx, in_size):
-    """go, idx: (P, OH, OW) C-contiguous. Returns the input gradient (P, H, W)."""
+    """go, idx: (P, OH, OW) C-contiguous. Returns the input gradient (P, H, W) and how
+    many indices were outside [-1, H * W) (skipped; -1 marks an all-padding window)."""
     P = go.shape[0]
     H, W = in_size
     gx = np.empty((P, H * W), dtype=go.dtype)
+    bad = np.zeros(P, dtype=np.int64)
     k = _maxpool2d_bwd_par if P * H * W >= PARALLEL_MIN else _maxpool2d_bwd
     n = go.shape[1] * go.shape[2]
-    k(gx, go.reshape(P, n), idx.reshape(P, n))
-    return gx.reshape(P, H, W)
+    k(bad, gx, go.reshape(P, n), idx.reshape(P, n))
+    return gx.reshape(P, H, W), int(bad.sum())
 
 
 def avgpool2d_fwd(x, out_size, kernel, stride, padding, count_include_pad, divisor):

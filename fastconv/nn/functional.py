@@ -182,7 +182,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         Round the output size up instead of down.
     return_indices : bool, default False
         Also return the flat index ``h * W + w`` of each maximum (what
-        :func:`max_pool2d_backward` needs).
+        :func:`max_pool2d_backward` needs). A window that holds no input element (all
+        padding, possible with dilation) gives -inf, as PyTorch, and index -1.
 
     Returns
     -------
@@ -226,8 +227,13 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     Returns
     -------
     grad_input : ndarray of ``input_shape``
-        Zero except at each window's maximum (a window entirely in padding sends its
-        gradient nowhere).
+        Zero except at each window's maximum; an index of -1 (a window with no input
+        element, entirely in padding) sends its gradient nowhere.
+
+    Raises
+    ------
+    ValueError
+        Shapes that disagree, or an index outside ``[-1, H * W)``.
 
     Examples
     --------
@@ -247,8 +253,13 @@ def max_pool2d_backward(grad_output, indices, input_shape):
                          f"have shape {indices.shape}")
     H, W = input_shape[-2:]
     P = int(np.prod(input_shape[:-2]))
-    gx = pool.maxpool2d_bwd(go.reshape(P, *go.shape[-2:]),
-                            np.ascontiguousarray(indices).reshape(P, *go.shape[-2:]), (H, W))
+    gx, n_bad = pool.maxpool2d_bwd(go.reshape(P, *go.shape[-2:]),
+                                   np.ascontiguousarray(indices, dtype=np.int64)
+                                   .reshape(P, *go.shape[-2:]), (H, W))
+    if n_bad:
+        raise ValueError(f"max_pool2d_backward: {n_bad} indices lie outside [0, {H * W}) for "
+                         f"an input of shape {tuple(input_shape)} (-1 marks an all-padding "
+                         f"window); pass the indices max_pool2d returned for this input")
     return gx.reshape(input_shape)
 
 

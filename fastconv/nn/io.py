@@ -8,6 +8,7 @@ that also records where each array belongs. Nothing is pickled.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import numbers
@@ -120,6 +121,61 @@ def save(obj, path):
             zf.writestr(_META, json.dumps(meta, allow_nan=False))
 
 
+def _read_npy(data: bytes):
+    """An array from the bytes of a ``.npy`` member, its header checked against its length
+    before anything is allocated. Object arrays are refused (nothing is unpickled)."""
+    fmt = np.lib.format
+    fp = io.BytesIO(data)
+    version = fmt.read_magic(fp)
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise ValueError(f"unsupported .npy format version {version}")
+    read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, fortran, dtype = read_header(fp)
+    if dtype.hasobject:
+        raise ValueError("object arrays are not loaded (that would unpickle)")
+    count = math.prod(shape)
+    size = len(data) - fp.tell()
+    if count * dtype.itemsize != size:
+        raise ValueError(f"a .npy member holds {size} data bytes, its header says "
+                         f"{shape} {dtype} ({count * dtype.itemsize} bytes)")
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=fp.tell())
+    return arr.reshape(shape, order="F" if fortran else "C").copy(order="K")
+
+
+def _check_entry_count(zf):
+    # zipfile reads the central directory up to its declared byte size and ignores the
+    # declared number of entries: a corrupted length field inside it silently drops the
+    # members after it. Compare the two (zipfile's own end-record reader, zip64 aware).
+    end_record = getattr(zipfile, "_EndRecData", None)
+    if end_record is None:                                 # pragma: no cover
+        return
+    end = end_record(zf.fp)
+    declared = end[zipfile._ECD_ENTRIES_TOTAL]
+    if declared != len(zf.infolist()) or end[zipfile._ECD_ENTRIES_THIS_DISK] != declared:
+        raise ValueError(f"its zip directory declares {declared} members but lists "
+                         f"{len(zf.infolist())}")
+
+
+def _read_npz(path):
+    # name -> array (raw bytes for a non-.npy member, as numpy.load gives), and the header
+    arrays, meta_raw = {}, None
+    with zipfile.ZipFile(path) as zf:
+        _check_entry_count(zf)
+        for info in zf.infolist():
+            name = info.filename
+            data = zf.read(info)                      # checks the CRC
+            if name == _META:
+                meta_raw = data
+                continue
+            if name.endswith(".npy"):
+                name = name[:-4]
+            if name in arrays:
+                raise ValueError(f"member {name!r} appears twice")
+            is_npy = data.startswith(np.lib.format.MAGIC_PREFIX)
+            arrays[name] = _read_npy(data) if is_npy or info.filename.endswith(".npy") else data
+    return arrays, meta_raw
+
+
 def load(path):
     """Read a file written by :func:`save` (arrays come back as ndarrays).
 
@@ -127,8 +183,13 @@ def load(path):
 
     Raises
     ------
+    FileNotFoundError
+        No file at ``path``.
     ValueError
-        The file is not a readable ``.npz`` archive (the message names it).
+        Anything else that is not a readable ``.npz`` archive written by :func:`save` or
+        ``numpy.savez``: another format (a ``.npy``, text), a truncated or corrupted
+        archive (bad CRC, directory, compression method or flags), a corrupted array
+        header, an unreadable or malformed fastconv header. The message names the file.
 
     Examples
     --------
@@ -141,22 +202,25 @@ def load(path):
     """
     path = Path(os.fspath(path))
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            files = list(npz.files)
-            arrays = {name: npz[name] for name in files if name != _META}
-            meta_raw = None
-            if _META in npz.zip.namelist():
-                meta_raw = npz.zip.read(_META)
+        arrays, meta_raw = _read_npz(path)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"load: {path} is not a readable fastconv/.npz file ({exc})") from None
+    except Exception as exc:        # noqa: BLE001 -- every parse failure of untrusted bytes
+        # (zipfile alone raises BadZipFile, NotImplementedError, RuntimeError, EOFError,
+        # zlib.error, struct.error, UnicodeDecodeError, OverflowError ... on corrupt input)
+        raise ValueError(f"load: {path} is not a readable fastconv/.npz file "
+                         f"({type(exc).__name__}: {exc})") from exc
     if meta_raw is None:
         return arrays
     try:
         meta = json.loads(meta_raw.decode("utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError(f"the header is a JSON {type(meta).__name__}, not an object")
         if meta.get("format") != _FORMAT:
             raise ValueError(f"unknown format {meta.get('format')!r}")
+        if "root" not in meta:
+            raise ValueError("the header has no 'root'")
         return _decode(meta["root"], arrays)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"load: {path} has an unreadable fastconv header ({exc})") from None
+    except Exception as exc:        # noqa: BLE001 -- a malformed header, whatever its shape
+        raise ValueError(f"load: {path} has an unreadable fastconv header "
+                         f"({type(exc).__name__}: {exc})") from exc

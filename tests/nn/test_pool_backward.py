@@ -1,0 +1,193 @@
+"""Reliability of max pooling (issue 13): windows that hold no input element (all padding,
+possible with dilation) give -inf forward and send their gradient nowhere; every other
+gradient goes to its window's maximum; indices outside the input are refused.
+
+Oracle: a float64 loop over the windows (PyTorch's rule: the first maximum in window
+order wins, a NaN wins over numbers) and PyTorch when installed, on problems where every
+window holds an input element (PyTorch's own backward writes out of bounds otherwise)."""
+import numpy as np
+import pytest
+from hypothesis import assume, event, given, settings
+from hypothesis import strategies as st
+
+from fastconv import nn
+from fastconv.nn import functional as F
+
+try:
+    import torch
+except ImportError:        # the optional oracle
+    torch = None
+
+PROPERTY = settings(max_examples=80, deadline=None, database=None, print_blob=True)
+
+
+# --- the reference ----------------------------------------------------------------------
+def reference_max_pool(x, go, k, s, p, d, out_size):
+    """(y, idx, gx) in float64 by a loop over windows; idx -1 and y -inf for a window with
+    no input element, which adds nothing to gx."""
+    N, C, H, W = x.shape
+    OH, OW = out_size
+    y = np.full((N, C, OH, OW), -np.inf)
+    idx = np.full((N, C, OH, OW), -1, dtype=np.int64)
+    gx = np.zeros((N, C, H, W))
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    best, bi = -np.inf, -1
+                    for kh in range(k[0]):
+                        h = oh * s[0] - p[0] + kh * d[0]
+                        for kw in range(k[1]):
+                            w = ow * s[1] - p[1] + kw * d[1]
+                            if not (0 <= h < H and 0 <= w < W):
+                                continue
+                            v = float(x[n, c, h, w])
+                            if bi < 0 or v > best or np.isnan(v):
+                                best, bi = v, h * W + w
+                    y[n, c, oh, ow], idx[n, c, oh, ow] = best, bi
+                    if bi >= 0:
+                        gx[n, c, bi // W, bi % W] += go[n, c, oh, ow]
+    return y, idx, gx
+
+
+@st.composite
+def pool_problems(draw):
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
+    d = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    ceil_mode = draw(st.booleans())
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2)),
+             draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    axis = draw(st.sampled_from([None, None, 0, 1]))
+    if axis is not None:
+        # the one way to an all-padding window: taps -1 and size on an axis of one output
+        k, p, d = (list(v) for v in (k, p, d))
+        k[axis], p[axis], d[axis] = 2, 1, shape[2 + axis] + 1
+        k, p, d = tuple(k), tuple(p), tuple(d)
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    if draw(st.booleans()):
+        x = rng.integers(-3, 4, shape).astype(dtype)          # ties
+    else:
+        x = rng.standard_normal(shape).astype(dtype)
+    for _ in range(draw(st.integers(0, 2))):
+        x.reshape(-1)[draw(st.integers(0, x.size - 1))] = draw(
+            st.sampled_from([np.nan, np.inf, -np.inf]))
+    return x, k, s, p, d, ceil_mode
+
+
+def geometry(x, k, s, p, d, ceil_mode):
+    try:
+        return F._pool_args("test", x.shape, k, s, p, d, ceil_mode)[-1]
+    except ValueError:
+        assume(False)
+
+
+# --- properties -------------------------------------------------------------------------
+@PROPERTY
+@given(pool_problems())
+def test_max_pool_matches_the_window_loop(problem):
+    x, k, s, p, d, ceil_mode = problem
+    out_size = geometry(x, k, s, p, d, ceil_mode)
+    go = np.random.default_rng(0).standard_normal(x.shape[:2] + out_size).astype(x.dtype)
+    y_ref, idx_ref, gx_ref = reference_max_pool(x, go, k, s, p, d, out_size)
+    event("all-padding windows" if (idx_ref < 0).any() else "every window holds an element")
+
+    layer = nn.MaxPool2d(k, s, p, d, return_indices=True, ceil_mode=ceil_mode)
+    y, idx = layer(x)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref.astype(x.dtype))          # -inf and NaN included
+    gx = layer.backward(go)
+    assert gx.dtype == x.dtype and gx.shape == x.shape
+    tol = 1e-6 if x.dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(gx, gx_ref, rtol=tol, atol=tol)
+    # the functional path gives the same
+    y2, idx2 = F.max_pool2d(x, k, s, p, d, ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(idx2, idx_ref)
+    np.testing.assert_array_equal(F.max_pool2d_backward(go, idx2, x.shape), gx)
+    # unbatched (C, H, W)
+    np.testing.assert_array_equal(F.max_pool2d_backward(go[0], idx2[0], x.shape[1:]), gx[0])
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed (optional oracle)")
+@PROPERTY
+@given(pool_problems())
+def test_max_pool_matches_torch_where_every_window_holds_an_element(problem):
+    x, k, s, p, d, ceil_mode = problem
+    out_size = geometry(x, k, s, p, d, ceil_mode)
+    go = np.random.default_rng(1).standard_normal(x.shape[:2] + out_size).astype(x.dtype)
+    _, idx_ref, _ = reference_max_pool(x, go, k, s, p, d, out_size)
+    assume((idx_ref >= 0).all())       # otherwise PyTorch's result is not valid
+    t = torch.tensor(x, requires_grad=True)
+    yt, it = torch.nn.functional.max_pool2d(t, k, s, p, d, ceil_mode, return_indices=True)
+    assert tuple(yt.shape[-2:]) == out_size
+    assume(bool(((it >= 0) & (it < x.shape[2] * x.shape[3])).all()))
+    yt.backward(torch.tensor(go))
+    layer = nn.MaxPool2d(k, s, p, d, ceil_mode=ceil_mode)
+    y = layer(x)
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    tol = 1e-6 if x.dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(layer.backward(go), t.grad.numpy(), rtol=tol, atol=tol)
+
+
+# --- the reported case, and bad indices -------------------------------------------------
+def test_all_padding_window_sends_its_gradient_nowhere():
+    x = np.arange(14, dtype=np.float32).reshape(1, 2, 1, 7)
+    layer = nn.MaxPool2d((2, 4), stride=2, padding=1, dilation=2, return_indices=True)
+    y, idx = layer(x)
+    assert np.isneginf(y).all() and (idx == -1).all()          # as PyTorch: -inf
+    gx = layer.backward(np.ones_like(y))
+    assert gx.shape == x.shape and not gx.any()                 # was: the last element got 2
+
+
+@pytest.mark.parametrize("shape, k, s, p, d, ceil_mode", [
+    ((1, 1, 4, 2), (3, 2), (1, 1), (1, 1), (1, 3), False),     # width: taps -1 and 2
+    ((2, 3, 2, 5), (2, 2), (2, 1), (1, 1), (3, 1), True),      # height: taps -1 and 2
+    ((1, 1, 2, 2), (2, 2), (1, 1), (1, 1), (3, 3), False),     # both
+])
+def test_all_padding_windows_against_the_loop(shape, k, s, p, d, ceil_mode):
+    # (a window holds no element only where one axis has k = 2, p = 1 and a single
+    # output; then every window of the plane is empty)
+    x = np.random.default_rng(3).standard_normal(shape)
+    y, idx = F.max_pool2d(x, k, s, p, d, ceil_mode, return_indices=True)
+    go = np.arange(1.0, 1.0 + y.size).reshape(y.shape)
+    y_ref, idx_ref, gx_ref = reference_max_pool(x, go, k, s, p, d, y.shape[2:])
+    assert (idx_ref == -1).all()
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(F.max_pool2d_backward(go, idx, x.shape), gx_ref)
+
+
+@pytest.mark.parametrize("bad", [-2, 4, 10 ** 9, -(10 ** 9)])
+def test_out_of_range_indices_are_refused(bad):
+    x = np.arange(4.0).reshape(1, 1, 2, 2)
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    idx = idx.copy()
+    idx[0, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match="indices"):
+        F.max_pool2d_backward(np.ones_like(y), idx, x.shape)
+    # -1 is the marker of an all-padding window: accepted, contributes nothing
+    idx[0, 0, 0, 0] = -1
+    assert not F.max_pool2d_backward(np.ones_like(y), idx, x.shape).any()
+
+
+def test_large_problem_takes_the_parallel_kernel():
+    # above PARALLEL_MIN the backward runs the parallel driver: same rule there
+    from fastconv.cpu import pool
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 8, 64, 70)).astype(np.float32)
+    k, s, p, d = (3, 3), (2, 2), (1, 1), (3, 3)
+    out_size = F._pool_args("t", x.shape, k, s, p, d, True)[-1]
+    assert x.size >= pool.PARALLEL_MIN // 8
+    go = rng.standard_normal(x.shape[:2] + out_size).astype(np.float32)
+    y, idx = F.max_pool2d(x, k, s, p, d, True, return_indices=True)
+    idx = idx.copy()
+    idx[:, :, 0, 0] = -1              # as if those windows were all padding
+    gx, n_bad = pool.maxpool2d_bwd(go.reshape(-1, *out_size), idx.reshape(-1, *out_size),
+                                   x.shape[2:])
+    assert n_bad == 0
+    want = np.zeros((32, 64 * 70))
+    for q, (g, i) in enumerate(zip(go.reshape(32, -1), idx.reshape(32, -1))):
+        np.add.at(want[q], i[i >= 0], g[i >= 0].astype(np.float64))
+    np.testing.assert_allclose(gx.reshape(32, -1), want, rtol=1e-5, atol=1e-5)
