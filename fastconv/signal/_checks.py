@@ -177,3 +177,40 @@ def fft_compute_dtype(ft: np.dtype) -> np.dtype:
     if ft.kind == "c":
         return np.dtype(np.complex64) if ft.itemsize <= 8 else np.dtype(np.complex128)
     return np.dtype(np.float32) if ft.itemsize <= 4 else np.dtype(np.float64)
+
+
+# --- the argument step shared by the in-memory and Dask paths ------------------------------
+def check_nd(fn, a, b, mode, method):
+    """convolve / correlate's argument step (``a``, ``b``: arrays or shape-and-dtype
+    stand-ins of Dask arrays). Raises for bad arguments; returns what the call is:
+    ``'scalar'`` (two 0-d inputs: their product), ``'object'`` (non-numeric: numpy's
+    fallback), ``'empty'`` (an empty 'same' result of ``a``'s shape) or ``'run'``."""
+    if a.ndim == b.ndim == 0:
+        return "scalar"
+    check_same_ndim(a, b, *(("in1", "in2") if fn == "correlate" else ("volume", "kernel")))
+    check_mode(mode)
+    check_method(method)
+    if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc":
+        return "object"
+    if a.size == 0 or b.size == 0:
+        if mode == "same" and a.size == 0 and b.size > 0:
+            return "empty"
+        raise ValueError(MSG["empty"].format(fn=fn, mode=mode, s1=a.shape, s2=b.shape))
+    return "run"
+
+
+def check_freq(a, b, mode, axes):
+    """fftconvolve / oaconvolve's argument step (arrays or stand-ins). Returns
+    ``(kind, axes, swap)``: kind ``'scalar'``, ``'empty'`` or ``'run'``; the convolved
+    axes (those where neither input has length 1); whether 'valid' swaps the inputs."""
+    if a.ndim == b.ndim == 0:
+        return "scalar", [], False
+    check_same_ndim(a, b)
+    if a.size == 0 or b.size == 0:
+        return "empty", [], False
+    check_mode(mode, freq=True)
+    ax = [i for i in normalize_axes(axes, a.ndim) if a.shape[i] != 1 and b.shape[i] != 1]
+    for i in range(a.ndim):
+        if i not in ax and not (a.shape[i] == b.shape[i] or 1 in (a.shape[i], b.shape[i])):
+            raise ValueError(MSG["incompatible"].format(s1=a.shape, s2=b.shape))
+    return "run", ax, swap_needed(mode, a.shape, b.shape, ax)

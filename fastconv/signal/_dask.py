@@ -9,8 +9,7 @@ import numpy as np
 
 from .._dask import _big, _eager, _meta, _small, check_known, is_dask, pad, windowed
 from . import _memory
-from ._checks import (MSG, check_2d, check_method, check_mode, check_same_ndim, fft_dtype,
-                      normalize_axes, swap_needed)
+from ._checks import check_2d, check_freq, check_nd, fft_dtype, swap_needed
 from ._core import window
 
 
@@ -65,24 +64,19 @@ def signal_nd(fn, in1, in2, mode, method):
     """:func:`fastconv.signal.convolve` / ``correlate`` with a dask operand."""
     import dask.array as da
 
-
     _check_inputs(fn, in1, in2)
     corr = fn == "correlate"
     pa, pb = _meta(in1), _meta(in2)
-    if pa.ndim == pb.ndim == 0:
+    kind = check_nd(fn, pa, pb, mode, method)
+    if kind == "scalar":
         b = da.asarray(in2)
         return da.asarray(in1) * (da.conj(b) if corr else b)
-    check_same_ndim(pa, pb, *(("in1", "in2") if corr else ("volume", "kernel")))
-    check_mode(mode)
-    check_method(method)
-    if pa.dtype.kind not in "biufc" or pb.dtype.kind not in "biufc":
+    if kind == "object":
         return _eager(functools.partial(_memory.convolve_nd, fn, corr=corr), in1, in2,
                       mode=mode, method=method)
     res_dtype = np.result_type(pa.dtype, pb.dtype)
-    if pa.size == 0 or pb.size == 0:
-        if mode == "same" and pa.size == 0 and pb.size > 0:
-            return da.empty(pa.shape, dtype=res_dtype)
-        raise ValueError(MSG["empty"].format(fn=fn, mode=mode, s1=pa.shape, s2=pb.shape))
+    if kind == "empty":
+        return da.empty(pa.shape, dtype=res_dtype)
     valid_swap = swap_needed(mode, pa.shape, pb.shape)
     if valid_swap or _commute(mode, in1, in2, pa, pb):
         # convolution commutes: correlate(a, b) = convolve(reverse(conj(b)), a)
@@ -148,20 +142,13 @@ def signal_freq(fn, in1, in2, mode, axes):
     """:func:`fastconv.signal.fftconvolve` / ``oaconvolve`` with a dask operand."""
     import dask.array as da
 
-
     _check_inputs(fn, in1, in2)
     pa, pb = _meta(in1), _meta(in2)
-    if pa.ndim == pb.ndim == 0:
+    kind, ax, swap = check_freq(pa, pb, mode, axes)
+    if kind == "scalar":
         return da.asarray(in1) * da.asarray(in2)
-    check_same_ndim(pa, pb)
-    if pa.size == 0 or pb.size == 0:
+    if kind == "empty":
         return da.from_array(np.array([]))
-    check_mode(mode, freq=True)
-    ax = [i for i in normalize_axes(axes, pa.ndim) if pa.shape[i] != 1 and pb.shape[i] != 1]
-    for i in range(pa.ndim):
-        if i not in ax and not (pa.shape[i] == pb.shape[i] or 1 in (pa.shape[i], pb.shape[i])):
-            raise ValueError(MSG["incompatible"].format(s1=pa.shape, s2=pb.shape))
-    swap = swap_needed(mode, pa.shape, pb.shape, ax)
     if not ax:                    # no convolution left: the broadcast product
         out = da.asarray(in1) * da.asarray(in2)
         if mode == "same":

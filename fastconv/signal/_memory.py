@@ -11,25 +11,21 @@ import numpy as np
 
 from .._arrays import is_dask_array as is_dask
 from . import _core as core
-from ._checks import (MSG, check_2d, check_method, check_mode, check_same_ndim,
-                      direct_dtype, fft_compute_dtype, fft_dtype, normalize_axes, swap_needed)
+from ._checks import (MSG, check_2d, check_freq, check_nd, direct_dtype,
+                      fft_compute_dtype, fft_dtype, swap_needed)
 from ._cost import estimate
 
 
 def convolve_nd(fn, in1, in2, mode, method, corr):
     a, b = np.asarray(in1), np.asarray(in2)
-    if a.ndim == b.ndim == 0:
+    kind = check_nd(fn, a, b, mode, method)
+    if kind == "scalar":
         return a * (np.conj(b) if corr else b)
-    check_same_ndim(a, b, *(("in1", "in2") if corr else ("volume", "kernel")))
-    check_mode(mode)
-    check_method(method)
-    if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc":
+    if kind == "object":
         return _object_fallback(fn, a, b, mode, method, corr)
     res_dtype = np.result_type(a, b)
-    if a.size == 0 or b.size == 0:
-        if mode == "same" and a.size == 0 and b.size > 0:
-            return np.empty(a.shape, dtype=res_dtype)
-        raise ValueError(MSG["empty"].format(fn=fn, mode=mode, s1=a.shape, s2=b.shape))
+    if kind == "empty":
+        return np.empty(a.shape, dtype=res_dtype)
     if corr:                       # correlate(a, b) = convolve(a, reverse(conj(b)))
         b = np.conj(b[(slice(None, None, -1),) * b.ndim]) if b.dtype.kind == "c" \
             else b[(slice(None, None, -1),) * b.ndim]
@@ -84,17 +80,12 @@ def _object_fallback(fn, a, b, mode, method, corr):
 
 def freq_convolve(in1, in2, mode, axes, method):
     a, b = np.asarray(in1), np.asarray(in2)
-    if a.ndim == b.ndim == 0:
+    kind, ax, swap = check_freq(a, b, mode, axes)
+    if kind == "scalar":
         return a * b
-    check_same_ndim(a, b)
-    if a.size == 0 or b.size == 0:
+    if kind == "empty":
         return np.array([])
-    check_mode(mode, freq=True)
-    ax = [i for i in normalize_axes(axes, a.ndim) if a.shape[i] != 1 and b.shape[i] != 1]
-    for i in range(a.ndim):
-        if i not in ax and not (a.shape[i] == b.shape[i] or 1 in (a.shape[i], b.shape[i])):
-            raise ValueError(MSG["incompatible"].format(s1=a.shape, s2=b.shape))
-    if swap_needed(mode, a.shape, b.shape, ax):
+    if swap:
         a, b = b, a
     if not ax:                    # no convolution left: SciPy's broadcast product
         out = a * b
