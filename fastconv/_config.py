@@ -2,6 +2,8 @@
 import os
 from pathlib import Path
 
+import platformdirs
+
 # numba's OpenMP workers spin after every parallel region by default; on a machine with
 # few cores they then starve numpy's BLAS threads (im2col's GEMMs) and vice versa --
 # measured on 2 cores: MNIST training 2.9x slower, the resnet layer 1.9x slower. Passive
@@ -14,15 +16,14 @@ AUTOTUNE = os.environ.get("FASTCONV_AUTOTUNE", "0").strip().lower() in ("1", "tr
 
 
 def cache_dir() -> Path:
-    """``$FASTCONV_CACHE_DIR``, else the user cache dir (``$XDG_CACHE_HOME/fastconv``,
-    ``~/.cache/fastconv``; ``%LOCALAPPDATA%\\fastconv`` on Windows)."""
+    """``$FASTCONV_CACHE_DIR``, else the user cache dir of this platform
+    (``platformdirs.user_cache_dir("fastconv")``: ``$XDG_CACHE_HOME/fastconv`` or
+    ``~/.cache/fastconv`` on Linux, ``~/Library/Caches/fastconv`` on macOS,
+    ``%LOCALAPPDATA%\\fastconv\\Cache`` on Windows)."""
     env = os.environ.get("FASTCONV_CACHE_DIR")
     if env:
         return Path(env).expanduser()
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "fastconv"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fastconv"
+    return Path(platformdirs.user_cache_dir("fastconv", appauthor=False))
 
 
 def data_dir():
