@@ -1,6 +1,96 @@
-"""fastconv's configuration helpers."""
+"""fastconv's threads do not depend on import order or on what else is loaded (issue 17):
+each case runs in a fresh interpreter, since the threading layer and the OpenMP runtime
+are chosen once per process. No timings here: the configuration is asserted."""
+import glob
+import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+ROOT = str(Path(__file__).resolve().parent.parent)
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs PyTorch")
+
+_CHILD = """
+import json, os, sys
+first = {first!r}
+for name in first:
+    __import__(name)
+import numpy as np
+import fastconv
+from fastconv import _config
+assert fastconv.__file__.startswith({root!r}), fastconv.__file__
+fastconv.conv2d(np.ones((64, 1, 28, 28), np.float32), np.ones((10, 1, 5, 5), np.float32))
+for name in {after!r}:
+    __import__(name)
+print(json.dumps({{"info": _config.threading_info(),
+                  "env": {{k: os.environ.get(k) for k in _config._WAIT_VARS}}}}))
+"""
+
+
+def _child(first=(), after=(), env=None):
+    code = _CHILD.format(first=list(first), after=list(after), root=ROOT)
+    e = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                          "KMP_BLOCKTIME")}
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    e.update(env or {})
+    res = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_threading_info_alone():
+    out = _child()
+    info = out["info"]
+    assert info["numba_threading_layer"] == "omp" and info["numba_threads"] >= 1
+    assert info["note"] is None
+    assert info["openmp_runtime"] and info["openmp_wait_policy"] == "OMP_WAIT_POLICY=PASSIVE"
+    assert info["openmp_private"] == hasattr(os, "RTLD_DEEPBIND")
+    # the wait policy went to fastconv's own runtime only: the process environment,
+    # read by every OpenMP library loaded later, is left as it was
+    assert out["env"] == {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "KMP_BLOCKTIME": None}
+
+
+@needs_torch
+def test_same_threading_with_torch_imported_first_or_after():
+    alone = _child()
+    torch_first = _child(first=["torch"])
+    torch_after = _child(after=["torch"])
+    assert torch_first == alone
+    assert torch_after == alone
+
+
+def test_user_choices_are_kept():
+    active = _child(env={"OMP_WAIT_POLICY": "ACTIVE"})
+    assert active["info"]["openmp_wait_policy"] == "OMP_WAIT_POLICY=ACTIVE"
+    assert active["env"]["OMP_WAIT_POLICY"] == "ACTIVE"
+    wq = _child(env={"NUMBA_THREADING_LAYER": "workqueue"})["info"]
+    assert wq["numba_threading_layer"] == "workqueue" and wq["openmp_runtime"] is None
+    assert "chosen by the user" in wq["note"]
+
+
+@needs_torch
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's LD_DEBUG")
+def test_numba_calls_its_own_openmp_runtime_not_torchs(tmp_path):
+    """The dynamic linker's own record: numba's OpenMP pool calls GOMP_parallel in the
+    same library whether torch (which puts its libgomp in the global scope) was imported
+    before or after fastconv."""
+    targets = {}
+    for order in ("first", "after"):
+        out = tmp_path / order
+        _child(**{order: ["torch"]}, env={"LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(out)})
+        lines = [line for f in glob.glob(f"{out}.*") for line in open(f, errors="replace")
+                 if "omppool" in line.split(" to ")[0] and "`GOMP_parallel'" in line]
+        if not lines:
+            pytest.skip("LD_DEBUG output not available")
+        targets[order] = {line.split(" to ")[1].split(" [")[0] for line in lines}
+    assert targets["first"] == targets["after"]
+    assert not any("torch" in t for t in targets["first"]), targets
 
 
 # --- configuration paths --------------------------------------------------------------
