@@ -1,6 +1,7 @@
 """Defaults and environment switches, in one place."""
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numba
@@ -34,17 +35,17 @@ def data_dir():
 # Why this is here (measured on 2 cores, MNIST training, see README "Threads"):
 # numba's 'omp' layer calls GOMP_parallel through the dynamic linker's global scope
 # first, so when PyTorch was imported earlier (it loads its own libgomp with
-# RTLD_GLOBAL) numba's workers run in torch's OpenMP runtime, whose wait policy was read
-# from the environment when torch was imported: its workers spin ~3 ms after every
-# region and fight numpy's BLAS threads (6 -> 20-28 ms/step). So fastconv loads numba's
-# OpenMP pool itself, before the first parallel call: bound to its own libgomp
+# RTLD_GLOBAL) numba's workers ran in torch's OpenMP runtime, whose wait policy was read
+# from the environment when torch was imported: its workers spun ~3 ms after every
+# region and fought numpy's BLAS threads (6 -> 20-28 ms/step). So fastconv loads numba's
+# OpenMP pool itself, right before numba starts its threads: bound to its own libgomp
 # (RTLD_DEEPBIND on Linux), which reads OMP_WAIT_POLICY=PASSIVE while it loads (unless
-# the user set a policy). The process environment is restored at once; other OpenMP
-# libraries (torch's included) keep their own settings.
+# the user set a policy). The process environment is restored at once, so OpenMP
+# libraries loaded by others keep their settings. Not at import: a library loaded later
+# that links libgomp.so.1 (torch) would find ours by its soname and share it.
 _WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 WAIT_POLICY = "PASSIVE"      # for fastconv's own runtime, unless the user set one of _WAIT_VARS
-_threads = {"note": None, "openmp_runtime": None, "wait_policy": None,
-            "private": False}
+_threads = {"note": None, "openmp_runtime": None, "wait_policy": None, "private": False}
 
 
 def _openmp_libraries():
@@ -52,21 +53,9 @@ def _openmp_libraries():
             .select(user_api="openmp").lib_controllers}
 
 
-def _prepare_numba_threads():
-    """Choose numba's threading layer and load its OpenMP pool before its first parallel
-    call (called once, at import). Does nothing to what the user chose: a
-    NUMBA_THREADING_LAYER other than omp, a priority of their own, numba threads already
-    started."""
-    if numba_parallel._is_initialized:
-        _threads["note"] = "numba's threads were started before fastconv was imported"
-        return
-    layer = str(numba_config.THREADING_LAYER).lower()
-    if layer == "default" and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
-        # tbb when installed would come first; omp is the layer fastconv is tuned on
-        numba_config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-    elif layer != "omp":
-        _threads["note"] = f"numba threading layer {layer!r} chosen by the user"
-        return
+def _load_openmp_pool():
+    """Import numba's OpenMP pool bound to its own libgomp, loaded with fastconv's wait
+    policy; records what happened in ``_threads``."""
     if "numba.np.ufunc.omppool" in sys.modules:
         _threads["note"] = "numba's OpenMP pool was loaded before fastconv was imported"
         return
@@ -98,6 +87,42 @@ def _prepare_numba_threads():
     else:
         _threads["note"] = ("numba's OpenMP runtime was loaded before fastconv: its wait "
                             "policy is what the environment said then")
+
+
+def _prepare_numba_threads():
+    """Choose numba's threading layer and have its OpenMP pool loaded by
+    ``_load_openmp_pool`` when numba starts its threads (before the first parallel
+    call). Leaves alone what the user chose: a NUMBA_THREADING_LAYER other than omp, a
+    priority of their own, numba threads already started."""
+    if numba_parallel._is_initialized:
+        _threads["note"] = "numba's threads were started before fastconv was imported"
+        return
+    layer = str(numba_config.THREADING_LAYER).lower()
+    if layer == "default" and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+        # tbb when installed would come first; omp is the layer fastconv is tuned on
+        numba_config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+    elif layer != "omp":
+        _threads["note"] = f"numba threading layer {layer!r} chosen by the user"
+        return
+    launch = getattr(numba_parallel, "_launch_threads", None)
+    if launch is None:                          # another numba: load it now instead
+        _load_openmp_pool()
+        return
+    lock = threading.Lock()
+
+    def launch_threads():
+        # numba calls this (a module global, looked up at each call) before every
+        # parallel region, compilation and thread-count query; the first call loads
+        # the pool and gives numba back its own function
+        with lock:
+            if numba_parallel._launch_threads is launch_threads:
+                if not numba_parallel._is_initialized and str(
+                        numba_config.THREADING_LAYER).lower() in ("default", "omp"):
+                    _load_openmp_pool()
+                numba_parallel._launch_threads = launch
+        return launch()
+
+    numba_parallel._launch_threads = launch_threads
 
 
 def threading_info() -> dict:

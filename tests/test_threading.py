@@ -17,13 +17,14 @@ needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs PyTorch")
 
 _CHILD = """
 import json, os, sys
-first = {first!r}
-for name in first:
+for name in {first!r}:
     __import__(name)
 import numpy as np
 import fastconv
 from fastconv import _config
 assert fastconv.__file__.startswith({root!r}), fastconv.__file__
+for name in {between!r}:
+    __import__(name)
 fastconv.conv2d(np.ones((64, 1, 28, 28), np.float32), np.ones((10, 1, 5, 5), np.float32))
 for name in {after!r}:
     __import__(name)
@@ -32,8 +33,11 @@ print(json.dumps({{"info": _config.threading_info(),
 """
 
 
-def _child(first=(), after=(), env=None):
-    code = _CHILD.format(first=list(first), after=list(after), root=ROOT)
+def _child(first=(), between=(), after=(), env=None):
+    """threading_info() of a fresh interpreter that imports ``first``, fastconv,
+    ``between``, runs one parallel conv2d, then imports ``after``."""
+    code = _CHILD.format(first=list(first), between=list(between), after=list(after),
+                         root=ROOT)
     e = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
                                                           "KMP_BLOCKTIME")}
     e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
@@ -59,10 +63,26 @@ def test_threading_info_alone():
 @needs_torch
 def test_same_threading_with_torch_imported_first_or_after():
     alone = _child()
-    torch_first = _child(first=["torch"])
-    torch_after = _child(after=["torch"])
-    assert torch_first == alone
-    assert torch_after == alone
+    assert _child(first=["torch"]) == alone
+    assert _child(between=["torch"]) == alone
+    assert _child(after=["torch"]) == alone     # (torch then shares fastconv's runtime)
+
+
+@needs_torch
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="libgomp on Linux")
+def test_torch_keeps_its_own_runtime_in_both_orders():
+    """fastconv loads its OpenMP runtime when numba starts its threads, not at import:
+    torch imported after fastconv (before its first parallel call) still gets its own
+    libgomp with the environment's wait policy, as when it is imported first."""
+    code = ("import {0}, {1}, numpy as np, fastconv, threadpoolctl\n"
+            "fastconv.conv2d(np.ones((8, 1, 28, 28)), np.ones((4, 1, 5, 5)))\n"
+            "print(sorted(l.filepath for l in threadpoolctl.ThreadpoolController()"
+            ".select(user_api='openmp').lib_controllers))")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    libs = [subprocess.run([sys.executable, "-c", code.format(*order)], env=env, text=True,
+                           capture_output=True, timeout=600).stdout.strip()
+            for order in (("torch", "fastconv"), ("fastconv", "torch"))]
+    assert libs[0] == libs[1] and libs[0].count("libgomp") == 2, libs
 
 
 def test_user_choices_are_kept():
@@ -81,7 +101,7 @@ def test_numba_calls_its_own_openmp_runtime_not_torchs(tmp_path):
     same library whether torch (which puts its libgomp in the global scope) was imported
     before or after fastconv."""
     targets = {}
-    for order in ("first", "after"):
+    for order in ("first", "between"):
         out = tmp_path / order
         _child(**{order: ["torch"]}, env={"LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(out)})
         lines = [line for f in glob.glob(f"{out}.*") for line in open(f, errors="replace")
@@ -89,7 +109,7 @@ def test_numba_calls_its_own_openmp_runtime_not_torchs(tmp_path):
         if not lines:
             pytest.skip("LD_DEBUG output not available")
         targets[order] = {line.split(" to ")[1].split(" [")[0] for line in lines}
-    assert targets["first"] == targets["after"]
+    assert targets["first"] == targets["between"]
     assert not any("torch" in t for t in targets["first"]), targets
 
 
