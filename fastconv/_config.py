@@ -129,8 +129,10 @@ def threading_info() -> dict:
     """How fastconv's threads are set up in this process, for bug reports and
     ``show_config``-style output.
 
-    Keys: ``numba_threading_layer`` (None until numba's first parallel call),
-    ``numba_threads``, ``openmp_runtime`` (the OpenMP library fastconv loaded for numba,
+    Starts numba's threads, as a parallel call would (a library linking libgomp.so.1
+    that is loaded afterwards shares fastconv's OpenMP runtime, see README "Threads").
+
+    Keys: ``numba_threading_layer``, ``numba_threads``, ``openmp_runtime`` (the OpenMP library fastconv loaded for numba,
     None if it did not), ``openmp_wait_policy`` (what that runtime read while it loaded),
     ``openmp_private`` (its calls bound to it, whatever else is loaded), ``note`` (why
     fastconv left something as it found it, or None), ``blas`` (the BLAS libraries that
@@ -139,14 +141,11 @@ def threading_info() -> dict:
     single-threaded, see ``fastconv.cpu._blas``).
     """
     from .cpu import _blas
-    try:
-        layer = numba.threading_layer()
-    except ValueError:
-        layer = None
+    threads = numba.get_num_threads()            # launches numba's threads
     libs = _blas.libraries()
     return {
-        "numba_threading_layer": layer,
-        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": numba.threading_layer(),
+        "numba_threads": threads,
         "openmp_runtime": _threads["openmp_runtime"],
         "openmp_wait_policy": _threads["wait_policy"],
         "openmp_private": _threads["private"],
