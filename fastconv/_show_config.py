@@ -211,20 +211,17 @@ def _cpu():
 
 def _threading():
     import numba
-    info = {"numba threads": numba.get_num_threads(),
+
+    from ._config import threading_info
+    t = threading_info()                   # starts numba's threads, as a parallel call would
+    return {"numba threads": t["numba_threads"],
             "NUMBA_NUM_THREADS": numba.config.NUMBA_NUM_THREADS,
-            "requested layer": numba.config.THREADING_LAYER}
-    try:
-        info["threading layer"] = numba.threading_layer()
-    except ValueError:             # no parallel region has run yet: start the pool
-        try:
-            from numba.np.ufunc.parallel import _launch_threads
-            _launch_threads()
-            info["threading layer"] = numba.threading_layer()
-        except Exception as exc:
-            info["threading layer"] = f"unknown ({type(exc).__name__}: {exc})"
-    info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
-    return info
+            "requested layer": numba.config.THREADING_LAYER,
+            "threading layer": t["numba_threading_layer"],
+            "OpenMP runtime": t["openmp_runtime"] or "-",
+            "OpenMP wait policy": t["openmp_wait_policy"] or "-",
+            "OpenMP runtime private": t["openmp_private"],
+            "note": t["note"] or "-"}
 
 
 def _blas():

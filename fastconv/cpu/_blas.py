@@ -7,61 +7,73 @@ cores with those spinning threads and runs up to twice as slowly. Giving each of
 threads whole images (gather, then a single-threaded GEMM) keeps every core busy with
 useful work and leaves no spinning threads behind.
 
-Only OpenBLAS (what NumPy's wheels ship, and most Linux distributions) is recognised,
-through its ``openblas_set_num_threads`` entry point found in the libraries this process
-has loaded. Anything else (MKL, Accelerate, an unknown build): ``single_threaded()``
-yields False and callers keep their multithreaded path.
+The BLAS libraries are found and set through threadpoolctl (OpenBLAS, MKL, BLIS,
+FlexiBLAS), once per process: NumPy's own copy when it can be told apart (wheels ship it
+in ``numpy.libs`` or inside the package; SciPy's and torch's copies serve other
+functions and are left alone), else every BLAS but those. Libraries whose thread count
+is per calling thread (OpenBLAS built on OpenMP) cannot be set for our worker threads,
+and Accelerate has no thread-count API: then ``single_threaded()`` yields False and
+callers keep their multithreaded path.
 """
+import collections
 import contextlib
-import ctypes
 import os
 import threading
 
 import numpy as np
+import threadpoolctl
 
-_SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-            "openblas_set_num_threads64_", "openblas_set_num_threads")
+_Api = collections.namedtuple("_Api", "set get libs")
 
 _lock = threading.Lock()
-_state = {"api": None, "users": 0, "saved": 0}
+_state = {"api": None, "users": 0, "saved": None}
+# threadpoolctl (>= 3.8) lets one thread at a time change a process-wide OpenBLAS: the
+# first to set it, until it leaves its threadpool_limits block. Our first user and our
+# last may be different threads, so each change hands that role back at once.
+_OWNERSHIP = getattr(threadpoolctl, "CONTROLLING_THREAD_OWNERSHIP", None)
 
 
-def _loaded_libraries():
-    try:
-        with open("/proc/self/maps") as f:
-            fields = (line.split(None, 5) for line in f)
-            paths = {parts[5].strip() for parts in fields if len(parts) == 6}
-    except OSError:
-        return []
-    return sorted(p for p in paths if ".so" in p and "blas" in os.path.basename(p).lower())
+def _release_control():
+    if _OWNERSHIP is not None and _OWNERSHIP.count == 0:       # not in a block of its own
+        threadpoolctl.OpenBLASController.clear_controlling_thread()
+
+
+def _numpy_blas():
+    """threadpoolctl's controllers of the BLAS that NumPy's matmul calls."""
+    libs = [lib for lib in threadpoolctl.ThreadpoolController()
+            .select(user_api="blas").lib_controllers
+            if getattr(lib, "threading_layer", None) != "openmp"]
+    numpy_pkg = os.path.dirname(os.path.realpath(np.__file__))
+    homes = (numpy_pkg + os.sep, os.path.join(os.path.dirname(numpy_pkg), "numpy.libs") + os.sep)
+    ours = [lib for lib in libs if os.path.realpath(lib.filepath).startswith(homes)]
+    return ours or [lib for lib in libs if "scipy" not in lib.filepath
+                    and "torch" not in lib.filepath]
 
 
 def _find_api():
-    """(set_num_threads, get_num_threads) of NumPy's OpenBLAS, or () when there is none."""
-    libs = _loaded_libraries()
-    numpy_dir = os.path.dirname(os.path.dirname(os.path.realpath(np.__file__)))
-    # NumPy's own copy first (wheels put it in numpy.libs next to the package); SciPy's
-    # and torch's copies serve other functions and are left alone when NumPy's is found
-    ours = [p for p in libs if p.startswith(os.path.join(numpy_dir, "numpy.libs"))]
-    for path in ours or [p for p in libs if "scipy" not in p and "torch" not in p]:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _SYMBOLS:
-            setter = getattr(lib, name, None)
-            getter = getattr(lib, name.replace("set_num", "get_num"), None)
-            if setter is not None and getter is not None:
-                setter.argtypes, setter.restype = [ctypes.c_int], None
-                getter.argtypes, getter.restype = [], ctypes.c_int
-                return setter, getter
-    return ()
+    """_Api(set(n), get(), libs) for NumPy's BLAS, or () when none can be set."""
+    libs = _numpy_blas()
+    if not libs:
+        return ()
+
+    def set_threads(n):
+        for lib, k in zip(libs, n if isinstance(n, list) else [n] * len(libs)):
+            lib.set_num_threads(k)
+        _release_control()
+
+    return _Api(set_threads, lambda: libs[0].num_threads, libs)
 
 
 def _api():
     if _state["api"] is None:
         _state["api"] = _find_api()
     return _state["api"]
+
+
+def libraries():
+    """The BLAS libraries (threadpoolctl controllers) that ``single_threaded`` sets."""
+    api = _api()
+    return list(api.libs) if api else []
 
 
 def _after_fork_in_child():
@@ -71,12 +83,29 @@ def _after_fork_in_child():
     global _lock
     _lock = threading.Lock()
     if _state["users"] and _state["api"]:
-        _state["api"][0](_state["saved"])
+        _state["api"].set(_state["saved"])
     _state["users"] = 0
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _enter():
+    api = _api()
+    if not api:
+        return False
+    if _state["users"] == 0:
+        saved = [lib.num_threads for lib in api.libs]
+        api.set(1)
+        if any(lib.num_threads != 1 for lib in api.libs):
+            # another thread holds threadpoolctl's control of it (in its own
+            # threadpool_limits block): leave BLAS as it is
+            api.set(saved)
+            return False
+        _state["saved"] = saved
+    _state["users"] += 1
+    return True
 
 
 @contextlib.contextmanager
@@ -85,17 +114,12 @@ def single_threaded():
     that could be arranged. Nested and concurrent users share one switch: the thread
     count is restored when the last of them leaves."""
     with _lock:
-        api = _api()
-        if api and _state["users"] == 0:
-            _state["saved"] = api[1]()
-            api[0](1)
-        if api:
-            _state["users"] += 1
+        ok = _enter()
     try:
-        yield bool(api)
+        yield ok
     finally:
-        if api:
+        if ok:
             with _lock:
                 _state["users"] -= 1
                 if _state["users"] == 0:
-                    api[0](_state["saved"])
+                    _state["api"].set(_state["saved"])

@@ -4,8 +4,8 @@ over groups by ``np.matmul``).
 Small images share one GEMM per block of images (the column matrix is built in blocks,
 so memory stays bounded). Large images are cut into tiles of whole output rows: each of
 our threads gathers a tile and multiplies it by a single-threaded GEMM straight into the
-output while the tile is still in cache. NumPy's OpenBLAS runs single-threaded during
-such a call (see cpu/_blas.py); other BLAS libraries keep the blocked path.
+output while the tile is still in cache. NumPy's BLAS runs single-threaded during such
+a call (threadpoolctl, see cpu/_blas.py); a BLAS that cannot be set keeps the blocked path.
 
 Backward: ``col2im`` scatter-adds ``W^T @ grad_out`` into the padded input gradient;
 the weight gradient is ``grad_out @ col^T``.
