@@ -156,13 +156,13 @@ def _fast_len(n: int) -> int:
 
 
 # --- gradients relative to the forward ---------------------------------------------------
-# Measured on the MNIST layers (2 cores): the direct CPU weight gradient is a reduction
-# that runs ~2.3x slower than its forward; the direct/FFT input gradients convolve a
+# Measured on the benchmark layers (2 cores): the direct CPU weight gradient (register
+# tiles of channels x taps, cpu/_simd.grad_tile) runs about as fast as its forward; the direct/FFT input gradients convolve a
 # zero-upsampled grad_out (stride^nd more work); im2col's gradients are GEMMs of the size
 # of its forward. On the GPU the direct weight gradient is im2col's split-K GEMM.
 def _direct_op_factor(spec, op, device):
     if op == "weight_grad":
-        return 2.3 if device == "cpu" else 1.0
+        return 1.0
     return float(_prod(spec.stride)) if op == "input_grad" else 1.0
 
 
