@@ -157,13 +157,14 @@ def _fast_len(n: int) -> int:
 
 # --- gradients relative to the forward ---------------------------------------------------
 # Measured on the benchmark layers (2 cores): the direct CPU weight gradient (register
-# tiles of channels x taps, cpu/_simd.grad_tile) runs about as fast as its forward; the direct/FFT input gradients convolve a
-# zero-upsampled grad_out (stride^nd more work); im2col's gradients are GEMMs of the size
+# tiles of channels x taps, cpu/_simd.grad_tile) runs about as fast as its forward; the CPU direct/FFT input
+# gradients are polyphase (cpu/engine.input_grad_by_forward: the forward's work), on the
+# GPU they convolve a zero-upsampled grad_out (stride^nd more work); im2col's gradients are GEMMs of the size
 # of its forward. On the GPU the direct weight gradient is im2col's split-K GEMM.
 def _direct_op_factor(spec, op, device):
-    if op == "weight_grad":
-        return 1.0
-    return float(_prod(spec.stride)) if op == "input_grad" else 1.0
+    if op == "input_grad" and device == "cuda":
+        return float(_prod(spec.stride))
+    return 1.0
 
 
 def _im2col_op_factor(spec, op, device):
@@ -171,7 +172,7 @@ def _im2col_op_factor(spec, op, device):
 
 
 def _fft_op_factor(spec, op, device):
-    return float(_prod(spec.stride)) if op == "input_grad" else 1.0
+    return float(_prod(spec.stride)) if (op == "input_grad" and device == "cuda") else 1.0
 
 
 # --- reasons -----------------------------------------------------------------------------

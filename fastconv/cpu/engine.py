@@ -11,11 +11,14 @@ the forward with the roles of images and channels swapped.
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from .._spec import out_size
+from ._common import workspace
 from .direct import direct_bwd_weight, direct_fwd
 from .fft import fft_fwd
 from .im2col import im2col_bwd_input, im2col_bwd_weight, im2col_fwd
@@ -64,21 +67,47 @@ def transpose_weight(w, groups):
 
 
 def input_grad_by_forward(fwd, go, w, padded_size, stride, dilation, groups):
-    """The adjoint as a stride-1 correlation of the zero-upsampled, fully padded gradient
-    with the flipped, transposed kernel, run by the forward kernel ``fwd``."""
+    """The adjoint (transposed convolution) run by the forward kernel ``fwd``, polyphase:
+    the padded-input positions i = m*s + r of phase r receive only the taps k with
+    k*d = a_k*s + r, so per phase it is a stride-1 correlation of grad_out (padded by
+    max a_k in front) with those taps' weights flipped and transposed, at dilation
+    d / gcd(s, d). Each tap is used by one phase: no work on inserted zeros (stride^nd
+    of it otherwise) and no scatter-add."""
     N, O = go.shape[:2]
     C = w.shape[1] * groups
-    ke = [(k - 1) * d + 1 for k, d in zip(w.shape[2:], dilation)]
-    up = [(o - 1) * s + 1 + 2 * (e - 1) for o, s, e in zip(go.shape[2:], stride, ke)]
-    u = np.zeros((N, O) + tuple(up), dtype=go.dtype)
-    sl = tuple(slice(e - 1, e - 1 + (o - 1) * s + 1, s) for o, s, e in zip(go.shape[2:], stride, ke))
-    u[(slice(None), slice(None)) + sl] = go
-    res = forward(u, transpose_weight(w, groups), None, (1, 1, 1), dilation, groups,
-                  Kernels(fwd, None, None))
-    if tuple(res.shape[2:]) == tuple(padded_size):
-        return res
-    gxp = np.zeros((N, C) + tuple(padded_size), dtype=go.dtype)
-    gxp[(slice(None), slice(None)) + tuple(slice(0, r) for r in res.shape[2:])] = res
+    dims = []                  # per spatial axis: P, U and the phases (r, first tap, step, J, a_last, M)
+    for o, s, d, k, ip in zip(go.shape[2:], stride, dilation, w.shape[2:], padded_size):
+        P = (k - 1) * d // s
+        step = s // math.gcd(s, d)
+        phases = []
+        for r in range(s):
+            ks = [t for t in range(k) if t * d % s == r]
+            M = -(-(ip - r) // s) if ip > r else 0
+            if ks and M:
+                a_last = ks[-1] * d // s
+                phases.append((r, ks[0], step, len(ks), a_last, M))
+        U = max([P + o] + [P - a + M + (J - 1) * (d // math.gcd(s, d))
+                           for r, k0, st, J, a, M in phases])
+        dims.append((P, U, d // math.gcd(s, d), phases))
+    u = workspace("igrad_u", (N, O) + tuple(U for _, U, _, _ in dims), go.dtype)
+    u[...] = 0
+    u[(slice(None), slice(None)) + tuple(slice(P, P + o) for (P, _, _, _), o
+                                         in zip(dims, go.shape[2:]))] = go
+    wt = transpose_weight(w, groups)[:, :, ::-1, ::-1, ::-1]    # unflipped (C, O/g, k...)
+    full = all(len(ph) == s for (_, _, _, ph), s in zip(dims, stride))
+    gxp = (np.empty if full else np.zeros)((N, C) + tuple(padded_size), dtype=go.dtype)
+    dl = tuple(dl for _, _, dl, _ in dims)
+    for pd, ph, pw in itertools.product(*(ph for _, _, _, ph in dims)):
+        sub = np.ascontiguousarray(wt[:, :, pd[1]::pd[2], ph[1]::ph[2], pw[1]::pw[2]]
+                                   [:, :, :pd[3], :ph[3], :pw[3]][:, :, ::-1, ::-1, ::-1])
+        res = forward(u, sub, None, (1, 1, 1), dl, groups, Kernels(fwd, None, None))
+        win = tuple(slice(P - p[4], P - p[4] + p[5]) for (P, _, _, _), p
+                    in zip(dims, (pd, ph, pw)))
+        src = res[(slice(None), slice(None)) + win]
+        if stride == (1, 1, 1) and src.shape == res.shape:
+            return res
+        gxp[(slice(None), slice(None)) + tuple(slice(p[0], None, s) for p, s
+                                               in zip((pd, ph, pw), stride))] = src
     return gxp
 
 
