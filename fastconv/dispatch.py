@@ -20,6 +20,7 @@ device (CPU model or GPU name), numba version and fastconv version.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import platform
@@ -46,21 +47,46 @@ OPS = ("forward", "input_grad", "weight_grad")
 DEVICES = ("cpu", "cuda")
 
 _MODEL_FILE = Path(__file__).with_name("cost_model.json")
-_DEFAULT_MODEL = {
+_FORWARD_DEFAULTS = {
     # seconds per unit; see bench/fit_cost_model.py for how these are measured
-    "direct": {"overhead": 2.0e-5, "line": 1.0e-8, "flop": 1.0e-11},
-    "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11, "out_byte": 1e-10},
+    "direct": {"overhead": 2.0e-5, "line": 1.0e-8, "tile_mac": 1.4e-11, "pass": 2.3e-10,
+               "phase_byte": 3.4e-10, "minor_byte": 4.1e-10},
+    "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "gather_byte_big": 1.2e-11,
+               "flop": 1.2e-11, "flop_big": 1.2e-11, "out_byte": 1e-10},
     "fft": {"overhead": 1.0e-4, "fft_flop": 1.0e-10, "cmul": 1.0e-9},
+}
+_DEFAULT_MODEL = {
+    "direct": {"forward": _FORWARD_DEFAULTS["direct"],
+               "input_grad": dict(_FORWARD_DEFAULTS["direct"], pad_byte=2e-10),
+               "weight_grad": {"overhead": 2.0e-5, "tile_step": 1.0e-10, "tile_call": 2.0e-8,
+                               "copy_byte": 2.0e-10}},
+    "im2col": {"forward": _FORWARD_DEFAULTS["im2col"],
+               "input_grad": {"overhead": 4.0e-5, "flop": 1.2e-11, "col_byte": 5e-10,
+                              "out_byte": 1e-10},
+               "weight_grad": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11,
+                               "out_byte": 1e-10}},
+    "fft": {op: _FORWARD_DEFAULTS["fft"] for op in OPS},
 }
 
 
 def _load_model() -> dict:
+    """{algorithm: {op: {feature: seconds per unit}}}: the fitted constants over the
+    defaults (a file without per-op entries fits the forward only)."""
     try:
         with open(_MODEL_FILE) as fh:
             model = json.load(fh)
-        return {k: dict(_DEFAULT_MODEL[k], **model.get(k, {})) for k in _DEFAULT_MODEL}
     except (OSError, ValueError):
-        return _DEFAULT_MODEL
+        model = {}
+    out = {}
+    for name, ops in _DEFAULT_MODEL.items():
+        fitted = model.get(name, {})
+        if not isinstance(fitted, dict):
+            fitted = {}
+        if fitted and not any(op in fitted for op in OPS):
+            fitted = {"forward": fitted}
+        out[name] = {op: dict(ops[op], **{k: float(v) for k, v in fitted.get(op, {}).items()})
+                     for op in OPS}
+    return out
 
 
 _MODEL = _load_model()
@@ -73,24 +99,21 @@ def _dims(spec: ConvSpec):
             spec.lift(spec.out_size))
 
 
-def direct_features(spec: ConvSpec) -> dict:
-    """Counts of what cpu/direct.py runs (the regressors of its fitted constants)."""
-    isz, G, Cg, Og, (kd, kh, kw), (od, oh, ow) = _dims(spec)
-    sd, sh, sw = spec.stride3
-    wp = spec.lift(spec.padded_size)[2]
-    # direct: what cpu/direct.py computes -- an output plane as one line on the padded-
-    # width grid (of the phases, for strides > 1), output channels in blocks of 4 (a
-    # partial block costs a whole one), register tiles of tile_width outputs along the
-    # line running all Cg*kD*kH*kW taps; lines shorter than a tile interleave the images
-    # (batch-minor: one line for the whole batch, paid for with two transposes); single
-    # output channels (depthwise), and lines still shorter than a tile, take passes of
-    # 8 taps over each channel's accumulators instead
-    wq = -(-wp // sw)
+def _direct_counts(isz, N, G, Cg, Og, kernel, out, wq, in_bytes, phase_bytes):
+    """Counts of one cpu/direct.py forward: N images, G groups of Cg -> Og channels, a
+    3-D kernel and output, rows of wq columns (of the phases for strides > 1)."""
+    (kd, kh, kw), (od, oh, ow) = kernel, out
+    # an output plane as one line on the padded-width grid, output channels in blocks of
+    # 4 (a partial block costs a whole one), register tiles of tile_width outputs along
+    # the line running all Cg*kD*kH*kW taps; lines shorter than a tile interleave the
+    # images (batch-minor: one line for the whole batch, paid for with two transposes);
+    # single output channels (depthwise), and lines still shorter than a tile, take
+    # passes of 8 taps over each channel's accumulators instead
     line = (oh - 1) * wq + ow
-    minor = direct.batch_minor(spec.N, line, isz)
+    minor = direct.batch_minor(N, line, isz)
     if minor:
-        line *= spec.N
-    lines = (1 if minor else spec.N) * G * od
+        line *= N
+    lines = (1 if minor else N) * G * od
     T = Cg * kd * kh * kw
     tw = int(direct.tile_width(isz))
     tiled = passed = 0
@@ -99,15 +122,54 @@ def direct_features(spec: ConvSpec) -> dict:
         passed = lines * Og * line * passes
     else:
         tiled = lines * -(-Og // 4) * 4 * -(-line // tw) * tw * T
-    in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
-    phase_bytes = in_bytes if sh * sw > 1 else 0
-    minor_bytes = in_bytes + spec.N * spec.C_out * od * oh * ow * isz if minor else 0
+    minor_bytes = in_bytes + N * G * Og * od * oh * ow * isz if minor else 0
     return {"overhead": 1.0, "line": lines, "tile_mac": tiled, "pass": passed,
             "phase_byte": phase_bytes, "minor_byte": minor_bytes}
 
 
-def im2col_features(spec: ConvSpec) -> dict:
-    """Counts of what cpu/im2col.py runs."""
+def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
+    """Counts of what cpu/direct.py runs for ``op`` (the regressors of its fitted
+    constants)."""
+    isz, G, Cg, Og, k3, o3 = _dims(spec)
+    sd, sh, sw = spec.stride3
+    padded = spec.lift(spec.padded_size)
+    in_bytes = spec.N * spec.C_in * _prod(padded) * isz
+    if op == "forward":
+        return _direct_counts(isz, spec.N, G, Cg, Og, k3, o3, -(-padded[2] // sw), in_bytes,
+                              in_bytes if sh * sw > 1 else 0)
+    if op == "input_grad":
+        # polyphase (cpu/engine.input_grad_by_forward): per phase a forward of grad_out,
+        # padded to U, with the phase's taps; the phases' results copied into place
+        dims = cpu_engine.polyphase(o3, spec.stride3, spec.dilation3, k3, padded)
+        U = [d[1] for d in dims]
+        go_bytes = spec.N * spec.C_out * _prod(U) * isz
+        total = {"pad_byte": 2.0 * go_bytes
+                 + (in_bytes * spec.C_out / spec.C_in if spec.stride3 != (1, 1, 1) else 0)}
+        for pd, ph, pw in itertools.product(*(d[3] for d in dims)):
+            J = (pd[3], ph[3], pw[3])
+            out = tuple(u - (j - 1) * d[2] for u, j, d in zip(U, J, dims))
+            c = _direct_counts(isz, spec.N, G, Og, Cg, J, out, U[2], go_bytes, 0)
+            for k, v in c.items():
+                total[k] = total.get(k, 0.0) + v
+        return total
+    # weight_grad (cpu/direct.direct_bwd_weight): grad_tile steps of GRAD_ROWS x
+    # GRAD_TAPS vector FMAs along lines of the (phases') padded-width grid, one call per
+    # segment and tap block; the input (phases) and grad_out lines are copied first
+    kd, kh, kw = k3
+    od, oh, ow = o3
+    V = direct.vector_width(isz)
+    wq = -(-padded[2] // sw)
+    Lp = -(-((oh - 1) * wq + ow) // V) * V
+    ntb = -(-(Cg * kd * kh * kw) // direct.GRAD_TAPS)
+    nob = -(-Og // direct.GRAD_ROWS)
+    seg = max(V, direct.GRAD_SEG_BYTES // isz // V * V)
+    blocks = spec.N * od * G * nob * ntb
+    return {"overhead": 1.0, "tile_step": blocks * (Lp // V), "tile_call": blocks * -(-Lp // seg),
+            "copy_byte": in_bytes + spec.N * od * G * nob * direct.GRAD_ROWS * Lp * isz}
+
+
+def im2col_features(spec: ConvSpec, op: str = "forward") -> dict:
+    """Counts of what cpu/im2col.py runs for ``op``."""
     isz, G, Cg, Og, (kd, kh, kw), (od, oh, ow) = _dims(spec)
     # im2col: gather the column matrix, one GEMM (less efficient when small), scatter
     R = Cg * kd * kh * kw
@@ -122,14 +184,23 @@ def im2col_features(spec: ConvSpec) -> dict:
     gemm_eff = min(1.0, min(Og, R, cols) / 64.0)
     im2col_flop = spec.flops / max(gemm_eff, 1 / 64)
     out_bytes = spec.N * spec.C_out * P * isz
+    if op != "forward":
+        # gradients: one GEMM per block of images (W^T @ grad_out, then the col2im
+        # scatter-add into a zeroed input gradient; or grad_out @ col^T after a gather)
+        flop = spec.flops / max(min(1.0, min(Og, R, spec.N * P) / 64.0), 1 / 64)
+        in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
+        if op == "input_grad":
+            return {"overhead": 1.0, "flop": flop, "col_byte": col_bytes, "out_byte": in_bytes}
+        return {"overhead": 1.0, "gather_byte": col_bytes, "flop": flop, "out_byte": out_bytes}
     return {"overhead": 1.0, "gather_byte": 0.0 if big else col_bytes,
             "gather_byte_big": col_bytes if big else 0.0,
             "flop": 0.0 if big else im2col_flop, "flop_big": im2col_flop if big else 0.0,
             "out_byte": out_bytes}
 
 
-def fft_features(spec: ConvSpec) -> dict:
-    """Counts of what cpu/fft.py runs."""
+def fft_features(spec: ConvSpec, op: str = "forward") -> dict:
+    """Counts of what cpu/fft.py runs (the gradients: the same transforms and
+    contraction, with constants of their own)."""
     isz, G, Cg, Og, _, _ = _dims(spec)
     # fft: forward/inverse real FFTs plus the per-frequency channel contraction
     fsz = [_fast_len(p) for p in spec.lift(spec.padded_size)]
@@ -155,12 +226,11 @@ def _fast_len(n: int) -> int:
         m += 1
 
 
-# --- gradients relative to the forward ---------------------------------------------------
-# Measured on the benchmark layers (2 cores): the direct CPU weight gradient (register
-# tiles of channels x taps, cpu/_simd.grad_tile) runs about as fast as its forward; the CPU direct/FFT input
-# gradients are polyphase (cpu/engine.input_grad_by_forward: the forward's work), on the
-# GPU they convolve a zero-upsampled grad_out (stride^nd more work); im2col's gradients are GEMMs of the size
-# of its forward. On the GPU the direct weight gradient is im2col's split-K GEMM.
+# --- GPU gradients relative to the forward -----------------------------------------------
+# (the CPU has features and constants per op above.) On the GPU the direct and FFT input
+# gradients convolve a zero-upsampled grad_out (stride^nd more work), im2col's gradients
+# are GEMMs of the size of its forward, and the direct weight gradient is im2col's
+# split-K GEMM.
 def _direct_op_factor(spec, op, device):
     if op == "input_grad" and device == "cuda":
         return float(_prod(spec.stride))
@@ -225,9 +295,9 @@ class Algorithm:
     rtol: dict
     cpu_kernels: cpu_engine.Kernels
     cuda_kernels: str              # the name of its Kernels in fastconv.cuda.engine
-    cpu_features: Callable         # spec -> {feature: count}, times _MODEL[name]
+    cpu_features: Callable         # (spec, op) -> {feature: count}, times _MODEL[name][op]
     cuda_estimate: Callable        # spec -> seconds (fastconv.cuda.cost)
-    op_factor: Callable            # (spec, op, device) -> cost relative to the forward
+    op_factor: Callable            # (spec, op, "cuda") -> GPU cost relative to the forward
     reasons: dict                  # device -> (spec -> why it is fastest)
     #: devices on which one NaN or inf spreads beyond the outputs whose window holds it
     spreads_nonfinite: tuple = ()
@@ -244,11 +314,10 @@ class Algorithm:
     def estimate(self, spec: ConvSpec, op: str = "forward", device: str = "cpu") -> float:
         """Estimated seconds for ``op`` on ``device``."""
         if device == "cpu":
-            model = _MODEL[self.name]
-            base = sum(model.get(k, 0.0) * v for k, v in self.cpu_features(spec).items())
-        else:
-            base = self.cuda_estimate(spec)
-        return float(base) * self.op_factor(spec, op, device)
+            model = _MODEL[self.name][op]
+            return float(sum(model.get(k, 0.0) * v
+                             for k, v in self.cpu_features(spec, op).items()))
+        return float(self.cuda_estimate(spec)) * self.op_factor(spec, op, device)
 
 
 _EXACT = {"cpu": {"float32": 1e-4, "float64": 1e-10},

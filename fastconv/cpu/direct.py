@@ -201,7 +201,7 @@ def _direct_bwd_weight(part, gl, xf, off, xs_n, xs_g, xs_od, nchunk, chunk, seg,
     # Tasks: (split, group, block of GRAD_ROWS channels, chunk of `chunk` tap blocks).
     # Each runs register tiles (cpu/_simd.grad_tile) of GRAD_ROWS x GRAD_TAPS vector
     # accumulators along the lines, `seg` positions at a time so that a segment of
-    # grad_out and of the chunk's input rows stays in L1 while its tap blocks run.
+    # grad_out and of the chunk's input rows stays in cache while its tap blocks run.
     S, G, Rp, Tp = part.shape
     N, _, _, OD, Lp = gl.shape
     nob = Rp // GRAD_ROWS
@@ -399,5 +399,6 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
 
 
-GRAD_CHUNK = 8          # tap blocks per weight-gradient task (their input rows stay in L1)
-GRAD_SEG_BYTES = 2048   # bytes of one grad_out row segment (of GRAD_ROWS held in L1)
+GRAD_CHUNK = 8          # tap blocks per weight-gradient task (their input rows stay cached)
+GRAD_SEG_BYTES = 16384  # bytes of one grad_out row segment (measured: longer segments pay
+                        # off more than keeping the rows in L1)

@@ -66,6 +66,27 @@ def transpose_weight(w, groups):
     return np.ascontiguousarray(wt[:, :, ::-1, ::-1, ::-1])
 
 
+def polyphase(out_size, stride, dilation, kernel, padded_size):
+    """The polyphase plan of the adjoint, per spatial axis: (P, U, dl, phases) where
+    grad_out sits at [P, P + out) of a zero line of U, dl is the phases' dilation and
+    each phase with taps is (r, first tap, tap step, J taps, a_last, M outputs): padded-
+    input positions m*s + r, m < M, are the correlation's outputs P - a_last + m."""
+    dims = []
+    for o, s, d, k, ip in zip(out_size, stride, dilation, kernel, padded_size):
+        P = (k - 1) * d // s
+        step = s // math.gcd(s, d)
+        dl = d // math.gcd(s, d)
+        phases = []
+        for r in range(s):
+            ks = [t for t in range(k) if t * d % s == r]
+            M = -(-(ip - r) // s) if ip > r else 0
+            if ks and M:
+                phases.append((r, ks[0], step, len(ks), ks[-1] * d // s, M))
+        U = max([P + o] + [P - a + M + (J - 1) * dl for r, k0, st, J, a, M in phases])
+        dims.append((P, U, dl, phases))
+    return dims
+
+
 def input_grad_by_forward(fwd, go, w, padded_size, stride, dilation, groups):
     """The adjoint (transposed convolution) run by the forward kernel ``fwd``, polyphase:
     the padded-input positions i = m*s + r of phase r receive only the taps k with
@@ -75,20 +96,7 @@ def input_grad_by_forward(fwd, go, w, padded_size, stride, dilation, groups):
     of it otherwise) and no scatter-add."""
     N, O = go.shape[:2]
     C = w.shape[1] * groups
-    dims = []                  # per spatial axis: P, U and the phases (r, first tap, step, J, a_last, M)
-    for o, s, d, k, ip in zip(go.shape[2:], stride, dilation, w.shape[2:], padded_size):
-        P = (k - 1) * d // s
-        step = s // math.gcd(s, d)
-        phases = []
-        for r in range(s):
-            ks = [t for t in range(k) if t * d % s == r]
-            M = -(-(ip - r) // s) if ip > r else 0
-            if ks and M:
-                a_last = ks[-1] * d // s
-                phases.append((r, ks[0], step, len(ks), a_last, M))
-        U = max([P + o] + [P - a + M + (J - 1) * (d // math.gcd(s, d))
-                           for r, k0, st, J, a, M in phases])
-        dims.append((P, U, d // math.gcd(s, d), phases))
+    dims = polyphase(go.shape[2:], stride, dilation, w.shape[2:], padded_size)
     u = workspace("igrad_u", (N, O) + tuple(U for _, U, _, _ in dims), go.dtype)
     u[...] = 0
     u[(slice(None), slice(None)) + tuple(slice(P, P + o) for (P, _, _, _), o
