@@ -62,7 +62,7 @@ _DEFAULT_MODEL = {
                                "copy_byte": 2.0e-10}},
     "im2col": {"forward": _FORWARD_DEFAULTS["im2col"],
                "input_grad": {"overhead": 4.0e-5, "flop": 1.2e-11, "col_byte": 5e-10,
-                              "out_byte": 1e-10},
+                              "col_byte_strided": 1e-9, "out_byte": 1e-10},
                "weight_grad": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11,
                                "out_byte": 1e-10}},
     "fft": {op: _FORWARD_DEFAULTS["fft"] for op in OPS},
@@ -189,8 +189,10 @@ def im2col_features(spec: ConvSpec, op: str = "forward") -> dict:
         # scatter-add into a zeroed input gradient; or grad_out @ col^T after a gather)
         flop = spec.flops / max(min(1.0, min(Og, R, spec.N * P) / 64.0), 1 / 64)
         in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
-        if op == "input_grad":
-            return {"overhead": 1.0, "flop": flop, "col_byte": col_bytes, "out_byte": in_bytes}
+        if op == "input_grad":             # (the scatter-add is scalar at strides > 1)
+            strided = _prod(spec.stride) > 1
+            return {"overhead": 1.0, "flop": flop, "col_byte": 0.0 if strided else col_bytes,
+                    "col_byte_strided": col_bytes if strided else 0.0, "out_byte": in_bytes}
         return {"overhead": 1.0, "gather_byte": col_bytes, "flop": flop, "out_byte": out_bytes}
     return {"overhead": 1.0, "gather_byte": 0.0 if big else col_bytes,
             "gather_byte_big": col_bytes if big else 0.0,

@@ -1,5 +1,5 @@
 """The direct gradients' internals: the weight-gradient register tile (cpu/_simd.grad_tile,
-both host shapes), the weight-gradient kernel's lines, segments, tap chunks and image
+both host shapes, the AVX2 one also on an emulated host), the weight-gradient kernel's lines, segments, tap chunks and image
 splits, and the polyphase input gradient, against the naive reference."""
 import os
 import subprocess
@@ -129,7 +129,7 @@ def test_polyphase_plan_uses_every_tap_once(k, s, d, o, extra):
 
 def test_avx2_tile_shape_in_a_subprocess(tmp_path):
     """A host without AVX-512 (emulated: LLVM told the CPU has none) gets the
-    16-register tile shape; its gradients are right.
+    16-register weight-gradient tile; its forward and gradients are right.
     (Its own numba cache: compiled code is keyed by the CPU, not by this patch.)"""
     code = textwrap.dedent("""
         import numpy as np
@@ -149,6 +149,12 @@ def test_avx2_tile_shape_in_a_subprocess(tmp_path):
             gy = gy.astype(np.float32)
             got = fc.grad.conv2d_weight(x, w.shape, gy, stride=s, padding=1, algorithm="direct")
             want = naive.conv_weight_grad(x, w.shape, gy, stride=s, padding=1)
+            assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), s
+            got = fc.conv2d(x, w, stride=s, padding=1, algorithm="direct")
+            want = naive.conv(x, w, None, stride=s, padding=1)
+            assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), s
+            got = fc.grad.conv2d_input(x.shape, w, gy, stride=s, padding=1, algorithm="direct")
+            want = naive.conv_input_grad(x.shape, w, gy, stride=s, padding=1)
             assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), s
         print("ok")
     """)
