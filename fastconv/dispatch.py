@@ -138,17 +138,19 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
         return _direct_counts(isz, spec.N, G, Cg, Og, k3, o3, -(-padded[2] // sw), in_bytes,
                               in_bytes if sh * sw > 1 else 0)
     if op == "input_grad":
-        # polyphase (cpu/engine.input_grad_by_forward): per phase a forward of grad_out,
-        # padded to U, with the phase's taps; the phases' results copied into place
+        # polyphase (cpu/engine.direct_input_grad): per phase a forward of grad_out, padded
+        # on the grid of the phase's outputs, with the phase's taps; the phases' results
+        # copied into place
         dims = cpu_engine.polyphase(o3, spec.stride3, spec.dilation3, k3, padded)
-        U = [d[1] for d in dims]
-        go_bytes = spec.N * spec.C_out * _prod(U) * isz
-        total = {"pad_byte": 2.0 * go_bytes
-                 + (in_bytes * spec.C_out / spec.C_in if spec.stride3 != (1, 1, 1) else 0)}
-        for pd, ph, pw in itertools.product(*(d[3] for d in dims)):
-            J = (pd[3], ph[3], pw[3])
-            out = tuple(u - (j - 1) * d[2] for u, j, d in zip(U, J, dims))
-            c = _direct_counts(isz, spec.N, G, Og, Cg, J, out, U[2], go_bytes, 0)
+        strided = spec.stride3 != (1, 1, 1)
+        total = {"pad_byte": in_bytes * spec.C_out / spec.C_in if strided else 0.0}
+        for phase in itertools.product(*(d[3] for d in dims)):
+            J = tuple(p[3] for p in phase)
+            M = tuple(p[5] for p in phase)
+            U = (M[0] + (J[0] - 1) * dims[0][2], M[1] + (J[1] - 1) * dims[1][2] + 1, M[2])
+            go_bytes = spec.N * spec.C_out * _prod(U) * isz
+            c = _direct_counts(isz, spec.N, G, Og, Cg, J, M, M[2], go_bytes, 0)
+            c["pad_byte"] = 2.0 * go_bytes
             for k, v in c.items():
                 total[k] = total.get(k, 0.0) + v
         return total

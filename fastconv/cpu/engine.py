@@ -119,6 +119,45 @@ def input_grad_by_forward(fwd, go, w, padded_size, stride, dilation, groups):
     return gxp
 
 
+def direct_input_grad(go, w, padded_size, stride, dilation, groups):
+    """The adjoint by the direct forward kernel, polyphase (see input_grad_by_forward),
+    each phase on the grid of its own outputs: grad_out sits in rows and columns of that
+    width, shifted by the phase's last tap, so that the forward's line (cpu/direct.py)
+    reads the zeros of the row gaps where a wider padded grid would need extra columns,
+    and every position of the line is an output (no wrap-around columns to drop)."""
+    N, O = go.shape[:2]
+    C = w.shape[1] * groups
+    dims = polyphase(go.shape[2:], stride, dilation, w.shape[2:], padded_size)
+    wt = transpose_weight(w, groups)[:, :, ::-1, ::-1, ::-1]    # unflipped (C, O/g, k...)
+    full = all(len(ph) == s for (_, _, _, ph), s in zip(dims, stride))
+    gxp = None
+    zero = np.zeros(C, dtype=go.dtype)
+    dl = tuple(d[2] for d in dims)
+    for phase in itertools.product(*(ph for _, _, _, ph in dims)):
+        # u: rows of the phase's output width M, grad_out at (a_last...) and, for the
+        # line's reads past the last row, one zero row more
+        M = tuple(p[5] for p in phase)
+        ushape = (M[0] + (phase[0][3] - 1) * dl[0], M[1] + (phase[1][3] - 1) * dl[1] + 1, M[2])
+        u = workspace("igrad_u", (N, O) + ushape, go.dtype)
+        u[...] = 0
+        u[(slice(None), slice(None)) + tuple(slice(p[4], p[4] + o) for p, o
+                                             in zip(phase, go.shape[2:]))] = go
+        sub = np.ascontiguousarray(
+            wt[:, :, phase[0][1]::phase[0][2], phase[1][1]::phase[1][2], phase[2][1]::phase[2][2]]
+            [:, :, :phase[0][3], :phase[1][3], :phase[2][3]][:, :, ::-1, ::-1, ::-1])
+        out = np.empty((N, C) + M, dtype=go.dtype)
+        direct_fwd(u, sub, zero, (1, 1, 1), dl, groups, out)
+        if stride == (1, 1, 1):
+            return out
+        if gxp is None:
+            gxp = (np.empty if full else np.zeros)((N, C) + tuple(padded_size), dtype=go.dtype)
+        gxp[(slice(None), slice(None)) + tuple(slice(p[0], None, s) for p, s
+                                               in zip(phase, stride))] = out
+    if gxp is None:
+        gxp = np.zeros((N, C) + tuple(padded_size), dtype=go.dtype)
+    return gxp
+
+
 def weight_grad_by_forward(fwd, xp, go, kernel, stride, dilation, groups):
     """Roles swapped: gw[o, c, k] = sum_{n,p} xp[n, c, p*s + k*d] go[n, o, p] is a forward
     correlation with batch = input channels, channels = images, kernel = grad_out,
@@ -136,8 +175,7 @@ def weight_grad_by_forward(fwd, xp, go, kernel, stride, dilation, groups):
     return gw
 
 
-DIRECT = Kernels(direct_fwd, functools.partial(input_grad_by_forward, direct_fwd),
-                 direct_bwd_weight)
+DIRECT = Kernels(direct_fwd, direct_input_grad, direct_bwd_weight)
 IM2COL = Kernels(im2col_fwd, im2col_bwd_input, im2col_bwd_weight)
 FFT = Kernels(fft_fwd, functools.partial(input_grad_by_forward, fft_fwd),
               functools.partial(weight_grad_by_forward, fft_fwd))
