@@ -257,6 +257,27 @@ def _grad_lines(gl, go, Wq):
                         line[oh * Wq + ow] = src[ow]
 
 
+@njit(parallel=True, **JIT)
+def embed(u, src, d0, h0, w0):
+    """u (N, C, D, H, W) = zeros with src (N, C, sD, sH, sW) at [d0:, h0:, w0:]: one
+    parallel pass, each row written once (the padded grad_out of the input gradient)."""
+    N, C, D, H, W = u.shape
+    SD, SH, SW = src.shape[2], src.shape[3], src.shape[4]
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
+        for d in range(D):
+            for h in range(H):
+                row = u[n, c, d, h]
+                if d < d0 or d >= d0 + SD or h < h0 or h >= h0 + SH:
+                    row[:] = 0
+                    continue
+                s = src[n, c, d - d0, h - h0]
+                row[:w0] = 0
+                row[w0:w0 + SW] = s
+                row[w0 + SW:] = 0
+
+
 def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     """out[n, o] = bias[o] + sum_{c, k} w[o, c, k] * xp[n, g*Cg + c, p*stride + k*dilation]."""
     N, O, OD, OH, OW = out.shape

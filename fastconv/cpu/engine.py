@@ -19,7 +19,7 @@ import numpy as np
 
 from .._spec import out_size
 from ._common import workspace
-from .direct import direct_bwd_weight, direct_fwd
+from .direct import direct_bwd_weight, direct_fwd, embed
 from .fft import fft_fwd
 from .im2col import im2col_bwd_input, im2col_bwd_weight, im2col_fwd
 
@@ -127,6 +127,8 @@ def direct_input_grad(go, w, padded_size, stride, dilation, groups):
     and every position of the line is an output (no wrap-around columns to drop)."""
     N, O = go.shape[:2]
     C = w.shape[1] * groups
+    if N == 0:
+        return np.zeros((N, C) + tuple(padded_size), dtype=go.dtype)
     dims = polyphase(go.shape[2:], stride, dilation, w.shape[2:], padded_size)
     wt = transpose_weight(w, groups)[:, :, ::-1, ::-1, ::-1]    # unflipped (C, O/g, k...)
     full = all(len(ph) == s for (_, _, _, ph), s in zip(dims, stride))
@@ -139,9 +141,7 @@ def direct_input_grad(go, w, padded_size, stride, dilation, groups):
         M = tuple(p[5] for p in phase)
         ushape = (M[0] + (phase[0][3] - 1) * dl[0], M[1] + (phase[1][3] - 1) * dl[1] + 1, M[2])
         u = workspace("igrad_u", (N, O) + ushape, go.dtype)
-        u[...] = 0
-        u[(slice(None), slice(None)) + tuple(slice(p[4], p[4] + o) for p, o
-                                             in zip(phase, go.shape[2:]))] = go
+        embed(u, go, *(p[4] for p in phase))
         sub = np.ascontiguousarray(
             wt[:, :, phase[0][1]::phase[0][2], phase[1][1]::phase[1][2], phase[2][1]::phase[2][2]]
             [:, :, :phase[0][3], :phase[1][3], :phase[2][3]][:, :, ::-1, ::-1, ::-1])
