@@ -1,15 +1,16 @@
 """Refit the CPU cost model that ``algorithm="auto"`` uses.
 
-Times every algorithm on the benchmark's layer shapes (bench/cases.py) and a random grid
-of convolution shapes, then fits, per algorithm, the non-negative constants that turn the
-operation/byte counts of each registry entry's ``cpu_features`` into seconds (least squares on
-relative error), and writes them to ``fastconv/cost_model.json``. Run it on an otherwise idle machine of the class
+Times every algorithm and op (forward, input_grad, weight_grad) on the benchmark's layer
+shapes (bench/cases.py) and a random grid of convolution shapes, then fits, per
+algorithm and op, the non-negative constants that turn the operation/byte counts of each
+registry entry's ``cpu_features(spec, op)`` into seconds (least squares on relative
+error), and writes them to ``fastconv/cost_model.json``. Run it on an otherwise idle machine of the class
 you deploy to:
 
     python bench/fit_cost_model.py [--cases 60] [--seed 0] [--dry-run] [--times t.json]
 
-It prints how often the refitted model picks the measured-fastest algorithm and the
-mean slowdown of its picks against the fastest.
+It prints, per op, how often the refitted model picks the measured-fastest algorithm and
+the mean and worst slowdown of its picks against the fastest.
 """
 import argparse
 import json
@@ -50,7 +51,18 @@ def random_case(rng):
             return shape, dict(stride=s, padding=p, groups=groups)
 
 
-def best_time(fn, budget=0.3):
+OPS = dispatch.OPS
+
+
+def op_fn(op, x, w, gy, algo, kw):
+    if op == "forward":
+        return lambda: fc.conv2d(x, w, algorithm=algo, **kw)
+    if op == "input_grad":
+        return lambda: fc.grad.conv2d_input(x.shape, w, gy, algorithm=algo, **kw)
+    return lambda: fc.grad.conv2d_weight(x, w.shape, gy, algorithm=algo, **kw)
+
+
+def best_time(fn, budget=0.15):
     fn()
     best, t_end = np.inf, time.perf_counter() + budget
     for i in range(20):
@@ -86,15 +98,18 @@ def main():
                 (xs, ws), kw = random_case(rng)
             x = rng.standard_normal(xs).astype(np.float32)
             w = rng.standard_normal(ws).astype(np.float32)
-            times = {a: np.inf for a in ALGOS}
+            gy = rng.standard_normal(fc.conv2d(x, w, **kw).shape).astype(np.float32)
+            times = {op: {a: np.inf for a in ALGOS} for op in OPS}
             # the benchmark layers: rounds that alternate the algorithms, best of each, so
             # that a burst of load on a shared machine cannot decide their order
             for _ in range(LAYER_ROUNDS if i < len(fixed) else 1):
-                for a in ALGOS:
-                    times[a] = min(times[a], best_time(lambda a=a: fc.conv2d(x, w, algorithm=a, **kw)))
+                for op in OPS:
+                    for a in ALGOS:
+                        times[op][a] = min(times[op][a], best_time(op_fn(op, x, w, gy, a, kw)))
             measured.append((xs, ws, kw, times))
-            print(f"{i:3d} x{xs} w{ws} {kw}: "
-                  + " ".join(f"{a}={t * 1e3:.2f}ms" for a, t in times.items()), flush=True)
+            print(f"{i:3d} x{xs} w{ws} {kw}: " + "; ".join(
+                f"{op} " + " ".join(f"{a}={t * 1e3:.2f}ms" for a, t in times[op].items())
+                for op in OPS), flush=True)
         if args.times:
             with open(args.times, "w") as fh:
                 json.dump(measured, fh)
@@ -104,28 +119,35 @@ def main():
         spec, *_ = conv_spec("fit", 2, x, w, None, kw["stride"], kw["padding"], 1, kw["groups"], "zeros")
         rows.append((spec, times))
 
-    model = {}
+    model = {a: {} for a in ALGOS}
+    wt = np.where(np.arange(len(rows)) < len(fixed), LAYER_WEIGHT, 1.0)
     for a in ALGOS:
-        names = list(dispatch.REGISTRY[a].cpu_features(rows[0][0]))
-        A = np.array([[dispatch.REGISTRY[a].cpu_features(s)[n] for n in names] for s, _ in rows])
-        y = np.array([t[a] for _, t in rows])
-        # minimise relative error; the benchmark layers (first rows) count LAYER_WEIGHT times
-        wt = np.where(np.arange(len(rows)) < len(fixed), LAYER_WEIGHT, 1.0)
-        coef, _ = nnls(A / y[:, None] * wt[:, None], wt)
-        model[a] = dict(zip(names, map(float, coef)))
-    dispatch._MODEL = {a: dict(v) for a, v in model.items()}
-    hits, slow = 0, []
-    for spec, t in rows:
-        pick = min(dispatch.estimate(spec).items(), key=lambda kv: kv[1])[0]
-        best = min(t, key=t.get)
-        hits += pick == best
-        slow.append(t[pick] / t[best])
-        if slow[-1] > 1.3:
-            print(f"  misses: N={spec.N} C={spec.C_in} O={spec.C_out} in={spec.in_size} "
-                  f"k={spec.kernel} s={spec.stride} g={spec.groups}: picks {pick} "
-                  f"({t[pick] * 1e3:.2f} ms), {best} takes {t[best] * 1e3:.2f} ms")
-    print(f"refitted model picks the fastest in {hits}/{len(rows)} cases; "
-          f"mean slowdown of its picks {np.mean(slow):.3f}x, worst {np.max(slow):.2f}x")
+        for op in OPS:
+            feats = dispatch.REGISTRY[a].cpu_features
+            names = list(feats(rows[0][0], op))
+            A = np.array([[feats(s, op).get(n, 0.0) for n in names] for s, _ in rows])
+            y = np.array([t[op][a] for _, t in rows])
+            # minimise relative error; the benchmark layers (first rows) count LAYER_WEIGHT times
+            coef, _ = nnls(A / y[:, None] * wt[:, None], wt)
+            model[a][op] = dict(zip(names, map(float, coef)))
+    dispatch._MODEL = {a: {op: dict(v) for op, v in ops.items()} for a, ops in model.items()}
+    for op in OPS:
+        hits, slow = 0, []
+        for k, (spec, times) in enumerate(rows):
+            t = times[op]
+            pick = min(dispatch.estimate(spec, op).items(), key=lambda kv: kv[1])[0]
+            best = min(t, key=t.get)
+            hits += pick == best
+            slow.append(t[pick] / t[best])
+            if slow[-1] > 1.1:
+                print(f"  {op} miss: N={spec.N} C={spec.C_in} O={spec.C_out} in={spec.in_size} "
+                      f"k={spec.kernel} s={spec.stride} g={spec.groups}: picks {pick} "
+                      f"({t[pick] * 1e3:.2f} ms), {best} takes {t[best] * 1e3:.2f} ms")
+        layers = slow[:len(fixed)]
+        print(f"{op}: refitted model picks the fastest in {hits}/{len(rows)} cases; mean "
+              f"slowdown of its picks {np.mean(slow):.3f}x, worst {np.max(slow):.2f}x; "
+              f"benchmark layers worst {np.max(layers):.2f}x; within 10% in "
+              f"{int(np.sum(np.array(slow) <= 1.1))}/{len(rows)}")
     print(json.dumps(model, indent=1))
     if not args.dry_run:
         with atomic_write(dispatch._MODEL_FILE, "w") as fh:

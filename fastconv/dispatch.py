@@ -20,6 +20,7 @@ device (CPU model or GPU name), numba version and fastconv version.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import platform
@@ -46,21 +47,46 @@ OPS = ("forward", "input_grad", "weight_grad")
 DEVICES = ("cpu", "cuda")
 
 _MODEL_FILE = Path(__file__).with_name("cost_model.json")
-_DEFAULT_MODEL = {
+_FORWARD_DEFAULTS = {
     # seconds per unit; see bench/fit_cost_model.py for how these are measured
-    "direct": {"overhead": 2.0e-5, "line": 1.0e-8, "flop": 1.0e-11},
-    "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11, "out_byte": 1e-10},
+    "direct": {"overhead": 2.0e-5, "line": 1.0e-8, "tile_mac": 1.4e-11, "pass": 2.3e-10,
+               "phase_byte": 3.4e-10, "minor_byte": 4.1e-10},
+    "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "gather_byte_big": 1.2e-11,
+               "flop": 1.2e-11, "flop_big": 1.2e-11, "out_byte": 1e-10},
     "fft": {"overhead": 1.0e-4, "fft_flop": 1.0e-10, "cmul": 1.0e-9},
+}
+_DEFAULT_MODEL = {
+    "direct": {"forward": _FORWARD_DEFAULTS["direct"],
+               "input_grad": dict(_FORWARD_DEFAULTS["direct"], pad_byte=2e-10),
+               "weight_grad": {"overhead": 2.0e-5, "tile_step": 1.0e-10, "tile_call": 2.0e-8,
+                               "copy_byte": 2.0e-10}},
+    "im2col": {"forward": _FORWARD_DEFAULTS["im2col"],
+               "input_grad": {"overhead": 4.0e-5, "flop": 1.2e-11, "col_byte": 5e-10,
+                              "col_byte_strided": 1e-9, "out_byte": 1e-10},
+               "weight_grad": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11,
+                               "out_byte": 1e-10}},
+    "fft": {op: _FORWARD_DEFAULTS["fft"] for op in OPS},
 }
 
 
 def _load_model() -> dict:
+    """{algorithm: {op: {feature: seconds per unit}}}: the fitted constants over the
+    defaults (a file without per-op entries fits the forward only)."""
     try:
         with open(_MODEL_FILE) as fh:
             model = json.load(fh)
-        return {k: dict(_DEFAULT_MODEL[k], **model.get(k, {})) for k in _DEFAULT_MODEL}
     except (OSError, ValueError):
-        return _DEFAULT_MODEL
+        model = {}
+    out = {}
+    for name, ops in _DEFAULT_MODEL.items():
+        fitted = model.get(name, {})
+        if not isinstance(fitted, dict):
+            fitted = {}
+        if fitted and not any(op in fitted for op in OPS):
+            fitted = {"forward": fitted}
+        out[name] = {op: dict(ops[op], **{k: float(v) for k, v in fitted.get(op, {}).items()})
+                     for op in OPS}
+    return out
 
 
 _MODEL = _load_model()
@@ -73,24 +99,21 @@ def _dims(spec: ConvSpec):
             spec.lift(spec.out_size))
 
 
-def direct_features(spec: ConvSpec) -> dict:
-    """Counts of what cpu/direct.py runs (the regressors of its fitted constants)."""
-    isz, G, Cg, Og, (kd, kh, kw), (od, oh, ow) = _dims(spec)
-    sd, sh, sw = spec.stride3
-    wp = spec.lift(spec.padded_size)[2]
-    # direct: what cpu/direct.py computes -- an output plane as one line on the padded-
-    # width grid (of the phases, for strides > 1), output channels in blocks of 4 (a
-    # partial block costs a whole one), register tiles of tile_width outputs along the
-    # line running all Cg*kD*kH*kW taps; lines shorter than a tile interleave the images
-    # (batch-minor: one line for the whole batch, paid for with two transposes); single
-    # output channels (depthwise), and lines still shorter than a tile, take passes of
-    # 8 taps over each channel's accumulators instead
-    wq = -(-wp // sw)
+def _direct_counts(isz, N, G, Cg, Og, kernel, out, wq, in_bytes, phase_bytes):
+    """Counts of one cpu/direct.py forward: N images, G groups of Cg -> Og channels, a
+    3-D kernel and output, rows of wq columns (of the phases for strides > 1)."""
+    (kd, kh, kw), (od, oh, ow) = kernel, out
+    # an output plane as one line on the padded-width grid, output channels in blocks of
+    # 4 (a partial block costs a whole one), register tiles of tile_width outputs along
+    # the line running all Cg*kD*kH*kW taps; lines shorter than a tile interleave the
+    # images (batch-minor: one line for the whole batch, paid for with two transposes);
+    # single output channels (depthwise), and lines still shorter than a tile, take
+    # passes of 8 taps over each channel's accumulators instead
     line = (oh - 1) * wq + ow
-    minor = direct.batch_minor(spec.N, line, isz)
+    minor = direct.batch_minor(N, line, isz)
     if minor:
-        line *= spec.N
-    lines = (1 if minor else spec.N) * G * od
+        line *= N
+    lines = (1 if minor else N) * G * od
     T = Cg * kd * kh * kw
     tw = int(direct.tile_width(isz))
     tiled = passed = 0
@@ -99,15 +122,56 @@ def direct_features(spec: ConvSpec) -> dict:
         passed = lines * Og * line * passes
     else:
         tiled = lines * -(-Og // 4) * 4 * -(-line // tw) * tw * T
-    in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
-    phase_bytes = in_bytes if sh * sw > 1 else 0
-    minor_bytes = in_bytes + spec.N * spec.C_out * od * oh * ow * isz if minor else 0
+    minor_bytes = in_bytes + N * G * Og * od * oh * ow * isz if minor else 0
     return {"overhead": 1.0, "line": lines, "tile_mac": tiled, "pass": passed,
             "phase_byte": phase_bytes, "minor_byte": minor_bytes}
 
 
-def im2col_features(spec: ConvSpec) -> dict:
-    """Counts of what cpu/im2col.py runs."""
+def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
+    """Counts of what cpu/direct.py runs for ``op`` (the regressors of its fitted
+    constants)."""
+    isz, G, Cg, Og, k3, o3 = _dims(spec)
+    sd, sh, sw = spec.stride3
+    padded = spec.lift(spec.padded_size)
+    in_bytes = spec.N * spec.C_in * _prod(padded) * isz
+    if op == "forward":
+        return _direct_counts(isz, spec.N, G, Cg, Og, k3, o3, -(-padded[2] // sw), in_bytes,
+                              in_bytes if sh * sw > 1 else 0)
+    if op == "input_grad":
+        # polyphase (cpu/engine.direct_input_grad): per phase a forward of grad_out, padded
+        # on the grid of the phase's outputs, with the phase's taps; the phases' results
+        # copied into place
+        dims = cpu_engine.polyphase(o3, spec.stride3, spec.dilation3, k3, padded)
+        strided = spec.stride3 != (1, 1, 1)
+        total = {"pad_byte": in_bytes * spec.C_out / spec.C_in if strided else 0.0}
+        for phase in itertools.product(*(d[3] for d in dims)):
+            J = tuple(p[3] for p in phase)
+            M = tuple(p[5] for p in phase)
+            U = (M[0] + (J[0] - 1) * dims[0][2], M[1] + (J[1] - 1) * dims[1][2] + 1, M[2])
+            go_bytes = spec.N * spec.C_out * _prod(U) * isz
+            c = _direct_counts(isz, spec.N, G, Og, Cg, J, M, M[2], go_bytes, 0)
+            c["pad_byte"] = 2.0 * go_bytes
+            for k, v in c.items():
+                total[k] = total.get(k, 0.0) + v
+        return total
+    # weight_grad (cpu/direct.direct_bwd_weight): grad_tile steps of GRAD_ROWS x
+    # GRAD_TAPS vector FMAs along lines of the (phases') padded-width grid, one call per
+    # segment and tap block; the input (phases) and grad_out lines are copied first
+    kd, kh, kw = k3
+    od, oh, ow = o3
+    V = direct.vector_width(isz)
+    wq = -(-padded[2] // sw)
+    Lp = -(-((oh - 1) * wq + ow) // V) * V
+    ntb = -(-(Cg * kd * kh * kw) // direct.GRAD_TAPS)
+    nob = -(-Og // direct.GRAD_ROWS)
+    seg = max(V, direct.GRAD_SEG_BYTES // isz // V * V)
+    blocks = spec.N * od * G * nob * ntb
+    return {"overhead": 1.0, "tile_step": blocks * (Lp // V), "tile_call": blocks * -(-Lp // seg),
+            "copy_byte": in_bytes + spec.N * od * G * nob * direct.GRAD_ROWS * Lp * isz}
+
+
+def im2col_features(spec: ConvSpec, op: str = "forward") -> dict:
+    """Counts of what cpu/im2col.py runs for ``op``."""
     isz, G, Cg, Og, (kd, kh, kw), (od, oh, ow) = _dims(spec)
     # im2col: gather the column matrix, one GEMM (less efficient when small), scatter
     R = Cg * kd * kh * kw
@@ -122,14 +186,25 @@ def im2col_features(spec: ConvSpec) -> dict:
     gemm_eff = min(1.0, min(Og, R, cols) / 64.0)
     im2col_flop = spec.flops / max(gemm_eff, 1 / 64)
     out_bytes = spec.N * spec.C_out * P * isz
+    if op != "forward":
+        # gradients: one GEMM per block of images (W^T @ grad_out, then the col2im
+        # scatter-add into a zeroed input gradient; or grad_out @ col^T after a gather)
+        flop = spec.flops / max(min(1.0, min(Og, R, spec.N * P) / 64.0), 1 / 64)
+        in_bytes = spec.N * spec.C_in * _prod(spec.lift(spec.padded_size)) * isz
+        if op == "input_grad":             # (the scatter-add is scalar at strides > 1)
+            strided = _prod(spec.stride) > 1
+            return {"overhead": 1.0, "flop": flop, "col_byte": 0.0 if strided else col_bytes,
+                    "col_byte_strided": col_bytes if strided else 0.0, "out_byte": in_bytes}
+        return {"overhead": 1.0, "gather_byte": col_bytes, "flop": flop, "out_byte": out_bytes}
     return {"overhead": 1.0, "gather_byte": 0.0 if big else col_bytes,
             "gather_byte_big": col_bytes if big else 0.0,
             "flop": 0.0 if big else im2col_flop, "flop_big": im2col_flop if big else 0.0,
             "out_byte": out_bytes}
 
 
-def fft_features(spec: ConvSpec) -> dict:
-    """Counts of what cpu/fft.py runs."""
+def fft_features(spec: ConvSpec, op: str = "forward") -> dict:
+    """Counts of what cpu/fft.py runs (the gradients: the same transforms and
+    contraction, with constants of their own)."""
     isz, G, Cg, Og, _, _ = _dims(spec)
     # fft: forward/inverse real FFTs plus the per-frequency channel contraction
     fsz = [_fast_len(p) for p in spec.lift(spec.padded_size)]
@@ -155,17 +230,14 @@ def _fast_len(n: int) -> int:
         m += 1
 
 
-# --- gradients ---------------------------------------------------------------------------
-# A gradient that an algorithm computes by running its forward kernel on another problem
-# costs that problem's forward: the input gradient (direct and fft on the CPU, every
-# algorithm on the GPU) is a stride-1 correlation of the zero-upsampled, fully padded
-# grad_output with the flipped weight; fft's weight gradient swaps the roles of images and
-# channels. Dedicated kernels are weighed against their forward: the direct CPU weight
-# gradient is a reduction measured ~2.3x slower than its forward on the MNIST layers;
-# im2col's CPU gradients are GEMMs of its forward's size, and on the GPU the direct weight
-# gradient is im2col's split-K GEMM.
+# --- GPU gradients ---------------------------------------------------------------------
+# (the CPU has features and constants per op above.) A gradient that a GPU algorithm
+# computes by running its forward kernel on another problem costs that problem's
+# forward: every input gradient is a stride-1 correlation of the zero-upsampled, fully
+# padded grad_output with the flipped weight; fft's weight gradient swaps the roles of
+# images and channels; the direct weight gradient is im2col's split-K GEMM.
 def adjoint_spec(spec: ConvSpec) -> ConvSpec:
-    """The forward problem that computes ``spec``'s input gradient."""
+    """The forward problem that computes ``spec``'s input gradient (on the GPU)."""
     up = tuple((o - 1) * s + 1 + 2 * (e - 1) for o, s, e in
                zip(spec.out_size, spec.stride, spec.effective_kernel))
     return replace(spec, C_in=spec.C_out, C_out=spec.C_in, in_size=up,
@@ -173,34 +245,29 @@ def adjoint_spec(spec: ConvSpec) -> ConvSpec:
 
 
 def swapped_spec(spec: ConvSpec) -> ConvSpec:
-    """The forward problem (one per group) that computes ``spec``'s weight gradient."""
+    """The forward problem (one per group) that computes ``spec``'s weight gradient by FFT."""
     G = spec.groups
     return replace(spec, N=spec.C_in // G, C_in=spec.N, C_out=spec.C_out // G,
                    in_size=spec.padded_size, kernel=spec.out_size, stride=spec.dilation,
                    dilation=spec.stride, padding=((0, 0),) * spec.nd, groups=1, batched=True)
 
 
-def _direct_cost(entry, spec, op, device):
+def _direct_gpu_cost(spec, op):
     if op == "input_grad":
-        return entry.forward_cost(adjoint_spec(spec), device)
-    if op == "weight_grad":
-        return (2.3 * entry.forward_cost(spec, device) if device == "cpu"
-                else cuda_cost.im2col(spec))
-    return entry.forward_cost(spec, device)
+        return cuda_cost.direct(adjoint_spec(spec))
+    return cuda_cost.im2col(spec) if op == "weight_grad" else cuda_cost.direct(spec)
 
 
-def _im2col_cost(entry, spec, op, device):
-    if op == "input_grad" and device == "cuda":
-        return entry.forward_cost(adjoint_spec(spec), device)
-    return entry.forward_cost(spec, device)
+def _im2col_gpu_cost(spec, op):
+    return cuda_cost.im2col(adjoint_spec(spec) if op == "input_grad" else spec)
 
 
-def _fft_cost(entry, spec, op, device):
+def _fft_gpu_cost(spec, op):
     if op == "input_grad":
-        return entry.forward_cost(adjoint_spec(spec), device)
+        return cuda_cost.fft(adjoint_spec(spec))
     if op == "weight_grad":
-        return spec.groups * entry.forward_cost(swapped_spec(spec), device)
-    return entry.forward_cost(spec, device)
+        return spec.groups * cuda_cost.fft(swapped_spec(spec))
+    return cuda_cost.fft(spec)
 
 
 # --- reasons -----------------------------------------------------------------------------
@@ -253,9 +320,8 @@ class Algorithm:
     rtol: dict
     cpu_kernels: cpu_engine.Kernels
     cuda_kernels: str              # the name of its Kernels in fastconv.cuda.engine
-    cpu_features: Callable         # spec -> {feature: count}, times _MODEL[name]
-    cuda_estimate: Callable        # spec -> seconds (fastconv.cuda.cost)
-    op_cost: Callable              # (entry, spec, op, device) -> seconds (gradients above)
+    cpu_features: Callable         # (spec, op) -> {feature: count}, times _MODEL[name][op]
+    cuda_estimate: Callable        # (spec, op) -> seconds on the GPU (fastconv.cuda.cost)
     reasons: dict                  # device -> (spec -> why it is fastest)
     #: devices on which one NaN or inf spreads beyond the outputs whose window holds it
     spreads_nonfinite: tuple = ()
@@ -269,30 +335,27 @@ class Algorithm:
         from .cuda import engine as cuda_engine
         return getattr(cuda_engine, self.cuda_kernels)
 
-    def forward_cost(self, spec: ConvSpec, device: str = "cpu") -> float:
-        """Estimated seconds of the forward on ``device``."""
-        if device == "cpu":
-            model = _MODEL[self.name]
-            return float(sum(model.get(k, 0.0) * v for k, v in self.cpu_features(spec).items()))
-        return float(self.cuda_estimate(spec))
-
     def estimate(self, spec: ConvSpec, op: str = "forward", device: str = "cpu") -> float:
         """Estimated seconds for ``op`` on ``device``."""
-        return float(self.op_cost(self, spec, op, device))
+        if device == "cpu":
+            model = _MODEL[self.name][op]
+            return float(sum(model.get(k, 0.0) * v
+                             for k, v in self.cpu_features(spec, op).items()))
+        return float(self.cuda_estimate(spec, op))
 
 
 _EXACT = {"cpu": {"float32": 1e-4, "float64": 1e-10},
           "cuda": {"float32": 2e-4, "float64": 1e-9}}
 REGISTRY = {a.name: a for a in (
     Algorithm("direct", "the definition, register-tiled (cpu/direct.py)", "direct sum", _EXACT,
-              cpu_engine.DIRECT, "DIRECT", direct_features, cuda_cost.direct,
-              _direct_cost, {"cpu": _CPU_REASONS["direct"], "cuda": _GPU_REASONS["direct"]}),
+              cpu_engine.DIRECT, "DIRECT", direct_features, _direct_gpu_cost,
+              {"cpu": _CPU_REASONS["direct"], "cuda": _GPU_REASONS["direct"]}),
     Algorithm("im2col", "column matrix times weight, one BLAS GEMM (cpu/im2col.py)",
               "direct sum", _EXACT, cpu_engine.IM2COL, "IM2COL", im2col_features,
-              cuda_cost.im2col, _im2col_cost,
+              _im2col_gpu_cost,
               {"cpu": _CPU_REASONS["im2col"], "cuda": _GPU_REASONS["im2col"]}),
     Algorithm("fft", "real FFTs and a per-frequency channel contraction (cpu/fft.py)", "fft",
-              _EXACT, cpu_engine.FFT, "FFT", fft_features, cuda_cost.fft, _fft_cost,
+              _EXACT, cpu_engine.FFT, "FFT", fft_features, _fft_gpu_cost,
               {"cpu": _CPU_REASONS["fft"], "cuda": _GPU_REASONS["fft"]},
               # cpu/fft.py sums the outputs that read a NaN/inf directly (the GPU's does not)
               spreads_nonfinite=("cuda",)),

@@ -65,6 +65,26 @@ def test_choose_algorithm_per_op(op):
         fc.choose_algorithm((1, 1, 5, 5), (1, 1, 3, 3), op="backward")
 
 
+@pytest.mark.parametrize("op", dispatch.OPS)
+@pytest.mark.parametrize("x_shape,w_shape,kw", SHAPES)
+def test_cpu_cost_model_is_per_op(op, x_shape, w_shape, kw):
+    """Every CPU entry has features and fitted constants of its own for each op; the
+    estimate is their product, summed (no forward cost scaled by a factor)."""
+    from fastconv._arrays import proxy
+    from fastconv._validate import conv_spec
+    spec, *_ = conv_spec("t", 2, proxy(x_shape, np.float32), proxy(w_shape, np.float32), None,
+                         kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
+                         kw.get("groups", 1), "zeros")
+    est = dispatch.estimate(spec, op)
+    for name in CPU_ALGORITHMS:
+        feats = dispatch.REGISTRY[name].cpu_features(spec, op)
+        model = dispatch._MODEL[name][op]
+        assert feats and all(v >= 0 for v in feats.values())
+        assert set(feats) <= set(model), f"{name} {op}: features without a constant"
+        assert est[name] == pytest.approx(sum(model[k] * v for k, v in feats.items()))
+        assert est[name] > 0
+
+
 @pytest.mark.parametrize("x_shape,w_shape,kw", SHAPES)
 def test_conv2d_layer_picks_what_choose_algorithm_picks(plans, x_shape, w_shape, kw, rng):
     layer = nn.Conv2d(x_shape[1], w_shape[0], w_shape[2:], groups=kw.get("groups", 1),

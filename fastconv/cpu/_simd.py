@@ -1,19 +1,34 @@
-"""A register-tiled micro-kernel for the direct convolution, written as LLVM vector IR.
+"""Register-tiled micro-kernels for the direct convolution, written as LLVM vector IR.
 
 LLVM's loop vectoriser only vectorises innermost loops, so a kernel written in Python
 keeps its accumulators in memory and reloads them on every pass over the taps. Here the
 accumulators of a 4-channel x TILE_VECTORS-vector output tile stay in registers while
 the tap loop runs: per tap, TILE_VECTORS input loads and 4 weight broadcasts feed
 4 * TILE_VECTORS fused multiply-adds. 12 accumulators + 3 inputs + 1 broadcast fill
-the 16 vector registers of AVX2 (and leave AVX-512's extra registers unused).
+the 16 vector registers of AVX2 (a 4 x 6 tile for AVX-512's 32 measured no faster on the
+benchmark layers). The weight-gradient tile (grad_tile) is sized to the host's registers,
+read from LLVM's view of the CPU. LLVM keeps vectors at 256 bits on AVX-512 hosts (it
+prefers them to 512-bit ones), so the extra registers are what AVX-512 gains.
 """
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+
+
+def _host_avx512():
+    """Whether the host has AVX-512 (32 vector registers), from LLVM's view of the CPU."""
+    try:
+        from llvmlite import binding
+        return bool(binding.get_host_cpu_features().get("avx512f", False))
+    except Exception:           # pragma: no cover - an LLVM without host feature queries
+        return False
+
+
+HOST_AVX512 = _host_avx512()
 TILE_VECTORS = 3       # output vectors per channel in one tile
-VECTOR_BYTES = 32      # 256-bit vectors (AVX2); LLVM splits or widens them on other targets
+VECTOR_BYTES = 32      # 256-bit vectors; LLVM splits or widens them on other targets
 
 
 TILE_BYTES = TILE_VECTORS * VECTOR_BYTES   # of one channel of a tile
@@ -130,3 +145,115 @@ tile4.__doc__ = """tile4(acc, p0, xr, base, off, wg, T):
     along n; xr, off, wg: contiguous; wg: (T, 4)). Overwrites acc."""
 tile4_add = intrinsic(_tile_intrinsic("tile4_add", True))
 tile4_add.__doc__ = """tile4_add(acc, p0, xr, base, off, wg, T): like tile4, adding to acc."""
+
+
+# --- the weight-gradient tile ----------------------------------------------------------
+# A weight-gradient tile: GRAD_ROWS output channels x GRAD_TAPS taps of vector
+# accumulators, plus GRAD_ROWS grad_out vectors and one input vector per step:
+# 4 x 6 + 4 + 1 = 29 of AVX-512's 32 registers, 4 x 2 + 4 + 1 = 13 of AVX2's 16.
+GRAD_TILES = {"avx512": (4, 6), "avx2": (4, 2)}
+GRAD_ROWS, GRAD_TAPS = GRAD_TILES["avx512" if HOST_AVX512 else "avx2"]
+
+
+def _grad_tile_intrinsic(rows, taps, name):
+    def tile(typingctx, acc_t, a0_t, gl_t, g0_t, gs_t, xr_t, x0_t, off_t, t0_t, n_t):
+        arrays = (acc_t, gl_t, xr_t, off_t)
+        if not (all(isinstance(a, types.Array) and a.layout == "C" and a.ndim == 1
+                    for a in arrays)
+                and isinstance(acc_t.dtype, (types.Float, types.Integer))
+                and gl_t.dtype == acc_t.dtype and xr_t.dtype == acc_t.dtype
+                and off_t.dtype == types.int64):
+            return None
+        sig = types.void(acc_t, a0_t, gl_t, g0_t, gs_t, xr_t, x0_t, off_t, t0_t, n_t)
+        return sig, lambda context, builder, sig, args: _grad_codegen(
+            context, builder, sig, args, rows, taps)
+
+    tile.__name__ = tile.__qualname__ = name
+    return tile
+
+
+def _grad_codegen(context, builder, signature, args, rows, taps):
+    acc_t = signature.args[0]
+    i64 = ir.IntType(64)
+    isz = acc_t.dtype.bitwidth // 8
+    V = VECTOR_BYTES // isz
+    vty = ir.VectorType(context.get_value_type(acc_t.dtype), V)
+    vptr = vty.as_pointer()
+    if isinstance(acc_t.dtype, types.Float):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{V}f{isz * 8}")
+
+        def fma(a, b, c):
+            return builder.call(fn, [a, b, c])
+    else:
+        def fma(a, b, c):
+            return builder.add(builder.mul(a, b), c)
+    arrs = [context.make_array(signature.args[k])(context, builder, args[k]) for k in (0, 2, 5, 7)]
+    A, G, X, O = arrs
+    a0, g0, gs, x0, t0, n = (context.cast(builder, args[k], signature.args[k], types.int64)
+                             for k in (1, 3, 4, 6, 8, 9))
+
+    def vec(ptr):
+        return builder.bitcast(ptr, vptr)
+
+    dst = [vec(builder.gep(A.data, [builder.add(a0, i64(k * V))])) for k in range(rows * taps)]
+    init = [builder.load(d, align=isz) for d in dst]
+    grow = [builder.gep(G.data, [builder.add(g0, builder.mul(gs, i64(j)))]) for j in range(rows)]
+    xrow = [builder.gep(X.data, [builder.add(x0, builder.load(
+        builder.gep(O.data, [builder.add(t0, i64(i))])))]) for i in range(taps)]
+    entry = builder.block
+    loop = builder.append_basic_block("gtile.loop")
+    done = builder.append_basic_block("gtile.done")
+    builder.cbranch(builder.icmp_signed(">", n, i64(0)), loop, done)
+
+    builder.position_at_end(loop)        # per vector of positions: rows + taps loads, FMAs
+    s = builder.phi(i64)
+    s.add_incoming(i64(0), entry)
+    cur = []
+    for v in init:
+        ph = builder.phi(vty)
+        ph.add_incoming(v, entry)
+        cur.append(ph)
+    q = builder.mul(s, i64(V))
+    gv = [builder.load(vec(builder.gep(g, [q])), align=isz) for g in grow]
+    new = list(cur)
+    for i in range(taps):
+        xv = builder.load(vec(builder.gep(xrow[i], [q])), align=isz)
+        for j in range(rows):
+            k = j * taps + i
+            new[k] = fma(gv[j], xv, cur[k])
+    s1 = builder.add(s, i64(1))
+    s.add_incoming(s1, loop)
+    for ph, v in zip(cur, new):
+        ph.add_incoming(v, loop)
+    builder.cbranch(builder.icmp_signed("<", s1, n), loop, done)
+
+    builder.position_at_end(done)
+    fins = []
+    for v0, v1 in zip(init, new):
+        fin = builder.phi(vty)
+        fin.add_incoming(v0, entry)
+        fin.add_incoming(v1, loop)
+        fins.append(fin)
+    for d, fin in zip(dst, fins):
+        builder.store(fin, d, align=isz)
+    return context.get_dummy_value()
+
+
+def grad_tile(rows, taps):
+    """The weight-gradient tile for ``rows`` x ``taps`` accumulators, as a numba intrinsic:
+
+    grad_tile(acc, a0, gl, g0, gs, xr, x0, off, t0, n):
+        acc[a0 + (j*taps + i)*V + l] += sum_{s < n} gl[g0 + j*gs + s*V + l]
+                                                    * xr[x0 + off[t0 + i] + s*V + l]
+    for rows j, taps i and lanes l < V = vector_width(itemsize) (acc, gl, xr, off: 1-D
+    contiguous; off int64). The lanes of acc hold partial sums (the caller adds them)."""
+    return intrinsic(_grad_tile_intrinsic(rows, taps, f"grad_tile_{rows}x{taps}"))
+
+
+def vector_width(itemsize):
+    """Elements of one vector (the unit of a grad_tile step)."""
+    return VECTOR_BYTES // itemsize
+
+
+grad_tile_host = grad_tile(GRAD_ROWS, GRAD_TAPS)

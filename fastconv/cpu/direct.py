@@ -18,7 +18,8 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
-from ._simd import TILE_BYTES, tile4, tile4_add, tile_width
+from ._simd import (GRAD_ROWS, GRAD_TAPS, TILE_BYTES, VECTOR_BYTES, grad_tile_host, tile4,
+                    tile4_add, tile_width, vector_width)
 
 
 @njit(inline="always", **JIT)
@@ -188,59 +189,93 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
 
 
 @njit(parallel=True, **JIT)
-def _direct_bwd_weight(gw, xf, gl, Wp, sd, sh, sw, dd, dh, dw, groups, nlines):
-    # gw: (O, C/groups, KD, KH, KW)    xf: (N, C, Dp, Hp*Wp) padded planes, flattened
-    # gl: (N, O, OD, nlines * L) grad_out as lines (see _direct_fwd; for unit stride one
-    #     line per plane on the padded-width grid with zeros in the wrap-around columns)
-    # One task per (o, c, kd, kh, group of 4 kw taps): four dot products share each
-    # grad_out load and run along contiguous lines, so they vectorise.
-    O, Cg, KD, KH, KW = gw.shape
-    N, _, OD, LL = gl.shape
-    L = LL // nlines
-    Og = O // groups
-    nkg = (KW + 3) // 4
-    us = U(sw)
-    for task in prange(O * Cg * KD * KH * nkg):
-        kg = task % nkg
-        r = task // nkg
-        kh = r % KH
-        r = r // KH
-        kd = r % KD
-        r = r // KD
-        c = r % Cg
-        o = r // Cg
-        ci = (o // Og) * Cg + c
-        kw0 = kg * 4
-        # the last group may be partial: its extra taps repeat the last one (discarded)
-        e1 = U(min(kw0 + 1, KW - 1) * dw)
-        e2 = U(min(kw0 + 2, KW - 1) * dw)
-        e3 = U(min(kw0 + 3, KW - 1) * dw)
-        e0 = U(kw0 * dw)
-        a0 = gw[o, c, kd, kh, kw0]     # gw is zero-filled: a zero of the array's precision
-        a1 = a0
-        a2 = a0
-        a3 = a0
-        for n in range(N):
+def _direct_bwd_weight(part, gl, xf, off, xs_n, xs_g, xs_od, nchunk, chunk, seg, scratch):
+    # part: (nsplit, G, nob*GRAD_ROWS, ntb*GRAD_TAPS) the gradient's partial sums over the
+    #     images of split s (rows: output channels of group g; columns: the tap list, see
+    #     _pack); rows and taps past the real ones are padding the caller drops
+    # gl: (N, G, nob*GRAD_ROWS, OD, Lp) grad_out as lines on the padded-width grid (zero
+    #     in the wrap-around columns, the padding rows and the tail up to Lp, a multiple
+    #     of the vector width)
+    # xf: the padded input (or its phases) flat; image n, group g, output depth od start
+    #     at n*xs_n + g*xs_g + od*xs_od, tap t at off[t] from there
+    # Tasks: (split, group, block of GRAD_ROWS channels, chunk of `chunk` tap blocks).
+    # Each runs register tiles (cpu/_simd.grad_tile) of GRAD_ROWS x GRAD_TAPS vector
+    # accumulators along the lines, `seg` positions at a time so that a segment of
+    # grad_out and of the chunk's input rows stays in cache while its tap blocks run.
+    S, G, Rp, Tp = part.shape
+    N, _, _, OD, Lp = gl.shape
+    nob = Rp // GRAD_ROWS
+    ntb = Tp // GRAD_TAPS
+    V = VECTOR_BYTES // part.itemsize
+    K = GRAD_ROWS * GRAD_TAPS * V                # accumulators of one tap block
+    gf = gl.reshape(gl.size)
+    gs = OD * Lp
+    for task in prange(S * G * nob * nchunk):
+        ch = task % nchunk                  # chunks innermost: consecutive tasks share
+        r = task // nchunk                  # their grad_out rows while they are cached
+        ob = r % nob
+        r = r // nob
+        g = r % G
+        sp = r // G
+        b0 = ch * chunk
+        nt = min(chunk, ntb - b0)
+        acc = scratch[get_thread_id()]
+        acc[:nt * K] = 0
+        for n in range(sp * N // S, (sp + 1) * N // S):
             for od in range(OD):
-                xr = xf[n, ci, od * sd + kd * dd]
-                g = gl[n, o, od]
-                for line in range(nlines):
-                    base = U((line * sh + kh * dh) * Wp)
-                    lo = U(line * L)
-                    for t in range(L):
-                        gv = g[lo + U(t)]
-                        q = base + U(t) * us
-                        a0 += gv * xr[q + e0]
-                        a1 += gv * xr[q + e1]
-                        a2 += gv * xr[q + e2]
-                        a3 += gv * xr[q + e3]
-        gw[o, c, kd, kh, kw0] = a0
-        if kw0 + 1 < KW:
-            gw[o, c, kd, kh, kw0 + 1] = a1
-        if kw0 + 2 < KW:
-            gw[o, c, kd, kh, kw0 + 2] = a2
-        if kw0 + 3 < KW:
-            gw[o, c, kd, kh, kw0 + 3] = a3
+                gb = (((n * G + g) * Rp + ob * GRAD_ROWS) * OD + od) * Lp
+                xb = n * xs_n + g * xs_g + od * xs_od
+                for s0 in range(0, Lp, seg):
+                    nv = min(seg, Lp - s0) // V
+                    for b in range(nt):
+                        grad_tile_host(acc, b * K, gf, gb + s0, gs, xf, xb + s0, off,
+                                       (b0 + b) * GRAD_TAPS, nv)
+        for b in range(nt):
+            for k in range(GRAD_ROWS * GRAD_TAPS):
+                a = acc[(b * GRAD_ROWS * GRAD_TAPS + k) * V:(b * GRAD_ROWS * GRAD_TAPS + k + 1) * V]
+                part[sp, g, ob * GRAD_ROWS + k // GRAD_TAPS, (b0 + b) * GRAD_TAPS + k % GRAD_TAPS] = a.sum()
+
+
+@njit(parallel=True, **JIT)
+def _grad_lines(gl, go, Wq):
+    # gl (N, G, Rp, OD, Lp) = go (N, O, OD, OH, OW) on the padded-width grid of width Wq:
+    # position oh*Wq + ow; zeros elsewhere (wrap-around columns, tail, padding rows)
+    N, G, Rp, OD, Lp = gl.shape
+    O, OH, OW = go.shape[1], go.shape[3], go.shape[4]
+    Og = O // G
+    for t in prange(N * G * Rp):
+        r = t % Rp
+        g = (t // Rp) % G
+        n = t // (Rp * G)
+        for od in range(OD):
+            line = gl[n, g, r, od]
+            line[:] = 0
+            if r < Og:
+                for oh in range(OH):
+                    src = go[n, g * Og + r, od, oh]
+                    for ow in range(OW):
+                        line[oh * Wq + ow] = src[ow]
+
+
+@njit(parallel=True, **JIT)
+def embed(u, src, d0, h0, w0):
+    """u (N, C, D, H, W) = zeros with src (N, C, sD, sH, sW) at [d0:, h0:, w0:]: one
+    parallel pass, each row written once (the padded grad_out of the input gradient)."""
+    N, C, D, H, W = u.shape
+    SD, SH, SW = src.shape[2], src.shape[3], src.shape[4]
+    for t in prange(N * C):
+        n = t // C
+        c = t % C
+        for d in range(D):
+            for h in range(H):
+                row = u[n, c, d, h]
+                if d < d0 or d >= d0 + SD or h < h0 or h >= h0 + SH:
+                    row[:] = 0
+                    continue
+                s = src[n, c, d - d0, h - h0]
+                row[:w0] = 0
+                row[w0:w0 + SW] = s
+                row[w0 + SW:] = 0
 
 
 def direct_fwd(xp, w, bias, stride, dilation, groups, out):
@@ -285,12 +320,14 @@ SEG_BYTES = 8192     # bytes of one accumulator row (a task holds four)
 TAP_CHUNK = 64       # taps per sweep of the register tiles along a segment
 
 
-def _phase_split(xp, sh, sw):
+def _phase_split(xp, sh, sw, out=None):
     """(N, C, D, H, W) -> (N, C*sh*sw, D, ceil(H/sh), ceil(W/sw)): plane (c*sh + ph)*sw + pw
-    holds xp[n, c, :, ph::sh, pw::sw] (zero where a phase is one row or column short)."""
+    holds xp[n, c, :, ph::sh, pw::sw] (zero where a phase is one row or column short);
+    into ``out`` (C-contiguous) when given."""
     N, C, Dp, Hp, Wp = xp.shape
     Hq, Wq = -(-Hp // sh), -(-Wp // sw)
-    xq = workspace("phases", (N, C, sh, sw, Dp, Hq, Wq), xp.dtype)
+    xq = (workspace("phases", (N, C, sh, sw, Dp, Hq, Wq), xp.dtype) if out is None
+          else out.reshape(N, C, sh, sw, Dp, Hq, Wq))
     if Hp % sh:
         xq[:, :, :, :, :, Hq - 1] = 0
     if Wp % sw:
@@ -331,29 +368,58 @@ def _offsets(Cg, KD, KH, KW, Dp, HWp, Wp, dd, dh, dw, sh, sw, nm):
     return off
 
 
-def _finite(a):
-    # NaN/inf-free: NumPy's max and min propagate NaN (SIMD, no temporary array)
-    return bool(np.isfinite(a.max()) and np.isfinite(a.min()))
-
-
 def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
-    """Gradient of the forward with respect to ``w`` (bias excluded)."""
+    """Gradient of the forward with respect to ``w`` (bias excluded):
+    gw[o, c, k] = sum_{n, p} go[n, o, p] * xp[n, g*Cg + c, p*stride + k*dilation]."""
     N, O, OD, OH, OW = go.shape
-    Wp = xp.shape[4]
-    if stride[1] == 1 and stride[2] == 1 and (OW == Wp or _finite(xp)):
-        # one line per plane on the padded-width grid (its wrap-around columns multiply
-        # zeros of grad_out with inputs no tap reads: only for finite inputs, where
-        # those products are 0 and not inf * 0 = NaN)
-        L = (OH - 1) * Wp + OW
-        gl = np.zeros((N, O, OD, OH * Wp), dtype=go.dtype)
-        gl.reshape(N, O, OD, OH, Wp)[..., :OW] = go
-        gl = gl[..., :L]
-        nlines = 1
-    else:                                      # one line per output row
-        gl = go.reshape(N, O, OD, OH * OW)
-        nlines = OH
-    gl = np.ascontiguousarray(gl)
-    xf = xp.reshape(xp.shape[:3] + (xp.shape[3] * Wp,))
-    gw = np.zeros((O, xp.shape[1] // groups) + tuple(kernel), dtype=xp.dtype)
-    _direct_bwd_weight(gw, xf, gl, Wp, *stride, *dilation, groups, nlines)
-    return gw
+    C, Dp = xp.shape[1], xp.shape[2]
+    sd, sh, sw = stride
+    KD, KH, KW = kernel
+    G = groups
+    Cg, Og = C // G, O // G
+    isz = xp.dtype.itemsize
+    V = vector_width(isz)
+    # the input's phases (strides > 1, as the forward), flat with a tail of zeros: the
+    # last vector of a line reads up to V - 1 elements past the last plane
+    Hq, Wq = -(-xp.shape[3] // sh), -(-xp.shape[4] // sw)
+    HWq = Hq * Wq
+    L = (OH - 1) * Wq + OW
+    Lp = -(-L // V) * V
+    T = Cg * KD * KH * KW
+    ntb = -(-T // GRAD_TAPS)
+    off = np.zeros(ntb * GRAD_TAPS, dtype=np.int64)   # padding taps read tap 0 (dropped)
+    off[:T] = _offsets(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw, 1)
+    size = N * C * sh * sw * Dp * HWq
+    xf = workspace("wgrad_x", (size + Lp - L + int(off.max()) + V,), xp.dtype)
+    xf[size:] = 0
+    if sh > 1 or sw > 1:
+        _phase_split(xp, sh, sw, out=xf[:size].reshape(N, C * sh * sw, Dp, Hq, Wq))
+    else:
+        xf[:size].reshape(xp.shape)[...] = xp
+    nob = -(-Og // GRAD_ROWS)
+    Rp = nob * GRAD_ROWS
+    gl = workspace("wgrad_lines", (N, G, Rp, OD, Lp), go.dtype)
+    _grad_lines(gl, go, Wq)
+    # tasks: chunks of at most GRAD_CHUNK tap blocks, more when the cores need them;
+    # when even single tap blocks are too few, the images split into partial sums
+    target = n_tasks_target()
+    blocks = G * nob
+    nchunk = max(-(-ntb // GRAD_CHUNK), min(ntb, -(-target // blocks)))
+    chunk = -(-ntb // nchunk)
+    nchunk = -(-ntb // chunk)
+    nsplit = max(1, min(N * OD, -(-target // (blocks * nchunk)))) if N > 1 else 1
+    nsplit = min(nsplit, N)
+    part = np.empty((nsplit, G, Rp, ntb * GRAD_TAPS), dtype=xp.dtype)
+    seg = max(V, GRAD_SEG_BYTES // isz // V * V)
+    scratch = np.empty((numba.get_num_threads(), chunk * GRAD_ROWS * GRAD_TAPS * V),
+                       dtype=xp.dtype)
+    with serial_if_small(N * O * OD * L * T):
+        _direct_bwd_weight(part, gl, xf, off, C * sh * sw * Dp * HWq, Cg * sh * sw * Dp * HWq,
+                           sd * HWq, nchunk, chunk, seg, scratch)
+    gw = part.sum(axis=0) if nsplit > 1 else part[0]
+    return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
+
+
+GRAD_CHUNK = 8          # tap blocks per weight-gradient task (their input rows stay cached)
+GRAD_SEG_BYTES = 16384  # bytes of one grad_out row segment (measured: longer segments pay
+                        # off more than keeping the rows in L1)

@@ -11,12 +11,15 @@ the forward with the roles of images and channels swapped.
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from .._spec import out_size
-from .direct import direct_bwd_weight, direct_fwd
+from ._common import workspace
+from .direct import direct_bwd_weight, direct_fwd, embed
 from .fft import fft_fwd
 from .im2col import im2col_bwd_input, im2col_bwd_weight, im2col_fwd
 
@@ -63,22 +66,95 @@ def transpose_weight(w, groups):
     return np.ascontiguousarray(wt[:, :, ::-1, ::-1, ::-1])
 
 
+def polyphase(out_size, stride, dilation, kernel, padded_size):
+    """The polyphase plan of the adjoint, per spatial axis: (P, U, dl, phases) where
+    grad_out sits at [P, P + out) of a zero line of U, dl is the phases' dilation and
+    each phase with taps is (r, first tap, tap step, J taps, a_last, M outputs): padded-
+    input positions m*s + r, m < M, are the correlation's outputs P - a_last + m."""
+    dims = []
+    for o, s, d, k, ip in zip(out_size, stride, dilation, kernel, padded_size):
+        P = (k - 1) * d // s
+        step = s // math.gcd(s, d)
+        dl = d // math.gcd(s, d)
+        phases = []
+        for r in range(s):
+            ks = [t for t in range(k) if t * d % s == r]
+            M = -(-(ip - r) // s) if ip > r else 0
+            if ks and M:
+                phases.append((r, ks[0], step, len(ks), ks[-1] * d // s, M))
+        U = max([P + o] + [P - a + M + (J - 1) * dl for r, k0, st, J, a, M in phases])
+        dims.append((P, U, dl, phases))
+    return dims
+
+
 def input_grad_by_forward(fwd, go, w, padded_size, stride, dilation, groups):
-    """The adjoint as a stride-1 correlation of the zero-upsampled, fully padded gradient
-    with the flipped, transposed kernel, run by the forward kernel ``fwd``."""
+    """The adjoint (transposed convolution) run by the forward kernel ``fwd``, polyphase:
+    the padded-input positions i = m*s + r of phase r receive only the taps k with
+    k*d = a_k*s + r, so per phase it is a stride-1 correlation of grad_out (padded by
+    max a_k in front) with those taps' weights flipped and transposed, at dilation
+    d / gcd(s, d). Each tap is used by one phase: no work on inserted zeros (stride^nd
+    of it otherwise) and no scatter-add."""
     N, O = go.shape[:2]
     C = w.shape[1] * groups
-    ke = [(k - 1) * d + 1 for k, d in zip(w.shape[2:], dilation)]
-    up = [(o - 1) * s + 1 + 2 * (e - 1) for o, s, e in zip(go.shape[2:], stride, ke)]
-    u = np.zeros((N, O) + tuple(up), dtype=go.dtype)
-    sl = tuple(slice(e - 1, e - 1 + (o - 1) * s + 1, s) for o, s, e in zip(go.shape[2:], stride, ke))
-    u[(slice(None), slice(None)) + sl] = go
-    res = forward(u, transpose_weight(w, groups), None, (1, 1, 1), dilation, groups,
-                  Kernels(fwd, None, None))
-    if tuple(res.shape[2:]) == tuple(padded_size):
-        return res
-    gxp = np.zeros((N, C) + tuple(padded_size), dtype=go.dtype)
-    gxp[(slice(None), slice(None)) + tuple(slice(0, r) for r in res.shape[2:])] = res
+    dims = polyphase(go.shape[2:], stride, dilation, w.shape[2:], padded_size)
+    u = workspace("igrad_u", (N, O) + tuple(U for _, U, _, _ in dims), go.dtype)
+    u[...] = 0
+    u[(slice(None), slice(None)) + tuple(slice(P, P + o) for (P, _, _, _), o
+                                         in zip(dims, go.shape[2:]))] = go
+    wt = transpose_weight(w, groups)[:, :, ::-1, ::-1, ::-1]    # unflipped (C, O/g, k...)
+    full = all(len(ph) == s for (_, _, _, ph), s in zip(dims, stride))
+    gxp = (np.empty if full else np.zeros)((N, C) + tuple(padded_size), dtype=go.dtype)
+    dl = tuple(dl for _, _, dl, _ in dims)
+    for pd, ph, pw in itertools.product(*(ph for _, _, _, ph in dims)):
+        sub = np.ascontiguousarray(wt[:, :, pd[1]::pd[2], ph[1]::ph[2], pw[1]::pw[2]]
+                                   [:, :, :pd[3], :ph[3], :pw[3]][:, :, ::-1, ::-1, ::-1])
+        res = forward(u, sub, None, (1, 1, 1), dl, groups, Kernels(fwd, None, None))
+        win = tuple(slice(P - p[4], P - p[4] + p[5]) for (P, _, _, _), p
+                    in zip(dims, (pd, ph, pw)))
+        src = res[(slice(None), slice(None)) + win]
+        if stride == (1, 1, 1) and src.shape == res.shape:
+            return res
+        gxp[(slice(None), slice(None)) + tuple(slice(p[0], None, s) for p, s
+                                               in zip((pd, ph, pw), stride))] = src
+    return gxp
+
+
+def direct_input_grad(go, w, padded_size, stride, dilation, groups):
+    """The adjoint by the direct forward kernel, polyphase (see input_grad_by_forward),
+    each phase on the grid of its own outputs: grad_out sits in rows and columns of that
+    width, shifted by the phase's last tap, so that the forward's line (cpu/direct.py)
+    reads the zeros of the row gaps where a wider padded grid would need extra columns,
+    and every position of the line is an output (no wrap-around columns to drop)."""
+    N, O = go.shape[:2]
+    C = w.shape[1] * groups
+    if N == 0:
+        return np.zeros((N, C) + tuple(padded_size), dtype=go.dtype)
+    dims = polyphase(go.shape[2:], stride, dilation, w.shape[2:], padded_size)
+    wt = transpose_weight(w, groups)[:, :, ::-1, ::-1, ::-1]    # unflipped (C, O/g, k...)
+    full = all(len(ph) == s for (_, _, _, ph), s in zip(dims, stride))
+    gxp = None
+    zero = np.zeros(C, dtype=go.dtype)
+    dl = tuple(d[2] for d in dims)
+    for phase in itertools.product(*(ph for _, _, _, ph in dims)):
+        # u: rows of the phase's output width M, grad_out at (a_last...) and, for the
+        # line's reads past the last row, one zero row more
+        M = tuple(p[5] for p in phase)
+        ushape = (M[0] + (phase[0][3] - 1) * dl[0], M[1] + (phase[1][3] - 1) * dl[1] + 1, M[2])
+        u = workspace("igrad_u", (N, O) + ushape, go.dtype)
+        embed(u, go, *(p[4] for p in phase))
+        sub = np.ascontiguousarray(
+            wt[:, :, phase[0][1]::phase[0][2], phase[1][1]::phase[1][2], phase[2][1]::phase[2][2]]
+            [:, :, :phase[0][3], :phase[1][3], :phase[2][3]][:, :, ::-1, ::-1, ::-1])
+        out = np.empty((N, C) + M, dtype=go.dtype)
+        direct_fwd(u, sub, zero, (1, 1, 1), dl, groups, out)
+        if stride == (1, 1, 1):
+            return out
+        if gxp is None:
+            gxp = (np.empty if full else np.zeros)((N, C) + tuple(padded_size), dtype=go.dtype)
+        gxp[(slice(None), slice(None)) + tuple(slice(p[0], None, s) for p, s
+                                               in zip(phase, stride))] = out
+    if gxp is None:
+        gxp = np.zeros((N, C) + tuple(padded_size), dtype=go.dtype)
     return gxp
 
 
@@ -99,8 +175,17 @@ def weight_grad_by_forward(fwd, xp, go, kernel, stride, dilation, groups):
     return gw
 
 
-DIRECT = Kernels(direct_fwd, functools.partial(input_grad_by_forward, direct_fwd),
-                 direct_bwd_weight)
+def direct_weight_grad(xp, go, kernel, stride, dilation, groups):
+    """The direct weight gradient. Its register tiles run along grad_out lines on the
+    padded-width grid, whose wrap-around columns multiply zeros by inputs that no tap
+    reads: with a NaN or inf in ``xp`` that would be inf * 0 = NaN where the sum has no
+    such term, so non-finite inputs take im2col's GEMM (the same terms, no others)."""
+    if not (np.isfinite(xp.max()) and np.isfinite(xp.min())):   # NaN-propagating, no copy
+        return im2col_bwd_weight(xp, go, kernel, stride, dilation, groups)
+    return direct_bwd_weight(xp, go, kernel, stride, dilation, groups)
+
+
+DIRECT = Kernels(direct_fwd, direct_input_grad, direct_weight_grad)
 IM2COL = Kernels(im2col_fwd, im2col_bwd_input, im2col_bwd_weight)
 FFT = Kernels(fft_fwd, functools.partial(input_grad_by_forward, fft_fwd),
               functools.partial(weight_grad_by_forward, fft_fwd))

@@ -1,0 +1,167 @@
+"""The direct gradients' internals: the weight-gradient register tile (cpu/_simd.grad_tile,
+both host shapes, the AVX2 one also on an emulated host), the weight-gradient kernel's lines, segments, tap chunks and image
+splits, and the polyphase input gradient, against the naive reference."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import fastconv as fc
+import naive
+from conftest import PROPERTY, assert_close
+
+
+@pytest.mark.parametrize("shape", ["avx512", "avx2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_grad_tile_kernel(shape, dtype, rng):
+    """grad_tile on its own, for both host tile shapes: acc[a0 + (j*taps + i)*V + l] +=
+    sum_s gl[g0 + j*gs + s*V + l] * xr[x0 + off[t0 + i] + s*V + l] (integers exactly),
+    leaving everything outside its accumulators alone."""
+    from numba import njit
+
+    from fastconv.cpu._simd import GRAD_TILES, grad_tile, vector_width
+
+    rows, taps = GRAD_TILES[shape]
+    tile = grad_tile(rows, taps)
+
+    @njit
+    def run(acc, a0, gl, g0, gs, xr, x0, off, t0, n):
+        tile(acc, a0, gl, g0, gs, xr, x0, off, t0, n)
+
+    V = vector_width(np.dtype(dtype).itemsize)
+    gl = rng.integers(-9, 10, 600).astype(dtype)
+    xr = rng.integers(-9, 10, 600).astype(dtype)
+    off = rng.integers(0, 100, taps + 3).astype(np.int64)
+    for n in (0, 1, 3):
+        a0, g0, gs, x0, t0 = 5, 7, 4 * V + 1, 11, 2
+        acc = np.full(a0 + rows * taps * V + 5, 3, dtype=dtype)
+        run(acc, a0, gl, g0, gs, xr, x0, off, t0, n)
+        for j in range(rows):
+            for i in range(taps):
+                for lane in range(V):
+                    q = np.arange(n) * V + lane
+                    want = 3 + int(np.sum(gl[g0 + j * gs + q].astype(np.int64)
+                                          * xr[x0 + off[t0 + i] + q].astype(np.int64)))
+                    assert acc[a0 + (j * taps + i) * V + lane] == want
+        np.testing.assert_array_equal(acc[:a0], 3)
+        np.testing.assert_array_equal(acc[a0 + rows * taps * V:], 3)
+
+
+@st.composite
+def grad_problems(draw):
+    """2-D problems around the tiles' edges: output channels around GRAD_ROWS, taps
+    around GRAD_TAPS, lines around vector multiples; one image, tiny weights."""
+    groups = draw(st.sampled_from([1, 1, 2]))
+    cg = draw(st.integers(1, 3))
+    og = draw(st.integers(1, 9))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    H, W = draw(st.integers(1, 19)), draw(st.integers(1, 19))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    p = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    N = draw(st.sampled_from([1, 1, 2, 3, 5]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    assume(all((i + 2 * q - (k - 1) * e - 1) >= 0 for i, q, k, e in zip((H, W), p, (kh, kw), d)))
+    return dict(x_shape=(N, groups * cg, H, W), w_shape=(groups * og, cg, kh, kw),
+                kw=dict(stride=s, padding=p, dilation=d, groups=groups), dtype=dtype,
+                seed=draw(st.integers(0, 2**31)))
+
+
+def _arrays(pb):
+    rng = np.random.default_rng(pb["seed"])
+    x = rng.uniform(-1, 1, pb["x_shape"]).astype(pb["dtype"])
+    w = rng.uniform(-1, 1, pb["w_shape"]).astype(pb["dtype"])
+    gy = rng.uniform(-1, 1, naive.conv(x, w, None, **pb["kw"]).shape).astype(pb["dtype"])
+    return x, w, gy
+
+
+@pytest.mark.parametrize("layout", ["default", "tiny-segments-split-images"])
+@PROPERTY
+@given(pb=grad_problems())
+def test_direct_weight_grad(layout, pb):
+    """The weight gradient, also with one vector per segment, one tap block per task and
+    every image its own partial sum (forced), so segment, chunk and split edges all occur."""
+    from fastconv.cpu import direct
+    x, w, gy = _arrays(pb)
+    want = naive.conv_weight_grad(x, w.shape, gy, **pb["kw"])
+    with pytest.MonkeyPatch.context() as mp:
+        if layout != "default":
+            mp.setattr(direct, "GRAD_SEG_BYTES", 1)
+            mp.setattr(direct, "GRAD_CHUNK", 1)
+            mp.setattr(direct, "n_tasks_target", lambda: 10_000)
+        got = fc.grad.conv2d_weight(x, w.shape, gy, **pb["kw"], algorithm="direct")
+    assert got.dtype == pb["dtype"]
+    assert_close(got, want, pb["dtype"])
+
+
+@PROPERTY
+@given(pb=grad_problems())
+def test_direct_input_grad_polyphase(pb):
+    x, w, gy = _arrays(pb)
+    want = naive.conv_input_grad(x.shape, w, gy, **pb["kw"])
+    got = fc.grad.conv2d_input(x.shape, w, gy, **pb["kw"], algorithm="direct")
+    assert got.dtype == pb["dtype"]
+    assert_close(got, want, pb["dtype"])
+
+
+@given(k=st.integers(1, 9), s=st.integers(1, 5), d=st.integers(1, 4), o=st.integers(1, 9),
+       extra=st.integers(0, 4))
+def test_polyphase_plan_uses_every_tap_once(k, s, d, o, extra):
+    """Each tap belongs to exactly one phase; each phase covers its padded-input
+    positions m*s + r for every m, inside the padded grad_out."""
+    from fastconv.cpu.engine import polyphase
+    ip = (o - 1) * s + (k - 1) * d + 1 + extra
+    [(P, U, dl, phases)] = polyphase((o,), (s,), (d,), (k,), (ip,))
+    taps = sorted(k0 + j * step for r, k0, step, J, a, M in phases for j in range(J))
+    assert taps == [t for t in range(k) if (t * d) % s in {ph[0] for ph in phases}]
+    assert all(t * d % s != r or t in taps for t in range(k) for r in range(s)
+               if -(-(ip - r) // s) > 0)
+    for r, k0, step, J, a_last, M in phases:
+        assert all((k0 + j * step) * d % s == r for j in range(J))
+        assert M == len(range(r, ip, s))
+        assert P - a_last >= 0 and P - a_last + M + (J - 1) * dl <= U
+
+
+def test_avx2_tile_shape_in_a_subprocess(tmp_path):
+    """A host without AVX-512 (emulated: LLVM told the CPU has none) gets the
+    16-register weight-gradient tile; its forward and gradients are right.
+    (Its own numba cache: compiled code is keyed by the CPU, not by this patch.)"""
+    code = textwrap.dedent("""
+        import numpy as np
+        from llvmlite import binding
+        from llvmlite.binding.targets import FeatureMap
+        feats = binding.get_host_cpu_features()
+        avx2 = FeatureMap({k: (v and not k.startswith("avx512")) for k, v in feats.items()})
+        binding.get_host_cpu_features = lambda: avx2    # numba compiles for it too
+        import fastconv as fc, naive
+        from fastconv.cpu import _simd
+        assert (_simd.GRAD_ROWS, _simd.GRAD_TAPS) == _simd.GRAD_TILES["avx2"]
+        rng = np.random.default_rng(0)
+        for s in (1, 2):
+            x = rng.standard_normal((2, 3, 11, 10)).astype(np.float32)
+            w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+            gy = rng.standard_normal(naive.conv(x, w, None, stride=s, padding=1).shape)
+            gy = gy.astype(np.float32)
+            got = fc.grad.conv2d_weight(x, w.shape, gy, stride=s, padding=1, algorithm="direct")
+            want = naive.conv_weight_grad(x, w.shape, gy, stride=s, padding=1)
+            assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), s
+            got = fc.conv2d(x, w, stride=s, padding=1, algorithm="direct")
+            want = naive.conv(x, w, None, stride=s, padding=1)
+            assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), s
+            got = fc.grad.conv2d_input(x.shape, w, gy, stride=s, padding=1, algorithm="direct")
+            want = naive.conv_input_grad(x.shape, w, gy, stride=s, padding=1)
+            assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), s
+        print("ok")
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fc.__file__)),
+                                           os.path.dirname(os.path.dirname(__file__))]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ok" in out.stdout
