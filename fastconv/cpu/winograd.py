@@ -16,15 +16,17 @@ are ever materialised. The filter transform runs once per weight (see :func:`fil
 The transform bodies are generated code (:func:`generate_source` writes
 ``_winograd_tf.py``; a test checks it is current): the products with +-1 and 0 are
 resolved when the code is generated, the other coefficients are read once per call from
-an array in the compute dtype, and every function's loop over tiles vectorises.
+an array in the compute dtype, and every function's loop over tiles vectorises (with raised LLVM limits, see _LIMITS).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import zlib
 from collections import OrderedDict
 from pathlib import Path
 
+import llvmlite.binding as ll
 import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
@@ -408,6 +410,35 @@ def filters(w, groups, m, transposed=False):
 
 
 # --- wrappers ----------------------------------------------------------------------------
+#: LLVM's loop-vectoriser limits (option: (default, raised)). The transforms' loops read
+#: and write 36 streams through numba arrays that LLVM cannot prove disjoint, with index
+#: arithmetic it cannot prove free of wrap-around: under the default limits it leaves them
+#: scalar. These are process-wide LLVM options, so they are raised only around this
+#: module's first kernel call per dtype (when its functions compile; cached code is
+#: loaded as it was compiled) and then restored.
+_LIMITS = {"runtime-memory-check-threshold": (8, 100000),
+           "vectorize-scev-check-threshold": (16, 100000),
+           "memory-check-merge-threshold": (100, 100000),
+           "vectorize-memory-check-threshold": (128, 100000),
+           # no unrolling of the vector loop: runs along a tile row are short (14 tiles on
+           # a 56-wide layer), and the scalar remainder would take them whole
+           "force-vector-interleave": (0, 1)}
+_limits_lock = threading.Lock()
+_done: set = set()          # dtypes whose kernel has run (so compiled) in this process
+
+
+@contextlib.contextmanager
+def _vectoriser_limits():
+    with _limits_lock:
+        for name, (_, raised) in _LIMITS.items():
+            ll.set_option("", f"-{name}={raised}")
+        try:
+            yield
+        finally:
+            for name, (default, _) in _LIMITS.items():
+                ll.set_option("", f"-{name}={default}")
+
+
 def run(x, Uw, bias, m, groups, O, out_hw, pads, out, stages=7):
     """Run the kernel: ``x`` (N, C, D, Hx, Wx) read as if padded by ``pads`` = (ph, pw)
     before, ``out`` (N, O, D, Ho, Wo)."""
@@ -421,9 +452,11 @@ def run(x, Uw, bias, m, groups, O, out_hw, pads, out, stages=7):
     scV = workspace("winograd.V", (nt, Cg * A2 * PANEL), dt)
     scM = workspace("winograd.M", (nt, -(-Og // 4) * 4 * A2 * PANEL), dt)
     off = np.arange(Cg, dtype=np.int64) * (A2 * PANEL)
-    with serial_if_small(N * O * D * Ho * Wo * Cg * 9):
+    limits = contextlib.nullcontext() if dt in _done else _vectoriser_limits()
+    with serial_if_small(N * O * D * Ho * Wo * Cg * 9), limits:
         _winograd(out.reshape(-1), x.reshape(-1), Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx,
                   O, Ho, Wo, pads[0], pads[1], groups, scV, scM, stages)
+    _done.add(dt)
     return out
 
 
