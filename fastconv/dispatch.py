@@ -613,9 +613,9 @@ def plan(spec: ConvSpec, op: str = "forward", algorithm: str = "auto", device: s
         if entry is None:
             entry = _chosen[key] = REGISTRY[choose(spec, op, device, level).algorithm]
     if device in entry.spreads_nonfinite and finite is not None and not finite():
-        est = estimate(spec, op, device, level)
-        entry = REGISTRY[min((a for a in est if device not in REGISTRY[a].spreads_nonfinite),
-                             key=est.get)]
+        est = estimate(spec, op, device)
+        entry = REGISTRY[min((a for a in est if device not in REGISTRY[a].spreads_nonfinite
+                              and admits(level, REGISTRY[a])), key=est.get)]
     return entry
 
 
