@@ -464,7 +464,8 @@ class Choice:
     algorithm: str
     reason: str
     estimates: dict = field(default_factory=dict)
-    #: per candidate: (error class, documented max |error| / max|result| for the dtype)
+    #: per candidate: (error class, measured max error relative to the largest output,
+    #: for the dtype)
     errors: dict = field(default_factory=dict)
     #: the precision level the choice respected
     precision: str = "high"

@@ -381,9 +381,9 @@ def _transform_filters(w, groups, m):
     return np.ascontiguousarray(U_.reshape(groups, alpha * alpha, nob, 4, Cg).transpose(0, 1, 2, 4, 3))
 
 
-def filters(w, groups, m, transposed=False):
+def filters(w, groups, m, transpose=None):
     """The transformed filters of ``w`` (O, C/g, 1, 3, 3), or of its adjoint
-    (``transposed``: :func:`~fastconv.cpu.engine.transpose_weight`), cached.
+    ``transpose(w, groups)`` (:func:`~fastconv.cpu.engine.transpose_weight`), cached.
 
     The cache (the last 16 weights) is keyed by content, not identity: the pipeline
     hands the kernels fresh views of the caller's weight on every call, and an optimiser
@@ -391,16 +391,15 @@ def filters(w, groups, m, transposed=False):
     CRC-32 of the bytes (~0.1 ms for a 128x128x3x3 float32 weight, against the transform's
     few ms): a weight changed in place, or new data at a reused address, misses."""
     wc = np.ascontiguousarray(w)
-    key = (wc.ctypes.data, wc.shape, wc.dtype.str, groups, m, transposed,
+    key = (wc.ctypes.data, wc.shape, wc.dtype.str, groups, m, transpose is not None,
            zlib.crc32(wc.reshape(-1).view(np.uint8)))
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
             return hit
-    if transposed:
-        from .engine import transpose_weight
-        wc = transpose_weight(wc, groups)
+    if transpose is not None:
+        wc = transpose(wc, groups)
     U_ = _transform_filters(wc, groups, m)
     with _cache_lock:
         _cache[key] = U_
@@ -467,11 +466,12 @@ def forward(m, xp, w, bias, stride, dilation, groups, out):
                w.shape[0], out.shape[3:], (0, 0), out)
 
 
-def bwd_input(m, go, w, padded_size, stride, dilation, groups):
-    """dL/dxp: the full correlation of go with the flipped, transposed weight."""
+def bwd_input(m, transpose, go, w, padded_size, stride, dilation, groups):
+    """dL/dxp: the full correlation of go with the flipped, transposed weight
+    ``transpose(w, groups)``."""
     N, O, D = go.shape[:3]
     C = w.shape[1] * groups
-    Uw = filters(w, groups, m, transposed=True)
+    Uw = filters(w, groups, m, transpose)
     gxp = np.empty((N, C) + tuple(padded_size), dtype=go.dtype)
     return run(np.ascontiguousarray(go), Uw, np.zeros(C, dtype=go.dtype), m, groups, C,
                tuple(padded_size[1:]), (2, 2), gxp)
