@@ -426,16 +426,34 @@ _limits_lock = threading.Lock()
 _done: set = set()          # dtypes whose kernel has run (so compiled) in this process
 
 
+_PREDICATE = ("prefer-predicate-over-epilogue", "scalar-epilogue",
+              "predicate-else-scalar-epilogue")
+
+
 @contextlib.contextmanager
-def _vectoriser_limits():
+def _vectoriser_limits(predicate=False):
     with _limits_lock:
         for name, (_, raised) in _LIMITS.items():
             ll.set_option("", f"-{name}={raised}")
+        if predicate:
+            ll.set_option("", f"-{_PREDICATE[0]}={_PREDICATE[2]}")
         try:
             yield
         finally:
             for name, (default, _) in _LIMITS.items():
                 ll.set_option("", f"-{name}={default}")
+            ll.set_option("", f"-{_PREDICATE[0]}={_PREDICATE[1]}")
+
+
+def _compile_input_runs(dt):
+    """Compile the input transforms' runs first, with masked (predicated) vector
+    remainders: a run along a tile row is often shorter than two vectors, and a scalar
+    remainder would take most of it. (The output transforms run faster without.)"""
+    V = np.zeros(64 * 64, dtype=dt)
+    cb = np.zeros(8, dtype=dt)
+    with _vectoriser_limits(predicate=True):
+        _tf.in2_run(V, 0, V, 0, 8, 0, cb)
+        _tf.in4_run(V, 0, V, 0, 8, 0, cb)
 
 
 def run(x, Uw, bias, m, groups, O, out_hw, pads, out, stages=7):
@@ -451,6 +469,8 @@ def run(x, Uw, bias, m, groups, O, out_hw, pads, out, stages=7):
     scV = workspace("winograd.V", (nt, Cg * A2 * PANEL), dt)
     scM = workspace("winograd.M", (nt, -(-Og // 4) * 4 * A2 * PANEL), dt)
     off = np.arange(Cg, dtype=np.int64) * (A2 * PANEL)
+    if dt not in _done:
+        _compile_input_runs(dt)
     limits = contextlib.nullcontext() if dt in _done else _vectoriser_limits()
     with serial_if_small(N * O * D * Ho * Wo * Cg * 9), limits:
         _winograd(out.reshape(-1), x.reshape(-1), Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx,
