@@ -32,7 +32,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ._common import JIT, serial_if_small, workspace
-from ._simd import TILE_BYTES, tile4, tile_width
+from ._simd import WIDE_TILE_BYTES, tile4_wide
 
 R = 3                                   # kernel size the generated transforms serve
 #: tiles per panel (a multiple of every dtype's micro-kernel width); the generated
@@ -279,7 +279,7 @@ def _winograd(yf, xf, Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, 
     per_img = th * tw
     P = N * D * per_img
     npan = (P + TB - 1) // TB
-    step = TILE_BYTES // yf.itemsize
+    step = WIDE_TILE_BYTES // yf.itemsize
     HWx = Hx * Wx
     HWo = Ho * Wo
     # interior tile columns of the input: m*tc - pw >= 0 and m*tc - pw + alpha <= Wx
@@ -332,7 +332,7 @@ def _winograd(yf, xf, Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, 
                 acc = M2[4 * ob:4 * ob + 4]
                 wg = Uw[g, xi, ob]
                 for p in range(xi * TB, xi * TB + TB, step):
-                    tile4(acc, p, V, 0, off, wg, Cg)
+                    tile4_wide(acc, p, V, 0, off, wg, Cg)
         # output transform (+ bias)
         for o in range(Og if stages & 4 else 0):
             oo = g * Og + o
