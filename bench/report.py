@@ -54,7 +54,9 @@ def measure(cases, rounds, repeat, torch):
             x, w, b, kw = make(name)
             r = rows.setdefault(name, {})
             t = {}
-            for algo in ("auto",) + tuple(a for a in ALGORITHMS if a != "auto"):
+            # every algorithm that can run the layer (Winograd: 3x3, stride 1 only)
+            runs = fc.choose_algorithm(x.shape, w.shape, precision="medium", **kw).estimates
+            for algo in ("auto",) + tuple(a for a in ALGORITHMS if a in runs):
                 t[algo] = best_time(lambda: fc.conv2d(x, w, b, algorithm=algo, **kw), repeat)
             if torch is not None:
                 tx, tw, tb = map(torch.from_numpy, (x, w, b))
@@ -76,16 +78,20 @@ def print_table(data):
     print(f"\nMachine: {m['cpu']}, {m.get('cores', '?')} cores, numba threads "
           f"{m.get('numba_threads', '?')}, Python {m.get('python', '?')}"
           + (f", torch {m['torch']} (2 threads)" if m.get("torch") else ""))
-    hdr = "| layer | direct | im2col | fft | auto (pick) | torch | auto/torch | auto/best | GFLOP/s (auto) |"
+    algos = [a for a in ALGORITHMS if a != "auto"]
+    hdr = ("| layer | " + " | ".join(algos) + " | auto (pick) | torch | auto/torch | auto/best "
+           "| GFLOP/s (auto) | winograd effective GFLOP/s |")
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     for name, r in data["results"].items():
-        best = min(r[a] for a in ("direct", "im2col", "fft"))
+        best = min(r[a] for a in algos if a in r)
         tt = r.get("torch")
-        print(f"| {name} | {r['direct'] * 1e3:.2f} | {r['im2col'] * 1e3:.2f} | {r['fft'] * 1e3:.2f} | "
-              f"{r['auto'] * 1e3:.2f} ({r['chosen']}) | {tt * 1e3:.2f} | {r['auto'] / tt:.2f} | "
-              if tt else f"| {name} | ... | n/a | ", end="")
-        print(f"{r['auto'] / best:.2f} | {flops(name) / r['auto'] / 1e9:.1f} |")
+        cells = " | ".join(f"{r[a] * 1e3:.2f}" if a in r else "-" for a in algos)
+        print(f"| {name} | {cells} | {r['auto'] * 1e3:.2f} ({r['chosen']}) | "
+              + (f"{tt * 1e3:.2f} | {r['auto'] / tt:.2f} | " if tt else "n/a | n/a | "), end="")
+        # effective: the direct convolution's FLOPs per second (Winograd does fewer)
+        wino = f"{flops(name) / r['winograd'] / 1e9:.0f}" if "winograd" in r else "-"
+        print(f"{r['auto'] / best:.2f} | {flops(name) / r['auto'] / 1e9:.1f} | {wino} |")
 
 
 # --- charts (matplotlib, from the bench extra; bench/signal_report.py uses these too) --
@@ -140,15 +146,19 @@ def plot(data, path):
     plt = require_matplotlib()
     rows = data["results"]
     names = list(rows)
-    series = {a: [rows[n][a] * 1e3 for n in names] for a in ("direct", "im2col", "fft")}
+    series = {a: [rows[n][a] * 1e3 if a in rows[n] else None for n in names]
+              for a in ALGORITHMS if a != "auto"}
     series["auto"] = [rows[n]["auto"] * 1e3 for n in names]
     if all("torch" in rows[n] for n in names):
         series["PyTorch"] = [rows[n]["torch"] * 1e3 for n in names]
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=100)
-    grouped_bars(ax, names, series, ["#6baed6", "#74c476", "#9e9ac8", "#08519c", "#e6550d"])
+    palette = ["#6baed6", "#74c476", "#9e9ac8", "#fd8d3c", "#fdd0a2", "#bcbddc", "#c7e9c0"]
+    colors = palette[:len(series) - 1 - ("PyTorch" in series)] + ["#08519c", "#e6550d"]
+    grouped_bars(ax, names, series, colors[:len(series)])
     width = 0.8 / len(series)
+    at = list(series).index("auto")
     for g, n in enumerate(names):
-        ax.annotate(rows[n]["chosen"], (g + (3 - (len(series) - 1) / 2) * width,
+        ax.annotate(rows[n]["chosen"], (g + (at - (len(series) - 1) / 2) * width,
                                         rows[n]["auto"] * 1e3), ha="center", va="bottom",
                     fontsize=7, xytext=(0, 2), textcoords="offset points")
     ax.set_title("fastconv.conv2d per algorithm vs PyTorch, float32 forward\n"

@@ -9,11 +9,11 @@ from ._version import __version__
 
 from . import grad
 from ._conv import conv1d, conv2d, conv3d, conv_transpose2d
-from .dispatch import Choice, choose_algorithm, set_autotune
+from .dispatch import Choice, choose_algorithm, get_precision, set_autotune, set_precision
 from ._show_config import show_config
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose2d", "grad", "choose_algorithm",
-           "set_autotune", "Choice", "show_config", "signal", "nn", "optim", "datasets",
+           "set_autotune", "set_precision", "get_precision", "Choice", "show_config", "signal", "nn", "optim", "datasets",
            "__version__"]
 
 

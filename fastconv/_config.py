@@ -157,3 +157,14 @@ def threading_info() -> dict:
 
 
 _prepare_numba_threads()
+
+
+# --- precision level (fastconv.set_precision / FASTCONV_PRECISION) -------------------------
+#: what algorithm="auto" may choose: "highest" (direct-sum error only), "high" (default:
+#: also FFT and Winograd), "medium" (anything faster with a documented error)
+PRECISION = os.environ.get("FASTCONV_PRECISION", "high").strip().lower() or "high"
+if PRECISION not in ("highest", "high", "medium"):
+    import warnings
+    warnings.warn(f"fastconv: ignoring FASTCONV_PRECISION={PRECISION!r}: precision must be one "
+                  f"of ('highest', 'high', 'medium'); using 'high'", RuntimeWarning)
+    PRECISION = "high"

@@ -12,13 +12,15 @@ from . import _pipeline
 from ._arrays import is_dask_array, is_gpu_array, proxy, resolve_device, shape_proxy
 from ._spec import out_size
 from ._validate import (as_array, check_algorithm, check_grad_output, check_out,
-                        compute_dtypes, conv_spec, input_size, transpose_args, weight_size)
-from .dispatch import ALGORITHM_NAMES
+                        check_precision, compute_dtypes, conv_spec, input_size, transpose_args,
+                        weight_size)
+from .dispatch import ALGORITHM_NAMES, precision_scope
 
 
 def convnd(nd, fn, input, weight, bias, stride, padding, dilation, groups, padding_mode,
-           algorithm, device, out):
+           algorithm, device, out, precision=None):
     check_algorithm(fn, algorithm, ALGORITHM_NAMES)
+    precision = check_precision(fn, precision)
     if is_dask_array(input):
         if out is not None:
             raise TypeError(f"{fn}: out= is not supported with a dask input (the result is a "
@@ -28,14 +30,15 @@ def convnd(nd, fn, input, weight, bias, stride, padding, dilation, groups, paddi
                              f"(dask chunks run on the CPU)")
         from ._dask import conv_dask
         return conv_dask(nd, fn, input, weight, bias, stride, padding, dilation, groups,
-                         padding_mode, algorithm)
+                         padding_mode, algorithm, precision)
     dev = resolve_device(fn, device, input, weight, bias)
     if dev == "cuda":
         from .cuda import api as cuda_api
         spec, _, _, _ = conv_spec(fn, nd, shape_proxy(input, "input", fn),
                                   shape_proxy(weight, "weight", fn), shape_proxy(bias, "bias", fn),
                                   stride, padding, dilation, groups, padding_mode)
-        return cuda_api.conv_forward(fn, spec, input, weight, bias, algorithm, out)
+        with precision_scope(precision):
+            return cuda_api.conv_forward(fn, spec, input, weight, bias, algorithm, out)
     spec, x, w, b = conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups,
                               padding_mode)
     if out is not None:
@@ -48,7 +51,7 @@ def convnd(nd, fn, input, weight, bias, stride, padding, dilation, groups, paddi
     direct_out = (out is not None and spec.out_dtype == spec.dtype
                   and not any(np.may_share_memory(out, a) for a in (x, w, b) if a is not None))
     out5 = out.reshape((spec.N, spec.C_out) + spec.lift(spec.out_size)) if direct_out else None
-    res = _pipeline.forward(spec, x, w, b, algorithm, out5)
+    res = _pipeline.forward(spec, x, w, b, algorithm, out5, precision)
     if direct_out:
         return out
     res = res.reshape((spec.N, spec.C_out) + spec.out_size)
@@ -82,14 +85,19 @@ _CONV_DOC = """{nd}-D convolution (cross-correlation, as ``torch.nn.functional.c
     groups : int
         ``C_in`` and ``C_out`` must both be divisible by it. Default: 1
     padding_mode : {{'zeros', 'reflect', 'replicate', 'circular'}}
-    algorithm : {{'auto', 'direct', 'im2col', 'fft'}}
-        A speed choice only: every algorithm gives the same result within its documented
-        tolerance, with NaN and inf in the same places. ``'auto'`` uses
-        :func:`fastconv.choose_algorithm`.
+    algorithm : {{'auto', 'direct', 'im2col', 'fft', 'winograd', 'winograd_f2'}}
+        A speed choice: every algorithm gives the same result within its documented
+        tolerance, with NaN and inf in the same places (Winograd: within its output
+        tiles). ``'auto'`` uses :func:`fastconv.choose_algorithm`. ``'winograd'``
+        (F(4x4,3x3)) and ``'winograd_f2'`` (F(2x2,3x3)) run 3x3 kernels of stride and
+        dilation 1 only (else ValueError).
     device : None, 'cpu' or 'cuda'
         None: the GPU if ``input`` is a GPU array, else the CPU.
     out : ndarray, optional
         C-contiguous array of the result's shape and dtype.
+    precision : {{None, 'highest', 'high', 'medium'}}
+        What ``'auto'`` may choose (see :func:`fastconv.set_precision`); None: the
+        global level.
 
     Returns
     -------
@@ -105,21 +113,21 @@ _CONV_DOC = """{nd}-D convolution (cross-correlation, as ``torch.nn.functional.c
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", algorithm="auto", device=None, out=None):
+           padding_mode="zeros", algorithm="auto", device=None, out=None, precision=None):
     return convnd(1, "conv1d", input, weight, bias, stride, padding, dilation, groups,
-                  padding_mode, algorithm, device, out)
+                  padding_mode, algorithm, device, out, precision)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", algorithm="auto", device=None, out=None):
+           padding_mode="zeros", algorithm="auto", device=None, out=None, precision=None):
     return convnd(2, "conv2d", input, weight, bias, stride, padding, dilation, groups,
-                  padding_mode, algorithm, device, out)
+                  padding_mode, algorithm, device, out, precision)
 
 
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", algorithm="auto", device=None, out=None):
+           padding_mode="zeros", algorithm="auto", device=None, out=None, precision=None):
     return convnd(3, "conv3d", input, weight, bias, stride, padding, dilation, groups,
-                  padding_mode, algorithm, device, out)
+                  padding_mode, algorithm, device, out, precision)
 
 
 conv1d.__doc__ = _CONV_DOC.format(nd=1, sp="L", ksp="kL", osp="L_out", example="""\
@@ -145,13 +153,15 @@ conv3d.__doc__ = _CONV_DOC.format(nd=3, sp="D, H, W", ksp="kD, kH, kW", osp="D_o
 
 # --- gradients and the transposed convolution ------------------------------------------
 def input_grad(nd, fn, input_size_, weight, grad_output, stride, padding, dilation, groups,
-               padding_mode, algorithm):
+               padding_mode, algorithm, precision=None):
     """dL/dinput of conv{nd}d, for a given dL/doutput. Returns (grad, spec)."""
     check_algorithm(fn, algorithm, ALGORITHM_NAMES)
+    precision = check_precision(fn, precision)
     if is_gpu_array(weight) or is_gpu_array(grad_output):
         from .cuda import api as cuda_api
-        return cuda_api.input_grad(nd, fn, input_size_, weight, grad_output, stride, padding,
-                                   dilation, groups, padding_mode, algorithm)
+        with precision_scope(precision):
+            return cuda_api.input_grad(nd, fn, input_size_, weight, grad_output, stride,
+                                       padding, dilation, groups, padding_mode, algorithm)
     w = as_array(weight, "weight", fn)
     go = as_array(grad_output, "grad_output", fn)
     size = input_size(fn, nd, input_size_, go.shape)
@@ -161,18 +171,20 @@ def input_grad(nd, fn, input_size_, weight, grad_output, stride, padding, dilati
     check_grad_output(fn, go.shape, spec)
     if spec.N == 0:
         return np.zeros(size, dtype=spec.out_dtype), spec
-    gx = _pipeline.input_grad(spec, go, w, algorithm)
+    gx = _pipeline.input_grad(spec, go, w, algorithm, precision)
     return gx.reshape(size).astype(spec.out_dtype, copy=False), spec
 
 
 def weight_grad(nd, fn, input, weight_size_, grad_output, stride, padding, dilation, groups,
-                padding_mode, algorithm):
+                padding_mode, algorithm, precision=None):
     """dL/dweight of conv{nd}d."""
     check_algorithm(fn, algorithm, ALGORITHM_NAMES)
+    precision = check_precision(fn, precision)
     if is_gpu_array(input) or is_gpu_array(grad_output):
         from .cuda import api as cuda_api
-        return cuda_api.weight_grad(nd, fn, input, weight_size_, grad_output, stride, padding,
-                                    dilation, groups, padding_mode, algorithm)
+        with precision_scope(precision):
+            return cuda_api.weight_grad(nd, fn, input, weight_size_, grad_output, stride,
+                                        padding, dilation, groups, padding_mode, algorithm)
     wsize = weight_size(fn, nd, weight_size_)
     x = as_array(input, "input", fn)
     go = as_array(grad_output, "grad_output", fn)
@@ -180,17 +192,19 @@ def weight_grad(nd, fn, input, weight_size_, grad_output, stride, padding, dilat
     spec, x, _, _ = conv_spec(fn, nd, x, proxy(wsize, np.result_type(x, go)),
                               None, stride, padding, dilation, groups, padding_mode)
     check_grad_output(fn, go.shape, spec)
-    gw = _pipeline.weight_grad(spec, x, go, algorithm)
+    gw = _pipeline.weight_grad(spec, x, go, algorithm, precision)
     return gw.reshape(wsize).astype(spec.out_dtype, copy=False)
 
 
 def conv_transposend(nd, fn, input, weight, bias, stride, padding, output_padding, groups,
-                     dilation, algorithm, device):
+                     dilation, algorithm, device, precision=None):
     check_algorithm(fn, algorithm, ALGORITHM_NAMES)
+    precision = check_precision(fn, precision)
     if resolve_device(fn, device, input, weight, bias) == "cuda":
         from .cuda import api as cuda_api
-        return cuda_api.conv_transpose(fn, nd, input, weight, bias, stride, padding,
-                                       output_padding, groups, dilation, algorithm)
+        with precision_scope(precision):
+            return cuda_api.conv_transpose(fn, nd, input, weight, bias, stride, padding,
+                                           output_padding, groups, dilation, algorithm)
     x = as_array(input, "input", fn)
     w = as_array(weight, "weight", fn)
     b = None if bias is None else as_array(bias, "bias", fn)
@@ -206,7 +220,8 @@ def conv_transposend(nd, fn, input, weight, bias, stride, padding, output_paddin
     fwd = out_size(tuple(n + 2 * pi for n, pi in zip(in_size[2:], p)), w.shape[2:], s, d)
     if fwd != tuple(xb.shape[2:]) and all(f >= i for f, i in zip(fwd, xb.shape[2:])):
         xb = np.pad(xb, [(0, 0), (0, 0)] + [(0, f - i) for f, i in zip(fwd, xb.shape[2:])])
-    gx, spec = input_grad(nd, fn, in_size, w, xb, s, p, d, groups, "zeros", algorithm)
+    gx, spec = input_grad(nd, fn, in_size, w, xb, s, p, d, groups, "zeros", algorithm,
+                          precision)
     if b is not None:
         gx = gx + b.astype(spec.dtype).reshape((1, -1) + (1,) * nd)
         gx = gx.astype(out_dtype, copy=False)
@@ -214,7 +229,7 @@ def conv_transposend(nd, fn, input, weight, bias, stride, padding, output_paddin
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, algorithm="auto", device=None):
+                     dilation=1, *, algorithm="auto", device=None, precision=None):
     """2-D transposed convolution (as ``torch.nn.functional.conv_transpose2d``).
 
     The adjoint of :func:`conv2d`: ``conv_transpose2d(y, w)`` is the gradient of
@@ -227,6 +242,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     bias : array_like, shape (C_out,), optional
     stride, padding, output_padding, dilation : int or tuple (sH, sW)
     groups : int
+    algorithm, device, precision :
+        As for :func:`conv2d`.
 
     Returns
     -------
@@ -244,4 +261,4 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
              [0., 3., 4.]]]])
     """
     return conv_transposend(2, "conv_transpose2d", input, weight, bias, stride, padding,
-                            output_padding, groups, dilation, algorithm, device)
+                            output_padding, groups, dilation, algorithm, device, precision)

@@ -196,7 +196,7 @@ def _eager(func, in1, in2, **kw):
 
 # --- conv1d / conv2d / conv3d ---------------------------------------------------------
 def conv_dask(nd, fn, input, weight, bias, stride, padding, dilation, groups, padding_mode,
-              algorithm):
+              algorithm, precision=None):
     import dask.array as da
 
     check_known(fn, "input", input)
@@ -213,15 +213,17 @@ def conv_dask(nd, fn, input, weight, bias, stride, padding, dilation, groups, pa
         ("window", o, s, e, prefer[2 + i])
         for i, (o, s, e) in enumerate(zip(spec.out_size, spec.stride, spec.effective_kernel))]
     run = functools.partial(_conv_block, spec=spec, w=np.ascontiguousarray(w),
-                            b=None if b is None else np.ascontiguousarray(b), algorithm=algorithm)
+                            b=None if b is None else np.ascontiguousarray(b), algorithm=algorithm,
+                            precision=precision)
     out = windowed(x, layout, run, spec.out_dtype)
     return out if spec.batched else out[0]
 
 
-def _conv_block(block, spec, w, b, algorithm):
+def _conv_block(block, spec, w, b, algorithm, precision=None):
     """One output block: the in-memory pipeline on the block of the padded input (the
     call was validated once, for the whole array)."""
     sub = replace(spec, N=block.shape[0], in_size=tuple(block.shape[2:]),
                   padding=((0, 0),) * spec.nd, padding_mode="zeros", batched=True)
-    res = _pipeline.forward(sub, block.astype(spec.dtype, copy=False), w, b, algorithm)
+    res = _pipeline.forward(sub, block.astype(spec.dtype, copy=False), w, b, algorithm,
+                            precision=precision)
     return res.reshape((sub.N, sub.C_out) + sub.out_size).astype(spec.out_dtype, copy=False)

@@ -26,26 +26,27 @@ def pad5(spec: ConvSpec, x) -> np.ndarray:
     return lift5(pad(x, spec.padding, spec.padding_mode, spec.dtype), spec.nd)
 
 
-def forward5(spec: ConvSpec, xp5, w5, b, algorithm="auto", out5=None):
+def forward5(spec: ConvSpec, xp5, w5, b, algorithm="auto", out5=None, precision=None):
     """The 5-D forward result (``out5`` when given) in the compute dtype."""
     def run(entry, out=None):
         return engine.forward(xp5, w5, b, spec.stride3, spec.dilation3, spec.groups,
                               entry.cpu_kernels, out)
 
-    entry = dispatch.plan(spec, "forward", algorithm, "cpu", run, _finite(xp5, w5))
+    entry = dispatch.plan(spec, "forward", algorithm, "cpu", run, _finite(xp5, w5), precision)
     return run(entry, out5)
 
 
-def input_grad5(spec: ConvSpec, go5, w5, algorithm="auto"):
+def input_grad5(spec: ConvSpec, go5, w5, algorithm="auto", precision=None):
     """dL/d(padded input), 5-D."""
     def run(entry):
         return engine.backward_input(go5, w5, spec.lift(spec.padded_size), spec.stride3,
                                      spec.dilation3, spec.groups, entry.cpu_kernels)
 
-    return run(dispatch.plan(spec, "input_grad", algorithm, "cpu", run, _finite(go5, w5)))
+    return run(dispatch.plan(spec, "input_grad", algorithm, "cpu", run, _finite(go5, w5),
+                             precision))
 
 
-def weight_grad5(spec: ConvSpec, xp5, go5, algorithm="auto"):
+def weight_grad5(spec: ConvSpec, xp5, go5, algorithm="auto", precision=None):
     """dL/dweight, (C_out, C_in/groups) + the 3-D kernel."""
     if spec.N == 0:                      # an empty batch contributes nothing
         return np.zeros((spec.C_out, spec.C_in // spec.groups) + spec.lift(spec.kernel),
@@ -55,7 +56,8 @@ def weight_grad5(spec: ConvSpec, xp5, go5, algorithm="auto"):
         return engine.backward_weight(xp5, go5, spec.lift(spec.kernel), spec.stride3,
                                       spec.dilation3, spec.groups, entry.cpu_kernels)
 
-    return run(dispatch.plan(spec, "weight_grad", algorithm, "cpu", run, _finite(xp5, go5)))
+    return run(dispatch.plan(spec, "weight_grad", algorithm, "cpu", run, _finite(xp5, go5),
+                             precision))
 
 
 def unpad_grad(spec: ConvSpec, gxp5):
@@ -73,21 +75,21 @@ def grad_output5(spec: ConvSpec, go):
 
 
 # --- on the caller's (batched, compute-dtype) arrays -----------------------------------------
-def forward(spec: ConvSpec, x, w, b, algorithm="auto", out5=None):
+def forward(spec: ConvSpec, x, w, b, algorithm="auto", out5=None, precision=None):
     """Pad, lift to 5-D, plan and run; the 5-D result in the compute dtype."""
     b = None if b is None else np.ascontiguousarray(b)
     return forward5(spec, pad5(spec, x), np.ascontiguousarray(lift5(w, spec.nd)), b,
-                    algorithm, out5)
+                    algorithm, out5, precision)
 
 
-def input_grad(spec: ConvSpec, go, w, algorithm="auto"):
+def input_grad(spec: ConvSpec, go, w, algorithm="auto", precision=None):
     """dL/dinput, (N, C_in, *in_size) in the compute dtype."""
     gxp5 = input_grad5(spec, grad_output5(spec, go), np.ascontiguousarray(lift5(w, spec.nd)),
-                       algorithm)
+                       algorithm, precision)
     return unpad_grad(spec, gxp5)
 
 
-def weight_grad(spec: ConvSpec, x, go, algorithm="auto"):
+def weight_grad(spec: ConvSpec, x, go, algorithm="auto", precision=None):
     """dL/dweight, (C_out, C_in/groups, *kernel) in the compute dtype."""
-    gw = weight_grad5(spec, pad5(spec, x), grad_output5(spec, go), algorithm)
+    gw = weight_grad5(spec, pad5(spec, x), grad_output5(spec, go), algorithm, precision)
     return gw.reshape((spec.C_out, spec.C_in // spec.groups) + spec.kernel)

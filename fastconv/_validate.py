@@ -14,6 +14,8 @@ import numpy as np
 from ._spec import ConvSpec
 
 OPS = ("forward", "input_grad", "weight_grad")
+#: precision levels, strictest first (fastconv.set_precision)
+PRECISIONS = ("highest", "high", "medium")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _AXES = {1: "(L,)", 2: "(H, W)", 3: "(D, H, W)"}
 
@@ -210,6 +212,16 @@ def check_algorithm(fn, algorithm, names):
     """``algorithm`` is one of ``names`` (the registry's, with 'auto')."""
     if algorithm not in names:
         raise ValueError(f"{fn}: algorithm must be one of {tuple(names)}, got {algorithm!r}")
+
+
+def check_precision(fn, precision, allow_none=True):
+    """``precision`` is one of PRECISIONS (or None, the global level, where allowed)."""
+    if precision is None and allow_none:
+        return None
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        accepted = PRECISIONS + ((None,) if allow_none else ())
+        raise ValueError(f"{fn}: precision must be one of {accepted}, got {precision!r}")
+    return precision
 
 
 def check_op(fn, op):

@@ -20,6 +20,7 @@ device (CPU model or GPU name), numba version and fastconv version.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -37,9 +38,9 @@ from . import _config
 from ._arrays import proxy
 from ._fileio import atomic_write
 from ._spec import ConvSpec, _prod
-from ._validate import check_device, check_op, conv_spec, size_tuple
+from ._validate import PRECISIONS, check_device, check_op, check_precision, conv_spec, size_tuple
 from ._version import __version__
-from .cpu import direct, im2col
+from .cpu import direct, im2col, winograd
 from .cpu import engine as cpu_engine
 from .cuda import cost as cuda_cost
 
@@ -54,6 +55,10 @@ _FORWARD_DEFAULTS = {
     "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "gather_byte_big": 1.2e-11,
                "flop": 1.2e-11, "flop_big": 1.2e-11, "out_byte": 1e-10},
     "fft": {"overhead": 1.0e-4, "fft_flop": 1.0e-10, "cmul": 1.0e-9},
+    "winograd": {"overhead": 1.0e-4, "in_tile": 2.5e-8, "out_tile": 1.5e-8,
+                 "gemm_mac": 1.5e-11},
+    "winograd_f2": {"overhead": 1.0e-4, "in_tile": 0.8e-8, "out_tile": 0.5e-8,
+                    "gemm_mac": 1.5e-11},
 }
 _DEFAULT_MODEL = {
     "direct": {"forward": _FORWARD_DEFAULTS["direct"],
@@ -66,6 +71,9 @@ _DEFAULT_MODEL = {
                "weight_grad": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11,
                                "out_byte": 1e-10}},
     "fft": {op: _FORWARD_DEFAULTS["fft"] for op in OPS},
+    # the input gradient runs the forward's kernel; the weight gradient is im2col's
+    "winograd": {op: _FORWARD_DEFAULTS["winograd"] for op in OPS},
+    "winograd_f2": {op: _FORWARD_DEFAULTS["winograd_f2"] for op in OPS},
 }
 
 
@@ -216,6 +224,28 @@ def fft_features(spec: ConvSpec, op: str = "forward") -> dict:
     return {"overhead": 1.0, "fft_flop": fft_flop, "cmul": cmul}
 
 
+def _winograd_counts(spec: ConvSpec, m: int) -> dict:
+    isz, G, Cg, Og, _, (od, oh, ow) = _dims(spec)
+    tiles = spec.N * od * -(-oh // m) * -(-ow // m)
+    padded = -(-tiles // winograd.PANEL) * winograd.PANEL
+    return {"overhead": 1.0, "in_tile": tiles * spec.C_in, "out_tile": tiles * spec.C_out,
+            "gemm_mac": (m + 2) ** 2 * padded * G * Cg * -(-Og // 4) * 4}
+
+
+def winograd_features(spec: ConvSpec, op: str = "forward", m: int = 4) -> dict:
+    """Counts of what cpu/winograd.py runs for F(m x m, 3x3): per tile and channel an
+    input transform, per tile and output channel an output transform, and the alpha^2
+    GEMMs over panels of PANEL tiles (output channels in blocks of 4). The input gradient
+    is the same 3x3 correlation over the fully padded grad_output (``adjoint_spec``); the
+    weight gradient is im2col's (the registry entry says so with ``delegate``)."""
+    return _winograd_counts(adjoint_spec(spec) if op == "input_grad" else spec, m)
+
+
+def winograd_f2_features(spec: ConvSpec, op: str = "forward") -> dict:
+    """As :func:`winograd_features`, for F(2x2, 3x3)."""
+    return winograd_features(spec, op, 2)
+
+
 def _fast_len(n: int) -> int:
     """Smallest 5-smooth integer >= n (scipy.fft.next_fast_len(n, real=True)), without
     importing scipy.fft on the dispatch path."""
@@ -286,6 +316,14 @@ _CPU_REASONS = {
     "fft": lambda s: (f"the {_kernel_str(s)} kernel is large relative to the "
                       f"{'x'.join(map(str, s.in_size))} input, so O(n log n) FFTs beat "
                       f"direct summation"),
+    "winograd": lambda s: (f"F(4x4,3x3) spends 36 multiplications per 4x4 output tile and "
+                           f"channel pair instead of 144, and {s.C_in // s.groups} input and "
+                           f"{s.C_out // s.groups} output channels per group amortise its "
+                           f"transforms"),
+    "winograd_f2": lambda s: (f"F(2x2,3x3) spends 16 multiplications per 2x2 output tile and "
+                              f"channel pair instead of 36, with cheaper transforms and less "
+                              f"edge waste than F(4x4,3x3) on the "
+                              f"{'x'.join(map(str, s.out_size))} output"),
 }
 
 
@@ -308,6 +346,20 @@ def _any_shape(spec: ConvSpec) -> Optional[str]:
     return None
 
 
+def _winograd_shapes(spec: ConvSpec) -> Optional[str]:
+    """Winograd's constraints: a 3x3 kernel (2-D, or 3-D with a 1x3x3 kernel), stride 1,
+    dilation 1 (any padding, padding_mode, groups, bias, batch)."""
+    kd, kh, kw = spec.lift(spec.kernel)
+    ok = ((kd, kh, kw) == (1, 3, 3) and spec.nd >= 2 and spec.stride3 == (1, 1, 1)
+          and spec.dilation3[1:] == (1, 1))
+    if ok:
+        return None
+    return (f"winograd supports 3x3 kernels (conv2d, or conv3d with a 1x3x3 kernel) with "
+            f"stride 1 and dilation 1; got a {_kernel_str(spec)} kernel, stride "
+            f"{spec.stride} and dilation {spec.dilation} (conv{spec.nd}d). Use "
+            f"algorithm='auto', 'direct', 'im2col' or 'fft' for this convolution")
+
+
 @dataclass(frozen=True)
 class Algorithm:
     """One convolution algorithm: everything dispatch, autotune, tests and benchmarks need."""
@@ -327,6 +379,13 @@ class Algorithm:
     spreads_nonfinite: tuple = ()
     supports: Callable = _any_shape   # spec -> None, or why the algorithm cannot run it
     devices: tuple = DEVICES
+    #: the strictest precision level (see :func:`set_precision`) that admits it
+    precision: str = "highest"
+    #: measured max |error| / max|exact| per compute dtype name (docs/precision_table.py,
+    #: resnet/vgg layers, C up to 512): what ``Choice.errors`` reports
+    error_estimate: dict = field(default_factory=dict)
+    #: ops whose kernel is another entry's (op -> that entry's name): costed as that entry
+    delegate: dict = field(default_factory=dict)
 
     def kernels(self, device: str):
         """The op -> kernel triple on ``device`` (the GPU's loads numba.cuda)."""
@@ -337,6 +396,8 @@ class Algorithm:
 
     def estimate(self, spec: ConvSpec, op: str = "forward", device: str = "cpu") -> float:
         """Estimated seconds for ``op`` on ``device``."""
+        if op in self.delegate:
+            return REGISTRY[self.delegate[op]].estimate(spec, op, device)
         if device == "cpu":
             model = _MODEL[self.name][op]
             return float(sum(model.get(k, 0.0) * v
@@ -346,33 +407,121 @@ class Algorithm:
 
 _EXACT = {"cpu": {"float32": 1e-4, "float64": 1e-10},
           "cuda": {"float32": 2e-4, "float64": 1e-9}}
+#: the documented bound of winograd (F(4x4,3x3), points {0, +-sqrt(2)/2, +-sqrt(2)}):
+#: measured max 5e-6 (float32) / 7e-15 (float64) of max|y| (docs/precision_table.py, about
+#: twice the direct sum's), within the exact algorithms' tolerance
+_WINOGRAD = {"cpu": {"float32": 1e-4, "float64": 1e-10}}
 REGISTRY = {a.name: a for a in (
     Algorithm("direct", "the definition, register-tiled (cpu/direct.py)", "direct sum", _EXACT,
               cpu_engine.DIRECT, "DIRECT", direct_features, _direct_gpu_cost,
-              {"cpu": _CPU_REASONS["direct"], "cuda": _GPU_REASONS["direct"]}),
+              {"cpu": _CPU_REASONS["direct"], "cuda": _GPU_REASONS["direct"]},
+              error_estimate={"float32": 2.6e-6, "float64": 6e-15}),
     Algorithm("im2col", "column matrix times weight, one BLAS GEMM (cpu/im2col.py)",
               "direct sum", _EXACT, cpu_engine.IM2COL, "IM2COL", im2col_features,
               _im2col_gpu_cost,
-              {"cpu": _CPU_REASONS["im2col"], "cuda": _GPU_REASONS["im2col"]}),
+              {"cpu": _CPU_REASONS["im2col"], "cuda": _GPU_REASONS["im2col"]},
+              error_estimate={"float32": 4.9e-7, "float64": 5.8e-15}),
     Algorithm("fft", "real FFTs and a per-frequency channel contraction (cpu/fft.py)", "fft",
               _EXACT, cpu_engine.FFT, "FFT", fft_features, _fft_gpu_cost,
               {"cpu": _CPU_REASONS["fft"], "cuda": _GPU_REASONS["fft"]},
               # cpu/fft.py sums the outputs that read a NaN/inf directly (the GPU's does not)
-              spreads_nonfinite=("cuda",)),
+              spreads_nonfinite=("cuda",), precision="high",
+              error_estimate={"float32": 5.4e-7, "float64": 6.4e-15}),
+    # Winograd: forward and input gradient by F(m x m, 3x3) (cpu/winograd.py); the weight
+    # gradient by im2col's GEMM. A NaN/inf in one input tile reaches every output of the
+    # tiles that read it (up to 6x6 outputs instead of 3x3 windows): spreads.
+    Algorithm("winograd", "F(4x4,3x3) Winograd, fused cache-blocked transforms and GEMMs "
+              "(cpu/winograd.py)", "winograd F(4x4,3x3)", _WINOGRAD, cpu_engine.WINOGRAD,
+              "", winograd_features, None, {"cpu": _CPU_REASONS["winograd"]},
+              spreads_nonfinite=("cpu",), supports=_winograd_shapes, devices=("cpu",),
+              precision="high", error_estimate={"float32": 5.1e-6, "float64": 6.9e-15},
+              delegate={"weight_grad": "im2col"}),
+    Algorithm("winograd_f2", "F(2x2,3x3) Winograd, near-exact (cpu/winograd.py)",
+              "winograd F(2x2,3x3)", _WINOGRAD, cpu_engine.WINOGRAD_F2, "",
+              winograd_f2_features, None,
+              {"cpu": _CPU_REASONS["winograd_f2"]}, spreads_nonfinite=("cpu",),
+              supports=_winograd_shapes, devices=("cpu",), precision="high",
+              error_estimate={"float32": 9.4e-7, "float64": 5.5e-15},
+              delegate={"weight_grad": "im2col"}),
 )}
 
 #: what ``algorithm=`` accepts
 ALGORITHM_NAMES = ("auto",) + tuple(REGISTRY)
 
 
-def candidates(spec: ConvSpec, device: str = "cpu") -> list:
-    """The registry entries that can run ``spec`` on ``device``."""
-    return [a for a in REGISTRY.values() if device in a.devices and a.supports(spec) is None]
+def admits(level: str, entry: Algorithm) -> bool:
+    """Whether precision ``level`` allows ``entry`` (levels: ``PRECISIONS``, strictest first)."""
+    return PRECISIONS.index(entry.precision) <= PRECISIONS.index(level)
 
 
-def estimate(spec: ConvSpec, op: str = "forward", device: str = "cpu") -> dict:
-    """Estimated seconds per candidate algorithm."""
-    return {a.name: a.estimate(spec, op, device) for a in candidates(spec, device)}
+def candidates(spec: ConvSpec, device: str = "cpu", precision: Optional[str] = None) -> list:
+    """The registry entries that can run ``spec`` on ``device`` at ``precision`` (None: every
+    level)."""
+    return [a for a in REGISTRY.values() if device in a.devices and a.supports(spec) is None
+            and (precision is None or admits(precision, a))]
+
+
+def estimate(spec: ConvSpec, op: str = "forward", device: str = "cpu",
+             precision: Optional[str] = None) -> dict:
+    """Estimated seconds per candidate algorithm (at ``precision``; None: all of them)."""
+    return {a.name: a.estimate(spec, op, device) for a in candidates(spec, device, precision)}
+
+
+# --- precision levels --------------------------------------------------------------------
+def set_precision(precision: str = "high") -> None:
+    """Set the precision level that ``algorithm="auto"`` respects (as
+    ``torch.set_float32_matmul_precision``); the per-call ``precision=`` keyword overrides it.
+
+    * ``"highest"``: only algorithms whose error is a direct sum's (direct, im2col).
+    * ``"high"`` (default): also FFT and Winograd F(2x2,3x3) / F(4x4,3x3) with the
+      points {0, +-sqrt(2)/2, +-sqrt(2)}: max error ~4x the direct sum's (README,
+      "Algorithms and precision").
+    * ``"medium"``: anything faster with a measured, documented error; at present no
+      algorithm needs it, so ``"medium"`` chooses as ``"high"`` does.
+
+    Also set by the environment variable ``FASTCONV_PRECISION``. An explicit
+    ``algorithm=`` always runs that algorithm.
+
+    Examples
+    --------
+    >>> import fastconv as fc
+    >>> fc.set_precision("highest"); fc.get_precision()
+    'highest'
+    >>> fc.set_precision("high")
+    """
+    _config.PRECISION = check_precision("set_precision", precision, allow_none=False)
+
+
+_scope = threading.local()
+
+
+@contextlib.contextmanager
+def precision_scope(precision: Optional[str]):
+    """Within it, this thread's ``plan`` calls default to ``precision`` (None: no change):
+    how a per-call ``precision=`` reaches the GPU paths."""
+    old = getattr(_scope, "level", None)
+    if precision is not None:
+        _scope.level = precision
+    try:
+        yield
+    finally:
+        _scope.level = old
+
+
+def _level(precision: Optional[str]) -> str:
+    if precision is not None:
+        return precision
+    return getattr(_scope, "level", None) or _config.PRECISION
+
+
+def get_precision() -> str:
+    """The current precision level (see :func:`set_precision`).
+
+    >>> import fastconv as fc
+    >>> fc.get_precision() in ("highest", "high", "medium")
+    True
+    """
+    return _config.PRECISION
 
 
 # --- the public chooser ------------------------------------------------------------------
@@ -383,14 +532,24 @@ class Choice:
     algorithm: str
     reason: str
     estimates: dict = field(default_factory=dict)
+    #: per candidate: (error class, measured max error relative to the largest output,
+    #: for the dtype)
+    errors: dict = field(default_factory=dict)
+    #: the precision level the choice respected
+    precision: str = "high"
+    #: estimated seconds of the algorithms that the precision level excluded
+    excluded: dict = field(default_factory=dict)
 
     def __repr__(self):
-        est = ", ".join(f"{k}={v * 1e3:.3g} ms" for k, v in self.estimates.items())
+        est = ", ".join(f"{k}={v * 1e3:.3g} ms (error ~{self.errors[k][1]:.1g})"
+                        if k in self.errors else f"{k}={v * 1e3:.3g} ms"
+                        for k, v in self.estimates.items())
         return f"Choice(algorithm={self.algorithm!r}, estimates: {est}; {self.reason})"
 
 
 def choose_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
-                     dtype="float32", device="cpu", *, op="forward") -> Choice:
+                     dtype="float32", device="cpu", *, op="forward",
+                     precision=None) -> Choice:
     """Pick the fastest algorithm for a convolution (or one of its gradients) and say why.
 
     Parameters
@@ -405,12 +564,16 @@ def choose_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, gro
     op : {"forward", "input_grad", "weight_grad"}
         The operation to plan: the convolution, or the gradient with respect to its
         input (also ``conv_transpose2d``) or its weight.
+    precision : {None, "highest", "high", "medium"}
+        The precision level (see :func:`fastconv.set_precision`); None: the global one.
 
     Returns
     -------
     Choice
-        ``.algorithm`` (what ``algorithm="auto"`` runs), ``.reason`` (one sentence) and
-        ``.estimates`` (estimated seconds per candidate).
+        ``.algorithm`` (what ``algorithm="auto"`` runs), ``.reason`` (one sentence),
+        ``.estimates`` (estimated seconds per candidate the level admits), ``.errors``
+        (per candidate: error class and documented relative error), ``.excluded``
+        (estimated seconds of the faster-or-not candidates the level excluded).
 
     Examples
     --------
@@ -419,13 +582,17 @@ def choose_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, gro
     >>> c.algorithm in c.estimates
     True
     >>> sorted(c.estimates)
-    ['direct', 'fft', 'im2col']
+    ['direct', 'fft', 'im2col', 'winograd', 'winograd_f2']
+    >>> sorted(fc.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=1,
+    ...                            precision="highest").estimates)
+    ['direct', 'im2col']
     >>> fc.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=1,
     ...                     op="weight_grad").reason.startswith("for the weight gradient")
     True
     """
     fn = "choose_algorithm"
     check_op(fn, op)
+    precision = check_precision(fn, precision)
     device = check_device(fn, device)
     weight_shape = size_tuple(fn, "weight_shape", weight_shape, (3, 4, 5),
                               "(C_out, C_in/groups, *kernel)")
@@ -435,16 +602,21 @@ def choose_algorithm(x_shape, weight_shape, stride=1, padding=0, dilation=1, gro
     dtype = np.dtype(dtype)
     spec, _, _, _ = conv_spec(fn, nd, proxy(x_shape, dtype), proxy(weight_shape, dtype), None,
                               stride, padding, dilation, groups, "zeros")
-    return choose(spec, op, device)
+    return choose(spec, op, device, precision)
 
 
 _OP_WORDS = {"forward": "", "input_grad": "for the input gradient, ",
              "weight_grad": "for the weight gradient, "}
 
 
-def choose(spec: ConvSpec, op: str = "forward", device: str = "cpu") -> Choice:
-    """The cost model's Choice for ``spec`` (validated) on ``device``."""
-    est = estimate(spec, op, device)
+def choose(spec: ConvSpec, op: str = "forward", device: str = "cpu",
+           precision: Optional[str] = None) -> Choice:
+    """The cost model's Choice for ``spec`` (validated) on ``device`` at ``precision``
+    (None: the global level)."""
+    level = _level(precision)
+    every = estimate(spec, op, device)
+    est = {k: v for k, v in every.items() if admits(level, REGISTRY[k])}
+    excluded = {k: v for k, v in every.items() if k not in est}
     best = min(est, key=est.get)
     others = [a for a in est if a != best]
     where = _OP_WORDS[op] + ("on the GPU, " if device == "cuda" else "")
@@ -456,7 +628,20 @@ def choose(spec: ConvSpec, op: str = "forward", device: str = "cpu") -> Choice:
         ahead = ", the only candidate"
     reason = (f"{where}{best} is estimated fastest ({est[best] * 1e3:.3g} ms{ahead}): "
               f"{REGISTRY[best].reasons[device](spec)}.")
-    return Choice(best, reason, est)
+    faster = [k for k in excluded if excluded[k] < est[best]]
+    if faster:
+        lost = ", ".join(f"{k} ({excluded[k] * 1e3:.3g} ms, {REGISTRY[k].error_class} error)"
+                         for k in sorted(faster, key=excluded.get))
+        reason += (f" precision={level!r} excludes the faster {lost}: it admits only "
+                   f"algorithms of precision class {_LEVEL_WORDS[level]}.")
+    dt = "float32" if spec.dtype.itemsize <= 4 else "float64"
+    errors = {k: (REGISTRY[k].error_class, REGISTRY[k].error_estimate.get(dt, float("nan")))
+              for k in est}
+    return Choice(best, reason, est, errors, level, excluded)
+
+
+_LEVEL_WORDS = {"highest": "'highest' (a direct sum's rounding)",
+                "high": "'highest' or 'high'", "medium": "'highest', 'high' or 'medium'"}
 
 
 # --- planning ----------------------------------------------------------------------------
@@ -467,31 +652,39 @@ _loaded: set = set()      # devices whose disk entries are in _memory
 
 
 def plan(spec: ConvSpec, op: str = "forward", algorithm: str = "auto", device: str = "cpu",
-         run: Callable = None, finite: Callable = None) -> Algorithm:
+         run: Callable = None, finite: Callable = None,
+         precision: Optional[str] = None) -> Algorithm:
     """The one place an algorithm is chosen: the registry entry to run ``op`` of ``spec``.
 
     ``algorithm`` is the caller's (any name in the registry) or ``"auto"``: then the
     autotuned winner (when autotuning is on and ``run(entry)`` can time a candidate) or
     the cheapest estimate. ``finite()`` says whether the operands hold only finite values;
     it is asked only when ``auto`` picked an algorithm that would spread a NaN or inf on
-    this device, and then the cheapest one that keeps them local runs instead."""
+    this device, and then the cheapest one that keeps them local runs instead.
+    ``precision`` (None: the global level) limits what ``auto`` considers; an explicit
+    ``algorithm`` runs whatever its precision class."""
+    level = _level(precision)
     if algorithm != "auto":
         entry = REGISTRY[algorithm]
+        if device not in entry.devices:
+            raise ValueError(f"algorithm={algorithm!r} runs on {' and '.join(entry.devices)} "
+                             f"only, not on {device!r}; use algorithm='auto' or one of "
+                             f"{tuple(n for n, a in REGISTRY.items() if device in a.devices)}")
         why = entry.supports(spec)
         if why is not None:
             raise ValueError(f"algorithm={algorithm!r} cannot run this convolution: {why}")
         return entry
     if _config.AUTOTUNE and run is not None:
-        entry = REGISTRY[_autotune(spec, op, device, run)]
+        entry = REGISTRY[_autotune(spec, op, device, run, level)]
     else:
-        key = (spec.key(), op, device)
+        key = (spec.key(), op, device, level)
         entry = _chosen.get(key)
         if entry is None:
-            entry = _chosen[key] = REGISTRY[choose(spec, op, device).algorithm]
+            entry = _chosen[key] = REGISTRY[choose(spec, op, device, level).algorithm]
     if device in entry.spreads_nonfinite and finite is not None and not finite():
         est = estimate(spec, op, device)
-        entry = REGISTRY[min((a for a in est if device not in REGISTRY[a].spreads_nonfinite),
-                             key=est.get)]
+        entry = REGISTRY[min((a for a in est if device not in REGISTRY[a].spreads_nonfinite
+                              and admits(level, REGISTRY[a])), key=est.get)]
     return entry
 
 
@@ -537,8 +730,9 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cache_key(spec: ConvSpec, op: str) -> str:
-    return repr(spec.key()) if op == "forward" else f"{op}:{spec.key()!r}"
+def _cache_key(spec: ConvSpec, op: str, precision: str = "high") -> str:
+    key = repr(spec.key()) if op == "forward" else f"{op}:{spec.key()!r}"
+    return key if precision == "high" else f"{precision}:{key}"
 
 
 def _read_cache_file(path) -> dict:
@@ -587,10 +781,11 @@ def _write_disk(device: str, key: str, algo: str) -> None:
                       stacklevel=4)
 
 
-def _autotune(spec: ConvSpec, op: str, device: str, run: Callable) -> str:
-    """Time every candidate (``run(entry)`` runs ``op`` once and waits for it) and keep the
-    fastest, per device, in memory and on disk."""
-    key = _cache_key(spec, op)
+def _autotune(spec: ConvSpec, op: str, device: str, run: Callable,
+              precision: str = "high") -> str:
+    """Time every candidate that ``precision`` admits (``run(entry)`` runs ``op`` once and
+    waits for it) and keep the fastest, per device, in memory and on disk."""
+    key = _cache_key(spec, op, precision)
     with _lock:
         if device not in _loaded:
             _memory.update({(device, k): v for k, v in _read_disk(device).items()})
@@ -598,7 +793,7 @@ def _autotune(spec: ConvSpec, op: str, device: str, run: Callable) -> str:
         if (device, key) in _memory:
             return _memory[(device, key)]
     times = {}
-    for entry in candidates(spec, device):
+    for entry in candidates(spec, device, precision):
         run(entry)                               # warm-up (compiles on first use)
         best = math.inf
         for _ in range(3):

@@ -3,7 +3,7 @@ from ._conv import input_grad, weight_grad
 
 
 def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                 padding_mode="zeros", algorithm="auto"):
+                 padding_mode="zeros", algorithm="auto", precision=None):
     """Gradient of :func:`fastconv.conv2d` with respect to its input.
 
     Parameters
@@ -14,7 +14,9 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     grad_output : array_like, shape (N, C_out, H_out, W_out)
     stride, padding, dilation, groups, padding_mode :
         The forward's arguments (every form :func:`fastconv.conv2d` takes).
-    algorithm : {'auto', 'direct', 'im2col', 'fft'}
+    algorithm : {'auto', 'direct', 'im2col', 'fft', 'winograd', 'winograd_f2'}
+    precision : {None, 'highest', 'high', 'medium'}
+        What ``'auto'`` may choose (see :func:`fastconv.set_precision`); None: the global level.
 
     Returns
     -------
@@ -31,11 +33,11 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
              [0., 3., 4.]]]])
     """
     return input_grad(2, "conv2d_input", input_size, weight, grad_output, stride, padding,
-                      dilation, groups, padding_mode, algorithm)[0]
+                      dilation, groups, padding_mode, algorithm, precision)[0]
 
 
 def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  padding_mode="zeros", algorithm="auto"):
+                  padding_mode="zeros", algorithm="auto", precision=None):
     """Gradient of :func:`fastconv.conv2d` with respect to its weight.
 
     Parameters
@@ -43,7 +45,7 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     input : array_like, shape (N, C_in, H, W) or (C_in, H, W)
     weight_size : tuple ``(C_out, C_in / groups, kH, kW)``
     grad_output : array_like, shape (N, C_out, H_out, W_out)
-    stride, padding, dilation, groups, padding_mode, algorithm :
+    stride, padding, dilation, groups, padding_mode, algorithm, precision :
         As for :func:`conv2d_input`.
 
     Returns
@@ -60,11 +62,11 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
              [67., 77.]]]])
     """
     return weight_grad(2, "conv2d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups, padding_mode, algorithm)
+                       dilation, groups, padding_mode, algorithm, precision)
 
 
 def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                 padding_mode="zeros", algorithm="auto"):
+                 padding_mode="zeros", algorithm="auto", precision=None):
     """Gradient of :func:`fastconv.conv1d` with respect to its input (see :func:`conv2d_input`).
 
     >>> import numpy as np, fastconv as fc
@@ -72,11 +74,11 @@ def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     array([[[1., 3., 2.]]])
     """
     return input_grad(1, "conv1d_input", input_size, weight, grad_output, stride, padding,
-                      dilation, groups, padding_mode, algorithm)[0]
+                      dilation, groups, padding_mode, algorithm, precision)[0]
 
 
 def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  padding_mode="zeros", algorithm="auto"):
+                  padding_mode="zeros", algorithm="auto", precision=None):
     """Gradient of :func:`fastconv.conv1d` with respect to its weight (see :func:`conv2d_weight`).
 
     >>> import numpy as np, fastconv as fc
@@ -84,11 +86,11 @@ def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     array([[[3., 5.]]])
     """
     return weight_grad(1, "conv1d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups, padding_mode, algorithm)
+                       dilation, groups, padding_mode, algorithm, precision)
 
 
 def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                 padding_mode="zeros", algorithm="auto"):
+                 padding_mode="zeros", algorithm="auto", precision=None):
     """Gradient of :func:`fastconv.conv3d` with respect to its input (see :func:`conv2d_input`).
 
     >>> import numpy as np, fastconv as fc
@@ -96,11 +98,11 @@ def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     array([[[[[1., 1.]]]]])
     """
     return input_grad(3, "conv3d_input", input_size, weight, grad_output, stride, padding,
-                      dilation, groups, padding_mode, algorithm)[0]
+                      dilation, groups, padding_mode, algorithm, precision)[0]
 
 
 def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  padding_mode="zeros", algorithm="auto"):
+                  padding_mode="zeros", algorithm="auto", precision=None):
     """Gradient of :func:`fastconv.conv3d` with respect to its weight (see :func:`conv2d_weight`).
 
     >>> import numpy as np, fastconv as fc
@@ -108,4 +110,4 @@ def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     array([[[[[8.]]]]])
     """
     return weight_grad(3, "conv3d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups, padding_mode, algorithm)
+                       dilation, groups, padding_mode, algorithm, precision)

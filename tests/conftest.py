@@ -14,11 +14,29 @@ import naive  # noqa: E402
 import fastconv as fc  # noqa: E402
 from fastconv import _validate, dispatch  # noqa: E402
 
-#: every CPU algorithm of the registry, plus the dispatcher (the benchmarks read the same
-#: registry: nothing is benchmarked that is not tested)
-CPU_ALGORITHMS = tuple(n for n, a in dispatch.REGISTRY.items() if "cpu" in a.devices)
+#: every CPU algorithm of the registry that runs every shape, plus the dispatcher (the
+#: benchmarks read the same registry: nothing is benchmarked that is not tested)
+CPU_ALGORITHMS = tuple(n for n, a in dispatch.REGISTRY.items()
+                       if "cpu" in a.devices and a.supports is dispatch._any_shape)
+#: CPU algorithms limited to some shapes (Winograd: 3x3, stride 1, dilation 1), tested on
+#: those in tests/cpu/test_winograd.py and tests/test_precision.py
+SHAPED_ALGORITHMS = tuple(n for n, a in dispatch.REGISTRY.items()
+                          if "cpu" in a.devices and a.supports is not dispatch._any_shape)
 ALGORITHMS = CPU_ALGORITHMS + ("auto",)
 PADDING_MODES = _validate.PADDING_MODES
+
+
+def cpu_candidates(x_shape, w_shape, dtype="float32", **kwargs):
+    """The CPU algorithms that can run this convolution: every general one, and the
+    shape-limited ones whose constraints it meets (as dispatch.candidates)."""
+    from fastconv._arrays import proxy
+    nd = len(w_shape) - 2
+    kw = dict(stride=1, padding=0, dilation=1, groups=1)
+    kw.update({k: v for k, v in kwargs.items() if k in kw})
+    spec = _validate.conv_spec("test", nd, proxy(x_shape, np.dtype(dtype)),
+                               proxy(w_shape, np.dtype(dtype)), None, kw["stride"],
+                               kw["padding"], kw["dilation"], kw["groups"], "zeros")[0]
+    return tuple(a.name for a in dispatch.candidates(spec, "cpu"))
 CONV = {1: fc.conv1d, 2: fc.conv2d, 3: fc.conv3d}
 #: relative tolerance per dtype, applied to the magnitude of the expected result: the
 #: largest documented error of the registry's algorithms (float16 results are rounded)
@@ -223,8 +241,9 @@ def plans(monkeypatch):
     calls = []
     real = dispatch.plan
 
-    def plan(spec, op="forward", algorithm="auto", device="cpu", run=None, finite=None):
-        entry = real(spec, op, algorithm, device, run, finite)
+    def plan(spec, op="forward", algorithm="auto", device="cpu", run=None, finite=None,
+             precision=None):
+        entry = real(spec, op, algorithm, device, run, finite, precision)
         calls.append((op, device, algorithm, entry.name, spec))
         return entry
 

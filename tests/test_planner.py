@@ -7,7 +7,7 @@ import pytest
 import fastconv as fc
 from fastconv import dispatch, nn
 
-from conftest import CPU_ALGORITHMS
+from conftest import cpu_candidates
 
 SHAPES = [  # (x_shape, w_shape, kwargs)
     ((2, 3, 12, 11), (4, 3, 3, 3), dict(padding=1)),
@@ -33,6 +33,10 @@ def test_every_op_and_algorithm_goes_through_the_planner(plans, op, algorithm, x
                                                          w_shape, kw, rng):
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
+    if algorithm != "auto" and algorithm not in cpu_candidates(x_shape, w_shape, **kw):
+        with pytest.raises(ValueError, match=f"algorithm='{algorithm}' cannot run"):
+            _run_op(op, x, w, algorithm, **kw)         # a shape-limited algorithm says so
+        return
     _run_op(op, x, w, algorithm, **kw)
     ours = [c for c in plans if c[0] == op]
     assert ours, f"{op} ran without dispatch.plan"
@@ -48,14 +52,14 @@ def test_registry_entries_are_complete():
         assert entry.name == name and name in dispatch.ALGORITHM_NAMES
         for op in dispatch.OPS:
             assert callable(getattr(entry.cpu_kernels, op))
-        assert set(entry.rtol) == {"cpu", "cuda"}
+        assert set(entry.rtol) >= set(entry.devices)
         assert set(entry.reasons) >= set(entry.devices)
 
 
 @pytest.mark.parametrize("op", dispatch.OPS)
 def test_choose_algorithm_per_op(op):
     c = fc.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=1, op=op)
-    assert set(c.estimates) == set(CPU_ALGORITHMS)
+    assert set(c.estimates) == set(cpu_candidates((8, 64, 56, 56), (64, 64, 3, 3), padding=1))
     assert all(v > 0 for v in c.estimates.values())
     assert c.algorithm == min(c.estimates, key=c.estimates.get)
     words = {"forward": None, "input_grad": "input gradient", "weight_grad": "weight gradient"}
@@ -76,8 +80,12 @@ def test_cpu_cost_model_is_per_op(op, x_shape, w_shape, kw):
                          kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
                          kw.get("groups", 1), "zeros")
     est = dispatch.estimate(spec, op)
-    for name in CPU_ALGORITHMS:
-        feats = dispatch.REGISTRY[name].cpu_features(spec, op)
+    for entry in dispatch.candidates(spec, "cpu"):
+        name = entry.name
+        if op in entry.delegate:                 # another entry's kernel and costs
+            assert est[name] == est[entry.delegate[op]]
+            continue
+        feats = entry.cpu_features(spec, op)
         model = dispatch._MODEL[name][op]
         assert feats and all(v >= 0 for v in feats.values())
         assert set(feats) <= set(model), f"{name} {op}: features without a constant"

@@ -39,9 +39,9 @@ def tile_width(itemsize):
     return TILE_BYTES // itemsize
 
 
-def _tile_intrinsic(name, accumulate):
+def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES):
     """The tile kernel as a numba intrinsic; ``accumulate``: add to acc instead of
-    overwriting it."""
+    overwriting it; ``vector_bytes``: the width of its vectors."""
 
     def tile(typingctx, acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t):
         arrays = (acc_t, xr_t, off_t, wg_t)
@@ -51,18 +51,19 @@ def _tile_intrinsic(name, accumulate):
                 and off_t.dtype == types.int64):
             return None                     # the code below assumes contiguous arrays
         return types.void(acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t), \
-            lambda context, builder, sig, args: _codegen(context, builder, sig, args, accumulate)
+            lambda context, builder, sig, args: _codegen(context, builder, sig, args, accumulate,
+                                                         vector_bytes)
 
     tile.__name__ = tile.__qualname__ = name
     return tile
 
 
-def _codegen(context, builder, signature, args, accumulate):
+def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_BYTES):
     acc_t = signature.args[0]
     acc, p0, xr, base, off, wg, T = args
     i64, i32 = ir.IntType(64), ir.IntType(32)
     isz = acc_t.dtype.bitwidth // 8
-    V = VECTOR_BYTES // isz
+    V = vector_bytes // isz
     vty = ir.VectorType(context.get_value_type(acc_t.dtype), V)
     vptr = vty.as_pointer()
     if isinstance(acc_t.dtype, types.Float):
@@ -257,3 +258,13 @@ def vector_width(itemsize):
 
 
 grad_tile_host = grad_tile(GRAD_ROWS, GRAD_TAPS)
+
+
+# --- the wide forward tile (cpu/winograd.py's GEMMs) ---------------------------------------
+#: the widest vector the host's FMA units take (64 bytes with AVX-512F, else 32); direct
+#: keeps 32
+WIDE_VECTOR_BYTES = 64 if HOST_AVX512 else 32
+WIDE_TILE_BYTES = TILE_VECTORS * WIDE_VECTOR_BYTES
+tile4_wide = intrinsic(_tile_intrinsic("tile4_wide", False, WIDE_VECTOR_BYTES))
+tile4_wide.__doc__ = """tile4_wide(acc, p0, xr, base, off, wg, T): like tile4, with the host's
+    widest vectors (WIDE_TILE_BYTES // itemsize positions per tile)."""

@@ -22,6 +22,7 @@ from ._common import workspace
 from .direct import direct_bwd_weight, direct_fwd, embed
 from .fft import fft_fwd
 from .im2col import im2col_bwd_input, im2col_bwd_weight, im2col_fwd
+from . import winograd
 
 
 class Kernels(NamedTuple):
@@ -189,3 +190,10 @@ DIRECT = Kernels(direct_fwd, direct_input_grad, direct_weight_grad)
 IM2COL = Kernels(im2col_fwd, im2col_bwd_input, im2col_bwd_weight)
 FFT = Kernels(fft_fwd, functools.partial(input_grad_by_forward, fft_fwd),
               functools.partial(weight_grad_by_forward, fft_fwd))
+# Winograd F(4x4,3x3) / F(2x2,3x3): forward and input gradient (the same correlation over
+# the flipped, transposed weight); the weight gradient is im2col's GEMM
+WINOGRAD = Kernels(functools.partial(winograd.forward, 4),
+                   functools.partial(winograd.bwd_input, 4, transpose_weight), im2col_bwd_weight)
+WINOGRAD_F2 = Kernels(functools.partial(winograd.forward, 2),
+                      functools.partial(winograd.bwd_input, 2, transpose_weight),
+                      im2col_bwd_weight)

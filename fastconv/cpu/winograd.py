@@ -1,0 +1,497 @@
+"""Winograd convolution F(m x m, 3 x 3) on the CPU: fused, cache-blocked (NNPACK/ncnn style).
+
+A 3x3 correlation of stride 1 computes each m x m output tile from an alpha x alpha input
+tile (alpha = m + 2) as ``Y = A^T [(G g G^T) * (B^T d B)] A``: alpha^2 products per tile
+and channel pair instead of 9 m^2 (F(2x2,3x3): 2.25x fewer, F(4x4,3x3): 4x fewer). The
+transforms come from a Cook-Toom (Lagrange) bilinear algorithm that :func:`cook_toom`
+derives in float64 from interpolation points, then rounds to the compute dtype.
+
+Per task (a group and a panel of TB tiles, TB sized so that the panel's transformed input
+and products stay in L2): the input transform writes the panel's alpha^2 x C x TB matrix
+straight from the image, alpha^2 independent GEMMs (the register-tiled micro-kernel of
+:mod:`._simd`) multiply it by the transformed filters, and the output transform (bias
+fused) writes the output tiles. Neither the full transformed input nor the full products
+are ever materialised. The filter transform runs once per weight (see :func:`filters`).
+
+The transform bodies are generated code (:func:`generate_source` writes
+``_winograd_tf.py``; a test checks it is current): the products with +-1 and 0 are
+resolved when the code is generated, the other coefficients are read once per call from
+an array in the compute dtype, and every function's loop over tiles vectorises (with raised LLVM limits, see _LIMITS).
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+
+import llvmlite.binding as ll
+import numba
+import numpy as np
+from numba import get_thread_id, njit, prange
+
+from ._common import JIT, serial_if_small, workspace
+from ._simd import WIDE_TILE_BYTES, tile4_wide
+
+R = 3                                   # kernel size the generated transforms serve
+#: tiles per panel (a multiple of every dtype's micro-kernel width); the generated
+#: transforms use it as the constant stride between the alpha^2 rows of a panel
+PANEL = 48
+#: interpolation points (the point at infinity is implicit) per output tile size m:
+#: F(4,3) uses {0, +-sqrt(2)/2, +-sqrt(2)} (ncnn's choice: ~4x smaller float32 error
+#: than the textbook {0, +-1, +-2}); F(2,3) the classic {0, +-1}
+POINTS = {2: (0.0, 1.0, -1.0),
+          4: (0.0, 2 ** -0.5, -(2 ** -0.5), 2 ** 0.5, -(2 ** 0.5))}
+TEXTBOOK_POINTS = {4: (0.0, 1.0, -1.0, 2.0, -2.0)}
+
+
+# --- the algorithm -----------------------------------------------------------------------
+def cook_toom(m: int, r: int, points) -> tuple:
+    """(AT, G, BT) of the 1-D correlation F(m, r) from ``alpha - 1 = m + r - 2`` finite
+    points plus the point at infinity, all float64: ``y = AT @ ((G @ g) * (BT @ d))``
+    gives ``y[i] = sum_k g[k] d[i + k]`` for ``d`` of length alpha.
+
+    Derivation (Toom-Cook, then transposed): the polynomial product s = g * d' (degrees
+    r-1 and m-1) is evaluated at the points (E_g g and E_d d'; at infinity the leading
+    coefficient), multiplied pointwise and interpolated: s = C (E_g g . E_d d') with C's
+    columns the Lagrange basis polynomials prod_{l!=j}(x - a_l) / f_j, f_j =
+    prod_{l!=j}(a_j - a_l), and M(x) = prod_l (x - a_l) for infinity. Correlation is the
+    transposed map in d: y = E_d^T diag(E_g g) C^T d. The 1/f_j go into G:
+    AT = E_d^T, G = diag(1/f) E_g, BT = (Lagrange numerators)^T.
+    """
+    a = np.asarray(points, dtype=np.float64)
+    alpha = m + r - 1
+    if a.size != alpha - 1 or len(set(a.tolist())) != a.size:
+        raise ValueError(f"F({m},{r}) needs {alpha - 1} distinct finite points, got {points!r}")
+    n = a.size
+    Ed = np.zeros((alpha, m))
+    Eg = np.zeros((alpha, r))
+    Ed[:n] = a[:, None] ** np.arange(m)
+    Eg[:n] = a[:, None] ** np.arange(r)
+    Ed[n, m - 1] = Eg[n, r - 1] = 1.0              # infinity: the leading coefficients
+    f = np.ones(alpha)
+    C = np.zeros((alpha, alpha))                   # column j: coefficients, lowest first
+    for j in range(n):
+        poly = np.array([1.0])
+        for l in range(n):
+            if l != j:
+                poly = np.convolve(poly, [-a[l], 1.0])
+                f[j] *= a[j] - a[l]
+        C[:poly.size, j] = poly
+    poly = np.array([1.0])
+    for l in range(n):
+        poly = np.convolve(poly, [-a[l], 1.0])
+    C[:, n] = poly
+    return Ed.T.copy(), Eg / f[:, None], C.T.copy()
+
+
+def matrices(m: int, points=None) -> tuple:
+    """(AT, G, BT) of F(m, 3) for the library's points (float64)."""
+    return cook_toom(m, R, POINTS[m] if points is None else points)
+
+
+# --- code generation ---------------------------------------------------------------------
+GENERATED = Path(__file__).with_name("_winograd_tf.py")
+
+
+def _lin(coef, names, k, cidx):
+    """Source of sum_j coef[k, j] * names[j], with 0 and +-1 resolved: (expr, used cidx)."""
+    terms = []
+    for j, name in enumerate(names):
+        c = coef[k, j]
+        if c == 0.0:
+            continue
+        if c == 1.0:
+            terms.append(("+", name))
+        elif c == -1.0:
+            terms.append(("-", name))
+        else:
+            terms.append(("+", f"k{cidx[(k, j)]} * {name}"))
+    if not terms:
+        return "zero"
+    s = ("-" if terms[0][0] == "-" else "") + terms[0][1]
+    for sign, t in terms[1:]:
+        s += f" {sign} {t}"
+    return s
+
+
+def _transform(lines, coef, src, dst, cidx, ind):
+    """2-D transform dst[k][l] = sum_ij coef[k,i] coef[l,j] src[i][j] as scalar code."""
+    rows, cols = coef.shape
+    for i in range(len(src)):                     # along rows: t[i][l]
+        for l in range(rows):
+            lines.append(f"{ind}t{i}_{l} = {_lin(coef, src[i], l, cidx)}")
+    for k in range(rows):
+        for l in range(rows):
+            col = [f"t{i}_{l}" for i in range(len(src))]
+            lines.append(f"{ind}{dst(k, l)} = {_lin(coef, col, k, cidx)}")
+
+
+def _coef_index(coef):
+    idx = {}
+    for (k, j), c in np.ndenumerate(coef):
+        if c not in (0.0, 1.0, -1.0):
+            idx[(k, j)] = len(idx)
+    return idx
+
+
+def coefficients(m: int) -> tuple:
+    """The non-trivial coefficients of BT and AT in generation order (float64), each
+    followed by a 0.0 (``zero`` in the generated code)."""
+    AT, _, BT = matrices(m)
+    cb = [BT[k] for k in sorted(_coef_index(BT), key=_coef_index(BT).get)]
+    ca = [AT[k] for k in sorted(_coef_index(AT), key=_coef_index(AT).get)]
+    return np.array(cb + [0.0]), np.array(ca + [0.0])
+
+
+def generate_source() -> str:
+    """The source of ``_winograd_tf.py``: per m, the input and output transforms."""
+    out = ['"""Generated by fastconv.cpu.winograd.generate_source() -- do not edit.',
+           "",
+           "Input transforms write V[vb + xi * PANEL + tile] (xi = k * alpha + l) from alpha x",
+           "alpha input tiles; output transforms read M[mb + xi * PANEL + tile] and write m x m tiles",
+           '(+ bias). *_run: a run of interior tiles along a tile row; *_edge: one tile, bounded."""',
+           "from numba import njit", "", "from ._common import JIT, U", ""]
+    for m in sorted(POINTS):
+        AT, _, BT = matrices(m)
+        alpha = m + R - 1
+        bi, ai = _coef_index(BT), _coef_index(AT)
+        nb, na = len(bi), len(ai)
+        loadk_b = [f"    k{i} = cb[{i}]" for i in range(nb)] + [f"    zero = cb[{nb}]"]
+        loadk_a = [f"    k{i} = ca[{i}]" for i in range(na)] + [f"    zero = ca[{na}]"]
+        d = [[f"d{i}_{j}" for j in range(alpha)] for i in range(alpha)]
+        # input, a run of interior tiles
+        out += ["", "@njit(**JIT)",
+                f"def in{m}_run(V, vb, xf, base, Wx, n, cb):",
+                f"    # tile t < n reads xf[base + i * Wx + {m} * t + j], i, j < {alpha}"]
+        out += loadk_b
+        out += ["    for t in range(n):", f"        b = base + {m} * t"]
+        for i in range(alpha):
+            for j in range(alpha):
+                out.append(f"        d{i}_{j} = xf[U(b + {i} * Wx + {j})]")
+        _transform(out, BT, d, lambda k, l: f"V[U(vb + {(k * alpha + l) * PANEL} + t)]", bi,
+                   "        ")
+        # input, one bounded tile
+        out += ["", "@njit(**JIT)",
+                f"def in{m}_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb):",
+                f"    # one tile: rows r0 + i, columns c0 + j of the plane at base (zero outside)"]
+        out += loadk_b
+        for i in range(alpha):
+            out.append(f"    ri{i} = 0 <= r0 + {i} < Hx")
+        for j in range(alpha):
+            out.append(f"    cj{j} = 0 <= c0 + {j} < Wx")
+        for i in range(alpha):
+            for j in range(alpha):
+                out.append(f"    d{i}_{j} = xf[base + (r0 + {i}) * Wx + c0 + {j}] "
+                           f"if ri{i} and cj{j} else zero")
+        _transform(out, BT, d, lambda k, l: f"V[vb + {(k * alpha + l) * PANEL}]", bi, "    ")
+        # output, a run of full tiles
+        mm = [[f"m{k}_{l}" for l in range(alpha)] for k in range(alpha)]
+        out += ["", "@njit(**JIT)",
+                f"def out{m}_run(y, yb, Wy, M, mb, n, bias, ca):",
+                f"    # tile t < n writes y[yb + a * Wy + {m} * t + b], a, b < {m}"]
+        out += loadk_a
+        out += ["    for t in range(n):"]
+        for k in range(alpha):
+            for l in range(alpha):
+                out.append(f"        m{k}_{l} = M[U(mb + {(k * alpha + l) * PANEL} + t)]")
+        _transform(out, AT, mm, lambda a, b: f"y{a}_{b}", ai, "        ")
+        for a in range(m):
+            for b in range(m):
+                out.append(f"        y[U(yb + {a} * Wy + {m} * t + {b})] = y{a}_{b} + bias")
+        # output, one bounded tile
+        out += ["", "@njit(**JIT)",
+                f"def out{m}_edge(y, yb, Wy, M, mb, na, nb, bias, ca):",
+                f"    # one tile: writes rows a < na, columns b < nb"]
+        out += loadk_a
+        for k in range(alpha):
+            for l in range(alpha):
+                out.append(f"    m{k}_{l} = M[mb + {(k * alpha + l) * PANEL}]")
+        _transform(out, AT, mm, lambda a, b: f"y{a}_{b}", ai, "    ")
+        for a in range(m):
+            for b in range(m):
+                out.append(f"    if {a} < na and {b} < nb:")
+                out.append(f"        y[yb + {a} * Wy + {b}] = y{a}_{b} + bias")
+    return "\n".join(out) + "\n"
+
+
+def write_generated() -> None:
+    GENERATED.write_text(generate_source())
+
+
+from . import _winograd_tf as _tf  # noqa: E402  (generated from the code above)
+
+
+# --- the kernel --------------------------------------------------------------------------
+@njit(**JIT)
+def _in_run(m, V, vb, xf, base, Wx, n, cb):
+    if m == 2:
+        _tf.in2_run(V, vb, xf, base, Wx, n, cb)
+    else:
+        _tf.in4_run(V, vb, xf, base, Wx, n, cb)
+
+
+@njit(**JIT)
+def _in_edge(m, V, vb, xf, base, Hx, Wx, r0, c0, cb):
+    if m == 2:
+        _tf.in2_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb)
+    else:
+        _tf.in4_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb)
+
+
+@njit(**JIT)
+def _out_run(m, y, yb, Wy, M, mb, n, bias, ca):
+    if m == 2:
+        _tf.out2_run(y, yb, Wy, M, mb, n, bias, ca)
+    else:
+        _tf.out4_run(y, yb, Wy, M, mb, n, bias, ca)
+
+
+@njit(**JIT)
+def _out_edge(m, y, yb, Wy, M, mb, na, nb, bias, ca):
+    if m == 2:
+        _tf.out2_edge(y, yb, Wy, M, mb, na, nb, bias, ca)
+    else:
+        _tf.out4_edge(y, yb, Wy, M, mb, na, nb, bias, ca)
+
+
+@njit(parallel=True, **JIT)
+def _winograd(yf, xf, Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, pw, groups,
+              scV, scM, stages):
+    # yf: (N, O, D, Ho, Wo) flat   xf: (N, C, D, Hx, Wx) flat, read as if padded by ph
+    # rows and pw columns before (zeros; and zeros after, as far as the tiles reach)
+    # Uw: (groups, alpha^2, nob, Cg, 4) transformed filters   off[c] = c * alpha^2 * TB
+    # Tasks: (group, panel of TB = PANEL consecutive tiles in (n, d, tile row, tile
+    # column) order). scV[thread]: the panel's transformed input (Cg, alpha^2, TB);
+    # scM[thread]: its products (nob * 4, alpha^2, TB) -- the constant stride TB between
+    # the alpha^2 rows lets LLVM vectorise the transforms' loops over tiles.
+    # stages: bit mask of the stages to run (1 input transform, 2 GEMMs, 4 output
+    # transform; 7 in use, the others for profiling).
+    TB = PANEL
+    alpha = m + 2
+    A2 = alpha * alpha
+    Cg = C // groups
+    Og = O // groups
+    nob = (Og + 3) // 4
+    th = (Ho + m - 1) // m
+    tw = (Wo + m - 1) // m
+    per_img = th * tw
+    P = N * D * per_img
+    npan = (P + TB - 1) // TB
+    step = WIDE_TILE_BYTES // yf.itemsize
+    HWx = Hx * Wx
+    HWo = Ho * Wo
+    # interior tile columns of the input: m*tc - pw >= 0 and m*tc - pw + alpha <= Wx
+    ci0 = (pw + m - 1) // m
+    ci1 = max(ci0, (Wx - alpha + pw) // m + 1) if Wx + pw >= alpha else ci0
+    fc = Wo // m                                      # full output tile columns
+    for task in prange(groups * npan):
+        g = task // npan
+        t0 = (task % npan) * TB
+        t1 = min(t0 + TB, P)
+        tid = get_thread_id()
+        V = scV[tid]
+        Mf = scM[tid]
+        # input transform, one tile-row run at a time
+        for c in range(Cg if stages & 1 else 0):
+            cin = g * Cg + c
+            t = t0
+            while t < t1:
+                img = t // per_img
+                rem = t - img * per_img
+                tr = rem // tw
+                tca = rem - tr * tw
+                tcb = min(tw, tca + t1 - t)
+                n = img // D
+                dd = img - n * D
+                base = ((n * C + cin) * D + dd) * HWx
+                r0 = m * tr - ph
+                vb = c * A2 * TB + (t - t0) - tca          # V column of tile column 0
+                a = tca
+                if r0 >= 0 and r0 + alpha <= Hx:
+                    lo = min(max(tca, ci0), tcb)
+                    hi = max(lo, min(tcb, ci1))
+                    for tc in range(tca, lo):
+                        _in_edge(m, V, vb + tc, xf, base, Hx, Wx, r0, m * tc - pw, cb)
+                    if hi > lo:
+                        _in_run(m, V, vb + lo, xf, base + r0 * Wx + m * lo - pw, Wx,
+                                hi - lo, cb)
+                    a = hi
+                for tc in range(a, tcb):
+                    _in_edge(m, V, vb + tc, xf, base, Hx, Wx, r0, m * tc - pw, cb)
+                t += tcb - tca
+            if t1 - t0 < TB:                           # the last panel: zero columns
+                for xi in range(A2):
+                    r = (c * A2 + xi) * TB
+                    V[r + t1 - t0:r + TB] = 0
+        # alpha^2 GEMMs: M[:, xi] (Og, TB) = U[xi]^T (Og, Cg) @ V[:, xi] (Cg, TB)
+        M2 = Mf.reshape((nob * 4, A2 * TB))
+        for xi in range(A2 if stages & 2 else 0):
+            for ob in range(nob):
+                acc = M2[4 * ob:4 * ob + 4]
+                wg = Uw[g, xi, ob]
+                for p in range(xi * TB, xi * TB + TB, step):
+                    tile4_wide(acc, p, V, 0, off, wg, Cg)
+        # output transform (+ bias)
+        for o in range(Og if stages & 4 else 0):
+            oo = g * Og + o
+            bv = bias[oo]
+            t = t0
+            while t < t1:
+                img = t // per_img
+                rem = t - img * per_img
+                tr = rem // tw
+                tca = rem - tr * tw
+                tcb = min(tw, tca + t1 - t)
+                n = img // D
+                dd = img - n * D
+                yb = ((n * O + oo) * D + dd) * HWo + m * tr * Wo
+                mb = o * A2 * TB + (t - t0) - tca
+                na = min(m, Ho - m * tr)
+                a = tca
+                if na == m:
+                    hi = max(tca, min(tcb, fc))
+                    if hi > tca:
+                        _out_run(m, yf, yb + m * tca, Wo, Mf, mb + tca, hi - tca, bv, ca)
+                    a = hi
+                for tc in range(a, tcb):
+                    _out_edge(m, yf, yb + m * tc, Wo, Mf, mb + tc, na, min(m, Wo - m * tc),
+                              bv, ca)
+                t += tcb - tca
+
+
+# --- filters -----------------------------------------------------------------------------
+_CACHE_SIZE = 16
+_cache: OrderedDict = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _transform_filters(w, groups, m):
+    """(groups, alpha^2, nob, Cg, 4): G w G^T in float64, rounded, packed for tile4."""
+    _, G, _ = matrices(m)
+    O, Cg = w.shape[:2]
+    Og = O // groups
+    nob = -(-Og // 4)
+    alpha = m + 2
+    gw = np.einsum("ai,ocij,bj->aboc", G, w.reshape(O, Cg, 3, 3).astype(np.float64), G)
+    gw = gw.reshape(alpha * alpha, groups, Og, Cg)
+    U_ = np.zeros((groups, alpha * alpha, nob * 4, Cg), dtype=w.dtype)
+    U_[:, :, :Og] = gw.transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(U_.reshape(groups, alpha * alpha, nob, 4, Cg).transpose(0, 1, 2, 4, 3))
+
+
+def filters(w, groups, m, transpose=None):
+    """The transformed filters of ``w`` (O, C/g, 1, 3, 3), or of its adjoint
+    ``transpose(w, groups)`` (:func:`~fastconv.cpu.engine.transpose_weight`), cached.
+
+    The cache (the last 16 weights) is keyed by content, not identity: the pipeline
+    hands the kernels fresh views of the caller's weight on every call, and an optimiser
+    updates weights in place. The key is the address of the data, shape, dtype, m, and a
+    CRC-32 of the bytes (~0.1 ms for a 128x128x3x3 float32 weight, against the transform's
+    few ms): a weight changed in place, or new data at a reused address, misses."""
+    wc = np.ascontiguousarray(w)
+    key = (wc.ctypes.data, wc.shape, wc.dtype.str, groups, m, transpose is not None,
+           zlib.crc32(wc.reshape(-1).view(np.uint8)))
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+    if transpose is not None:
+        wc = transpose(wc, groups)
+    U_ = _transform_filters(wc, groups, m)
+    with _cache_lock:
+        _cache[key] = U_
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return U_
+
+
+# --- wrappers ----------------------------------------------------------------------------
+#: LLVM's loop-vectoriser limits (option: (default, raised)). The transforms' loops read
+#: and write 36 streams through numba arrays that LLVM cannot prove disjoint, with index
+#: arithmetic it cannot prove free of wrap-around: under the default limits it leaves them
+#: scalar. These are process-wide LLVM options, so they are raised only around this
+#: module's first kernel call per dtype (when its functions compile; cached code is
+#: loaded as it was compiled) and then restored.
+_LIMITS = {"runtime-memory-check-threshold": (8, 100000),
+           "vectorize-scev-check-threshold": (16, 100000),
+           "memory-check-merge-threshold": (100, 100000),
+           "vectorize-memory-check-threshold": (128, 100000),
+           # no unrolling of the vector loop: runs along a tile row are short (14 tiles on
+           # a 56-wide layer), and the scalar remainder would take them whole
+           "force-vector-interleave": (0, 1)}
+_limits_lock = threading.Lock()
+_done: set = set()          # dtypes whose kernel has run (so compiled) in this process
+
+
+_PREDICATE = ("prefer-predicate-over-epilogue", "scalar-epilogue",
+              "predicate-else-scalar-epilogue")
+
+
+@contextlib.contextmanager
+def _vectoriser_limits(predicate=False):
+    with _limits_lock:
+        for name, (_, raised) in _LIMITS.items():
+            ll.set_option("", f"-{name}={raised}")
+        if predicate:
+            ll.set_option("", f"-{_PREDICATE[0]}={_PREDICATE[2]}")
+        try:
+            yield
+        finally:
+            for name, (default, _) in _LIMITS.items():
+                ll.set_option("", f"-{name}={default}")
+            ll.set_option("", f"-{_PREDICATE[0]}={_PREDICATE[1]}")
+
+
+def _compile_input_runs(dt):
+    """Compile the input transforms' runs first, with masked (predicated) vector
+    remainders: a run along a tile row is often shorter than two vectors, and a scalar
+    remainder would take most of it. (The output transforms run faster without.)"""
+    V = np.zeros(64 * 64, dtype=dt)
+    cb = np.zeros(8, dtype=dt)
+    with _vectoriser_limits(predicate=True):
+        _tf.in2_run(V, 0, V, 0, 8, 0, cb)
+        _tf.in4_run(V, 0, V, 0, 8, 0, cb)
+
+
+def run(x, Uw, bias, m, groups, O, out_hw, pads, out, stages=7):
+    """Run the kernel: ``x`` (N, C, D, Hx, Wx) read as if padded by ``pads`` = (ph, pw)
+    before, ``out`` (N, O, D, Ho, Wo)."""
+    N, C, D, Hx, Wx = x.shape
+    Ho, Wo = out_hw
+    dt = x.dtype
+    cb, ca = (c.astype(dt) for c in coefficients(m))
+    Cg, Og = C // groups, O // groups
+    A2 = (m + 2) ** 2
+    nt = numba.get_num_threads()
+    scV = workspace("winograd.V", (nt, Cg * A2 * PANEL), dt)
+    scM = workspace("winograd.M", (nt, -(-Og // 4) * 4 * A2 * PANEL), dt)
+    off = np.arange(Cg, dtype=np.int64) * (A2 * PANEL)
+    if dt not in _done:
+        _compile_input_runs(dt)
+    limits = contextlib.nullcontext() if dt in _done else _vectoriser_limits()
+    with serial_if_small(N * O * D * Ho * Wo * Cg * 9), limits:
+        _winograd(out.reshape(-1), x.reshape(-1), Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx,
+                  O, Ho, Wo, pads[0], pads[1], groups, scV, scM, stages)
+    _done.add(dt)
+    return out
+
+
+def forward(m, xp, w, bias, stride, dilation, groups, out):
+    """out[n, o] = bias[o] + the 3x3 correlation of xp (stride and dilation 1)."""
+    Uw = filters(w, groups, m)
+    return run(np.ascontiguousarray(xp), Uw, np.ascontiguousarray(bias), m, groups,
+               w.shape[0], out.shape[3:], (0, 0), out)
+
+
+def bwd_input(m, transpose, go, w, padded_size, stride, dilation, groups):
+    """dL/dxp: the full correlation of go with the flipped, transposed weight
+    ``transpose(w, groups)``."""
+    N, O, D = go.shape[:3]
+    C = w.shape[1] * groups
+    Uw = filters(w, groups, m, transpose)
+    gxp = np.empty((N, C) + tuple(padded_size), dtype=go.dtype)
+    return run(np.ascontiguousarray(go), Uw, np.zeros(C, dtype=go.dtype), m, groups, C,
+               tuple(padded_size[1:]), (2, 2), gxp)
