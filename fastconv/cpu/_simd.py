@@ -39,6 +39,28 @@ def tile_width(itemsize):
     return TILE_BYTES // itemsize
 
 
+def _close_loop(builder, counter, bound, cur, new, init, blocks, dst, vty, isz):
+    """End a register-tile loop: step ``counter`` and branch back while it is below
+    ``bound`` (``cur``: the accumulators' phis, ``new``: their values after one step),
+    then in the exit block store each accumulator (its phi over ``init`` on entry and
+    ``new`` from the loop) to ``dst`` (phis first: LLVM wants them at the block's top)."""
+    entry, loop, done = blocks
+    nxt = builder.add(counter, ir.Constant(ir.IntType(64), 1))
+    counter.add_incoming(nxt, loop)
+    for ph, v in zip(cur, new):
+        ph.add_incoming(v, loop)
+    builder.cbranch(builder.icmp_signed("<", nxt, bound), loop, done)
+    builder.position_at_end(done)
+    fins = []
+    for v0, v1 in zip(init, new):
+        fin = builder.phi(vty)
+        fin.add_incoming(v0, entry)
+        fin.add_incoming(v1, loop)
+        fins.append(fin)
+    for d, fin in zip(dst, fins):
+        builder.store(fin, d, align=isz)
+
+
 def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES):
     """The tile kernel as a numba intrinsic; ``accumulate``: add to acc instead of
     overwriting it; ``vector_bytes``: the width of its vectors."""
@@ -58,23 +80,30 @@ def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES):
     return tile
 
 
-def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_BYTES):
-    acc_t = signature.args[0]
-    acc, p0, xr, base, off, wg, T = args
-    i64, i32 = ir.IntType(64), ir.IntType(32)
-    isz = acc_t.dtype.bitwidth // 8
+def _vector_ops(context, builder, dtype, vector_bytes):
+    """(itemsize, lanes, vector type, its pointer type, fma(a, b, c) = a * b + c) for
+    vectors of ``dtype`` filling ``vector_bytes``: LLVM's fused multiply-add for floats,
+    exact integer arithmetic (wrapping like NumPy) otherwise."""
+    isz = dtype.bitwidth // 8
     V = vector_bytes // isz
-    vty = ir.VectorType(context.get_value_type(acc_t.dtype), V)
-    vptr = vty.as_pointer()
-    if isinstance(acc_t.dtype, types.Float):
+    vty = ir.VectorType(context.get_value_type(dtype), V)
+    if isinstance(dtype, types.Float):
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{V}f{isz * 8}")
 
         def fma(a, b, c):
             return builder.call(fn, [a, b, c])
-    else:                                   # exact integer arithmetic (wraps like numpy)
+    else:
         def fma(a, b, c):
             return builder.add(builder.mul(a, b), c)
+    return isz, V, vty, vty.as_pointer(), fma
+
+
+def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_BYTES):
+    acc_t = signature.args[0]
+    acc, p0, xr, base, off, wg, T = args
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    isz, V, vty, vptr, fma = _vector_ops(context, builder, acc_t.dtype, vector_bytes)
     A = context.make_array(acc_t)(context, builder, acc)
     X = context.make_array(signature.args[2])(context, builder, xr)
     O = context.make_array(signature.args[4])(context, builder, off)
@@ -121,21 +150,7 @@ def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_
         wb = builder.shuffle_vector(builder.insert_element(undef, w, i32(0)), undef, splat)
         for k in range(TILE_VECTORS):
             new.append(fma(wb, xv[k], cur[j * TILE_VECTORS + k]))
-    t1 = builder.add(t, i64(1))
-    t.add_incoming(t1, loop)
-    for ph, v in zip(cur, new):
-        ph.add_incoming(v, loop)
-    builder.cbranch(builder.icmp_signed("<", t1, T), loop, done)
-
-    builder.position_at_end(done)
-    fins = []
-    for v0, v1 in zip(init, new):
-        fin = builder.phi(vty)
-        fin.add_incoming(v0, entry)
-        fin.add_incoming(v1, loop)
-        fins.append(fin)
-    for d, fin in zip(dst, fins):
-        builder.store(fin, d, align=isz)
+    _close_loop(builder, t, T, cur, new, init, (entry, loop, done), dst, vty, isz)
     return context.get_dummy_value()
 
 
@@ -176,19 +191,7 @@ def _grad_tile_intrinsic(rows, taps, name):
 def _grad_codegen(context, builder, signature, args, rows, taps):
     acc_t = signature.args[0]
     i64 = ir.IntType(64)
-    isz = acc_t.dtype.bitwidth // 8
-    V = VECTOR_BYTES // isz
-    vty = ir.VectorType(context.get_value_type(acc_t.dtype), V)
-    vptr = vty.as_pointer()
-    if isinstance(acc_t.dtype, types.Float):
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{V}f{isz * 8}")
-
-        def fma(a, b, c):
-            return builder.call(fn, [a, b, c])
-    else:
-        def fma(a, b, c):
-            return builder.add(builder.mul(a, b), c)
+    isz, V, vty, vptr, fma = _vector_ops(context, builder, acc_t.dtype, VECTOR_BYTES)
     arrs = [context.make_array(signature.args[k])(context, builder, args[k]) for k in (0, 2, 5, 7)]
     A, G, X, O = arrs
     a0, g0, gs, x0, t0, n = (context.cast(builder, args[k], signature.args[k], types.int64)
@@ -223,21 +226,7 @@ def _grad_codegen(context, builder, signature, args, rows, taps):
         for j in range(rows):
             k = j * taps + i
             new[k] = fma(gv[j], xv, cur[k])
-    s1 = builder.add(s, i64(1))
-    s.add_incoming(s1, loop)
-    for ph, v in zip(cur, new):
-        ph.add_incoming(v, loop)
-    builder.cbranch(builder.icmp_signed("<", s1, n), loop, done)
-
-    builder.position_at_end(done)
-    fins = []
-    for v0, v1 in zip(init, new):
-        fin = builder.phi(vty)
-        fin.add_incoming(v0, entry)
-        fin.add_incoming(v1, loop)
-        fins.append(fin)
-    for d, fin in zip(dst, fins):
-        builder.store(fin, d, align=isz)
+    _close_loop(builder, s, n, cur, new, init, (entry, loop, done), dst, vty, isz)
     return context.get_dummy_value()
 
 

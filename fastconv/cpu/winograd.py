@@ -233,6 +233,18 @@ def _in_run(m, V, vb, xf, base, Wx, n, cb):
 
 
 @njit(**JIT)
+def _tile_run(t, t1, per_img, tw, D):
+    """Where the run of tiles from flat tile ``t`` (before ``t1``) lies: image ``n``, depth
+    ``dd``, tile row ``tr`` and tile columns ``[tca, tcb)`` (a run ends with its row)."""
+    img = t // per_img
+    rem = t - img * per_img
+    tr = rem // tw
+    tca = rem - tr * tw
+    n = img // D
+    return n, img - n * D, tr, tca, min(tw, tca + t1 - t)
+
+
+@njit(**JIT)
 def _in_edge(m, V, vb, xf, base, Hx, Wx, r0, c0, cb):
     if m == 2:
         _tf.in2_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb)
@@ -298,13 +310,7 @@ def _winograd(yf, xf, Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, 
             cin = g * Cg + c
             t = t0
             while t < t1:
-                img = t // per_img
-                rem = t - img * per_img
-                tr = rem // tw
-                tca = rem - tr * tw
-                tcb = min(tw, tca + t1 - t)
-                n = img // D
-                dd = img - n * D
+                n, dd, tr, tca, tcb = _tile_run(t, t1, per_img, tw, D)
                 base = ((n * C + cin) * D + dd) * HWx
                 r0 = m * tr - ph
                 vb = c * A2 * TB + (t - t0) - tca          # V column of tile column 0
@@ -339,13 +345,7 @@ def _winograd(yf, xf, Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, 
             bv = bias[oo]
             t = t0
             while t < t1:
-                img = t // per_img
-                rem = t - img * per_img
-                tr = rem // tw
-                tca = rem - tr * tw
-                tcb = min(tw, tca + t1 - t)
-                n = img // D
-                dd = img - n * D
+                n, dd, tr, tca, tcb = _tile_run(t, t1, per_img, tw, D)
                 yb = ((n * O + oo) * D + dd) * HWo + m * tr * Wo
                 mb = o * A2 * TB + (t - t0) - tca
                 na = min(m, Ho - m * tr)
