@@ -43,7 +43,8 @@ def layer_fns(name, op, torch):
     s, p = kw["stride"], kw["padding"]
     gy = np.random.default_rng(1).standard_normal(fc.conv2d(x, w, **kw).shape).astype(np.float32)
     fns = {}
-    for algo in tuple(dispatch.REGISTRY) + ("auto",):
+    c = fc.choose_algorithm(x.shape, w.shape, stride=s, padding=p, op=op)
+    for algo in tuple(c.estimates) + ("auto",):      # every algorithm that runs this layer
         if op == "weight_grad":
             fns[algo] = lambda a=algo: fc.grad.conv2d_weight(x, w.shape, gy, algorithm=a, **kw)
         else:
@@ -56,14 +57,14 @@ def layer_fns(name, op, torch):
         return conv_bwd(tg, tx, tw, None, [s, s], [p, p], [1, 1], False, [0, 0], 1, mask)
 
     fns["torch"] = run_torch
-    pick = fc.choose_algorithm(x.shape, w.shape, stride=s, padding=p, op=op).algorithm
-    return fns, pick
+    return fns, c.algorithm
 
 
 def grad_table(layers, blocks, calls, torch, peak):
-    print(f"\n| layer | op | direct | im2col | fft | auto (pick) | torch | auto/torch "
+    names = tuple(dispatch.REGISTRY)
+    print(f"\n| layer | op | {' | '.join(names)} | auto (pick) | torch | auto/torch "
           f"| auto GFLOP/s | % peak | fwd GFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|" + "---|" * (len(names) + 7))
     for name in layers:
         x, w, b, kw = make(name)
         fwd = block_best({"f": lambda: fc.conv2d(x, w, b, **kw)}, blocks, calls)["f"]
@@ -71,7 +72,7 @@ def grad_table(layers, blocks, calls, torch, peak):
             fns, pick = layer_fns(name, op, torch)
             t = block_best(fns, blocks, calls)
             gf = flops(name) / t["auto"] / 1e9
-            cells = " | ".join(f"{t[a] * 1e3:.2f}" for a in dispatch.REGISTRY)
+            cells = " | ".join(f"{t[a] * 1e3:.2f}" if a in t else "-" for a in names)
             print(f"| {name} | {op} | {cells} | {t['auto'] * 1e3:.2f} ({pick}) "
                   f"| {t['torch'] * 1e3:.2f} | {t['auto'] / t['torch']:.2f}x | {gf:.0f} "
                   f"| {100 * gf / peak:.0f}% | {flops(name) / fwd / 1e9:.0f} |", flush=True)
