@@ -42,6 +42,7 @@ from .._pad import pad as _pad_modes
 from .._spec import _prod
 from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small
 from ..cpu.fft import workers
+from ..cpu.stencil import stencil2d
 from .._pad import source_index as _pad_index
 
 ONE3 = (1, 1, 1)
@@ -150,8 +151,11 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
 
 def _direct(xp, ks, out=None):
     """Valid correlation of (N, G, *P) with (G, 1, *K) on the engine's direct kernel
-    (into ``out``, a possibly strided (N, G, *O) view, for real inputs)."""
+    (into ``out``, a possibly strided (N, G, *O) view, for real inputs); in 1-D and 2-D
+    on the one-channel register-tiled kernel of :mod:`fastconv.cpu.stencil`."""
     nsp = xp.ndim - 2
+    if nsp in (1, 2):
+        return _direct_stencil(xp, ks, out)
     lift = (1,) * (3 - nsp)
     x5 = np.ascontiguousarray(xp).reshape(xp.shape[:2] + lift + xp.shape[2:])
     w5 = np.ascontiguousarray(ks.reshape(ks.shape[:2] + lift + ks.shape[2:]))
@@ -163,6 +167,42 @@ def _direct(xp, ks, out=None):
                                           out=out5)
         r5 = _run_complex_aware(x5, w5, xp.shape[1])
     return r5.reshape(r5.shape[:2] + r5.shape[2 + len(lift):])
+
+
+def _direct_stencil(xp, ks, out=None):
+    """:func:`_direct` in 1-D (one row) and 2-D on :func:`fastconv.cpu.stencil.stencil2d`;
+    complex data as real and imaginary parts (images of one call per kernel part)."""
+    one_d = xp.ndim == 3
+    K = ks.shape[2:]
+    G = ks.shape[0]
+    O = tuple(p - k + 1 for p, k in zip(xp.shape[2:], K))
+
+    def rows(a):                             # 1-D as one row of a 2-D image
+        return a[:, :, None, :] if one_d else a
+
+    def taps(w):                             # (G, 1, *K) -> (G, kh, kw)
+        return np.ascontiguousarray(w.reshape((G,) + ((1,) if one_d else ()) + K))
+
+    def corr(x, w):                          # real x (M, G, *P), real w (G, 1, *K)
+        r = np.empty(x.shape[:2] + O, dtype=x.dtype)
+        stencil2d(rows(r), rows(x), taps(w))
+        return r
+
+    if out is not None:
+        stencil2d(rows(out), rows(xp), taps(ks))
+        return out
+    xc, kc = xp.dtype.kind == "c", ks.dtype.kind == "c"
+    if not (xc or kc):
+        return corr(xp, ks)
+    N = xp.shape[0]
+    xs = np.concatenate([xp.real, xp.imag]) if xc else xp      # (re, im) as images
+    parts = [corr(xs, np.ascontiguousarray(p)) for p in ((ks.real, ks.imag) if kc else (ks,))]
+    if not kc:
+        return parts[0][:N] + 1j * parts[0][N:]
+    (rr, ir), (ri, ii) = [(p[:N], p[N:]) if xc else (p, None) for p in parts]
+    if not xc:
+        return rr + 1j * ri
+    return (rr - ii) + 1j * (ri + ir)
 
 
 REGIONS_MIN_OUTPUTS = 4096   # smaller problems: one padded copy and one kernel call
