@@ -19,6 +19,7 @@ from numba import get_thread_id, njit, prange
 
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
 from ._simd import TILE_BYTES, tile4, tile4_add, tile_width
+from .stencil import stencil2d
 
 
 @njit(inline="always", **JIT)
@@ -246,6 +247,9 @@ def _direct_bwd_weight(gw, xf, gl, Wp, sd, sh, sw, dd, dh, dw, groups, nlines):
 def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     """out[n, o] = bias[o] + sum_{c, k} w[o, c, k] * xp[n, g*Cg + c, p*stride + k*dilation]."""
     N, O, OD, OH, OW = out.shape
+    if _one_channel(xp, w, stride, dilation, groups):          # depthwise 2-D: cpu/stencil.py
+        stencil2d(out[:, :, 0], xp[:, :, 0], w[:, 0, 0], bias)
+        return out
     Dp = xp.shape[2]
     sd, sh, sw = stride
     if sh > 1 or sw > 1:
@@ -272,6 +276,14 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out):
         _direct_fwd(out, xs, wp, off, xp.shape[1] // groups * Dp * Hp * Wp * nm,
                     bias, Wp * nm, Hp * Wp * nm, sd, groups, seg, scratch, nm)
     return out
+
+
+def _one_channel(xp, w, stride, dilation, groups):
+    """Each output channel reads one input channel of 2-D planes (depthwise, one signal)
+    at unit stride and dilation: the one-channel stencil kernel's problem."""
+    return (w.shape[0] == groups and w.shape[1] == 1 and xp.shape[2] == w.shape[2] == 1
+            and stride == (1, 1, 1) and dilation == (1, 1, 1)
+            and xp.dtype in (np.float32, np.float64, np.int64))
 
 
 def batch_minor(N, line, itemsize):
