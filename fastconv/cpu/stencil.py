@@ -49,10 +49,11 @@ def vector_bytes():
 
 
 VECTOR_BYTES = vector_bytes()
-# AVX-512 has 32 vector registers: 6 x 4 accumulators + 4 inputs + 1 weight; AVX/SSE 16:
-# 6 x 2 accumulators + 2 + 1 (at least 8 independent chains hide the FMA latency)
-ROWS = 6
+# AVX-512 has 32 vector registers: 4 x 4 accumulators + 4 inputs + 1 weight; AVX/SSE 16:
+# 4 x 2 accumulators + 2 + 1 (at least 8 independent chains hide the FMA latency)
+ROWS = 4
 VECTORS = 4 if VECTOR_BYTES == 64 else 2
+HALF = max(1, VECTORS // 2)
 
 
 def lanes(itemsize):
@@ -202,26 +203,34 @@ def _codegen(context, builder, sig, args, R, V):
     return context.get_dummy_value()
 
 
-# tiles of R = 1..ROWS output rows (R <= kh, R <= the output's height)
-_t1, _t2, _t3, _t4, _t5, _t6 = (_stencil_intrinsic(R, VECTORS) for R in range(1, ROWS + 1))
+# tiles of R = 1..ROWS output rows (R <= kh, R <= the output's height), VECTORS wide
+# and half that (for outputs narrower than a full tile: depthwise layers' 56-wide planes)
+_w1, _w2, _w3, _w4 = (_stencil_intrinsic(R, VECTORS) for R in range(1, ROWS + 1))
+_h1, _h2, _h3, _h4 = (_stencil_intrinsic(R, HALF) for R in range(1, ROWS + 1))
 
 
 @njit(inline="always", **JIT)
-def _tile(out, oi, oj, x, xi, xj, w, kh, kw, b0, R):
+def _tile(out, oi, oj, x, xi, xj, w, kh, kw, b0, R, wide):
     # out[oi + i, oj + j] = b0 + sum_{a, c} w[a, c] * x[xi + i + a, xj + j + c] for the
-    # R rows i and the tile's columns j
-    if R == 6:
-        _t6(out, oi, oj, x, xi, xj, w, kh, kw, b0)
-    elif R == 5:
-        _t5(out, oi, oj, x, xi, xj, w, kh, kw, b0)
-    elif R == 4:
-        _t4(out, oi, oj, x, xi, xj, w, kh, kw, b0)
-    elif R == 3:
-        _t3(out, oi, oj, x, xi, xj, w, kh, kw, b0)
-    elif R == 2:
-        _t2(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+    # R rows i and the columns j of a full (wide) or half tile
+    if wide:
+        if R == 4:
+            _w4(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        elif R == 3:
+            _w3(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        elif R == 2:
+            _w2(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        else:
+            _w1(out, oi, oj, x, xi, xj, w, kh, kw, b0)
     else:
-        _t1(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        if R == 4:
+            _h4(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        elif R == 3:
+            _h3(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        elif R == 2:
+            _h2(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        else:
+            _h1(out, oi, oj, x, xi, xj, w, kh, kw, b0)
 
 
 @njit(**JIT)
@@ -242,17 +251,21 @@ def _narrow_rows(out, x, w, b0, i0, i1, j0, j1):
 def _rows(out, x, w, b0, i0, R, j0, j1, tw):
     # output rows [i0, i0 + R) x columns [j0, j1): tiles from j0, the last one
     # overlapping its neighbour (its outputs recomputed and overwritten) where the
-    # columns are not a multiple of the tile; the definition below one tile
+    # columns are not a multiple of the tile; half tiles below a full tile, the
+    # definition below a half tile
     kh, kw = w.shape
-    if j1 - j0 < tw:
-        _narrow_rows(out, x, w, b0, i0, i0 + R, j0, j1)
-        return
+    wide = j1 - j0 >= tw
+    if not wide:
+        tw = tw * HALF // VECTORS
+        if j1 - j0 < tw:
+            _narrow_rows(out, x, w, b0, i0, i0 + R, j0, j1)
+            return
     j = j0
     while j + tw <= j1:
-        _tile(out, i0, j, x, i0, j, w, kh, kw, b0, R)
+        _tile(out, i0, j, x, i0, j, w, kh, kw, b0, R, wide)
         j += tw
     if j < j1:
-        _tile(out, i0, j1 - tw, x, i0, j1 - tw, w, kh, kw, b0, R)
+        _tile(out, i0, j1 - tw, x, i0, j1 - tw, w, kh, kw, b0, R, wide)
 
 
 @njit(parallel=True, **JIT)
