@@ -19,9 +19,10 @@ Axes map onto the layout ``(N, C, *spatial)`` of the engine (5-D: ``(N, C, D, H,
 * correlated axes -> up to three spatial axes (more: folded into channels for the
   direct method, or computed with ``scipy.fft`` for the FFT methods).
 
-Methods: ``direct`` runs the engine's direct kernel (int64 keeps integers exact; complex
-runs on the real kernels, real and imaginary parts becoming extra images, channels or
-output channels of one call). ``fft`` multiplies spectra (``scipy.fft`` over the
+Methods: ``direct`` runs the one-channel stencil kernel (``fastconv.cpu.stencil``) in 1-D
+and 2-D, the engine's direct kernel in 3-D (int64 keeps integers exact; complex runs on
+the real kernels, real and imaginary parts becoming extra images, channels or output
+channels). ``fft`` multiplies spectra (``scipy.fft`` over the
 correlated axes only; the CNN engine's FFT kernel would also transform the length-1 axes
 of its 5-D layout). ``oa``
 (overlap-add, computed as overlap-save) cuts the padded input into overlapping tiles
