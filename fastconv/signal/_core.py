@@ -136,8 +136,11 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
             res = _direct(xp, ks) if nsp <= 3 else _direct_folded(xp, ks, plan.out)
     else:
         steps = tile_steps(plan, method)
-        if steps is None:
-            res = _fft_valid(pad(xs, plan.pads, boundary, fill), ks)
+        if steps is None:             # padded straight to the transform's fast lengths
+            cplx = xs.dtype.kind == "c" or ks.dtype.kind == "c"
+            ext = tuple(sfft.next_fast_len(p, real=not cplx) - p if p > 1 else 0
+                        for p in plan.padded) if boundary == "fill" else ()
+            res = _fft_valid(pad(xs, plan.pads, boundary, fill, ext), ks, plan.padded)
         else:                         # pad to whole tiles; the excess is cropped below
             nt = _ntiles(plan.out, steps)
             pads = tuple((b, e + n * st - o) for (b, e), o, st, n in
@@ -271,29 +274,30 @@ def _padded_slab(xs, pads, boundary, fill, lo, hi):
     return out
 
 
-def _fft_valid(xp, ks):
+def _fft_valid(xp, ks, P=None):
     """Valid correlation of (N, G, *P) with (G, 1, *K) by FFTs of length >= P: the
-    circular convolution with the reversed kernel is exact from index K - 1 on."""
+    circular convolution with the reversed kernel is exact from index K - 1 on. ``xp``
+    may extend past ``P`` (default: its own shape) with finite values -- zeros padding
+    it to the transform's lengths, which then needs no copy."""
     with np.errstate(invalid="ignore", over="ignore"):    # inf/NaN input: see callers
-        return _fft_valid_scipy(xp, ks)
+        return _fft_valid_scipy(xp, ks, tuple(xp.shape[2:]) if P is None else tuple(P))
 
 
-def _fft_valid_scipy(xp, ks):
+def _fft_valid_scipy(xp, ks, P):
     """:func:`_fft_valid` with scipy.fft (all cores), transforming only the axes longer
     than 1."""
     nsp = xp.ndim - 2
     K = ks.shape[2:]
     cplx = xp.dtype.kind == "c" or ks.dtype.kind == "c"
-    axes = tuple(a for a in range(2, xp.ndim) if xp.shape[a] > 1)
-    fshape = [sfft.next_fast_len(int(xp.shape[a]), real=not cplx) for a in axes]
+    axes = tuple(a for a in range(2, xp.ndim) if P[a - 2] > 1)
+    fshape = [sfft.next_fast_len(int(P[a - 2]), real=not cplx) for a in axes]
     krev = ks[(slice(None), slice(None)) + (slice(None, None, -1),) * nsp]
     fwd, inv = (sfft.fftn, sfft.ifftn) if cplx else (sfft.rfftn, sfft.irfftn)
     nw = workers() if xp.size >= SMALL_MACS else 1
     spec = fwd(xp, fshape, axes=axes, workers=nw)
     spec *= _padded_spectrum(krev, fshape, axes, cplx, nw).reshape((1, -1) + spec.shape[2:])
     y = inv(spec, fshape, axes=axes, workers=nw)
-    return y[(slice(None), slice(None)) + tuple(slice(k - 1, p) for k, p in
-                                                zip(K, xp.shape[2:]))]
+    return y[(slice(None), slice(None)) + tuple(slice(k - 1, p) for k, p in zip(K, P))]
 
 
 def _padded_spectrum(k, fshape, axes, cplx, nw):
@@ -308,18 +312,22 @@ def _padded_spectrum(k, fshape, axes, cplx, nw):
     return spec
 
 
-def pad(xs, pads, boundary, fill):
-    """C-contiguous copy of (N, G, *spatial) ``xs`` padded per spatial axis."""
-    if all(b == 0 and a == 0 for b, a in pads):
+def pad(xs, pads, boundary, fill, extend=()):
+    """C-contiguous copy of (N, G, *spatial) ``xs`` padded per spatial axis (boundary
+    'fill': then ``extend[a]`` more zeros after axis ``a``, up to an FFT's length)."""
+    extend = tuple(extend) or (0,) * len(pads)
+    if all(b == 0 and a == 0 for b, a in pads) and not any(extend):
         return np.ascontiguousarray(xs)
     if boundary in ("circular", "symmetric"):
         return _pad_modes(xs, pads, boundary)
-    shape = xs.shape[:2] + tuple(n + b + a for n, (b, a) in zip(xs.shape[2:], pads))
+    shape = xs.shape[:2] + tuple(n + b + a + e for n, (b, a), e in
+                                 zip(xs.shape[2:], pads, extend))
     xp = np.empty(shape, dtype=xs.dtype)       # every element is written exactly once:
     inner = (slice(None), slice(None))
     for n, (b, a) in zip(xs.shape[2:], pads):   # the borders, axis by axis, ...
         xp[inner + (slice(0, b),)] = fill
-        xp[inner + (slice(b + n, None),)] = fill
+        xp[inner + (slice(b + n, b + n + a),)] = fill
+        xp[inner + (slice(b + n + a, None),)] = 0
         inner += (slice(b, b + n),)
     xp[inner] = xs                               # ... then the interior
     return xp
