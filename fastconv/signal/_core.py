@@ -295,9 +295,31 @@ def _fft_valid_scipy(xp, ks, P):
     fwd, inv = (sfft.fftn, sfft.ifftn) if cplx else (sfft.rfftn, sfft.irfftn)
     nw = workers() if xp.size >= SMALL_MACS else 1
     spec = fwd(xp, fshape, axes=axes, workers=nw)
-    spec *= _padded_spectrum(krev, fshape, axes, cplx, nw).reshape((1, -1) + spec.shape[2:])
+    spec *= _kernel_spectrum(krev, fshape, axes, cplx, nw).reshape((1, -1) + spec.shape[2:])
     y = inv(spec, fshape, axes=axes, workers=nw)
     return y[(slice(None), slice(None)) + tuple(slice(k - 1, p) for k, p in zip(K, P))]
+
+
+SPECTRUM_CACHE_BYTES = 32 << 20   # largest kernel spectrum kept for the next calls
+
+
+def _kernel_spectrum(k, fshape, axes, cplx, nw):
+    """:func:`_padded_spectrum`, remembered for the last few kernels: a filter applied to
+    image after image (calls with the same kernel, shapes and dtype) transforms it once.
+    Keyed by the kernel's bytes; read-only."""
+    nbytes = _prod(fshape) * 16 * k.shape[0]
+    if k.nbytes > (1 << 20) or nbytes > SPECTRUM_CACHE_BYTES:
+        return _padded_spectrum(k, fshape, axes, cplx, nw)
+    return _cached_spectrum(np.ascontiguousarray(k).tobytes(), k.shape, k.dtype.str,
+                            tuple(fshape), axes, cplx, nw)
+
+
+@lru_cache(maxsize=4)
+def _cached_spectrum(kbytes, shape, dtype, fshape, axes, cplx, nw):
+    k = np.frombuffer(kbytes, dtype=dtype).reshape(shape)
+    spec = _padded_spectrum(k, fshape, axes, cplx, nw)
+    spec.flags.writeable = False
+    return spec
 
 
 def _padded_spectrum(k, fshape, axes, cplx, nw):
