@@ -108,7 +108,8 @@ def run_case(name, x, h, image, repeat):
             "ours_ms": t_ours * 1e3, "gflops": flops / t_ours / 1e9, "scipy_best": best_label,
             "scipy_ms": scipy_times[best_label] * 1e3,
             "scipy_all_ms": {k: v * 1e3 for k, v in scipy_times.items()},
-            "ratio": scipy_times[best_label] / t_ours, "time_ratio": t_ours / scipy_times[best_label],
+            "ratio": scipy_times[best_label] / t_ours,
+            "time_ratio": t_ours / scipy_times[best_label],
             "per_method_ms": {k: times[k] * 1e3 for k in ours if k != "ours"}}
 
 

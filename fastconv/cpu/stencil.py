@@ -1,8 +1,8 @@
 """One-channel 2-D correlation (a stencil) on register tiles, written as LLVM vector IR.
 
-``stencil2d(out, x, w, bias)``: ``out[b, i, j] = bias[b] + sum_{a, c} w[b, a, c] *
-x[b, i + a, j + c]`` -- the valid correlation of each of B images with its own kernel
-(one signal, or one channel of a depthwise convolution).
+``stencil2d(out, x, w, bias)``: ``out[n, g, i, j] = bias[g] + sum_{a, c} w[g, a, c] *
+x[n, g, i + a, j + c]`` -- the valid correlation of each image's channel g with its own
+kernel (one signal of fastconv.signal, or one channel of a depthwise convolution).
 
 The micro-kernel holds a tile of R output rows x V vectors in registers while the taps
 run. It walks the R + kh - 1 input rows the tile reads, and for each row and kernel
@@ -11,7 +11,12 @@ row (with tap ``a = r - i``) takes it with its own broadcast weight. Per kernel 
 that is (R + kh - 1) * V loads for R * kh * V fused multiply-adds, instead of one load
 per multiply-add. The rows a tile walks fall in three phases -- the first R - 1 feed a
 growing set of output rows, the steady middle all R, the last R - 1 a shrinking set --
-so R <= kh; each phase is generated with its rows' sets known at compile time.
+so R <= kh; each phase is generated with its rows' sets known at compile time. Outputs
+narrower than a tile take half-width tiles, narrower than that the definition.
+
+Tasks are strips of columns whose input rows fit in L1, walked downwards block by block
+(the block below reuses kh - 1 of the rows); each tile prefetches the R rows the next
+block adds, which the hardware prefetchers do not anticipate.
 
 The vector width is the host's (AVX-512: 64 bytes, AVX2: 32), read from LLVM's CPU
 features as numba compiles for them. Floats, and integers with exact wrap-around
@@ -19,14 +24,13 @@ arithmetic (int64: vpmullq on AVX-512DQ).
 """
 import functools
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import config, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._common import JIT, U, n_tasks_target, serial_if_small
+from ._common import JIT, n_tasks_target, serial_if_small
 
 
 @functools.lru_cache(maxsize=1)
@@ -179,7 +183,8 @@ def _codegen(context, builder, sig, args, R, V):
         builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32,
                                                         i32, i32]), "llvm.prefetch.p0i8")
     for p in range(R):
-        prow = builder.bitcast(xrow_at(builder.add(kh, i64(R - 1 + p))), ir.IntType(8).as_pointer())
+        prow = builder.bitcast(xrow_at(builder.add(kh, i64(R - 1 + p))),
+                               ir.IntType(8).as_pointer())
         for m in range(V * VECTOR_BYTES // 64 + 1):
             builder.call(pf, [builder.gep(prow, [i64(64 * m)]), i32(0), i32(3), i32(1)])
     acc = [splat(b0)] * (R * V)
