@@ -20,32 +20,33 @@ import scipy.fft as sfft
 from ._core import Plan, _ntiles, _prod, oa_cost, tile_steps
 
 # seconds per unit of each feature (see features()): `python bench/signal_report.py --fit
-# --repeat 6` on the development machine (2 shared cores, busy), after the 1-D/2-D direct
-# method moved to the stencil kernel (cpu/stencil.py), with 3-D direct problems (the
-# engine's kernel) fitted apart; median relative error 0.34 direct, 0.25 FFT, 0.21
-# overlap-add.
+# --repeat 6` on the development machine (2 shared cores, a quiet moment), after the
+# 1-D/2-D direct method moved to the stencil kernel (cpu/stencil.py), with 3-D direct
+# problems (the engine's kernel) fitted apart; median relative error 0.42 direct (one
+# constant per multiply-add cannot follow the kernel from memory-bound k = 3 to
+# compute-bound k = 31), 0.15 FFT, 0.12 overlap-add.
 CONSTANTS = {
     "direct": {
-        "overhead": 4.12e-05,
-        "mac": 4.99e-11,
-        "mac32": 3.76e-11,
-        "mac_1d": 5.4e-11,
-        "mac32_1d": 2.66e-11,
-        "mac_3d": 1.17e-10,
-        "mac32_3d": 5.52e-11,
-        "byte": 9.29e-11
+        "overhead": 6e-05,
+        "mac": 2.23e-11,
+        "mac32": 1.61e-11,
+        "mac_1d": 2.37e-11,
+        "mac32_1d": 1.25e-11,
+        "mac_3d": 5.91e-11,
+        "mac32_3d": 3.58e-11,
+        "byte": 9.25e-11
     },
     "fft": {
-        "overhead": 5.66e-05,
-        "fft": 3.45e-10,
-        "fft32": 2.17e-10,
-        "byte": 0.0
+        "overhead": 6.51e-05,
+        "fft": 1.28e-10,
+        "fft32": 7.99e-11,
+        "byte": 4.45e-10
     },
     "oa": {
-        "overhead": 5.56e-05,
-        "fft": 2.29e-10,
-        "fft32": 1.73e-10,
-        "byte": 3.48e-10
+        "overhead": 6.35e-05,
+        "fft": 1.53e-10,
+        "fft32": 1.02e-10,
+        "byte": 2.45e-10
     },
 }
 METHODS = ("direct", "fft", "oa")
