@@ -18,6 +18,7 @@ SHA-256 matches the official files'.
 from __future__ import annotations
 
 import gzip
+import sys
 import hashlib
 import http.client
 import math
@@ -133,6 +134,10 @@ def read_idx(path):
     if len(data) - header > n:
         raise ValueError(f"{path}: IDX file has {len(data) - header - n} unexpected trailing "
                          f"bytes after shape {shape}")
+    if math.prod(d for d in shape if d) * dtype.itemsize > sys.maxsize:
+        # an empty array (a zero dimension) whose other dimensions NumPy cannot hold
+        raise ValueError(f"{path}: corrupt IDX header: shape {shape} is larger than any "
+                         f"array can be")
     arr = np.frombuffer(data, dtype=dtype, count=n // dtype.itemsize, offset=header)
     return arr.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
 

@@ -6,6 +6,7 @@ Oracle: a small independent IDX parser (Python ints, the format's definition) ap
 the same bytes, after ``gzip.decompress`` for the gzipped files."""
 import gzip
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -35,6 +36,8 @@ def reference_idx(data):
     dt = np.dtype(TYPES[data[2]])
     if len(data) - 4 - 4 * ndim != math.prod(shape) * dt.itemsize:
         return None
+    if math.prod(d for d in shape if d) * dt.itemsize > sys.maxsize:
+        return None                  # no array has this shape, even with a zero dimension
     return np.frombuffer(data[4 + 4 * ndim:], dtype=dt).reshape(shape)
 
 
@@ -127,6 +130,15 @@ def test_arbitrary_headers(tmp_path, code, ndim, dims, n_data, gz):
         reads_or_names_the_file(path, reference_idx(raw))
     finally:
         path.unlink()
+
+
+@pytest.mark.parametrize("dims", [(0, 66, 32537632, 4294967169), (2 ** 32 - 1, 0, 2 ** 32 - 1),
+                                  (0, 2 ** 31, 2 ** 31)])
+def test_empty_shapes_no_array_can_hold(tmp_path, dims):
+    # zero data bytes match the header, but NumPy cannot make an array of that shape
+    path = tmp_path / "empty-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims))
+    reads_or_names_the_file(path, reference_idx(path.read_bytes()))
 
 
 # --- the reported case ------------------------------------------------------------------
