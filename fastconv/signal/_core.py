@@ -43,7 +43,7 @@ from .._pad import pad as _pad_modes
 from .._spec import _prod
 from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small
 from ..cpu.fft import workers
-from ..cpu.stencil import stencil2d
+from ..cpu.stencil import stencil2d, tile_width
 from .._pad import source_index as _pad_index
 
 ONE3 = (1, 1, 1)
@@ -241,11 +241,20 @@ def _direct_regions(xs, ks, plan, boundary, fill):
 
     compute(lo, hi)                                   # the interior: x itself
     box_lo, box_hi = [0] * nsp, list(plan.out)
+    # slabs along the rows at least one register tile wide (reaching into the interior,
+    # whose outputs they recompute): narrower ones would take the kernel's scalar path
+    wide = tile_width(res.itemsize) if nsp <= 2 else 1
     for a in range(nsp):                              # the shell, slab by slab
+        last = a == nsp - 1
         for l, h in ((box_lo[a], lo[a]), (hi[a], box_hi[a])):
             if h > l:
                 rlo, rhi = list(box_lo), list(box_hi)
                 rlo[a], rhi[a] = l, h
+                if last and h - l < wide:
+                    if l == box_lo[a]:
+                        rhi[a] = max(h, min(l + wide, box_hi[a]))
+                    else:
+                        rlo[a] = min(l, max(h - wide, box_lo[a]))
                 compute(rlo, rhi)
         box_lo[a], box_hi[a] = lo[a], hi[a]
     return res
