@@ -20,6 +20,7 @@ from numba import get_thread_id, njit, prange
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
 from ._simd import (GRAD_ROWS, GRAD_TAPS, TILE_BYTES, VECTOR_BYTES, grad_tile_host, tile4,
                     tile4_add, tile_width, vector_width)
+from .stencil import stencil2d
 
 
 @njit(inline="always", **JIT)
@@ -281,6 +282,13 @@ def embed(u, src, d0, h0, w0):
 def direct_fwd(xp, w, bias, stride, dilation, groups, out):
     """out[n, o] = bias[o] + sum_{c, k} w[o, c, k] * xp[n, g*Cg + c, p*stride + k*dilation]."""
     N, O, OD, OH, OW = out.shape
+    kh, kw = w.shape[3], w.shape[4]
+    if (_one_channel(xp, w, stride, dilation, groups)            # depthwise 2-D: cpu/stencil.py
+            and xp.shape[3] >= OH + kh - 1 and xp.shape[4] >= OW + kw - 1):
+        # (the input gradient's phases pass inputs of other extents than ``out``'s valid
+        # correlation: the stencil reads exactly that extent, the lines below any other)
+        stencil2d(out[:, :, 0], xp[:, :, 0, :OH + kh - 1, :OW + kw - 1], w[:, 0, 0], bias)
+        return out
     Dp = xp.shape[2]
     sd, sh, sw = stride
     if sh > 1 or sw > 1:
@@ -307,6 +315,14 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out):
         _direct_fwd(out, xs, wp, off, xp.shape[1] // groups * Dp * Hp * Wp * nm,
                     bias, Wp * nm, Hp * Wp * nm, sd, groups, seg, scratch, nm)
     return out
+
+
+def _one_channel(xp, w, stride, dilation, groups):
+    """Each output channel reads one input channel of 2-D planes (depthwise, one signal)
+    at unit stride and dilation: the one-channel stencil kernel's problem."""
+    return (w.shape[0] == groups and w.shape[1] == 1 and xp.shape[2] == w.shape[2] == 1
+            and stride == (1, 1, 1) and dilation == (1, 1, 1)
+            and xp.dtype in (np.float32, np.float64, np.int64))
 
 
 def batch_minor(N, line, itemsize):

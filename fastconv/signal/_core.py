@@ -19,9 +19,10 @@ Axes map onto the layout ``(N, C, *spatial)`` of the engine (5-D: ``(N, C, D, H,
 * correlated axes -> up to three spatial axes (more: folded into channels for the
   direct method, or computed with ``scipy.fft`` for the FFT methods).
 
-Methods: ``direct`` runs the engine's direct kernel (int64 keeps integers exact; complex
-runs on the real kernels, real and imaginary parts becoming extra images, channels or
-output channels of one call). ``fft`` multiplies spectra (``scipy.fft`` over the
+Methods: ``direct`` runs the one-channel stencil kernel (``fastconv.cpu.stencil``) in 1-D
+and 2-D, the engine's direct kernel in 3-D (int64 keeps integers exact; complex runs on
+the real kernels, real and imaginary parts becoming extra images, channels or output
+channels). ``fft`` multiplies spectra (``scipy.fft`` over the
 correlated axes only; the CNN engine's FFT kernel would also transform the length-1 axes
 of its 5-D layout). ``oa``
 (overlap-add, computed as overlap-save) cuts the padded input into overlapping tiles
@@ -42,6 +43,7 @@ from .._pad import pad as _pad_modes
 from .._spec import _prod
 from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small
 from ..cpu.fft import workers
+from ..cpu.stencil import stencil2d, tile_width
 from .._pad import source_index as _pad_index
 
 ONE3 = (1, 1, 1)
@@ -134,8 +136,11 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
             res = _direct(xp, ks) if nsp <= 3 else _direct_folded(xp, ks, plan.out)
     else:
         steps = tile_steps(plan, method)
-        if steps is None:
-            res = _fft_valid(pad(xs, plan.pads, boundary, fill), ks)
+        if steps is None:             # padded straight to the transform's fast lengths
+            cplx = xs.dtype.kind == "c" or ks.dtype.kind == "c"
+            ext = tuple(sfft.next_fast_len(p, real=not cplx) - p if p > 1 else 0
+                        for p in plan.padded) if boundary == "fill" else ()
+            res = _fft_valid(pad(xs, plan.pads, boundary, fill, ext), ks, plan.padded)
         else:                         # pad to whole tiles; the excess is cropped below
             nt = _ntiles(plan.out, steps)
             pads = tuple((b, e + n * st - o) for (b, e), o, st, n in
@@ -150,8 +155,11 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
 
 def _direct(xp, ks, out=None):
     """Valid correlation of (N, G, *P) with (G, 1, *K) on the engine's direct kernel
-    (into ``out``, a possibly strided (N, G, *O) view, for real inputs)."""
+    (into ``out``, a possibly strided (N, G, *O) view, for real inputs); in 1-D and 2-D
+    on the one-channel register-tiled kernel of :mod:`fastconv.cpu.stencil`."""
     nsp = xp.ndim - 2
+    if nsp in (1, 2):
+        return _direct_stencil(xp, ks, out)
     lift = (1,) * (3 - nsp)
     x5 = np.ascontiguousarray(xp).reshape(xp.shape[:2] + lift + xp.shape[2:])
     w5 = np.ascontiguousarray(ks.reshape(ks.shape[:2] + lift + ks.shape[2:]))
@@ -163,6 +171,42 @@ def _direct(xp, ks, out=None):
                                           out=out5)
         r5 = _run_complex_aware(x5, w5, xp.shape[1])
     return r5.reshape(r5.shape[:2] + r5.shape[2 + len(lift):])
+
+
+def _direct_stencil(xp, ks, out=None):
+    """:func:`_direct` in 1-D (one row) and 2-D on :func:`fastconv.cpu.stencil.stencil2d`;
+    complex data as real and imaginary parts (images of one call per kernel part)."""
+    one_d = xp.ndim == 3
+    K = ks.shape[2:]
+    G = ks.shape[0]
+    O = tuple(p - k + 1 for p, k in zip(xp.shape[2:], K))
+
+    def rows(a):                             # 1-D as one row of a 2-D image
+        return a[:, :, None, :] if one_d else a
+
+    def taps(w):                             # (G, 1, *K) -> (G, kh, kw)
+        return np.ascontiguousarray(w.reshape((G,) + ((1,) if one_d else ()) + K))
+
+    def corr(x, w):                          # real x (M, G, *P), real w (G, 1, *K)
+        r = np.empty(x.shape[:2] + O, dtype=x.dtype)
+        stencil2d(rows(r), rows(x), taps(w))
+        return r
+
+    if out is not None:
+        stencil2d(rows(out), rows(xp), taps(ks))
+        return out
+    xc, kc = xp.dtype.kind == "c", ks.dtype.kind == "c"
+    if not (xc or kc):
+        return corr(xp, ks)
+    N = xp.shape[0]
+    xs = np.concatenate([xp.real, xp.imag]) if xc else xp      # (re, im) as images
+    parts = [corr(xs, np.ascontiguousarray(p)) for p in ((ks.real, ks.imag) if kc else (ks,))]
+    if not kc:
+        return parts[0][:N] + 1j * parts[0][N:]
+    (rr, ir), (ri, ii) = [(p[:N], p[N:]) if xc else (p, None) for p in parts]
+    if not xc:
+        return rr + 1j * ri
+    return (rr - ii) + 1j * (ri + ir)
 
 
 REGIONS_MIN_OUTPUTS = 4096   # smaller problems: one padded copy and one kernel call
@@ -197,11 +241,20 @@ def _direct_regions(xs, ks, plan, boundary, fill):
 
     compute(lo, hi)                                   # the interior: x itself
     box_lo, box_hi = [0] * nsp, list(plan.out)
+    # slabs along the rows at least one register tile wide (reaching into the interior,
+    # whose outputs they recompute): narrower ones would take the kernel's scalar path
+    wide = tile_width(res.itemsize) if nsp <= 2 else 1
     for a in range(nsp):                              # the shell, slab by slab
+        last = a == nsp - 1
         for l, h in ((box_lo[a], lo[a]), (hi[a], box_hi[a])):
             if h > l:
                 rlo, rhi = list(box_lo), list(box_hi)
                 rlo[a], rhi[a] = l, h
+                if last and h - l < wide:
+                    if l == box_lo[a]:
+                        rhi[a] = max(h, min(l + wide, box_hi[a]))
+                    else:
+                        rlo[a] = min(l, max(h - wide, box_lo[a]))
                 compute(rlo, rhi)
         box_lo[a], box_hi[a] = lo[a], hi[a]
     return res
@@ -230,29 +283,52 @@ def _padded_slab(xs, pads, boundary, fill, lo, hi):
     return out
 
 
-def _fft_valid(xp, ks):
+def _fft_valid(xp, ks, P=None):
     """Valid correlation of (N, G, *P) with (G, 1, *K) by FFTs of length >= P: the
-    circular convolution with the reversed kernel is exact from index K - 1 on."""
+    circular convolution with the reversed kernel is exact from index K - 1 on. ``xp``
+    may extend past ``P`` (default: its own shape) with finite values -- zeros padding
+    it to the transform's lengths, which then needs no copy."""
     with np.errstate(invalid="ignore", over="ignore"):    # inf/NaN input: see callers
-        return _fft_valid_scipy(xp, ks)
+        return _fft_valid_scipy(xp, ks, tuple(xp.shape[2:]) if P is None else tuple(P))
 
 
-def _fft_valid_scipy(xp, ks):
+def _fft_valid_scipy(xp, ks, P):
     """:func:`_fft_valid` with scipy.fft (all cores), transforming only the axes longer
     than 1."""
     nsp = xp.ndim - 2
     K = ks.shape[2:]
     cplx = xp.dtype.kind == "c" or ks.dtype.kind == "c"
-    axes = tuple(a for a in range(2, xp.ndim) if xp.shape[a] > 1)
-    fshape = [sfft.next_fast_len(int(xp.shape[a]), real=not cplx) for a in axes]
+    axes = tuple(a for a in range(2, xp.ndim) if P[a - 2] > 1)
+    fshape = [sfft.next_fast_len(int(P[a - 2]), real=not cplx) for a in axes]
     krev = ks[(slice(None), slice(None)) + (slice(None, None, -1),) * nsp]
     fwd, inv = (sfft.fftn, sfft.ifftn) if cplx else (sfft.rfftn, sfft.irfftn)
     nw = workers() if xp.size >= SMALL_MACS else 1
     spec = fwd(xp, fshape, axes=axes, workers=nw)
-    spec *= _padded_spectrum(krev, fshape, axes, cplx, nw).reshape((1, -1) + spec.shape[2:])
+    spec *= _kernel_spectrum(krev, fshape, axes, cplx, nw).reshape((1, -1) + spec.shape[2:])
     y = inv(spec, fshape, axes=axes, workers=nw)
-    return y[(slice(None), slice(None)) + tuple(slice(k - 1, p) for k, p in
-                                                zip(K, xp.shape[2:]))]
+    return y[(slice(None), slice(None)) + tuple(slice(k - 1, p) for k, p in zip(K, P))]
+
+
+SPECTRUM_CACHE_BYTES = 32 << 20   # largest kernel spectrum kept for the next calls
+
+
+def _kernel_spectrum(k, fshape, axes, cplx, nw):
+    """:func:`_padded_spectrum`, remembered for the last few kernels: a filter applied to
+    image after image (calls with the same kernel, shapes and dtype) transforms it once.
+    Keyed by the kernel's bytes; read-only."""
+    nbytes = _prod(fshape) * 16 * k.shape[0]
+    if k.nbytes > (1 << 20) or nbytes > SPECTRUM_CACHE_BYTES:
+        return _padded_spectrum(k, fshape, axes, cplx, nw)
+    return _cached_spectrum(np.ascontiguousarray(k).tobytes(), k.shape, k.dtype.str,
+                            tuple(fshape), axes, cplx, nw)
+
+
+@lru_cache(maxsize=4)
+def _cached_spectrum(kbytes, shape, dtype, fshape, axes, cplx, nw):
+    k = np.frombuffer(kbytes, dtype=dtype).reshape(shape)
+    spec = _padded_spectrum(k, fshape, axes, cplx, nw)
+    spec.flags.writeable = False
+    return spec
 
 
 def _padded_spectrum(k, fshape, axes, cplx, nw):
@@ -267,18 +343,22 @@ def _padded_spectrum(k, fshape, axes, cplx, nw):
     return spec
 
 
-def pad(xs, pads, boundary, fill):
-    """C-contiguous copy of (N, G, *spatial) ``xs`` padded per spatial axis."""
-    if all(b == 0 and a == 0 for b, a in pads):
+def pad(xs, pads, boundary, fill, extend=()):
+    """C-contiguous copy of (N, G, *spatial) ``xs`` padded per spatial axis (boundary
+    'fill': then ``extend[a]`` more zeros after axis ``a``, up to an FFT's length)."""
+    extend = tuple(extend) or (0,) * len(pads)
+    if all(b == 0 and a == 0 for b, a in pads) and not any(extend):
         return np.ascontiguousarray(xs)
     if boundary in ("circular", "symmetric"):
         return _pad_modes(xs, pads, boundary)
-    shape = xs.shape[:2] + tuple(n + b + a for n, (b, a) in zip(xs.shape[2:], pads))
+    shape = xs.shape[:2] + tuple(n + b + a + e for n, (b, a), e in
+                                 zip(xs.shape[2:], pads, extend))
     xp = np.empty(shape, dtype=xs.dtype)       # every element is written exactly once:
     inner = (slice(None), slice(None))
     for n, (b, a) in zip(xs.shape[2:], pads):   # the borders, axis by axis, ...
         xp[inner + (slice(0, b),)] = fill
-        xp[inner + (slice(b + n, None),)] = fill
+        xp[inner + (slice(b + n, b + n + a),)] = fill
+        xp[inner + (slice(b + n + a, None),)] = 0
         inner += (slice(b, b + n),)
     xp[inner] = xs                               # ... then the interior
     return xp

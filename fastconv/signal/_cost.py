@@ -3,7 +3,7 @@ is fastest for a :class:`~fastconv.signal._core.Plan`.
 
 Each method's time is modelled as ``overhead + sum(constant * feature)`` with features
 counted from the plan (multiply-adds, FFT work ``n log2 n``, bytes copied). The constants
-below were fitted on the development machine (2 shared AMD EPYC cores, AVX2/FMA) by
+below were fitted on the development machine (2 shared Intel Xeon cores, AVX-512) by
 
     python bench/signal_report.py --fit
 
@@ -20,28 +20,33 @@ import scipy.fft as sfft
 from ._core import Plan, _ntiles, _prod, oa_cost, tile_steps
 
 # seconds per unit of each feature (see features()): `python bench/signal_report.py --fit
-# --quick` on the development machine (2 cores, quiet), after the direct kernel's
-# single-channel path was reworked (median relative error 0.15 direct, ~0.25 FFT).
+# --repeat 6` on the development machine (2 shared cores, a quiet moment), after the
+# 1-D/2-D direct method moved to the stencil kernel (cpu/stencil.py), with 3-D direct
+# problems (the engine's kernel) fitted apart; median relative error 0.42 direct (one
+# constant per multiply-add cannot follow the kernel from memory-bound k = 3 to
+# compute-bound k = 31), 0.15 FFT, 0.12 overlap-add.
 CONSTANTS = {
     "direct": {
-        "overhead": 0.000133,
-        "mac": 6.35e-11,
-        "mac32": 3.12e-11,
-        "mac_1d": 5.49e-11,
-        "mac32_1d": 3.04e-11,
-        "byte": 4.09e-10
+        "overhead": 6e-05,
+        "mac": 2.23e-11,
+        "mac32": 1.61e-11,
+        "mac_1d": 2.37e-11,
+        "mac32_1d": 1.25e-11,
+        "mac_3d": 5.91e-11,
+        "mac32_3d": 3.58e-11,
+        "byte": 9.25e-11
     },
     "fft": {
-        "overhead": 0.00021,
-        "fft": 4.01e-10,
-        "fft32": 2.54e-10,
-        "byte": 0.0
+        "overhead": 6.51e-05,
+        "fft": 1.28e-10,
+        "fft32": 7.99e-11,
+        "byte": 4.45e-10
     },
     "oa": {
-        "overhead": 0.000191,
-        "fft": 2.77e-10,
-        "fft32": 2.07e-10,
-        "byte": 4.99e-10
+        "overhead": 6.35e-05,
+        "fft": 1.53e-10,
+        "fft32": 1.02e-10,
+        "byte": 2.45e-10
     },
 }
 METHODS = ("direct", "fft", "oa")
@@ -52,17 +57,18 @@ def features(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool) -> dic
 
     ``itemsize``: bytes of a real sample in the computation (8: float64/int64, 4: float32).
     Multiply-adds (direct) and ``n log2 n`` transform work (FFT) are counted separately
-    for single and double precision, and for 1-D and N-D direct problems, since the
-    kernels run at different speeds on them."""
+    for single and double precision, and for 1-D, 2-D (the stencil kernel) and 3-D or
+    more (the engine's direct kernel) direct problems, since the kernels run at
+    different speeds on them."""
     cplx = x_complex or k_complex
     # direct runs complex on the real kernel: complex x complex is 4 real products
     macs = plan.macs * (4 if x_complex and k_complex else (2 if cplx else 1))
     f32 = itemsize <= 4
-    one_d = len(plan.n) <= 1
+    rank = "_1d" if len(plan.n) <= 1 else ("" if len(plan.n) == 2 else "_3d")
     pad_bytes = plan.N * plan.G * _prod(plan.padded) * itemsize * (2 if x_complex else 1)
     direct = dict.fromkeys(CONSTANTS["direct"], 0.0)
     direct["overhead"] = 1.0
-    direct[("mac32" if f32 else "mac") + ("_1d" if one_d else "")] = float(macs)
+    direct[("mac32" if f32 else "mac") + rank] = float(macs)
     direct["byte"] = pad_bytes
     # FFT: transforms of x (each image/group), of the kernel (each group) and inverse;
     # a complex transform counts as two real ones

@@ -1,0 +1,345 @@
+"""One-channel 2-D correlation (a stencil) on register tiles, written as LLVM vector IR.
+
+``stencil2d(out, x, w, bias)``: ``out[n, g, i, j] = bias[g] + sum_{a, c} w[g, a, c] *
+x[n, g, i + a, j + c]`` -- the valid correlation of each image's channel g with its own
+kernel (one signal of fastconv.signal, or one channel of a depthwise convolution).
+
+The micro-kernel holds a tile of R output rows x V vectors in registers while the taps
+run. It walks the R + kh - 1 input rows the tile reads, and for each row and kernel
+column loads the row's V vectors once: every output row of the tile that uses that input
+row (with tap ``a = r - i``) takes it with its own broadcast weight. Per kernel column
+that is (R + kh - 1) * V loads for R * kh * V fused multiply-adds, instead of one load
+per multiply-add. The rows a tile walks fall in three phases -- the first R - 1 feed a
+growing set of output rows, the steady middle all R, the last R - 1 a shrinking set --
+so R <= kh; each phase is generated with its rows' sets known at compile time. Outputs
+narrower than a tile take half-width tiles, narrower than that the definition.
+
+Tasks are strips of columns whose input rows fit in L1, walked downwards block by block
+(the block below reuses kh - 1 of the rows); each tile prefetches the R rows the next
+block adds, which the hardware prefetchers do not anticipate.
+
+The vector width is the host's (AVX-512: 64 bytes, AVX2: 32), read from LLVM's CPU
+features as numba compiles for them. Floats, and integers with exact wrap-around
+arithmetic (int64: vpmullq on AVX-512DQ).
+"""
+import functools
+
+import numpy as np
+from llvmlite import ir
+from numba import config, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._common import JIT, n_tasks_target, serial_if_small
+
+
+@functools.lru_cache(maxsize=1)
+def vector_bytes():
+    """Bytes of the widest vector register numba compiles for (NUMBA_CPU_FEATURES, or
+    the host's)."""
+    feats = config.CPU_FEATURES
+    if feats:
+        on = {f[1:] for f in feats.split(",") if f.startswith("+")}
+    else:
+        import llvmlite.binding as llvm
+        on = {k for k, v in llvm.get_host_cpu_features().items() if v}
+    if config.CPU_NAME == "generic" and not feats:
+        return 16
+    if "avx512f" in on:
+        return 64
+    if "avx2" in on or "avx" in on:
+        return 32
+    return 16
+
+
+VECTOR_BYTES = vector_bytes()
+# AVX-512 has 32 vector registers: 4 x 4 accumulators + 4 inputs + 1 weight; AVX/SSE 16:
+# 4 x 2 accumulators + 2 + 1 (at least 8 independent chains hide the FMA latency)
+ROWS = 4
+VECTORS = 4 if VECTOR_BYTES == 64 else 2
+HALF = max(1, VECTORS // 2)
+
+
+def lanes(itemsize):
+    return VECTOR_BYTES // itemsize
+
+
+def tile_width(itemsize):
+    """Output columns of one full-width tile."""
+    return VECTORS * lanes(itemsize)
+
+
+def _stencil_intrinsic(R, V):
+    def tile(typingctx, out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t):
+        arrays = (out_t, x_t, w_t)
+        if not (all(isinstance(a, types.Array) and a.ndim == 2 for a in arrays)
+                and w_t.layout == "C" and isinstance(out_t.dtype, (types.Float, types.Integer))
+                and x_t.dtype == out_t.dtype and w_t.dtype == out_t.dtype):
+            return None
+        sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t)
+        return sig, lambda context, builder, s, args: _codegen(context, builder, s, args, R, V)
+
+    tile.__name__ = tile.__qualname__ = f"stencil_tile_{R}x{V}"
+    return intrinsic(tile)
+
+
+def _codegen(context, builder, sig, args, R, V):
+    out_t, x_t, w_t = sig.args[0], sig.args[3], sig.args[6]
+    dt = out_t.dtype
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    isz = dt.bitwidth // 8
+    L = VECTOR_BYTES // isz
+    ety = context.get_value_type(dt)
+    vty = ir.VectorType(ety, L)
+    vptr = vty.as_pointer()
+    is_float = isinstance(dt, types.Float)
+    if is_float:
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{L}f{isz * 8}")
+
+        def fma(a, b, c):
+            return builder.call(fn, [a, b, c])
+    else:                                   # exact integer arithmetic, wrapping like numpy
+        def fma(a, b, c):
+            return builder.add(builder.mul(a, b), c)
+
+    def cast(k):
+        return context.cast(builder, args[k], sig.args[k], types.int64)
+
+    O = context.make_array(out_t)(context, builder, args[0])
+    X = context.make_array(x_t)(context, builder, args[3])
+    W = context.make_array(w_t)(context, builder, args[6])
+    oi, oj, xi, xj, kh, kw = cast(1), cast(2), cast(4), cast(5), cast(7), cast(8)
+    b0 = context.cast(builder, args[9], sig.args[9], dt)
+    rso = builder.sdiv(cgutils.unpack_tuple(builder, O.strides, 2)[0], i64(isz))
+    rsx = builder.sdiv(cgutils.unpack_tuple(builder, X.strides, 2)[0], i64(isz))
+    obase = builder.gep(O.data, [builder.add(builder.mul(oi, rso), oj)])
+    xbase = builder.gep(X.data, [builder.add(builder.mul(xi, rsx), xj)])
+    undef = ir.Constant(vty, ir.Undefined)
+    splat0 = ir.Constant(ir.VectorType(i32, L), [0] * L)
+
+    def splat(v):
+        return builder.shuffle_vector(builder.insert_element(undef, v, i32(0)), undef, splat0)
+
+    def vload(ptr, k):
+        return builder.load(builder.bitcast(builder.gep(ptr, [i64(k * L)]), vptr), align=isz)
+
+    def loop(n, state, body):
+        """for t in range(n): state = body(t, state) (n >= 1), as one LLVM loop whose
+        state (a list of vectors) lives in phi nodes: registers."""
+        pre = builder.block
+        head = builder.append_basic_block("st.loop")
+        done = builder.append_basic_block("st.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        t = builder.phi(i64)
+        t.add_incoming(i64(0), pre)
+        phis = []
+        for s in state:
+            p = builder.phi(s.type)
+            p.add_incoming(s, pre)
+            phis.append(p)
+        new = body(t, phis)
+        t1 = builder.add(t, i64(1))
+        latch = builder.block
+        t.add_incoming(t1, latch)
+        for p, v in zip(phis, new):
+            p.add_incoming(v, latch)
+        builder.cbranch(builder.icmp_signed("<", t1, n), head, done)
+        builder.position_at_end(done)
+        return new                         # the loop runs at least once: its last values
+
+    def row(xrow, taps, acc):
+        """One input row: for each kernel column c, its V vectors feed the active output
+        rows (taps: {output row i: pointer to its weight row}), one FMA per vector."""
+        act = sorted(taps)
+
+        def body(c, st):
+            xp = builder.gep(xrow, [c])
+            xv = [vload(xp, k) for k in range(V)]
+            st = list(st)
+            for n, i in enumerate(act):
+                wv = splat(builder.load(builder.gep(taps[i], [c])))
+                for k in range(V):
+                    st[n * V + k] = fma(wv, xv[k], st[n * V + k])
+            return st
+
+        res = loop(kw, [acc[i * V + k] for i in act for k in range(V)], body)
+        acc = list(acc)
+        for n, i in enumerate(act):
+            acc[i * V:(i + 1) * V] = res[n * V:(n + 1) * V]
+        return acc
+
+    def xrow_at(r):
+        return builder.gep(xbase, [builder.mul(r, rsx)])
+
+    def wrow_at(a):
+        return builder.gep(W.data, [builder.mul(a, kw)])
+
+    # prefetch the R input rows that the next block of output rows (below this tile)
+    # adds, at this tile's columns: walking down a strip, those rows come from memory
+    # rows apart, a pattern the hardware prefetchers do not follow
+    pf = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32,
+                                                        i32, i32]), "llvm.prefetch.p0i8")
+    for p in range(R):
+        prow = builder.bitcast(xrow_at(builder.add(kh, i64(R - 1 + p))),
+                               ir.IntType(8).as_pointer())
+        for m in range(V * VECTOR_BYTES // 64 + 1):
+            builder.call(pf, [builder.gep(prow, [i64(64 * m)]), i32(0), i32(3), i32(1)])
+    acc = [splat(b0)] * (R * V)
+    for r in range(R - 1):                 # ramp-up: input row r feeds rows 0..r
+        acc = row(xrow_at(i64(r)), {i: wrow_at(i64(r - i)) for i in range(r + 1)}, acc)
+
+    def steady(t, st):                     # input rows R-1 .. kh-1 feed all R rows
+        r = builder.add(t, i64(R - 1))
+        return row(xrow_at(r), {i: wrow_at(builder.sub(r, i64(i))) for i in range(R)}, st)
+
+    acc = loop(builder.add(builder.sub(kh, i64(R)), i64(1)), acc, steady)
+    for s in range(R - 1):                 # ramp-down: row kh + s feeds rows s+1 .. R-1
+        r = builder.add(kh, i64(s))
+        acc = row(xrow_at(r), {i: wrow_at(builder.sub(r, i64(i))) for i in range(s + 1, R)},
+                  acc)
+    for i in range(R):
+        orow = builder.gep(obase, [builder.mul(i64(i), rso)])
+        for k in range(V):
+            ptr = builder.bitcast(builder.gep(orow, [i64(k * L)]), vptr)
+            builder.store(acc[i * V + k], ptr, align=isz)
+    return context.get_dummy_value()
+
+
+# tiles of R = 1..ROWS output rows (R <= kh, R <= the output's height), VECTORS wide
+# and half that (for outputs narrower than a full tile: depthwise layers' 56-wide planes)
+_w1, _w2, _w3, _w4 = (_stencil_intrinsic(R, VECTORS) for R in range(1, ROWS + 1))
+_h1, _h2, _h3, _h4 = (_stencil_intrinsic(R, HALF) for R in range(1, ROWS + 1))
+
+
+@njit(inline="always", **JIT)
+def _tile(out, oi, oj, x, xi, xj, w, kh, kw, b0, R, wide):
+    # out[oi + i, oj + j] = b0 + sum_{a, c} w[a, c] * x[xi + i + a, xj + j + c] for the
+    # R rows i and the columns j of a full (wide) or half tile
+    if wide:
+        if R == 4:
+            _w4(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        elif R == 3:
+            _w3(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        elif R == 2:
+            _w2(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        else:
+            _w1(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+    else:
+        if R == 4:
+            _h4(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        elif R == 3:
+            _h3(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        elif R == 2:
+            _h2(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+        else:
+            _h1(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+
+
+@njit(**JIT)
+def _narrow_rows(out, x, w, b0, i0, i1, j0, j1):
+    # the definition, for columns [j0, j1) of rows [i0, i1) (outputs narrower than a
+    # vector)
+    kh, kw = w.shape
+    for i in range(i0, i1):
+        for j in range(j0, j1):
+            s = b0
+            for a in range(kh):
+                for c in range(kw):
+                    s += w[a, c] * x[i + a, j + c]
+            out[i, j] = s
+
+
+@njit(**JIT)
+def _rows(out, x, w, b0, i0, R, j0, j1, tw):
+    # output rows [i0, i0 + R) x columns [j0, j1): tiles from j0, the last one
+    # overlapping its neighbour (its outputs recomputed and overwritten) where the
+    # columns are not a multiple of the tile; half tiles below a full tile, the
+    # definition below a half tile
+    kh, kw = w.shape
+    wide = j1 - j0 >= tw
+    if not wide:
+        tw = tw * HALF // VECTORS
+        if j1 - j0 < tw:
+            _narrow_rows(out, x, w, b0, i0, i0 + R, j0, j1)
+            return
+    j = j0
+    while j + tw <= j1:
+        _tile(out, i0, j, x, i0, j, w, kh, kw, b0, R, wide)
+        j += tw
+    if j < j1:
+        _tile(out, i0, j1 - tw, x, i0, j1 - tw, w, kh, kw, b0, R, wide)
+
+
+@njit(parallel=True, **JIT)
+def _stencil2d(out, x, w, bias, R, cw, gb, tw):
+    # out: (N, G, OH, OW)   x: (N, G, >= OH + kh - 1, >= OW + kw - 1)   w: (G, kh, kw)
+    # unit column strides. Tasks: (image, channel, strip of cw columns, group of gb
+    # blocks of R output rows). A task walks down its strip block by block: the strip's
+    # input rows (kh + R - 1 of them, cw + kw - 1 wide) stay in L1 while the block below
+    # reuses kh - 1 of them. The last row block and column tile overlap their neighbours.
+    N, G, OH, OW = out.shape
+    nrb = (OH + R - 1) // R
+    ns = (OW + cw - 1) // cw
+    ng = (nrb + gb - 1) // gb
+    for task in prange(N * G * ns * ng):
+        q = task % ng
+        r = task // ng
+        sg = r % ns
+        r = r // ns
+        g = r % G
+        n = r // G
+        j0 = sg * cw
+        j1 = min(j0 + cw, OW)
+        if j1 - j0 < tw and OW >= tw:        # a short last strip: start it a tile earlier
+            j0 = j1 - tw
+        ob, xb, wb, b0 = out[n, g], x[n, g], w[g], bias[g]
+        for rb in range(q * gb, min((q + 1) * gb, nrb)):
+            _rows(ob, xb, wb, b0, min(rb * R, OH - R), R, j0, j1, tw)
+
+
+L1_BYTES = 24 << 10      # input of one strip (kh + R - 1 rows): half of a typical L1
+
+
+def _strip(OW, kh, kw, R, isz, tw):
+    """Columns of one strip: whole tiles whose input rows fit L1_BYTES (at least one
+    tile; the whole width when that fits)."""
+    cols = L1_BYTES // ((kh + R - 1) * isz) - (kw - 1)
+    cw = max(tw, cols // tw * tw)
+    return OW if cw >= OW else cw
+
+
+def rows_for(kh, OH):
+    """Output rows per tile: ROWS, or fewer for short kernels and outputs."""
+    return max(1, min(ROWS, kh, OH))
+
+
+def stencil2d(out, x, w, bias=None):
+    """``out[n, g] = bias[g] + valid correlation of x[n, g] with w[g]`` (see the module
+    docstring). ``out``: (N, G, OH, OW), OH = H - kh + 1 and OW = W - kw + 1; ``x``:
+    (N, G, H, W), any strides (rows of unit stride run in place); ``w``: (G, kh, kw). float32,
+    float64 or int64; returns ``out``."""
+    N, G, OH, OW = out.shape
+    kh, kw = w.shape[1:]
+    if out.size == 0:
+        return out
+    assert x.shape[:2] == (N, G) and x.shape[2] == OH + kh - 1 and x.shape[3] == OW + kw - 1
+    if out.strides[3] != out.itemsize and OW > 1:
+        tmp = np.empty(out.shape, out.dtype)
+        out[...] = stencil2d(tmp, x, w, bias)
+        return out
+    if x.strides[3] != x.itemsize:
+        x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w, dtype=out.dtype)
+    bias = np.zeros(G, out.dtype) if bias is None else np.asarray(bias, out.dtype)
+    R = rows_for(kh, OH)
+    tw = tile_width(out.itemsize)
+    cw = _strip(OW, kh, kw, R, out.itemsize, tw)
+    nrb = -(-OH // R)
+    tasks = N * G * -(-OW // cw)
+    gb = max(1, nrb // max(1, -(-n_tasks_target() // tasks)))   # row blocks per task
+    with serial_if_small(N * G * OH * OW * kh * kw):
+        _stencil2d(out, x, w, bias, R, cw, gb, tw)
+    return out

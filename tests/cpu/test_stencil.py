@@ -1,0 +1,109 @@
+"""cpu/stencil.py: the one-channel register-tiled correlation, swept over the edges of
+its tiles (widths and heights just below / at / above a tile, half tiles, kernels as
+large as the input, strided views) against scipy.signal.correlate2d; integers exactly."""
+import numpy as np
+import pytest
+import scipy.signal as ss
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import PROPERTY
+from fastconv.cpu import stencil
+
+DTYPES = [np.float32, np.float64, np.int64]
+
+
+def reference(x, w, bias):
+    """(N, G, H, W) x (G, kh, kw) -> valid correlations, float64 (int64 exactly)."""
+    exact = x.dtype.kind == "i"
+    wide = np.int64 if exact else np.float64
+    N, G = x.shape[:2]
+    out = np.empty((N, G, x.shape[2] - w.shape[1] + 1, x.shape[3] - w.shape[2] + 1), wide)
+    for n in range(N):               # SciPy's direct 2-D correlation keeps int64 exact
+        for g in range(G):
+            out[n, g] = ss.correlate2d(x[n, g].astype(wide), w[g].astype(wide), "valid")
+            out[n, g] += bias[g]
+    return out
+
+
+def check(got, want, dtype):
+    if np.dtype(dtype).kind == "i":
+        np.testing.assert_array_equal(got, want)
+    else:
+        eps = np.finfo(dtype).eps
+        scale = max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(got, want, rtol=0, atol=64 * eps * scale)
+
+
+def edge_sizes(tile, half):
+    """Lengths around a full and a half tile, and tiny ones."""
+    return sorted({n for t in (half, tile, 2 * tile) for n in (t - 1, t, t + 1)} | {1, 2, 5})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@PROPERTY
+@given(data=st.data())
+def test_stencil_tile_edges(dtype, data):
+    """Output widths around the tile widths, heights around the row blocks, every kernel
+    shape up to the input's, strided and reversed rows, a bias; nothing outside ``out``
+    is written."""
+    isz = np.dtype(dtype).itemsize
+    tw = stencil.tile_width(isz)
+    half = tw * stencil.HALF // stencil.VECTORS
+    OW = data.draw(st.sampled_from(edge_sizes(tw, half)))
+    OH = data.draw(st.integers(1, 2 * stencil.ROWS + 1))
+    kh = data.draw(st.integers(1, 2 * stencil.ROWS + 2))
+    kw = data.draw(st.sampled_from([1, 2, 3, 5, 9, 17]))
+    N, G = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    H, W = OH + kh - 1, OW + kw - 1
+    big = rng.integers(-9, 10, (N, G, H + 3, W + 5)).astype(dtype)
+    if data.draw(st.booleans()):
+        x = big[:, :, 1:H + 1, 2:W + 2]                       # strided rows
+    else:
+        x = big[:, :, H + 1:1:-1, 2:W + 2][:, :, :H]           # reversed rows
+    w = rng.integers(-9, 10, (G, kh, kw)).astype(dtype)
+    bias = rng.integers(-9, 10, G).astype(dtype)
+    frame = np.full((N, G, OH + 2, OW + 4), 77, dtype=dtype)
+    out = frame[:, :, 1:OH + 1, 2:OW + 2]
+    stencil.stencil2d(out, x, w, bias)
+    check(out, reference(x, w, bias), dtype)
+    inner = np.zeros(frame.shape, bool)
+    inner[:, :, 1:OH + 1, 2:OW + 2] = True
+    assert (frame[~inner] == 77).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stencil_float_values_and_strips(dtype, monkeypatch, rng):
+    """Random floats (not only small integers) within a few ulps of float64; tiny L1
+    budgets force strips of one tile and several tasks per image."""
+    for l1 in (1, stencil.L1_BYTES):
+        monkeypatch.setattr(stencil, "L1_BYTES", l1)
+        for OH, OW, kh, kw in [(37, 3 * stencil.tile_width(np.dtype(dtype).itemsize) + 3, 7, 5),
+                               (9, 200, 15, 15), (1, 1000, 1, 31), (5, 70, 4, 1)]:
+            x = rng.standard_normal((1, 2, OH + kh - 1, OW + kw - 1)).astype(dtype)
+            w = rng.standard_normal((2, kh, kw)).astype(dtype)
+            out = np.empty((1, 2, OH, OW), dtype)
+            stencil.stencil2d(out, x, w)
+            check(out, reference(x, w, np.zeros(2)), dtype)
+
+
+def test_stencil_integers_wrap_like_numpy():
+    """int64 products and sums wrap around as NumPy's do (no float detour)."""
+    x = np.full((1, 1, 3, 40), 2 ** 40, dtype=np.int64)
+    w = np.full((1, 2, 3), 2 ** 30, dtype=np.int64)
+    out = np.empty((1, 1, 2, 38), np.int64)
+    stencil.stencil2d(out, x, w)
+    with np.errstate(over="ignore"):
+        want = (x[0, 0, 0, 0] * w[0, 0, 0]) * np.int64(6)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_vector_width_is_the_hosts():
+    import llvmlite.binding as llvm
+    from numba import config
+    feats = llvm.get_host_cpu_features()
+    if config.CPU_FEATURES or config.CPU_NAME:
+        pytest.skip("numba compiles for a configured CPU")
+    want = 64 if feats.get("avx512f") else 32 if feats.get("avx2") or feats.get("avx") else 16
+    assert stencil.VECTOR_BYTES == want

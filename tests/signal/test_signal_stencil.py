@@ -1,0 +1,90 @@
+"""fastconv.signal's direct method on the one-channel stencil kernel (cpu/stencil.py):
+images whose widths and heights sit just below / at / above its tiles, kernels up to
+larger than the image, every mode and boundary, float32/float64/complex/integers,
+against scipy.signal (integers bit for bit, floats within test_signal's tolerances)."""
+from unittest import mock
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastconv import signal
+from fastconv.cpu import stencil
+from fastconv.signal import _core as core
+from fastconv.signal import _memory
+
+from test_signal import assert_like, make
+
+DTYPES = ["int64", "int16", "float32", "float64", "complex64", "complex128"]
+
+
+def edge_widths():
+    """Output widths around the full and half tiles of float32 and float64."""
+    ws = {1, 2, 3}
+    for isz in (4, 8):
+        tw = stencil.tile_width(isz)
+        for t in (tw * stencil.HALF // stencil.VECTORS, tw, 2 * tw):
+            ws |= {t - 1, t, t + 1}
+    return sorted(ws)
+
+
+@st.composite
+def images(draw):
+    W = draw(st.sampled_from(edge_widths()))
+    H = draw(st.integers(1, 2 * stencil.ROWS + 2))
+    kh = draw(st.sampled_from([1, 2, 3, 4, 5, 7, H, H + 2]))
+    kw = draw(st.sampled_from([1, 2, 3, 5, 9, W, W + 3]))
+    d1, d2 = draw(st.sampled_from(DTYPES)), draw(st.sampled_from(DTYPES))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    return make(rng, (H, W), d1), make(rng, (max(1, kh), max(1, kw)), d2)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(images(), st.sampled_from(["full", "same", "valid"]),
+       st.sampled_from(["fill", "wrap", "symm"]), st.integers(-3, 3),
+       st.sampled_from(["convolve2d", "correlate2d"]), st.booleans())
+def test_sweep_stencil_2d(problem, mode, boundary, fillvalue, name, regions):
+    """convolve2d/correlate2d forced onto the direct method (with and without the
+    interior/shell split) against SciPy's."""
+    a, b = problem
+    try:
+        ref = getattr(ss, name)(a, b, mode, boundary, fillvalue)
+    except ValueError:
+        return
+    with mock.patch.object(_memory, "choose", lambda *args: "direct"), \
+            mock.patch.object(core, "REGIONS_MIN_OUTPUTS", 1 if regions else 10 ** 9):
+        ours = getattr(signal, name)(a, b, mode, boundary, fillvalue)
+    assert_like(ours, ref, scale=10 * max(1, b.size) ** 0.5, inputs=(a, b))
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(images(), st.sampled_from(["full", "same", "valid"]),
+       st.sampled_from(["convolve", "correlate"]), st.booleans())
+def test_sweep_stencil_nd(problem, mode, name, one_d):
+    """convolve/correlate(method='direct') in 2-D and (first row) 1-D against SciPy's
+    direct method."""
+    a, b = problem
+    if one_d:
+        a, b = a[0], b[0]
+    try:
+        ref = getattr(ss, name)(a, b, mode, method="direct")
+    except ValueError:
+        with pytest.raises(ValueError):
+            getattr(signal, name)(a, b, mode, method="direct")
+        return
+    assert_like(getattr(signal, name)(a, b, mode, method="direct"), ref,
+                scale=10 * max(1, b.size) ** 0.5, inputs=(a, b))
+
+
+def test_large_image_all_paths(rng):
+    """A 1024-wide image, kernels 3..31, float64 'same' with each boundary: the interior
+    in place and the shell from slabs, as in the benchmark."""
+    x = rng.standard_normal((300, 1024))
+    for k in (3, 8, 15, 31):
+        h = rng.standard_normal((k, k + 2))
+        for boundary in ("fill", "wrap", "symm"):
+            with mock.patch.object(_memory, "choose", lambda *args: "direct"):
+                ours = signal.convolve2d(x, h, "same", boundary)
+            assert_like(ours, ss.convolve2d(x, h, "same", boundary), scale=k)
