@@ -9,27 +9,16 @@ threads as numba. GFLOP/s counts 2 * outputs * taps.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 import fastconv  # noqa: E402
 
-
-def best_times(fns, repeat):
-    best = dict.fromkeys(fns, math.inf)
-    for fn in fns.values():
-        fn()
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+sys.path.insert(0, os.path.dirname(__file__))
+from signal_report import best_times  # noqa: E402  (round-robin best-of timing)
 
 
 def main():
