@@ -329,12 +329,12 @@ _CPU_REASONS = {
 
 _GPU_REASONS = {
     "direct": lambda s: (f"{s.C_in // s.groups} input channel(s) per group with a "
-                         f"{'x'.join(map(str, s.kernel))} kernel is too little reduction to fill "
+                         f"{_kernel_str(s)} kernel is too little reduction to fill "
                          f"GEMM tiles; shared-memory output tiles do less wasted work"),
     "im2col": lambda s: (f"{s.C_in // s.groups * _prod(s.kernel)}-deep patches and "
                          f"{s.C_out // s.groups} output channels per group fill the implicit "
                          f"GEMM's register-blocked tiles"),
-    "fft": lambda s: (f"the {'x'.join(map(str, s.kernel))} kernel is large relative to the "
+    "fft": lambda s: (f"the {_kernel_str(s)} kernel is large relative to the "
                       f"{'x'.join(map(str, s.in_size))} input, so the FFTs' O(n log n) traffic "
                       f"beats direct summation"),
 }

@@ -20,7 +20,7 @@ import numpy as np
 from .._spec import out_size
 from ._common import workspace
 from .direct import direct_bwd_weight, direct_fwd, embed
-from .fft import fft_fwd
+from .fft import abs_max, fft_fwd
 from .im2col import im2col_bwd_input, im2col_bwd_weight, im2col_fwd
 from . import winograd
 
@@ -181,7 +181,7 @@ def direct_weight_grad(xp, go, kernel, stride, dilation, groups):
     padded-width grid, whose wrap-around columns multiply zeros by inputs that no tap
     reads: with a NaN or inf in ``xp`` that would be inf * 0 = NaN where the sum has no
     such term, so non-finite inputs take im2col's GEMM (the same terms, no others)."""
-    if not (np.isfinite(xp.max()) and np.isfinite(xp.min())):   # NaN-propagating, no copy
+    if not math.isfinite(abs_max(xp)):
         return im2col_bwd_weight(xp, go, kernel, stride, dilation, groups)
     return direct_bwd_weight(xp, go, kernel, stride, dilation, groups)
 
