@@ -6,6 +6,8 @@ the same index map, so reflect/replicate/circular gradients fold back correctly.
 """
 import numpy as np
 
+from .cpu.direct import embed
+
 
 def source_index(n: int, before: int, after: int, mode: str) -> np.ndarray:
     """Index into an axis of length n for each of the n + before + after padded positions."""
@@ -38,6 +40,14 @@ def pad(x, pads, mode, dtype=None):
         return np.ascontiguousarray(x, dtype=dtype)
     if mode == "zeros":
         shape = x.shape[:2] + tuple(n + b + a for n, (b, a) in zip(x.shape[2:], pads))
+        if x.dtype == dtype and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous:
+            # one parallel pass that writes every element once (np.zeros then a copy
+            # would write the whole array twice, faulting its pages in on one thread)
+            xp = np.empty(shape, dtype=dtype)
+            lift = (1,) * (5 - x.ndim)
+            embed(xp.reshape(x.shape[:2] + lift + shape[2:]), x.reshape(x.shape[:2] + lift + x.shape[2:]),
+                  *((0,) * (5 - x.ndim) + tuple(b for b, _ in pads)))
+            return xp
         xp = np.zeros(shape, dtype=dtype)
         inner = tuple(slice(b, b + n) for n, (b, a) in zip(x.shape[2:], pads))
         xp[(slice(None), slice(None)) + inner] = x

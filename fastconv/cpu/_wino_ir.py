@@ -1,0 +1,222 @@
+"""Winograd input and output transforms over a run of tiles, written as LLVM vector IR.
+
+A run is a row of n consecutive tiles (tile t starts m*t columns after the run's start).
+The transforms work on blocks of L tiles, L the lanes of the host's widest vector
+(cpu/_simd.WIDE_VECTOR_BYTES): lane l of every vector belongs to tile t0 + l.
+
+Input (alpha = m + 2): per input row, m + 1 contiguous vectors cover the block's columns;
+the column pass of B^T runs on them as they are (it combines rows), then one shuffle per
+tile column j gathers column m*l + j of every tile l (a de-interleave that LLVM's loop
+vectoriser would do with gathers), and the row pass of B^T gives the alpha^2 rows of the
+transformed input, stored at V[vb + xi*PANEL + t]. Output: the alpha^2 products are loaded
+as vectors, A^T runs down the columns and along the rows, the bias is added, and a shuffle
+interleaves the m output columns of each tile back into contiguous output rows.
+
+Every load and store of the last, partial block is masked (llvm.masked.load/store): a run
+may end at its plane's last element, and the rows of V and of the output beside the run
+belong to other tiles. The transform coefficients are constants in the code, rounded to
+the compute dtype: the same values as the scalar edge-tile functions (_winograd_tf.py).
+"""
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._simd import WIDE_VECTOR_BYTES
+
+_i32, _i64 = ir.IntType(32), ir.IntType(64)
+
+
+class _Vec:
+    """Vector helpers for one intrinsic's codegen: L lanes of ``dtype``."""
+
+    def __init__(self, context, builder, dtype):
+        self.b = builder
+        self.np_dtype = np.dtype(str(dtype))
+        bits = dtype.bitwidth
+        self.L = L = WIDE_VECTOR_BYTES // (bits // 8)
+        self.align = _i32(bits // 8)
+        fty = context.get_value_type(dtype)
+        self.vty = vty = ir.VectorType(fty, L)
+        mty = ir.VectorType(ir.IntType(1), L)
+        pty = fty.as_pointer()
+        mod, sfx = builder.module, f"v{L}f{bits}"
+        self._load = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(vty, [pty, _i32, mty, vty]), f"llvm.masked.load.{sfx}.p0")
+        self._store = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(ir.VoidType(), [vty, pty, _i32, mty]),
+            f"llvm.masked.store.{sfx}.p0")
+        self._fma = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.{sfx}")
+        self.zero = ir.Constant(vty, [0.0] * L)
+        self._iota = ir.Constant(ir.VectorType(_i64, L), list(range(L)))
+
+    def splat(self, x, ty=None):
+        ty = ty or self.vty
+        u = ir.Constant(ty, ir.Undefined)
+        v = self.b.insert_element(u, x, _i32(0))
+        return self.b.shuffle_vector(v, u, ir.Constant(ir.VectorType(_i32, self.L), [0] * self.L))
+
+    def mask(self, lim):
+        """Lanes l < lim (an i64, any value)."""
+        return self.b.icmp_signed("<", self._iota, self.splat(lim, ir.VectorType(_i64, self.L)))
+
+    def load(self, ptr, mask):
+        return self.b.call(self._load, [ptr, self.align, mask, self.zero])
+
+    def store(self, v, ptr, mask):
+        self.b.call(self._store, [v, ptr, self.align, mask])
+
+    def lin(self, row, vecs):
+        """sum_j row[j] * vecs[j], with the products by 0 and +-1 resolved."""
+        b, acc = self.b, None
+        for c, v in zip(row, vecs):
+            c = float(self.np_dtype.type(c))
+            if c == 0.0:
+                continue
+            if acc is None:
+                if c == 1.0:
+                    acc = v
+                elif c == -1.0:
+                    acc = b.fneg(v)
+                else:
+                    acc = b.fmul(ir.Constant(self.vty, [c] * self.L), v)
+            elif c == 1.0:
+                acc = b.fadd(acc, v)
+            elif c == -1.0:
+                acc = b.fsub(acc, v)
+            else:
+                acc = b.call(self._fma, [ir.Constant(self.vty, [c] * self.L), v, acc])
+        return self.zero if acc is None else acc
+
+    def concat(self, vecs):
+        """One vector of all ``vecs`` in order (padded with undef to a power of two)."""
+        vs = list(vecs)
+        while len(vs) > 1:
+            if len(vs) % 2:
+                vs.append(ir.Constant(vs[0].type, ir.Undefined))
+            n = vs[0].type.count
+            vs = [self.b.shuffle_vector(vs[i], vs[i + 1],
+                                        ir.Constant(ir.VectorType(_i32, 2 * n), list(range(2 * n))))
+                  for i in range(0, len(vs), 2)]
+        return vs[0]
+
+    def pick(self, wide, idx):
+        """The vector of wide[idx[l]]."""
+        return self.b.shuffle_vector(wide, ir.Constant(wide.type, ir.Undefined),
+                                     ir.Constant(ir.VectorType(_i32, len(idx)), list(idx)))
+
+
+def _block_loop(builder, n, L, body):
+    """for t0 in range(0, n, L): body(t0) -- as an LLVM loop."""
+    entry = builder.block
+    loop = builder.append_basic_block("wblk.loop")
+    done = builder.append_basic_block("wblk.done")
+    builder.cbranch(builder.icmp_signed(">", n, _i64(0)), loop, done)
+    builder.position_at_end(loop)
+    t0 = builder.phi(_i64)
+    t0.add_incoming(_i64(0), entry)
+    body(t0)
+    nxt = builder.add(t0, _i64(L))
+    t0.add_incoming(nxt, builder.block)
+    builder.cbranch(builder.icmp_signed("<", nxt, n), loop, done)
+    builder.position_at_end(done)
+
+
+def _arrays_ok(*arrs):
+    return (all(isinstance(a, types.Array) and a.layout == "C" and a.ndim == 1 for a in arrs)
+            and isinstance(arrs[0].dtype, types.Float)
+            and all(a.dtype == arrs[0].dtype for a in arrs))
+
+
+def input_run(m, BT, panel):
+    """in_run(V, vb, xf, base, Wx, n): the input transform of tiles t < n reading
+    xf[base + i*Wx + m*t + j] (i, j < alpha), written to V[vb + (k*alpha + l)*panel + t]."""
+    alpha = BT.shape[0]
+
+    def gen(typingctx, V_t, vb_t, xf_t, base_t, wx_t, n_t):
+        if not _arrays_ok(V_t, xf_t):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vc = _Vec(context, builder, V_t.dtype)
+            L = vc.L
+            Va = context.make_array(V_t)(context, builder, args[0])
+            Xa = context.make_array(xf_t)(context, builder, args[2])
+            vb, base, Wx, n = (context.cast(builder, args[k], sig.args[k], types.int64)
+                               for k in (1, 3, 4, 5))
+
+            def body(t0):
+                nt = builder.sub(n, t0)
+                lim = builder.add(builder.mul(nt, _i64(m)), _i64(alpha - m))
+                col0 = builder.add(base, builder.mul(t0, _i64(m)))
+                rows = []
+                for i in range(alpha):
+                    rp = builder.add(col0, builder.mul(Wx, _i64(i)))
+                    rows.append([vc.load(builder.gep(Xa.data, [builder.add(rp, _i64(q * L))]),
+                                         vc.mask(builder.sub(lim, _i64(q * L))))
+                                 for q in range(m + 1)])
+                smask = vc.mask(nt)
+                dst0 = builder.add(vb, t0)
+                for k in range(alpha):
+                    wide = vc.concat([vc.lin(BT[k], [rows[i][q] for i in range(alpha)])
+                                      for q in range(m + 1)])
+                    cols = [vc.pick(wide, [m * l + j for l in range(L)]) for j in range(alpha)]
+                    for l in range(alpha):
+                        p = builder.gep(Va.data, [builder.add(dst0, _i64((k * alpha + l) * panel))])
+                        vc.store(vc.lin(BT[l], cols), p, smask)
+
+            _block_loop(builder, n, L, body)
+            return context.get_dummy_value()
+
+        return types.void(V_t, vb_t, xf_t, base_t, wx_t, n_t), codegen
+
+    gen.__name__ = gen.__qualname__ = f"wino_in{m}"
+    return intrinsic(gen)
+
+
+def output_run(m, AT, panel):
+    """out_run(y, yb, Wy, M, mb, n, bias): the output transform of tiles t < n reading
+    M[mb + (k*alpha + l)*panel + t], writing y[yb + a*Wy + m*t + b] = ... + bias (a, b < m)."""
+    alpha = AT.shape[1]
+
+    def gen(typingctx, y_t, yb_t, wy_t, M_t, mb_t, n_t, bias_t):
+        if not (_arrays_ok(y_t, M_t) and bias_t == y_t.dtype):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vc = _Vec(context, builder, y_t.dtype)
+            L = vc.L
+            Ya = context.make_array(y_t)(context, builder, args[0])
+            Ma = context.make_array(M_t)(context, builder, args[3])
+            yb, Wy, mb, n = (context.cast(builder, args[k], sig.args[k], types.int64)
+                             for k in (1, 2, 4, 5))
+            bias = vc.splat(args[6])
+            inter = [(c % m) * L + c // m for c in range(m * L)]
+
+            def body(t0):
+                nt = builder.sub(n, t0)
+                lmask = vc.mask(nt)
+                src0 = builder.add(mb, t0)
+                Mv = [[vc.load(builder.gep(Ma.data, [builder.add(src0, _i64((k * alpha + l) * panel))]),
+                               lmask) for l in range(alpha)] for k in range(alpha)]
+                row0 = builder.add(yb, builder.mul(t0, _i64(m)))
+                lim = builder.mul(nt, _i64(m))
+                for a in range(m):
+                    s = [vc.lin(AT[a], [Mv[k][l] for k in range(alpha)]) for l in range(alpha)]
+                    ys = [builder.fadd(vc.lin(AT[b], s), bias) for b in range(m)]
+                    wide = vc.pick(vc.concat(ys), inter)
+                    rp = builder.add(row0, builder.mul(Wy, _i64(a)))
+                    for q in range(m):
+                        part = vc.pick(wide, range(q * L, (q + 1) * L))
+                        vc.store(part, builder.gep(Ya.data, [builder.add(rp, _i64(q * L))]),
+                                 vc.mask(builder.sub(lim, _i64(q * L))))
+
+            _block_loop(builder, n, L, body)
+            return context.get_dummy_value()
+
+        return types.void(y_t, yb_t, wy_t, M_t, mb_t, n_t, bias_t), codegen
+
+    gen.__name__ = gen.__qualname__ = f"wino_out{m}"
+    return intrinsic(gen)
