@@ -229,13 +229,13 @@ def _winograd_counts(spec: ConvSpec, m: int) -> dict:
     tiles = spec.N * od * -(-oh // m) * -(-ow // m)
     padded = -(-tiles // winograd.PANEL) * winograd.PANEL
     return {"overhead": 1.0, "in_tile": tiles * spec.C_in, "out_tile": tiles * spec.C_out,
-            "gemm_mac": (m + 2) ** 2 * padded * G * Cg * -(-Og // 4) * 4}
+            "gemm_mac": (m + 2) ** 2 * padded * G * Cg * -(-Og // winograd.GEMM_ROWS) * winograd.GEMM_ROWS}
 
 
 def winograd_features(spec: ConvSpec, op: str = "forward", m: int = 4) -> dict:
     """Counts of what cpu/winograd.py runs for F(m x m, 3x3): per tile and channel an
     input transform, per tile and output channel an output transform, and the alpha^2
-    GEMMs over panels of PANEL tiles (output channels in blocks of 4). The input gradient
+    GEMMs over panels of PANEL tiles (output channels in blocks of GEMM_ROWS). The input gradient
     is the same 3x3 correlation over the fully padded grad_output (``adjoint_spec``); the
     weight gradient is im2col's (the registry entry says so with ``delegate``)."""
     return _winograd_counts(adjoint_spec(spec) if op == "input_grad" else spec, m)

@@ -130,12 +130,12 @@ def _arrays_ok(*arrs):
             and all(a.dtype == arrs[0].dtype for a in arrs))
 
 
-def input_run(m, BT, panel):
-    """in_run(V, vb, xf, base, Wx, n): the input transform of tiles t < n reading
-    xf[base + i*Wx + m*t + j] (i, j < alpha), written to V[vb + (k*alpha + l)*panel + t]."""
+def input_run(m, BT):
+    """in_run(V, vb, xs, xf, base, Wx, n): the input transform of tiles t < n reading
+    xf[base + i*Wx + m*t + j] (i, j < alpha), written to V[vb + (k*alpha + l)*xs + t]."""
     alpha = BT.shape[0]
 
-    def gen(typingctx, V_t, vb_t, xf_t, base_t, wx_t, n_t):
+    def gen(typingctx, V_t, vb_t, xs_t, xf_t, base_t, wx_t, n_t):
         if not _arrays_ok(V_t, xf_t):
             return None
 
@@ -143,9 +143,9 @@ def input_run(m, BT, panel):
             vc = _Vec(context, builder, V_t.dtype)
             L = vc.L
             Va = context.make_array(V_t)(context, builder, args[0])
-            Xa = context.make_array(xf_t)(context, builder, args[2])
-            vb, base, Wx, n = (context.cast(builder, args[k], sig.args[k], types.int64)
-                               for k in (1, 3, 4, 5))
+            Xa = context.make_array(xf_t)(context, builder, args[3])
+            vb, xs, base, Wx, n = (context.cast(builder, args[k], sig.args[k], types.int64)
+                                   for k in (1, 2, 4, 5, 6))
 
             def body(t0):
                 nt = builder.sub(n, t0)
@@ -164,24 +164,25 @@ def input_run(m, BT, panel):
                                       for q in range(m + 1)])
                     cols = [vc.pick(wide, [m * l + j for l in range(L)]) for j in range(alpha)]
                     for l in range(alpha):
-                        p = builder.gep(Va.data, [builder.add(dst0, _i64((k * alpha + l) * panel))])
+                        xi = builder.mul(xs, _i64(k * alpha + l))
+                        p = builder.gep(Va.data, [builder.add(dst0, xi)])
                         vc.store(vc.lin(BT[l], cols), p, smask)
 
             _block_loop(builder, n, L, body)
             return context.get_dummy_value()
 
-        return types.void(V_t, vb_t, xf_t, base_t, wx_t, n_t), codegen
+        return types.void(V_t, vb_t, xs_t, xf_t, base_t, wx_t, n_t), codegen
 
     gen.__name__ = gen.__qualname__ = f"wino_in{m}"
     return intrinsic(gen)
 
 
-def output_run(m, AT, panel):
-    """out_run(y, yb, Wy, M, mb, n, bias): the output transform of tiles t < n reading
-    M[mb + (k*alpha + l)*panel + t], writing y[yb + a*Wy + m*t + b] = ... + bias (a, b < m)."""
+def output_run(m, AT):
+    """out_run(y, yb, Wy, M, mb, xs, n, bias): the output transform of tiles t < n reading
+    M[mb + (k*alpha + l)*xs + t], writing y[yb + a*Wy + m*t + b] = ... + bias (a, b < m)."""
     alpha = AT.shape[1]
 
-    def gen(typingctx, y_t, yb_t, wy_t, M_t, mb_t, n_t, bias_t):
+    def gen(typingctx, y_t, yb_t, wy_t, M_t, mb_t, xs_t, n_t, bias_t):
         if not (_arrays_ok(y_t, M_t) and bias_t == y_t.dtype):
             return None
 
@@ -190,17 +191,17 @@ def output_run(m, AT, panel):
             L = vc.L
             Ya = context.make_array(y_t)(context, builder, args[0])
             Ma = context.make_array(M_t)(context, builder, args[3])
-            yb, Wy, mb, n = (context.cast(builder, args[k], sig.args[k], types.int64)
-                             for k in (1, 2, 4, 5))
-            bias = vc.splat(args[6])
+            yb, Wy, mb, xs, n = (context.cast(builder, args[k], sig.args[k], types.int64)
+                                 for k in (1, 2, 4, 5, 6))
+            bias = vc.splat(args[7])
             inter = [(c % m) * L + c // m for c in range(m * L)]
 
             def body(t0):
                 nt = builder.sub(n, t0)
                 lmask = vc.mask(nt)
                 src0 = builder.add(mb, t0)
-                Mv = [[vc.load(builder.gep(Ma.data, [builder.add(src0, _i64((k * alpha + l) * panel))]),
-                               lmask) for l in range(alpha)] for k in range(alpha)]
+                Mv = [[vc.load(builder.gep(Ma.data, [builder.add(src0, builder.mul(
+                    xs, _i64(k * alpha + l)))]), lmask) for l in range(alpha)] for k in range(alpha)]
                 row0 = builder.add(yb, builder.mul(t0, _i64(m)))
                 lim = builder.mul(nt, _i64(m))
                 for a in range(m):
@@ -216,7 +217,74 @@ def output_run(m, AT, panel):
             _block_loop(builder, n, L, body)
             return context.get_dummy_value()
 
-        return types.void(y_t, yb_t, wy_t, M_t, mb_t, n_t, bias_t), codegen
+        return types.void(y_t, yb_t, wy_t, M_t, mb_t, xs_t, n_t, bias_t), codegen
 
     gen.__name__ = gen.__qualname__ = f"wino_out{m}"
+    return intrinsic(gen)
+
+
+def gemm_tile(rows, nvec):
+    """gemm(acc, a0, rs, V, v0, vs, wg, w0, K): a register tile of ``rows`` x ``nvec``
+    vectors, acc[a0 + j*rs + q*L + l] = sum_{k < K} wg[w0 + k*rows + j] * V[v0 + k*vs + q*L + l]
+    for rows j, vectors q and lanes l < L (acc, V, wg: 1-D contiguous, one float dtype).
+    Per k: nvec vector loads, rows broadcasts, rows * nvec fused multiply-adds; the
+    accumulators stay in registers for the whole K loop (overwrites acc)."""
+
+    def gen(typingctx, acc_t, a0_t, rs_t, V_t, v0_t, vs_t, wg_t, w0_t, K_t):
+        if not _arrays_ok(acc_t, V_t, wg_t):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vc = _Vec(context, builder, acc_t.dtype)
+            L, vty = vc.L, vc.vty
+            A, Va, Wa = (context.make_array(sig.args[k])(context, builder, args[k])
+                         for k in (0, 3, 6))
+            a0, rs, v0, vs, w0, K = (context.cast(builder, args[k], sig.args[k], types.int64)
+                                     for k in (1, 2, 4, 5, 7, 8))
+            ptr = vty.as_pointer()
+            entry = builder.block
+            loop = builder.append_basic_block("gemm.loop")
+            done = builder.append_basic_block("gemm.done")
+            builder.cbranch(builder.icmp_signed(">", K, _i64(0)), loop, done)
+            builder.position_at_end(loop)
+            k = builder.phi(_i64)
+            k.add_incoming(_i64(0), entry)
+            cur = []
+            for _ in range(rows * nvec):
+                ph = builder.phi(vty)
+                ph.add_incoming(vc.zero, entry)
+                cur.append(ph)
+            vrow = builder.add(v0, builder.mul(k, vs))
+            xs = [builder.load(builder.bitcast(builder.gep(Va.data, [builder.add(vrow, _i64(q * L))]),
+                                               ptr), align=vc.align.constant)
+                  for q in range(nvec)]
+            wrow = builder.add(w0, builder.mul(k, _i64(rows)))
+            new = []
+            for j in range(rows):
+                wb = vc.splat(builder.load(builder.gep(Wa.data, [builder.add(wrow, _i64(j))])))
+                for q in range(nvec):
+                    new.append(builder.call(vc._fma, [wb, xs[q], cur[j * nvec + q]]))
+            nxt = builder.add(k, _i64(1))
+            k.add_incoming(nxt, loop)
+            for ph, v in zip(cur, new):
+                ph.add_incoming(v, loop)
+            builder.cbranch(builder.icmp_signed("<", nxt, K), loop, done)
+            builder.position_at_end(done)
+            fins = []
+            for v in new:                   # (LLVM wants the phis at the block's top)
+                fin = builder.phi(vty)
+                fin.add_incoming(vc.zero, entry)
+                fin.add_incoming(v, loop)
+                fins.append(fin)
+            for j in range(rows):
+                for q in range(nvec):
+                    fin = fins[j * nvec + q]
+                    d = builder.gep(A.data, [builder.add(a0, builder.add(builder.mul(rs, _i64(j)),
+                                                                         _i64(q * L)))])
+                    builder.store(fin, builder.bitcast(d, ptr), align=vc.align.constant)
+            return context.get_dummy_value()
+
+        return types.void(acc_t, a0_t, rs_t, V_t, v0_t, vs_t, wg_t, w0_t, K_t), codegen
+
+    gen.__name__ = gen.__qualname__ = f"wino_gemm{rows}x{nvec}"
     return intrinsic(gen)

@@ -2,8 +2,8 @@
 
 Transforms of single tiles at the edges of the input and the output (runs of
 interior tiles take the vector code of _wino_ir.py): in*_edge writes
-V[vb + xi * PANEL] (xi = k * alpha + l) from one alpha x alpha input tile (zero
-outside the plane); out*_edge reads M[mb + xi * PANEL] and writes the rows a < na
+V[vb + xi * xs] (xi = k * alpha + l) from one alpha x alpha input tile (zero
+outside the plane); out*_edge reads M[mb + xi * xs] and writes the rows a < na
 and columns b < nb of one output tile (+ bias)."""
 from numba import njit
 
@@ -11,7 +11,7 @@ from ._common import JIT, U
 
 
 @njit(**JIT)
-def in2_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb):
+def in2_edge(V, vb, xs, xf, base, Hx, Wx, r0, c0, cb):
     # one tile: rows r0 + i, columns c0 + j of the plane at base (zero outside)
     zero = cb[0]
     ri0 = 0 <= r0 + 0 < Hx
@@ -54,43 +54,43 @@ def in2_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb):
     t3_1 = d3_1 + d3_2
     t3_2 = -d3_1 + d3_2
     t3_3 = -d3_1 + d3_3
-    V[vb + 0] = -t0_0 + t2_0
-    V[vb + 48] = -t0_1 + t2_1
-    V[vb + 96] = -t0_2 + t2_2
-    V[vb + 144] = -t0_3 + t2_3
-    V[vb + 192] = t1_0 + t2_0
-    V[vb + 240] = t1_1 + t2_1
-    V[vb + 288] = t1_2 + t2_2
-    V[vb + 336] = t1_3 + t2_3
-    V[vb + 384] = -t1_0 + t2_0
-    V[vb + 432] = -t1_1 + t2_1
-    V[vb + 480] = -t1_2 + t2_2
-    V[vb + 528] = -t1_3 + t2_3
-    V[vb + 576] = -t1_0 + t3_0
-    V[vb + 624] = -t1_1 + t3_1
-    V[vb + 672] = -t1_2 + t3_2
-    V[vb + 720] = -t1_3 + t3_3
+    V[vb + 0 * xs] = -t0_0 + t2_0
+    V[vb + 1 * xs] = -t0_1 + t2_1
+    V[vb + 2 * xs] = -t0_2 + t2_2
+    V[vb + 3 * xs] = -t0_3 + t2_3
+    V[vb + 4 * xs] = t1_0 + t2_0
+    V[vb + 5 * xs] = t1_1 + t2_1
+    V[vb + 6 * xs] = t1_2 + t2_2
+    V[vb + 7 * xs] = t1_3 + t2_3
+    V[vb + 8 * xs] = -t1_0 + t2_0
+    V[vb + 9 * xs] = -t1_1 + t2_1
+    V[vb + 10 * xs] = -t1_2 + t2_2
+    V[vb + 11 * xs] = -t1_3 + t2_3
+    V[vb + 12 * xs] = -t1_0 + t3_0
+    V[vb + 13 * xs] = -t1_1 + t3_1
+    V[vb + 14 * xs] = -t1_2 + t3_2
+    V[vb + 15 * xs] = -t1_3 + t3_3
 
 @njit(**JIT)
-def out2_edge(y, yb, Wy, M, mb, na, nb, bias, ca):
+def out2_edge(y, yb, Wy, M, mb, xs, na, nb, bias, ca):
     # one tile: writes rows a < na, columns b < nb
     zero = ca[0]
-    m0_0 = M[mb + 0]
-    m0_1 = M[mb + 48]
-    m0_2 = M[mb + 96]
-    m0_3 = M[mb + 144]
-    m1_0 = M[mb + 192]
-    m1_1 = M[mb + 240]
-    m1_2 = M[mb + 288]
-    m1_3 = M[mb + 336]
-    m2_0 = M[mb + 384]
-    m2_1 = M[mb + 432]
-    m2_2 = M[mb + 480]
-    m2_3 = M[mb + 528]
-    m3_0 = M[mb + 576]
-    m3_1 = M[mb + 624]
-    m3_2 = M[mb + 672]
-    m3_3 = M[mb + 720]
+    m0_0 = M[mb + 0 * xs]
+    m0_1 = M[mb + 1 * xs]
+    m0_2 = M[mb + 2 * xs]
+    m0_3 = M[mb + 3 * xs]
+    m1_0 = M[mb + 4 * xs]
+    m1_1 = M[mb + 5 * xs]
+    m1_2 = M[mb + 6 * xs]
+    m1_3 = M[mb + 7 * xs]
+    m2_0 = M[mb + 8 * xs]
+    m2_1 = M[mb + 9 * xs]
+    m2_2 = M[mb + 10 * xs]
+    m2_3 = M[mb + 11 * xs]
+    m3_0 = M[mb + 12 * xs]
+    m3_1 = M[mb + 13 * xs]
+    m3_2 = M[mb + 14 * xs]
+    m3_3 = M[mb + 15 * xs]
     t0_0 = m0_0 + m0_1 + m0_2
     t0_1 = m0_1 - m0_2 + m0_3
     t1_0 = m1_0 + m1_1 + m1_2
@@ -113,7 +113,7 @@ def out2_edge(y, yb, Wy, M, mb, na, nb, bias, ca):
         y[yb + 1 * Wy + 1] = y1_1 + bias
 
 @njit(**JIT)
-def in4_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb):
+def in4_edge(V, vb, xs, xf, base, Hx, Wx, r0, c0, cb):
     # one tile: rows r0 + i, columns c0 + j of the plane at base (zero outside)
     k0 = cb[0]
     k1 = cb[1]
@@ -216,45 +216,45 @@ def in4_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb):
     t5_3 = k8 * d5_1 + k9 * d5_2 + k10 * d5_3 + d5_4
     t5_4 = k11 * d5_1 + k12 * d5_2 + k13 * d5_3 + d5_4
     t5_5 = k14 * d5_1 + k15 * d5_3 + d5_5
-    V[vb + 0] = k0 * t0_0 + k1 * t2_0 + t4_0
-    V[vb + 48] = k0 * t0_1 + k1 * t2_1 + t4_1
-    V[vb + 96] = k0 * t0_2 + k1 * t2_2 + t4_2
-    V[vb + 144] = k0 * t0_3 + k1 * t2_3 + t4_3
-    V[vb + 192] = k0 * t0_4 + k1 * t2_4 + t4_4
-    V[vb + 240] = k0 * t0_5 + k1 * t2_5 + t4_5
-    V[vb + 288] = k2 * t1_0 + k3 * t2_0 + k4 * t3_0 + t4_0
-    V[vb + 336] = k2 * t1_1 + k3 * t2_1 + k4 * t3_1 + t4_1
-    V[vb + 384] = k2 * t1_2 + k3 * t2_2 + k4 * t3_2 + t4_2
-    V[vb + 432] = k2 * t1_3 + k3 * t2_3 + k4 * t3_3 + t4_3
-    V[vb + 480] = k2 * t1_4 + k3 * t2_4 + k4 * t3_4 + t4_4
-    V[vb + 528] = k2 * t1_5 + k3 * t2_5 + k4 * t3_5 + t4_5
-    V[vb + 576] = k5 * t1_0 + k6 * t2_0 + k7 * t3_0 + t4_0
-    V[vb + 624] = k5 * t1_1 + k6 * t2_1 + k7 * t3_1 + t4_1
-    V[vb + 672] = k5 * t1_2 + k6 * t2_2 + k7 * t3_2 + t4_2
-    V[vb + 720] = k5 * t1_3 + k6 * t2_3 + k7 * t3_3 + t4_3
-    V[vb + 768] = k5 * t1_4 + k6 * t2_4 + k7 * t3_4 + t4_4
-    V[vb + 816] = k5 * t1_5 + k6 * t2_5 + k7 * t3_5 + t4_5
-    V[vb + 864] = k8 * t1_0 + k9 * t2_0 + k10 * t3_0 + t4_0
-    V[vb + 912] = k8 * t1_1 + k9 * t2_1 + k10 * t3_1 + t4_1
-    V[vb + 960] = k8 * t1_2 + k9 * t2_2 + k10 * t3_2 + t4_2
-    V[vb + 1008] = k8 * t1_3 + k9 * t2_3 + k10 * t3_3 + t4_3
-    V[vb + 1056] = k8 * t1_4 + k9 * t2_4 + k10 * t3_4 + t4_4
-    V[vb + 1104] = k8 * t1_5 + k9 * t2_5 + k10 * t3_5 + t4_5
-    V[vb + 1152] = k11 * t1_0 + k12 * t2_0 + k13 * t3_0 + t4_0
-    V[vb + 1200] = k11 * t1_1 + k12 * t2_1 + k13 * t3_1 + t4_1
-    V[vb + 1248] = k11 * t1_2 + k12 * t2_2 + k13 * t3_2 + t4_2
-    V[vb + 1296] = k11 * t1_3 + k12 * t2_3 + k13 * t3_3 + t4_3
-    V[vb + 1344] = k11 * t1_4 + k12 * t2_4 + k13 * t3_4 + t4_4
-    V[vb + 1392] = k11 * t1_5 + k12 * t2_5 + k13 * t3_5 + t4_5
-    V[vb + 1440] = k14 * t1_0 + k15 * t3_0 + t5_0
-    V[vb + 1488] = k14 * t1_1 + k15 * t3_1 + t5_1
-    V[vb + 1536] = k14 * t1_2 + k15 * t3_2 + t5_2
-    V[vb + 1584] = k14 * t1_3 + k15 * t3_3 + t5_3
-    V[vb + 1632] = k14 * t1_4 + k15 * t3_4 + t5_4
-    V[vb + 1680] = k14 * t1_5 + k15 * t3_5 + t5_5
+    V[vb + 0 * xs] = k0 * t0_0 + k1 * t2_0 + t4_0
+    V[vb + 1 * xs] = k0 * t0_1 + k1 * t2_1 + t4_1
+    V[vb + 2 * xs] = k0 * t0_2 + k1 * t2_2 + t4_2
+    V[vb + 3 * xs] = k0 * t0_3 + k1 * t2_3 + t4_3
+    V[vb + 4 * xs] = k0 * t0_4 + k1 * t2_4 + t4_4
+    V[vb + 5 * xs] = k0 * t0_5 + k1 * t2_5 + t4_5
+    V[vb + 6 * xs] = k2 * t1_0 + k3 * t2_0 + k4 * t3_0 + t4_0
+    V[vb + 7 * xs] = k2 * t1_1 + k3 * t2_1 + k4 * t3_1 + t4_1
+    V[vb + 8 * xs] = k2 * t1_2 + k3 * t2_2 + k4 * t3_2 + t4_2
+    V[vb + 9 * xs] = k2 * t1_3 + k3 * t2_3 + k4 * t3_3 + t4_3
+    V[vb + 10 * xs] = k2 * t1_4 + k3 * t2_4 + k4 * t3_4 + t4_4
+    V[vb + 11 * xs] = k2 * t1_5 + k3 * t2_5 + k4 * t3_5 + t4_5
+    V[vb + 12 * xs] = k5 * t1_0 + k6 * t2_0 + k7 * t3_0 + t4_0
+    V[vb + 13 * xs] = k5 * t1_1 + k6 * t2_1 + k7 * t3_1 + t4_1
+    V[vb + 14 * xs] = k5 * t1_2 + k6 * t2_2 + k7 * t3_2 + t4_2
+    V[vb + 15 * xs] = k5 * t1_3 + k6 * t2_3 + k7 * t3_3 + t4_3
+    V[vb + 16 * xs] = k5 * t1_4 + k6 * t2_4 + k7 * t3_4 + t4_4
+    V[vb + 17 * xs] = k5 * t1_5 + k6 * t2_5 + k7 * t3_5 + t4_5
+    V[vb + 18 * xs] = k8 * t1_0 + k9 * t2_0 + k10 * t3_0 + t4_0
+    V[vb + 19 * xs] = k8 * t1_1 + k9 * t2_1 + k10 * t3_1 + t4_1
+    V[vb + 20 * xs] = k8 * t1_2 + k9 * t2_2 + k10 * t3_2 + t4_2
+    V[vb + 21 * xs] = k8 * t1_3 + k9 * t2_3 + k10 * t3_3 + t4_3
+    V[vb + 22 * xs] = k8 * t1_4 + k9 * t2_4 + k10 * t3_4 + t4_4
+    V[vb + 23 * xs] = k8 * t1_5 + k9 * t2_5 + k10 * t3_5 + t4_5
+    V[vb + 24 * xs] = k11 * t1_0 + k12 * t2_0 + k13 * t3_0 + t4_0
+    V[vb + 25 * xs] = k11 * t1_1 + k12 * t2_1 + k13 * t3_1 + t4_1
+    V[vb + 26 * xs] = k11 * t1_2 + k12 * t2_2 + k13 * t3_2 + t4_2
+    V[vb + 27 * xs] = k11 * t1_3 + k12 * t2_3 + k13 * t3_3 + t4_3
+    V[vb + 28 * xs] = k11 * t1_4 + k12 * t2_4 + k13 * t3_4 + t4_4
+    V[vb + 29 * xs] = k11 * t1_5 + k12 * t2_5 + k13 * t3_5 + t4_5
+    V[vb + 30 * xs] = k14 * t1_0 + k15 * t3_0 + t5_0
+    V[vb + 31 * xs] = k14 * t1_1 + k15 * t3_1 + t5_1
+    V[vb + 32 * xs] = k14 * t1_2 + k15 * t3_2 + t5_2
+    V[vb + 33 * xs] = k14 * t1_3 + k15 * t3_3 + t5_3
+    V[vb + 34 * xs] = k14 * t1_4 + k15 * t3_4 + t5_4
+    V[vb + 35 * xs] = k14 * t1_5 + k15 * t3_5 + t5_5
 
 @njit(**JIT)
-def out4_edge(y, yb, Wy, M, mb, na, nb, bias, ca):
+def out4_edge(y, yb, Wy, M, mb, xs, na, nb, bias, ca):
     # one tile: writes rows a < na, columns b < nb
     k0 = ca[0]
     k1 = ca[1]
@@ -269,42 +269,42 @@ def out4_edge(y, yb, Wy, M, mb, na, nb, bias, ca):
     k10 = ca[10]
     k11 = ca[11]
     zero = ca[12]
-    m0_0 = M[mb + 0]
-    m0_1 = M[mb + 48]
-    m0_2 = M[mb + 96]
-    m0_3 = M[mb + 144]
-    m0_4 = M[mb + 192]
-    m0_5 = M[mb + 240]
-    m1_0 = M[mb + 288]
-    m1_1 = M[mb + 336]
-    m1_2 = M[mb + 384]
-    m1_3 = M[mb + 432]
-    m1_4 = M[mb + 480]
-    m1_5 = M[mb + 528]
-    m2_0 = M[mb + 576]
-    m2_1 = M[mb + 624]
-    m2_2 = M[mb + 672]
-    m2_3 = M[mb + 720]
-    m2_4 = M[mb + 768]
-    m2_5 = M[mb + 816]
-    m3_0 = M[mb + 864]
-    m3_1 = M[mb + 912]
-    m3_2 = M[mb + 960]
-    m3_3 = M[mb + 1008]
-    m3_4 = M[mb + 1056]
-    m3_5 = M[mb + 1104]
-    m4_0 = M[mb + 1152]
-    m4_1 = M[mb + 1200]
-    m4_2 = M[mb + 1248]
-    m4_3 = M[mb + 1296]
-    m4_4 = M[mb + 1344]
-    m4_5 = M[mb + 1392]
-    m5_0 = M[mb + 1440]
-    m5_1 = M[mb + 1488]
-    m5_2 = M[mb + 1536]
-    m5_3 = M[mb + 1584]
-    m5_4 = M[mb + 1632]
-    m5_5 = M[mb + 1680]
+    m0_0 = M[mb + 0 * xs]
+    m0_1 = M[mb + 1 * xs]
+    m0_2 = M[mb + 2 * xs]
+    m0_3 = M[mb + 3 * xs]
+    m0_4 = M[mb + 4 * xs]
+    m0_5 = M[mb + 5 * xs]
+    m1_0 = M[mb + 6 * xs]
+    m1_1 = M[mb + 7 * xs]
+    m1_2 = M[mb + 8 * xs]
+    m1_3 = M[mb + 9 * xs]
+    m1_4 = M[mb + 10 * xs]
+    m1_5 = M[mb + 11 * xs]
+    m2_0 = M[mb + 12 * xs]
+    m2_1 = M[mb + 13 * xs]
+    m2_2 = M[mb + 14 * xs]
+    m2_3 = M[mb + 15 * xs]
+    m2_4 = M[mb + 16 * xs]
+    m2_5 = M[mb + 17 * xs]
+    m3_0 = M[mb + 18 * xs]
+    m3_1 = M[mb + 19 * xs]
+    m3_2 = M[mb + 20 * xs]
+    m3_3 = M[mb + 21 * xs]
+    m3_4 = M[mb + 22 * xs]
+    m3_5 = M[mb + 23 * xs]
+    m4_0 = M[mb + 24 * xs]
+    m4_1 = M[mb + 25 * xs]
+    m4_2 = M[mb + 26 * xs]
+    m4_3 = M[mb + 27 * xs]
+    m4_4 = M[mb + 28 * xs]
+    m4_5 = M[mb + 29 * xs]
+    m5_0 = M[mb + 30 * xs]
+    m5_1 = M[mb + 31 * xs]
+    m5_2 = M[mb + 32 * xs]
+    m5_3 = M[mb + 33 * xs]
+    m5_4 = M[mb + 34 * xs]
+    m5_5 = M[mb + 35 * xs]
     t0_0 = m0_0 + m0_1 + m0_2 + m0_3 + m0_4
     t0_1 = k0 * m0_1 + k1 * m0_2 + k2 * m0_3 + k3 * m0_4
     t0_2 = k4 * m0_1 + k5 * m0_2 + k6 * m0_3 + k7 * m0_4

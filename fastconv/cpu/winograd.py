@@ -34,13 +34,18 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ._common import JIT, serial_if_small, workspace
-from ._simd import WIDE_TILE_BYTES, tile4_wide
-from ._wino_ir import input_run, output_run
+from ._simd import HOST_AVX512, WIDE_VECTOR_BYTES
+from ._wino_ir import gemm_tile, input_run, output_run
 
 R = 3                                   # kernel size the generated transforms serve
 #: tiles per panel (a multiple of every dtype's micro-kernel width); the generated
 #: transforms use it as the constant stride between the alpha^2 rows of a panel
 PANEL = 48
+#: the GEMMs' register tile: GEMM_ROWS output channels x GEMM_VECTORS of the host's widest
+#: vectors (8 x 3 accumulators + 3 inputs + 1 broadcast of AVX-512's 32 registers;
+#: 4 x 3 + 3 + 1 of AVX2's 16)
+GEMM_ROWS = 8 if HOST_AVX512 else 4
+GEMM_VECTORS = 3
 #: interpolation points (the point at infinity is implicit) per output tile size m:
 #: F(4,3) uses {0, +-sqrt(2)/2, +-sqrt(2)} (ncnn's choice: ~4x smaller float32 error
 #: than the textbook {0, +-1, +-2}); F(2,3) the classic {0, +-1}
@@ -166,8 +171,8 @@ def generate_source() -> str:
            "",
            "Transforms of single tiles at the edges of the input and the output (runs of",
            "interior tiles take the vector code of _wino_ir.py): in*_edge writes",
-           "V[vb + xi * PANEL] (xi = k * alpha + l) from one alpha x alpha input tile (zero",
-           "outside the plane); out*_edge reads M[mb + xi * PANEL] and writes the rows a < na",
+           "V[vb + xi * xs] (xi = k * alpha + l) from one alpha x alpha input tile (zero",
+           "outside the plane); out*_edge reads M[mb + xi * xs] and writes the rows a < na",
            "and columns b < nb of one output tile (+ bias).\"\"\"",
            "from numba import njit", "", "from ._common import JIT, U", ""]
     for m in sorted(POINTS):
@@ -180,7 +185,7 @@ def generate_source() -> str:
         d = [[f"d{i}_{j}" for j in range(alpha)] for i in range(alpha)]
         # input, one bounded tile
         out += ["", "@njit(**JIT)",
-                f"def in{m}_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb):",
+                f"def in{m}_edge(V, vb, xs, xf, base, Hx, Wx, r0, c0, cb):",
                 f"    # one tile: rows r0 + i, columns c0 + j of the plane at base (zero outside)"]
         out += loadk_b
         for i in range(alpha):
@@ -191,16 +196,16 @@ def generate_source() -> str:
             for j in range(alpha):
                 out.append(f"    d{i}_{j} = xf[base + (r0 + {i}) * Wx + c0 + {j}] "
                            f"if ri{i} and cj{j} else zero")
-        _transform(out, BT, d, lambda k, l: f"V[vb + {(k * alpha + l) * PANEL}]", bi, "    ")
+        _transform(out, BT, d, lambda k, l: f"V[vb + {k * alpha + l} * xs]", bi, "    ")
         # output, one bounded tile
         mm = [[f"m{k}_{l}" for l in range(alpha)] for k in range(alpha)]
         out += ["", "@njit(**JIT)",
-                f"def out{m}_edge(y, yb, Wy, M, mb, na, nb, bias, ca):",
+                f"def out{m}_edge(y, yb, Wy, M, mb, xs, na, nb, bias, ca):",
                 f"    # one tile: writes rows a < na, columns b < nb"]
         out += loadk_a
         for k in range(alpha):
             for l in range(alpha):
-                out.append(f"    m{k}_{l} = M[mb + {(k * alpha + l) * PANEL}]")
+                out.append(f"    m{k}_{l} = M[mb + {k * alpha + l} * xs]")
         _transform(out, AT, mm, lambda a, b: f"y{a}_{b}", ai, "    ")
         for a in range(m):
             for b in range(m):
@@ -218,16 +223,17 @@ from . import _winograd_tf as _tf  # noqa: E402  (generated from the code above)
 
 # --- the kernel --------------------------------------------------------------------------
 # runs of interior tiles: vector IR (_wino_ir.py), one per m
-_in2_run, _in4_run = (input_run(m, matrices(m)[2], PANEL) for m in (2, 4))
-_out2_run, _out4_run = (output_run(m, matrices(m)[0], PANEL) for m in (2, 4))
+_in2_run, _in4_run = (input_run(m, matrices(m)[2]) for m in (2, 4))
+_out2_run, _out4_run = (output_run(m, matrices(m)[0]) for m in (2, 4))
+_gemm = gemm_tile(GEMM_ROWS, GEMM_VECTORS)
 
 
 @njit(**JIT)
-def _in_run(m, V, vb, xf, base, Wx, n):
+def _in_run(m, V, vb, xs, xf, base, Wx, n):
     if m == 2:
-        _in2_run(V, vb, xf, base, Wx, n)
+        _in2_run(V, vb, xs, xf, base, Wx, n)
     else:
-        _in4_run(V, vb, xf, base, Wx, n)
+        _in4_run(V, vb, xs, xf, base, Wx, n)
 
 
 @njit(**JIT)
@@ -243,39 +249,48 @@ def _tile_run(t, t1, per_img, tw, D):
 
 
 @njit(**JIT)
-def _in_edge(m, V, vb, xf, base, Hx, Wx, r0, c0, cb):
+def _in_edge(m, V, vb, xs, xf, base, Hx, Wx, r0, c0, cb):
     if m == 2:
-        _tf.in2_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb)
+        _tf.in2_edge(V, vb, xs, xf, base, Hx, Wx, r0, c0, cb)
     else:
-        _tf.in4_edge(V, vb, xf, base, Hx, Wx, r0, c0, cb)
+        _tf.in4_edge(V, vb, xs, xf, base, Hx, Wx, r0, c0, cb)
 
 
 @njit(**JIT)
-def _out_run(m, y, yb, Wy, M, mb, n, bias):
+def _out_run(m, y, yb, Wy, M, mb, xs, n, bias):
     if m == 2:
-        _out2_run(y, yb, Wy, M, mb, n, bias)
+        _out2_run(y, yb, Wy, M, mb, xs, n, bias)
     else:
-        _out4_run(y, yb, Wy, M, mb, n, bias)
+        _out4_run(y, yb, Wy, M, mb, xs, n, bias)
 
 
 @njit(**JIT)
-def _out_edge(m, y, yb, Wy, M, mb, na, nb, bias, ca):
+def _out_edge(m, y, yb, Wy, M, mb, xs, na, nb, bias, ca):
     if m == 2:
-        _tf.out2_edge(y, yb, Wy, M, mb, na, nb, bias, ca)
+        _tf.out2_edge(y, yb, Wy, M, mb, xs, na, nb, bias, ca)
     else:
-        _tf.out4_edge(y, yb, Wy, M, mb, na, nb, bias, ca)
+        _tf.out4_edge(y, yb, Wy, M, mb, xs, na, nb, bias, ca)
+
+
+@njit(**JIT)
+def _row_stride(rows):
+    """Elements between consecutive alpha^2 matrices of `rows` x PANEL in a panel's
+    scratch: one 64-byte line more than they hold, so that the alpha^2 rows a transform
+    writes for one tile do not all map to the same L1 set (rows x PANEL x itemsize is
+    often a multiple of 4096 bytes)."""
+    return rows * PANEL + 16
 
 
 @njit(parallel=True, **JIT)
-def _winograd(yf, xf, Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, pw, groups,
+def _winograd(yf, xf, Uw, bias, cb, ca, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, pw, groups,
               scV, scM, stages):
     # yf: (N, O, D, Ho, Wo) flat   xf: (N, C, D, Hx, Wx) flat, read as if padded by ph
     # rows and pw columns before (zeros; and zeros after, as far as the tiles reach)
-    # Uw: (groups, alpha^2, nob, Cg, 4) transformed filters   off[c] = c * alpha^2 * TB
+    # Uw: (groups, alpha^2, nob, Cg, GEMM_ROWS) transformed filters, flat
     # Tasks: (group, panel of TB = PANEL consecutive tiles in (n, d, tile row, tile
-    # column) order). scV[thread]: the panel's transformed input (Cg, alpha^2, TB);
-    # scM[thread]: its products (nob * 4, alpha^2, TB) -- the constant stride TB between
-    # the alpha^2 rows lets LLVM vectorise the transforms' loops over tiles.
+    # column) order). scV[thread]: the panel's transformed input (alpha^2, Cg, TB);
+    # scM[thread]: its products (alpha^2, nob * GEMM_ROWS, TB): each GEMM reads and
+    # writes contiguous rows of TB tiles.
     # stages: bit mask of the stages to run (1 input transform, 2 GEMMs, 4 output
     # transform; 7 in use, the others for profiling).
     TB = PANEL
@@ -283,13 +298,16 @@ def _winograd(yf, xf, Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, 
     A2 = alpha * alpha
     Cg = C // groups
     Og = O // groups
-    nob = (Og + 3) // 4
+    R = GEMM_ROWS
+    nob = (Og + R - 1) // R
+    XV = _row_stride(Cg)                              # between V's alpha^2 matrices
+    XM = _row_stride(nob * R)                         # between M's
     th = (Ho + m - 1) // m
     tw = (Wo + m - 1) // m
     per_img = th * tw
     P = N * D * per_img
     npan = (P + TB - 1) // TB
-    step = WIDE_TILE_BYTES // yf.itemsize
+    step = GEMM_VECTORS * WIDE_VECTOR_BYTES // yf.itemsize
     HWx = Hx * Wx
     HWo = Ho * Wo
     # interior tile columns of the input: m*tc - pw >= 0 and m*tc - pw + alpha <= Wx
@@ -311,32 +329,32 @@ def _winograd(yf, xf, Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, 
                 n, dd, tr, tca, tcb = _tile_run(t, t1, per_img, tw, D)
                 base = ((n * C + cin) * D + dd) * HWx
                 r0 = m * tr - ph
-                vb = c * A2 * TB + (t - t0) - tca          # V column of tile column 0
+                vb = c * TB + (t - t0) - tca          # V column of tile column 0
                 a = tca
                 if r0 >= 0 and r0 + alpha <= Hx:
                     lo = min(max(tca, ci0), tcb)
                     hi = max(lo, min(tcb, ci1))
                     for tc in range(tca, lo):
-                        _in_edge(m, V, vb + tc, xf, base, Hx, Wx, r0, m * tc - pw, cb)
+                        _in_edge(m, V, vb + tc, XV, xf, base, Hx, Wx, r0, m * tc - pw, cb)
                     if hi > lo:
-                        _in_run(m, V, vb + lo, xf, base + r0 * Wx + m * lo - pw, Wx,
-                                hi - lo)
+                        _in_run(m, V, vb + lo, XV, xf, base + r0 * Wx + m * lo - pw,
+                                Wx, hi - lo)
                     a = hi
                 for tc in range(a, tcb):
-                    _in_edge(m, V, vb + tc, xf, base, Hx, Wx, r0, m * tc - pw, cb)
+                    _in_edge(m, V, vb + tc, XV, xf, base, Hx, Wx, r0, m * tc - pw, cb)
                 t += tcb - tca
             if t1 - t0 < TB:                           # the last panel: zero columns
                 for xi in range(A2):
-                    r = (c * A2 + xi) * TB
+                    r = xi * XV + c * TB
                     V[r + t1 - t0:r + TB] = 0
-        # alpha^2 GEMMs: M[:, xi] (Og, TB) = U[xi]^T (Og, Cg) @ V[:, xi] (Cg, TB)
-        M2 = Mf.reshape((nob * 4, A2 * TB))
+        # alpha^2 GEMMs: M[xi] (Og, TB) = U[xi]^T (Og, Cg) @ V[xi] (Cg, TB), in register
+        # tiles of GEMM_ROWS output channels x `step` tiles
         for xi in range(A2 if stages & 2 else 0):
             for ob in range(nob):
-                acc = M2[4 * ob:4 * ob + 4]
-                wg = Uw[g, xi, ob]
-                for p in range(xi * TB, xi * TB + TB, step):
-                    tile4_wide(acc, p, V, 0, off, wg, Cg)
+                w0 = ((g * A2 + xi) * nob + ob) * Cg * R
+                for p in range(0, TB, step):
+                    _gemm(Mf, xi * XM + ob * R * TB + p, TB, V, xi * XV + p, TB,
+                          Uw, w0, Cg)
         # output transform (+ bias)
         for o in range(Og if stages & 4 else 0):
             oo = g * Og + o
@@ -345,16 +363,16 @@ def _winograd(yf, xf, Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, 
             while t < t1:
                 n, dd, tr, tca, tcb = _tile_run(t, t1, per_img, tw, D)
                 yb = ((n * O + oo) * D + dd) * HWo + m * tr * Wo
-                mb = o * A2 * TB + (t - t0) - tca
+                mb = o * TB + (t - t0) - tca
                 na = min(m, Ho - m * tr)
                 a = tca
                 if na == m:
                     hi = max(tca, min(tcb, fc))
                     if hi > tca:
-                        _out_run(m, yf, yb + m * tca, Wo, Mf, mb + tca, hi - tca, bv)
+                        _out_run(m, yf, yb + m * tca, Wo, Mf, mb + tca, XM, hi - tca, bv)
                     a = hi
                 for tc in range(a, tcb):
-                    _out_edge(m, yf, yb + m * tc, Wo, Mf, mb + tc, na, min(m, Wo - m * tc),
+                    _out_edge(m, yf, yb + m * tc, Wo, Mf, mb + tc, XM, na, min(m, Wo - m * tc),
                               bv, ca)
                 t += tcb - tca
 
@@ -366,17 +384,20 @@ _cache_lock = threading.Lock()
 
 
 def _transform_filters(w, groups, m):
-    """(groups, alpha^2, nob, Cg, 4): G w G^T in float64, rounded, packed for tile4."""
+    """(groups, alpha^2, nob, Cg, GEMM_ROWS): G w G^T in float64, rounded, packed for the
+    GEMM's register tiles."""
     _, G, _ = matrices(m)
     O, Cg = w.shape[:2]
     Og = O // groups
-    nob = -(-Og // 4)
+    R = GEMM_ROWS
+    nob = -(-Og // R)
     alpha = m + 2
     gw = np.einsum("ai,ocij,bj->aboc", G, w.reshape(O, Cg, 3, 3).astype(np.float64), G)
     gw = gw.reshape(alpha * alpha, groups, Og, Cg)
-    U_ = np.zeros((groups, alpha * alpha, nob * 4, Cg), dtype=w.dtype)
+    U_ = np.zeros((groups, alpha * alpha, nob * R, Cg), dtype=w.dtype)
     U_[:, :, :Og] = gw.transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(U_.reshape(groups, alpha * alpha, nob, 4, Cg).transpose(0, 1, 2, 4, 3))
+    return np.ascontiguousarray(
+        U_.reshape(groups, alpha * alpha, nob, R, Cg).transpose(0, 1, 2, 4, 3)).reshape(-1)
 
 
 def filters(w, groups, m, transpose=None):
@@ -417,11 +438,10 @@ def run(x, Uw, bias, m, groups, O, out_hw, pads, out, stages=7):
     Cg, Og = C // groups, O // groups
     A2 = (m + 2) ** 2
     nt = numba.get_num_threads()
-    scV = workspace("winograd.V", (nt, Cg * A2 * PANEL), dt)
-    scM = workspace("winograd.M", (nt, -(-Og // 4) * 4 * A2 * PANEL), dt)
-    off = np.arange(Cg, dtype=np.int64) * (A2 * PANEL)
+    scV = workspace("winograd.V", (nt, A2 * _row_stride(Cg)), dt)
+    scM = workspace("winograd.M", (nt, A2 * _row_stride(-(-Og // GEMM_ROWS) * GEMM_ROWS)), dt)
     with serial_if_small(N * O * D * Ho * Wo * Cg * 9):
-        _winograd(out.reshape(-1), x.reshape(-1), Uw, bias, cb, ca, off, m, N, C, D, Hx, Wx,
+        _winograd(out.reshape(-1), x.reshape(-1), Uw, bias, cb, ca, m, N, C, D, Hx, Wx,
                   O, Ho, Wo, pads[0], pads[1], groups, scV, scM, stages)
     return out
 
