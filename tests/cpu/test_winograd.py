@@ -1,6 +1,11 @@
 """Winograd F(2x2,3x3) and F(4x4,3x3) (cpu/winograd.py): the Cook-Toom derivation, the
 generated transforms, and the forward and input gradient against the naive oracle over
 shapes, ragged edge tiles, padding modes, groups and dtypes, with the registry's tolerance."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -57,6 +62,128 @@ def test_cook_toom_rejects_bad_points():
 def test_generated_transforms_are_current():
     assert winograd.GENERATED.read_text() == winograd.generate_source(), (
         "regenerate: python -c 'from fastconv.cpu import winograd; winograd.write_generated()'")
+
+
+# --- the vector transforms of tile runs (cpu/_wino_ir.py) ----------------------------------
+LANES = {np.float32: winograd.WIDE_VECTOR_BYTES // 4, np.float64: winograd.WIDE_VECTOR_BYTES // 8}
+
+
+def _run_lengths(dtype):
+    L = LANES[dtype]           # around the block edges, up to a whole panel
+    return sorted({1, 2, L - 1, L, L + 1, 2 * L - 1, 2 * L + 1, winograd.PANEL - 1,
+                   winograd.PANEL} & set(range(1, winograd.PANEL + 1)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [2, 4])
+def test_vector_input_runs_match_a_float64_transform(m, dtype, rng):
+    """Every tile of a run gets B^T d B (float64 reference), and nothing outside the run's
+    columns of V changes (the last block's stores are masked); the run reads up to the
+    last element of its array (masked loads)."""
+    AT, _, BT = winograd.matrices(m)
+    alpha = m + 2
+    for n in _run_lengths(dtype):
+        Wx = m * n + 2 + 3
+        xf = rng.standard_normal((alpha - 1) * Wx + m * n + 2).astype(dtype)   # ends at the run
+        xs, vb = winograd.PANEL + 7, 3
+        V = np.full(alpha * alpha * xs + 8, 7.0, dtype)
+        winograd._in_run(m, V, vb, xs, xf, 0, Wx, n)
+        x2 = np.lib.stride_tricks.as_strided(xf, (alpha, Wx), (Wx * xf.itemsize, xf.itemsize))
+        for t in range(n):
+            d = x2[:, m * t:m * t + alpha].astype(np.float64)
+            want = (BT @ d @ BT.T).reshape(-1)
+            got = V[vb + t + xs * np.arange(alpha * alpha)]
+            assert np.abs(got - want).max() <= 50 * np.finfo(dtype).eps * max(1, np.abs(want).max())
+        mask = np.ones(V.size, bool)
+        mask[(vb + np.arange(n)[None, :] + xs * np.arange(alpha * alpha)[:, None]).ravel()] = False
+        assert (V[mask] == 7.0).all(), n
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [2, 4])
+def test_vector_output_runs_match_a_float64_transform(m, dtype, rng):
+    """Every tile of a run gets A^T M A + bias in its m x m output block; the output's other
+    elements (beside the run, between its rows) keep their values."""
+    AT, _, _ = winograd.matrices(m)
+    alpha = m + 2
+    for n in _run_lengths(dtype):
+        xs, mb = winograd.PANEL + 5, 2
+        M = rng.standard_normal(alpha * alpha * xs + mb + n).astype(dtype)[:mb + n + (alpha * alpha - 1) * xs]
+        Wy, yb = m * n + 3, 1
+        y = np.full(yb + (m - 1) * Wy + m * n + 0, 9.0, dtype)       # ends at the run
+        winograd._out_run(m, y, yb, Wy, M, mb, xs, n, dtype(0.25))
+        written = np.zeros(y.size, bool)
+        for t in range(n):
+            mt = M[mb + t + xs * np.arange(alpha * alpha)].astype(np.float64).reshape(alpha, alpha)
+            want = AT @ mt @ AT.T + 0.25
+            rows = yb + np.arange(m)[:, None] * Wy + m * t + np.arange(m)[None, :]
+            got = y[rows]
+            assert np.abs(got - want).max() <= 50 * np.finfo(dtype).eps * max(1, np.abs(want).max())
+            written[rows.ravel()] = True
+        assert (y[~written] == 9.0).all(), n
+
+
+@st.composite
+def wide_problems(draw):
+    """Planes wide enough for several vector blocks per tile row, output channels around
+    the GEMM tile's rows (1 to 2 tiles + 1)."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return dict(x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(3, 9)),
+                         draw(st.integers(60, 150))),
+                O=draw(st.integers(1, 2 * winograd.GEMM_ROWS + 1)),
+                padding=draw(st.sampled_from([0, 1, 2, (1, 0), (0, 2)])), dtype=dtype,
+                seed=draw(st.integers(0, 2 ** 31)), algorithm=draw(st.sampled_from(WINOGRAD)))
+
+
+@PROPERTY
+@given(wide_problems())
+def test_wide_planes_against_the_oracle(p):
+    rng = np.random.default_rng(p["seed"])
+    x = rng.standard_normal(p["x_shape"]).astype(p["dtype"])
+    w = rng.standard_normal((p["O"], x.shape[1], 3, 3)).astype(p["dtype"])
+    b = rng.standard_normal(p["O"]).astype(p["dtype"])
+    kw = dict(padding=p["padding"])
+    y = fc.conv2d(x, w, b, algorithm=p["algorithm"], **kw)
+    _assert(y, naive.conv(x, w, b, **kw), p["algorithm"])
+    go = rng.standard_normal(y.shape).astype(p["dtype"])
+    _assert(fc.grad.conv2d_input(x.shape, w, go, algorithm=p["algorithm"], **kw),
+            naive.conv_input_grad(x.shape, w, go, **kw), p["algorithm"])
+
+
+def test_avx2_host_in_a_subprocess(tmp_path):
+    """A host without AVX-512 (emulated: LLVM told the CPU has none) gets 256-bit
+    transforms and the 4-row GEMM tile; forward and input gradient stay right."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from llvmlite import binding
+        from llvmlite.binding.targets import FeatureMap
+        feats = binding.get_host_cpu_features()
+        avx2 = FeatureMap({k: (v and not k.startswith("avx512")) for k, v in feats.items()})
+        binding.get_host_cpu_features = lambda: avx2    # numba compiles for it too
+        import fastconv as fc, naive
+        from fastconv.cpu import winograd
+        assert winograd.GEMM_ROWS == 4 and winograd.WIDE_VECTOR_BYTES == 32
+        rng = np.random.default_rng(0)
+        for dt in (np.float32, np.float64):
+            x = rng.standard_normal((2, 3, 7, 75)).astype(dt)
+            w = rng.standard_normal((6, 3, 3, 3)).astype(dt)
+            for algo in ("winograd", "winograd_f2"):
+                got = fc.conv2d(x, w, padding=1, algorithm=algo)
+                want = naive.conv(x, w, None, padding=1)
+                assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), algo
+                gy = rng.standard_normal(got.shape).astype(dt)
+                got = fc.grad.conv2d_input(x.shape, w, gy, padding=1, algorithm=algo)
+                want = naive.conv_input_grad(x.shape, w, gy, padding=1)
+                assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), algo
+        print("ok")
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fc.__file__)),
+                                           os.path.dirname(os.path.dirname(__file__))]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ok" in out.stdout
 
 
 # --- forward and input gradient ----------------------------------------------------------
