@@ -34,6 +34,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ._common import JIT, serial_if_small, workspace
+from .direct import embed
 from ._simd import HOST_AVX512, WIDE_VECTOR_BYTES
 from ._wino_ir import gemm_tile, input_run, output_run
 
@@ -460,5 +461,11 @@ def bwd_input(m, transpose, go, w, padded_size, stride, dilation, groups):
     C = w.shape[1] * groups
     Uw = filters(w, groups, m, transpose)
     gxp = np.empty((N, C) + tuple(padded_size), dtype=go.dtype)
-    return run(np.ascontiguousarray(go), Uw, np.zeros(C, dtype=go.dtype), m, groups, C,
-               tuple(padded_size[1:]), (2, 2), gxp)
+    # grad_out padded by 2 in front and, behind, up to the rows and columns the last
+    # (ragged) tiles read: every input tile is then an interior one (vector runs, no
+    # bounded edge tiles; one parallel pass, cheaper than the edge tiles' scalar code)
+    Ho, Wo = padded_size[1:]
+    rows, cols = (m * -(-n // m) + 2 for n in (Ho, Wo))
+    gop = workspace("winograd.go", (N, O, D, rows, cols), go.dtype)
+    embed(gop, np.ascontiguousarray(go), 0, 2, 2)
+    return run(gop, Uw, np.zeros(C, dtype=go.dtype), m, groups, C, (Ho, Wo), (0, 0), gxp)
