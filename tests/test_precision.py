@@ -173,3 +173,27 @@ def test_layers_and_dask_follow_the_level(plans, rng):
     fc.conv2d(da.from_array(x, chunks=(1, 16, 24, 24)), w, padding=1,
               precision="highest").compute()
     assert plans and all(p[3] in ("direct", "im2col") for p in plans)
+
+
+def test_layer_precision_keyword_bounds_every_op(plans, rng):
+    """nn.Conv2d(precision=...) holds for its forward and both gradients whatever the
+    global level; None follows the global level; a bad value names the parameter."""
+    x = rng.standard_normal((8, 64, 56, 56)).astype(np.float32)
+    strict = fc.nn.Conv2d(64, 64, 3, padding=1, precision="highest", rng=0)
+    assert "precision='highest'" in repr(strict)
+    strict.backward(np.ones_like(strict(x)))
+    assert [p[0] for p in plans] == ["forward", "weight_grad", "input_grad"]
+    assert all(p[3] in ("direct", "im2col") for p in plans), plans
+    plans.clear()
+    free = fc.nn.Conv2d(64, 64, 3, padding=1, rng=0)
+    free.backward(np.ones_like(free(x)))
+    assert {p[0]: p[3] for p in plans}["forward"] == "winograd"
+    plans.clear()
+    fc.set_precision("highest")
+    try:
+        free(x)
+    finally:
+        fc.set_precision("high")
+    assert plans[-1][3] in ("direct", "im2col")
+    with pytest.raises(ValueError, match=r"Conv2d: precision must be one of"):
+        fc.nn.Conv2d(1, 1, 3, precision="low")

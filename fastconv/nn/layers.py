@@ -9,8 +9,8 @@ import numpy as np
 from .. import _pipeline
 from .._arrays import proxy
 from .._validate import (check_algorithm, check_groups_divide, check_int, check_padding,
-                         check_padding_mode, conv_spec, int_tuple)
-from ..dispatch import ALGORITHM_NAMES
+                         check_padding_mode, check_precision, conv_spec, int_tuple)
+from ..dispatch import ALGORITHM_NAMES, precision_scope
 from ..cpu import nn_act, pool
 from . import functional as F
 from . import init
@@ -78,8 +78,12 @@ class Conv2d(Module):
     groups : int. Default: 1
     bias : bool. Default: True
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
-    algorithm : {'auto', 'direct', 'im2col', 'fft'}
-        Speed only; ``'auto'`` asks :func:`fastconv.choose_algorithm`.
+    algorithm : {'auto', 'direct', 'im2col', 'fft', 'winograd', 'winograd_f2'}
+        ``'auto'`` asks :func:`fastconv.choose_algorithm`, per op (forward, weight and
+        input gradients).
+    precision : {None, 'highest', 'high', 'medium'}
+        What ``'auto'`` may choose for this layer (see :func:`fastconv.set_precision`);
+        None (default): the global level when the layer runs.
     dtype : float32 (default) or float64
     rng : None, int or numpy.random.Generator
         Source of the initial weights (default: the global generator, see
@@ -115,7 +119,7 @@ class Conv2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", *, algorithm="auto",
-                 dtype=np.float32, rng=None):
+                 precision=None, dtype=np.float32, rng=None):
         super().__init__()
         fn = "Conv2d"
         self.in_channels = check_int(fn, "in_channels", in_channels, 1)
@@ -135,6 +139,7 @@ class Conv2d(Module):
         self.padding_mode = padding_mode
         check_algorithm(fn, algorithm, ALGORITHM_NAMES)
         self.algorithm = algorithm
+        self.precision = check_precision(fn, precision)
         dt = check_float_dtype(dtype, fn)
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(np.empty(shape, dtype=dt))
@@ -175,7 +180,8 @@ class Conv2d(Module):
     def forward(self, x):
         if on_gpu(x):
             from . import _cuda
-            return _cuda.conv2d_forward(self, x)
+            with precision_scope(self.precision):
+                return _cuda.conv2d_forward(self, x)
         w = self.weight.data
         x = _cast(x, w.dtype, "Conv2d")
         plan = self._plans.get((x.shape, w.dtype)) or self._plan(x)
@@ -183,7 +189,8 @@ class Conv2d(Module):
         xb = x if plan.batched else x[None]
         xp5 = _pipeline.pad5(spec, xb) if plan.padded else xb.reshape(plan.xp5_shape)
         y = _pipeline.forward5(spec, xp5, w.reshape(plan.w5_shape),
-                               None if self.bias is None else self.bias.data, self.algorithm)
+                               None if self.bias is None else self.bias.data, self.algorithm,
+                               precision=self.precision)
         self._keep(xp5=xp5, plan=plan)
         y = y.reshape(plan.y_shape)
         return y if plan.batched else y[0]
@@ -193,7 +200,8 @@ class Conv2d(Module):
         into their ``.grad``."""
         if on_gpu(grad_output):
             from . import _cuda
-            return _cuda.conv2d_backward(self, grad_output, input_grad)
+            with precision_scope(self.precision):
+                return _cuda.conv2d_backward(self, grad_output, input_grad)
         ctx = self._take()
         xp5, plan = ctx["xp5"], ctx["plan"]
         spec = plan.spec
@@ -202,14 +210,16 @@ class Conv2d(Module):
         F.check_grad_shape("Conv2d.backward", go, spec.out_shape)
         go5 = go.reshape(plan.go5_shape)
         if self.weight.requires_grad:
-            self.weight.accumulate(_pipeline.weight_grad5(spec, xp5, go5, self.algorithm)
+            self.weight.accumulate(_pipeline.weight_grad5(spec, xp5, go5, self.algorithm,
+                                                          self.precision)
                                    .reshape(w.shape))
         if self.bias is not None and self.bias.requires_grad:
             N, O = go5.shape[:2]
             self.bias.accumulate(go5.reshape(N, O, math.prod(go5.shape[2:])).sum(axis=(0, 2)))
         if not input_grad:
             return None
-        gxp5 = _pipeline.input_grad5(spec, go5, w.reshape(plan.w5_shape), self.algorithm)
+        gxp5 = _pipeline.input_grad5(spec, go5, w.reshape(plan.w5_shape), self.algorithm,
+                                     self.precision)
         gx = _pipeline.unpad_grad(spec, gxp5)
         return gx if plan.batched else gx[0]
 
@@ -228,6 +238,8 @@ class Conv2d(Module):
             s += ", bias=False"
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode}"
+        if self.precision is not None:
+            s += f", precision={self.precision!r}"
         return s
 
 
