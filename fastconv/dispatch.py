@@ -229,15 +229,17 @@ def _winograd_counts(spec: ConvSpec, m: int) -> dict:
     tiles = spec.N * od * -(-oh // m) * -(-ow // m)
     padded = -(-tiles // winograd.PANEL) * winograd.PANEL
     return {"overhead": 1.0, "in_tile": tiles * spec.C_in, "out_tile": tiles * spec.C_out,
-            "gemm_mac": (m + 2) ** 2 * padded * G * Cg * -(-Og // winograd.GEMM_ROWS) * winograd.GEMM_ROWS}
+            "gemm_mac": (m + 2) ** 2 * padded * G * Cg * -(-Og // winograd.GEMM_ROWS)
+            * winograd.GEMM_ROWS}
 
 
 def winograd_features(spec: ConvSpec, op: str = "forward", m: int = 4) -> dict:
     """Counts of what cpu/winograd.py runs for F(m x m, 3x3): per tile and channel an
     input transform, per tile and output channel an output transform, and the alpha^2
-    GEMMs over panels of PANEL tiles (output channels in blocks of GEMM_ROWS). The input gradient
-    is the same 3x3 correlation over the fully padded grad_output (``adjoint_spec``); the
-    weight gradient is im2col's (the registry entry says so with ``delegate``)."""
+    GEMMs over panels of PANEL tiles (output channels in blocks of GEMM_ROWS). The input
+    gradient is the same 3x3 correlation over the fully padded grad_output
+    (``adjoint_spec``); the weight gradient has the same counts (transforms of the input's
+    and grad_output's tiles, GEMMs over the tiles), with constants of its own."""
     return _winograd_counts(adjoint_spec(spec) if op == "input_grad" else spec, m)
 
 
@@ -427,22 +429,20 @@ REGISTRY = {a.name: a for a in (
               # cpu/fft.py sums the outputs that read a NaN/inf directly (the GPU's does not)
               spreads_nonfinite=("cuda",), precision="high",
               error_estimate={"float32": 5.4e-7, "float64": 6.4e-15}),
-    # Winograd: forward and input gradient by F(m x m, 3x3) (cpu/winograd.py); the weight
-    # gradient by im2col's GEMM. A NaN/inf in one input tile reaches every output of the
+    # Winograd: forward, input and weight gradients by F(m x m, 3x3) (cpu/winograd.py).
+    # A NaN/inf in one input tile reaches every output of the
     # tiles that read it (up to 6x6 outputs instead of 3x3 windows): spreads.
     Algorithm("winograd", "F(4x4,3x3) Winograd, fused cache-blocked transforms and GEMMs "
               "(cpu/winograd.py)", "winograd F(4x4,3x3)", _WINOGRAD, cpu_engine.WINOGRAD,
               "", winograd_features, None, {"cpu": _CPU_REASONS["winograd"]},
               spreads_nonfinite=("cpu",), supports=_winograd_shapes, devices=("cpu",),
-              precision="high", error_estimate={"float32": 5.1e-6, "float64": 6.9e-15},
-              delegate={"weight_grad": "im2col"}),
+              precision="high", error_estimate={"float32": 5.1e-6, "float64": 6.9e-15}),
     Algorithm("winograd_f2", "F(2x2,3x3) Winograd, near-exact (cpu/winograd.py)",
               "winograd F(2x2,3x3)", _WINOGRAD, cpu_engine.WINOGRAD_F2, "",
               winograd_f2_features, None,
               {"cpu": _CPU_REASONS["winograd_f2"]}, spreads_nonfinite=("cpu",),
               supports=_winograd_shapes, devices=("cpu",), precision="high",
-              error_estimate={"float32": 9.4e-7, "float64": 5.5e-15},
-              delegate={"weight_grad": "im2col"}),
+              error_estimate={"float32": 9.4e-7, "float64": 5.5e-15}),
 )}
 
 #: what ``algorithm=`` accepts

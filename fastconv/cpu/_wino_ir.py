@@ -223,14 +223,15 @@ def output_run(m, AT):
     return intrinsic(gen)
 
 
-def gemm_tile(rows, nvec):
-    """gemm(acc, a0, rs, V, v0, vs, wg, w0, K): a register tile of ``rows`` x ``nvec``
-    vectors, acc[a0 + j*rs + q*L + l] = sum_{k < K} wg[w0 + k*rows + j] * V[v0 + k*vs + q*L + l]
+def gemm_tile(rows, nvec, accumulate=False):
+    """gemm(acc, a0, rs, V, v0, vs, wg, w0, ws, K): a register tile of ``rows`` x ``nvec``
+    vectors, acc[a0 + j*rs + q*L + l] (+)= sum_{k < K} wg[w0 + k*ws + j] * V[v0 + k*vs + q*L + l]
     for rows j, vectors q and lanes l < L (acc, V, wg: 1-D contiguous, one float dtype).
     Per k: nvec vector loads, rows broadcasts, rows * nvec fused multiply-adds; the
-    accumulators stay in registers for the whole K loop (overwrites acc)."""
+    accumulators stay in registers for the whole K loop (``accumulate``: they start from
+    acc's values, else from zero)."""
 
-    def gen(typingctx, acc_t, a0_t, rs_t, V_t, v0_t, vs_t, wg_t, w0_t, K_t):
+    def gen(typingctx, acc_t, a0_t, rs_t, V_t, v0_t, vs_t, wg_t, w0_t, ws_t, K_t):
         if not _arrays_ok(acc_t, V_t, wg_t):
             return None
 
@@ -239,9 +240,18 @@ def gemm_tile(rows, nvec):
             L, vty = vc.L, vc.vty
             A, Va, Wa = (context.make_array(sig.args[k])(context, builder, args[k])
                          for k in (0, 3, 6))
-            a0, rs, v0, vs, w0, K = (context.cast(builder, args[k], sig.args[k], types.int64)
-                                     for k in (1, 2, 4, 5, 7, 8))
+            a0, rs, v0, vs, w0, ws, K = (context.cast(builder, args[k], sig.args[k], types.int64)
+                                         for k in (1, 2, 4, 5, 7, 8, 9))
             ptr = vty.as_pointer()
+
+            def dst(j, q):
+                d = builder.gep(A.data, [builder.add(a0, builder.add(builder.mul(rs, _i64(j)),
+                                                                     _i64(q * L)))])
+                return builder.bitcast(d, ptr)
+
+            init = ([builder.load(dst(j, q), align=vc.align.constant)
+                     for j in range(rows) for q in range(nvec)] if accumulate
+                    else [vc.zero] * (rows * nvec))
             entry = builder.block
             loop = builder.append_basic_block("gemm.loop")
             done = builder.append_basic_block("gemm.done")
@@ -250,15 +260,15 @@ def gemm_tile(rows, nvec):
             k = builder.phi(_i64)
             k.add_incoming(_i64(0), entry)
             cur = []
-            for _ in range(rows * nvec):
+            for v in init:
                 ph = builder.phi(vty)
-                ph.add_incoming(vc.zero, entry)
+                ph.add_incoming(v, entry)
                 cur.append(ph)
             vrow = builder.add(v0, builder.mul(k, vs))
             xs = [builder.load(builder.bitcast(builder.gep(Va.data, [builder.add(vrow, _i64(q * L))]),
                                                ptr), align=vc.align.constant)
                   for q in range(nvec)]
-            wrow = builder.add(w0, builder.mul(k, _i64(rows)))
+            wrow = builder.add(w0, builder.mul(k, ws))
             new = []
             for j in range(rows):
                 wb = vc.splat(builder.load(builder.gep(Wa.data, [builder.add(wrow, _i64(j))])))
@@ -271,20 +281,55 @@ def gemm_tile(rows, nvec):
             builder.cbranch(builder.icmp_signed("<", nxt, K), loop, done)
             builder.position_at_end(done)
             fins = []
-            for v in new:                   # (LLVM wants the phis at the block's top)
+            for v0_, v in zip(init, new):   # (LLVM wants the phis at the block's top)
                 fin = builder.phi(vty)
-                fin.add_incoming(vc.zero, entry)
+                fin.add_incoming(v0_, entry)
                 fin.add_incoming(v, loop)
                 fins.append(fin)
             for j in range(rows):
                 for q in range(nvec):
-                    fin = fins[j * nvec + q]
-                    d = builder.gep(A.data, [builder.add(a0, builder.add(builder.mul(rs, _i64(j)),
-                                                                         _i64(q * L)))])
-                    builder.store(fin, builder.bitcast(d, ptr), align=vc.align.constant)
+                    builder.store(fins[j * nvec + q], dst(j, q), align=vc.align.constant)
             return context.get_dummy_value()
 
-        return types.void(acc_t, a0_t, rs_t, V_t, v0_t, vs_t, wg_t, w0_t, K_t), codegen
+        return types.void(acc_t, a0_t, rs_t, V_t, v0_t, vs_t, wg_t, w0_t, ws_t, K_t), codegen
 
-    gen.__name__ = gen.__qualname__ = f"wino_gemm{rows}x{nvec}"
+    gen.__name__ = gen.__qualname__ = f"wino_gemm{rows}x{nvec}{'_add' if accumulate else ''}"
+    return intrinsic(gen)
+
+
+def channel_transform(BT, name):
+    """ct(V, vb, xs, src, base, rs, cs, nc): the 2-D transform BT d BT^T (BT: alpha x s) of
+    one s x s tile for L channels at once, channels-last: d[i][j] is the vector
+    src[base + i*rs + j*cs + l] (lanes l < nc loaded, the others zero), and
+    V[vb + (k*alpha + l)*xs + lane] receives the result (all L lanes). The weight
+    gradient's transforms of the input (BT = B^T) and of grad_out (BT = A, s = m)."""
+    alpha, size = BT.shape
+
+    def gen(typingctx, V_t, vb_t, xs_t, src_t, base_t, rs_t, cs_t, nc_t):
+        if not _arrays_ok(V_t, src_t):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vc = _Vec(context, builder, V_t.dtype)
+            Va = context.make_array(V_t)(context, builder, args[0])
+            Sa = context.make_array(src_t)(context, builder, args[3])
+            vb, xs, base, rs, cs, nc = (context.cast(builder, args[k], sig.args[k], types.int64)
+                                        for k in (1, 2, 4, 5, 6, 7))
+            mask = vc.mask(nc)
+            d = [[vc.load(builder.gep(Sa.data, [builder.add(base, builder.add(
+                builder.mul(rs, _i64(i)), builder.mul(cs, _i64(j))))]), mask)
+                for j in range(size)] for i in range(size)]
+            t = [[vc.lin(BT[k], [d[i][j] for i in range(size)]) for j in range(size)]
+                 for k in range(alpha)]
+            ptr = vc.vty.as_pointer()
+            for k in range(alpha):
+                for l in range(alpha):
+                    p = builder.gep(Va.data, [builder.add(vb, builder.mul(xs, _i64(k * alpha + l)))])
+                    builder.store(vc.lin(BT[l], t[k]), builder.bitcast(p, ptr),
+                                  align=vc.align.constant)
+            return context.get_dummy_value()
+
+        return types.void(V_t, vb_t, xs_t, src_t, base_t, rs_t, cs_t, nc_t), codegen
+
+    gen.__name__ = gen.__qualname__ = f"wino_ct_{name}"
     return intrinsic(gen)

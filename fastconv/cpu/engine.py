@@ -191,9 +191,7 @@ IM2COL = Kernels(im2col_fwd, im2col_bwd_input, im2col_bwd_weight)
 FFT = Kernels(fft_fwd, functools.partial(input_grad_by_forward, fft_fwd),
               functools.partial(weight_grad_by_forward, fft_fwd))
 # Winograd F(4x4,3x3) / F(2x2,3x3): forward and input gradient (the same correlation over
-# the flipped, transposed weight); the weight gradient is im2col's GEMM
-WINOGRAD = Kernels(functools.partial(winograd.forward, 4),
-                   functools.partial(winograd.bwd_input, 4, transpose_weight), im2col_bwd_weight)
-WINOGRAD_F2 = Kernels(functools.partial(winograd.forward, 2),
-                      functools.partial(winograd.bwd_input, 2, transpose_weight),
-                      im2col_bwd_weight)
+# the flipped, transposed weight), and the weight gradient in the transformed domain
+WINOGRAD, WINOGRAD_F2 = (Kernels(functools.partial(winograd.forward, m),
+                                 functools.partial(winograd.bwd_input, m, transpose_weight),
+                                 functools.partial(winograd.bwd_weight, m)) for m in (4, 2))

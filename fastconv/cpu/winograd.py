@@ -36,7 +36,7 @@ from numba import get_thread_id, njit, prange
 from ._common import JIT, serial_if_small, workspace
 from .direct import embed
 from ._simd import HOST_AVX512, WIDE_VECTOR_BYTES
-from ._wino_ir import gemm_tile, input_run, output_run
+from ._wino_ir import channel_transform, gemm_tile, input_run, output_run
 
 R = 3                                   # kernel size the generated transforms serve
 #: tiles per panel (a multiple of every dtype's micro-kernel width); the generated
@@ -355,7 +355,7 @@ def _winograd(yf, xf, Uw, bias, cb, ca, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, pw, g
                 w0 = ((g * A2 + xi) * nob + ob) * Cg * R
                 for p in range(0, TB, step):
                     _gemm(Mf, xi * XM + ob * R * TB + p, TB, V, xi * XV + p, TB,
-                          Uw, w0, Cg)
+                          Uw, w0, R, Cg)
         # output transform (+ bias)
         for o in range(Og if stages & 4 else 0):
             oo = g * Og + o
@@ -469,3 +469,134 @@ def bwd_input(m, transpose, go, w, padded_size, stride, dilation, groups):
     gop = workspace("winograd.go", (N, O, D, rows, cols), go.dtype)
     embed(gop, np.ascontiguousarray(go), 0, 2, 2)
     return run(gop, Uw, np.zeros(C, dtype=go.dtype), m, groups, C, (Ho, Wo), (0, 0), gxp)
+
+
+
+# --- weight gradient ---------------------------------------------------------------------
+# dL/dU[xi] = sum over tiles of (A dY A^T)[xi] (B^T d B)[xi] for the alpha^2 positions xi,
+# U = G w G^T (A = A^T's transpose; dY: grad_out's m x m tiles), then dL/dw = G^T dU G in
+# float64. Input and grad_out are read channels-last (one transposing pass each), so that
+# the transforms run on vectors of channels and leave per panel of tiles the matrices
+# V[xi] (tiles x C) and Gy[xi] (tiles x O) whose products, summed over the panel's tiles,
+# are register-tiled GEMMs into each thread's dU.
+_ct_in2, _ct_in4 = (channel_transform(matrices(m)[2], f"in{m}") for m in (2, 4))
+_ct_gy2, _ct_gy4 = (channel_transform(np.ascontiguousarray(matrices(m)[0].T), f"gy{m}")
+                    for m in (2, 4))
+_gemm_add1, _gemm_add2, _gemm_add3 = (gemm_tile(GEMM_ROWS, v, accumulate=True) for v in (1, 2, 3))
+WGRAD_PANEL = 48
+
+
+@njit(parallel=True, **JIT)
+def _channels_last(dst, src):
+    """dst (N, D, H', W', C) = src (N, C, D, H, W) moved channels-last, zero where
+    H' > H or W' > W."""
+    N, D, Hp, Wp, C = dst.shape
+    H, W = src.shape[3], src.shape[4]
+    for task in prange(N * D * Hp):
+        h = task % Hp
+        nd = task // Hp
+        n = nd // D
+        d = nd - n * D
+        row = dst[n, d, h]
+        if h >= H:
+            row[:, :] = 0
+            continue
+        for w in range(W, Wp):
+            row[w, :] = 0
+        for c in range(C):
+            s = src[n, c, d, h]
+            for w in range(W):
+                row[w, c] = s[w]
+
+
+@njit(**JIT)
+def _wgrad_gemm(nv, acc, a0, rs, V, v0, vs, G, g0, gs, K):
+    if nv == 3:
+        _gemm_add3(acc, a0, rs, V, v0, vs, G, g0, gs, K)
+    elif nv == 2:
+        _gemm_add2(acc, a0, rs, V, v0, vs, G, g0, gs, K)
+    else:
+        _gemm_add1(acc, a0, rs, V, v0, vs, G, g0, gs, K)
+
+
+@njit(parallel=True, **JIT)
+def _wgrad(dU, xT, gT, m, N, D, C, O, groups, th, tw, Hx, Wx, Hg, Wg, Lw, TB, scV, scG,
+           stages=3):
+    # dU: (threads, groups, alpha^2 * Ogp * Cgp) partial sums, zero on entry
+    # xT: (N, D, Hx, Wx, C) flat, every tile inside; gT: (N, D, Hg, Wg, O) flat
+    # Tasks: (group, panel of TB tiles in (n, d, tile row, tile column) order); per task
+    # scV[thread] (alpha^2, TB, Cgp) and scG[thread] (alpha^2, TB, Ogp), rows XV / XG apart.
+    A2 = (m + 2) * (m + 2)
+    Cg = C // groups
+    Og = O // groups
+    Cgp = (Cg + Lw - 1) // Lw * Lw
+    Ogp = (Og + Lw - 1) // Lw * Lw
+    XV = TB * Cgp + 16
+    XG = TB * Ogp + 16
+    R = GEMM_ROWS
+    P = N * D * th * tw
+    npan = (P + TB - 1) // TB
+    for task in prange(groups * npan):
+        g = task // npan
+        t0 = (task % npan) * TB
+        nt = min(TB, P - t0)
+        tid = get_thread_id()
+        V = scV[tid]
+        Gm = scG[tid]
+        acc = dU[tid, g]
+        for i in range(nt if stages & 1 else 0):
+            t = t0 + i
+            tc = t % tw
+            r = t // tw
+            tr = r % th
+            nd = r // th
+            xb = ((nd * Hx + m * tr) * Wx + m * tc) * C + g * Cg
+            gb = ((nd * Hg + m * tr) * Wg + m * tc) * O + g * Og
+            for cb in range(0, Cg, Lw):
+                if m == 2:
+                    _ct_in2(V, i * Cgp + cb, XV, xT, xb + cb, Wx * C, C, Cg - cb)
+                else:
+                    _ct_in4(V, i * Cgp + cb, XV, xT, xb + cb, Wx * C, C, Cg - cb)
+            for ob in range(0, Og, Lw):
+                if m == 2:
+                    _ct_gy2(Gm, i * Ogp + ob, XG, gT, gb + ob, Wg * O, O, Og - ob)
+                else:
+                    _ct_gy4(Gm, i * Ogp + ob, XG, gT, gb + ob, Wg * O, O, Og - ob)
+        nvec = Cgp // Lw
+        nblk = (nvec + 2) // 3                  # blocks of 2 or 3 vectors (16 or 24
+        for xi in range(A2 if stages & 2 else 0):       # accumulators), as even as can be
+            for ob in range(0, Ogp, R):
+                for b in range(nblk):
+                    cv = b * nvec // nblk
+                    _wgrad_gemm((b + 1) * nvec // nblk - cv, acc, (xi * Ogp + ob) * Cgp + cv * Lw,
+                                Cgp, V, xi * XV + cv * Lw, Cgp, Gm, xi * XG + ob, Ogp, nt)
+
+
+def bwd_weight(m, xp, go, kernel, stride, dilation, groups, stages=3):
+    """dL/dw of the 3x3 correlation of padded ``xp`` (stride and dilation 1) by F(m x m, 3x3)."""
+    N, C, D = xp.shape[:3]
+    O, Ho, Wo = go.shape[1], go.shape[3], go.shape[4]
+    alpha = m + 2
+    A2 = alpha * alpha
+    th, tw = -(-Ho // m), -(-Wo // m)
+    dt = xp.dtype
+    Lw = WIDE_VECTOR_BYTES // dt.itemsize
+    Cg, Og = C // groups, O // groups
+    Cgp, Ogp = -(-Cg // Lw) * Lw, -(-Og // Lw) * Lw
+    xT = workspace("winograd.xT", (N, D, m * th + 2, m * tw + 2, C), dt)
+    gT = workspace("winograd.gT", (N, D, m * th, m * tw, O), dt)
+    nt = numba.get_num_threads()
+    TB = WGRAD_PANEL
+    scV = workspace("winograd.wV", (nt, A2 * (TB * Cgp + 16)), dt)
+    scG = workspace("winograd.wG", (nt, A2 * (TB * Ogp + 16)), dt)
+    dU = np.zeros((nt, groups, A2 * Ogp * Cgp), dtype=dt)
+    with serial_if_small(N * O * D * Ho * Wo * Cg * 9):
+        _channels_last(xT, np.ascontiguousarray(xp))
+        _channels_last(gT, np.ascontiguousarray(go))
+        _wgrad(dU, xT.reshape(-1), gT.reshape(-1), m, N, D, C, O, groups, th, tw,
+               xT.shape[2], xT.shape[3], gT.shape[2], gT.shape[3], Lw, TB, scV, scG, stages)
+    dU = dU.sum(axis=0).reshape(groups, alpha, alpha, Ogp, Cgp)[:, :, :, :Og, :Cg]
+    _, G, _ = matrices(m)                      # dw = G^T dU G, in float64
+    t = np.tensordot(G, dU.astype(np.float64), axes=([0], [1]))     # (i, g, b, o, c)
+    t = np.tensordot(G, t, axes=([0], [2]))                          # (j, i, g, o, c)
+    return np.ascontiguousarray(t.transpose(2, 3, 4, 1, 0).reshape(O, Cg, 1, 3, 3), dtype=dt)

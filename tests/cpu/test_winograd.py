@@ -148,11 +148,38 @@ def test_wide_planes_against_the_oracle(p):
     go = rng.standard_normal(y.shape).astype(p["dtype"])
     _assert(fc.grad.conv2d_input(x.shape, w, go, algorithm=p["algorithm"], **kw),
             naive.conv_input_grad(x.shape, w, go, **kw), p["algorithm"])
+    _assert(fc.grad.conv2d_weight(x, w.shape, go, algorithm=p["algorithm"], **kw),
+            naive.conv_weight_grad(x, w.shape, go, **kw), p["algorithm"])
+
+
+@st.composite
+def channel_problems(draw):
+    """Channel counts around the weight gradient's channel vectors and GEMM tiles (lanes
+    L = 8 or 16, GEMM_ROWS = 4 or 8), groups, ragged planes."""
+    groups = draw(st.sampled_from([1, 1, 2]))
+    return dict(N=draw(st.integers(1, 2)), Cg=draw(st.integers(1, 40)), Og=draw(st.integers(1, 40)),
+                H=draw(st.integers(3, 11)), W=draw(st.integers(3, 13)), groups=groups,
+                padding=draw(st.sampled_from([0, 1, (2, 0)])),
+                dtype=draw(st.sampled_from([np.float32, np.float64])),
+                seed=draw(st.integers(0, 2 ** 31)), algorithm=draw(st.sampled_from(WINOGRAD)))
+
+
+@PROPERTY
+@given(channel_problems())
+def test_weight_grad_channel_sweep_against_the_oracle(p):
+    rng = np.random.default_rng(p["seed"])
+    g = p["groups"]
+    x = rng.standard_normal((p["N"], g * p["Cg"], p["H"], p["W"])).astype(p["dtype"])
+    w_shape = (g * p["Og"], p["Cg"], 3, 3)
+    kw = dict(padding=p["padding"], groups=g)
+    go = rng.standard_normal(naive.conv(x, np.ones(w_shape), None, **kw).shape).astype(p["dtype"])
+    _assert(fc.grad.conv2d_weight(x, w_shape, go, algorithm=p["algorithm"], **kw),
+            naive.conv_weight_grad(x, w_shape, go, **kw), p["algorithm"])
 
 
 def test_avx2_host_in_a_subprocess(tmp_path):
     """A host without AVX-512 (emulated: LLVM told the CPU has none) gets 256-bit
-    transforms and the 4-row GEMM tile; forward and input gradient stay right."""
+    transforms and the 4-row GEMM tile; forward and both gradients stay right."""
     code = textwrap.dedent("""
         import numpy as np
         from llvmlite import binding
@@ -174,6 +201,9 @@ def test_avx2_host_in_a_subprocess(tmp_path):
                 gy = rng.standard_normal(got.shape).astype(dt)
                 got = fc.grad.conv2d_input(x.shape, w, gy, padding=1, algorithm=algo)
                 want = naive.conv_input_grad(x.shape, w, gy, padding=1)
+                assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), algo
+                got = fc.grad.conv2d_weight(x, w.shape, gy, padding=1, algorithm=algo)
+                want = naive.conv_weight_grad(x, w.shape, gy, padding=1)
                 assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), algo
         print("ok")
     """)
@@ -212,7 +242,7 @@ def test_forward_and_input_grad_match_the_oracle(algorithm, x_shape, w_shape, kw
     go = rng.standard_normal(y.shape).astype(dtype)
     gx = fc.grad.conv2d_input(x.shape, w, go, algorithm=algorithm, **kw)
     _assert(gx, naive.conv_input_grad(x.shape, w, go, **kw), algorithm)
-    gw = fc.grad.conv2d_weight(x, w.shape, go, algorithm=algorithm, **kw)    # im2col's kernel
+    gw = fc.grad.conv2d_weight(x, w.shape, go, algorithm=algorithm, **kw)
     _assert(gw, naive.conv_weight_grad(x, w.shape, go, **kw), algorithm)
 
 
@@ -260,6 +290,8 @@ def test_sweep_against_the_oracle(p):
     go = rng.uniform(-1, 1, y.shape).astype(p["dtype"])
     _assert(fc.grad.conv2d_input(x.shape, w, go, algorithm=algo, **kw),
             naive.conv_input_grad(x.shape, w, go, **kw), algo)
+    _assert(fc.grad.conv2d_weight(x, w.shape, go, algorithm=algo, **kw),
+            naive.conv_weight_grad(x, w.shape, go, **kw), algo)
 
 
 # --- constraints and the filter cache ----------------------------------------------------
