@@ -33,7 +33,7 @@ import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
-from ._common import JIT, serial_if_small, workspace
+from ._common import JIT, n_tasks_target, serial_if_small, workspace
 from .direct import embed
 from ._simd import HOST_AVX512, WIDE_VECTOR_BYTES
 from ._wino_ir import channel_transform, gemm_tile, input_run, output_run
@@ -484,6 +484,7 @@ _ct_gy2, _ct_gy4 = (channel_transform(np.ascontiguousarray(matrices(m)[0].T), f"
                     for m in (2, 4))
 _gemm_add1, _gemm_add2, _gemm_add3 = (gemm_tile(GEMM_ROWS, v, accumulate=True) for v in (1, 2, 3))
 WGRAD_PANEL = 48
+WGRAD_DU_BYTES = 4 << 20     # a task's rows of the dU partial sums
 
 
 @njit(parallel=True, **JIT)
@@ -520,56 +521,94 @@ def _wgrad_gemm(nv, acc, a0, rs, V, v0, vs, G, g0, gs, K):
 
 
 @njit(parallel=True, **JIT)
-def _wgrad(dU, xT, gT, m, N, D, C, O, groups, th, tw, Hx, Wx, Hg, Wg, Lw, TB, scV, scG,
-           stages=3):
+def _wgrad(dU, xT, gT, m, N, D, C, O, groups, th, tw, Hx, Wx, Hg, Wg, Lw, TB, OC, nsplit,
+           scV, scG, stages=3):
     # dU: (threads, groups, alpha^2 * Ogp * Cgp) partial sums, zero on entry
     # xT: (N, D, Hx, Wx, C) flat, every tile inside; gT: (N, D, Hg, Wg, O) flat
-    # Tasks: (group, panel of TB tiles in (n, d, tile row, tile column) order); per task
-    # scV[thread] (alpha^2, TB, Cgp) and scG[thread] (alpha^2, TB, Ogp), rows XV / XG apart.
+    # Tasks: (group, chunk of OC output channels, range of the panels of TB tiles in
+    # (n, d, tile row, tile column) order). A task adds into its thread's dU the chunk's
+    # rows only (alpha^2 x OC x Cgp: sized to stay in L2 while the task's panels run);
+    # per panel scV[thread] (alpha^2, TB, Cgp) and scG[thread] (alpha^2, TB, OC), rows
+    # XV / XG apart. The input's transform is repeated per chunk (one chunk unless the
+    # channels are many).
     A2 = (m + 2) * (m + 2)
     Cg = C // groups
     Og = O // groups
     Cgp = (Cg + Lw - 1) // Lw * Lw
     Ogp = (Og + Lw - 1) // Lw * Lw
     XV = TB * Cgp + 16
-    XG = TB * Ogp + 16
+    XG = TB * OC + 16
     R = GEMM_ROWS
     P = N * D * th * tw
     npan = (P + TB - 1) // TB
-    for task in prange(groups * npan):
-        g = task // npan
-        t0 = (task % npan) * TB
-        nt = min(TB, P - t0)
+    noc = (Ogp + OC - 1) // OC
+    nvec = Cgp // Lw
+    nblk = (nvec + 2) // 3                  # GEMM blocks of 2 or 3 vectors (16 or 24
+    for task in prange(groups * noc * nsplit):      # accumulators), as even as can be
+        sp = task % nsplit
+        r = task // nsplit
+        oc = r % noc
+        g = r // noc
+        o0 = oc * OC
+        on = min(OC, Og - o0)                       # the chunk's real channels
         tid = get_thread_id()
         V = scV[tid]
         Gm = scG[tid]
         acc = dU[tid, g]
-        for i in range(nt if stages & 1 else 0):
-            t = t0 + i
-            tc = t % tw
-            r = t // tw
-            tr = r % th
-            nd = r // th
-            xb = ((nd * Hx + m * tr) * Wx + m * tc) * C + g * Cg
-            gb = ((nd * Hg + m * tr) * Wg + m * tc) * O + g * Og
-            for cb in range(0, Cg, Lw):
-                if m == 2:
-                    _ct_in2(V, i * Cgp + cb, XV, xT, xb + cb, Wx * C, C, Cg - cb)
-                else:
-                    _ct_in4(V, i * Cgp + cb, XV, xT, xb + cb, Wx * C, C, Cg - cb)
-            for ob in range(0, Og, Lw):
-                if m == 2:
-                    _ct_gy2(Gm, i * Ogp + ob, XG, gT, gb + ob, Wg * O, O, Og - ob)
-                else:
-                    _ct_gy4(Gm, i * Ogp + ob, XG, gT, gb + ob, Wg * O, O, Og - ob)
-        nvec = Cgp // Lw
-        nblk = (nvec + 2) // 3                  # blocks of 2 or 3 vectors (16 or 24
-        for xi in range(A2 if stages & 2 else 0):       # accumulators), as even as can be
-            for ob in range(0, Ogp, R):
-                for b in range(nblk):
-                    cv = b * nvec // nblk
-                    _wgrad_gemm((b + 1) * nvec // nblk - cv, acc, (xi * Ogp + ob) * Cgp + cv * Lw,
-                                Cgp, V, xi * XV + cv * Lw, Cgp, Gm, xi * XG + ob, Ogp, nt)
+        for pan in range(sp * npan // nsplit, (sp + 1) * npan // nsplit):
+            t0 = pan * TB
+            nt = min(TB, P - t0)
+            for i in range(nt if stages & 1 else 0):
+                t = t0 + i
+                tc = t % tw
+                r = t // tw
+                tr = r % th
+                nd = r // th
+                xb = ((nd * Hx + m * tr) * Wx + m * tc) * C + g * Cg
+                gb = ((nd * Hg + m * tr) * Wg + m * tc) * O + g * Og + o0
+                for cb in range(0, Cg, Lw):
+                    if m == 2:
+                        _ct_in2(V, i * Cgp + cb, XV, xT, xb + cb, Wx * C, C, Cg - cb)
+                    else:
+                        _ct_in4(V, i * Cgp + cb, XV, xT, xb + cb, Wx * C, C, Cg - cb)
+                for ob in range(0, on, Lw):
+                    if m == 2:
+                        _ct_gy2(Gm, i * OC + ob, XG, gT, gb + ob, Wg * O, O, on - ob)
+                    else:
+                        _ct_gy4(Gm, i * OC + ob, XG, gT, gb + ob, Wg * O, O, on - ob)
+            for xi in range(A2 if stages & 2 else 0):
+                for ob in range(0, min(OC, Ogp - o0), R):
+                    for b in range(nblk):
+                        cv = b * nvec // nblk
+                        _wgrad_gemm((b + 1) * nvec // nblk - cv, acc,
+                                    (xi * Ogp + o0 + ob) * Cgp + cv * Lw, Cgp,
+                                    V, xi * XV + cv * Lw, Cgp, Gm, xi * XG + ob, OC, nt)
+
+
+@njit(parallel=True, **JIT)
+def _filter_grad(gw, dU, G):
+    """gw[g*Og + o, c] = G^T (sum over threads of dU[:, g, :, o, c]) G, in float64 (the
+    adjoint of the filter transform U = G w G^T)."""
+    nt, groups, A2, _, _ = dU.shape
+    O, Cg = gw.shape[0], gw.shape[1]
+    Og = O // groups
+    alpha = G.shape[0]
+    for task in prange(O):
+        g = task // Og
+        o = task - g * Og
+        for c in range(Cg):
+            u = np.zeros((alpha, alpha))
+            for th in range(nt):
+                for a in range(alpha):
+                    for b in range(alpha):
+                        u[a, b] += dU[th, g, a * alpha + b, o, c]
+            for i in range(3):
+                for j in range(3):
+                    acc = 0.0
+                    for a in range(alpha):
+                        for b in range(alpha):
+                            acc += G[a, i] * u[a, b] * G[b, j]
+                    gw[task, c, 0, i, j] = acc
 
 
 def bwd_weight(m, xp, go, kernel, stride, dilation, groups, stages=3):
@@ -579,6 +618,7 @@ def bwd_weight(m, xp, go, kernel, stride, dilation, groups, stages=3):
     alpha = m + 2
     A2 = alpha * alpha
     th, tw = -(-Ho // m), -(-Wo // m)
+    T = N * D * th * tw
     dt = xp.dtype
     Lw = WIDE_VECTOR_BYTES // dt.itemsize
     Cg, Og = C // groups, O // groups
@@ -587,16 +627,20 @@ def bwd_weight(m, xp, go, kernel, stride, dilation, groups, stages=3):
     gT = workspace("winograd.gT", (N, D, m * th, m * tw, O), dt)
     nt = numba.get_num_threads()
     TB = WGRAD_PANEL
+    # output channels per task: its rows of dU (alpha^2 x OC x Cgp) within WGRAD_DU_BYTES
+    OC = max(Lw, min(Ogp, WGRAD_DU_BYTES // (A2 * Cgp * dt.itemsize) // Lw * Lw))
+    noc = -(-Ogp // OC)
+    OC = -(-Ogp // noc // Lw) * Lw                 # even chunks
+    nsplit = max(1, min(-(-T // TB), -(-n_tasks_target() // (groups * noc))))
     scV = workspace("winograd.wV", (nt, A2 * (TB * Cgp + 16)), dt)
-    scG = workspace("winograd.wG", (nt, A2 * (TB * Ogp + 16)), dt)
+    scG = workspace("winograd.wG", (nt, A2 * (TB * OC + 16)), dt)
     dU = np.zeros((nt, groups, A2 * Ogp * Cgp), dtype=dt)
     with serial_if_small(N * O * D * Ho * Wo * Cg * 9):
         _channels_last(xT, np.ascontiguousarray(xp))
         _channels_last(gT, np.ascontiguousarray(go))
         _wgrad(dU, xT.reshape(-1), gT.reshape(-1), m, N, D, C, O, groups, th, tw,
-               xT.shape[2], xT.shape[3], gT.shape[2], gT.shape[3], Lw, TB, scV, scG, stages)
-    dU = dU.sum(axis=0).reshape(groups, alpha, alpha, Ogp, Cgp)[:, :, :, :Og, :Cg]
-    _, G, _ = matrices(m)                      # dw = G^T dU G, in float64
-    t = np.tensordot(G, dU.astype(np.float64), axes=([0], [1]))     # (i, g, b, o, c)
-    t = np.tensordot(G, t, axes=([0], [2]))                          # (j, i, g, o, c)
-    return np.ascontiguousarray(t.transpose(2, 3, 4, 1, 0).reshape(O, Cg, 1, 3, 3), dtype=dt)
+               xT.shape[2], xT.shape[3], gT.shape[2], gT.shape[3], Lw, TB, OC, nsplit, scV, scG,
+               stages)
+    gw = np.empty((O, Cg, 1, 3, 3), dtype=dt)
+    _filter_grad(gw, dU.reshape(nt, groups, A2, Ogp, Cgp), matrices(m)[1])
+    return gw

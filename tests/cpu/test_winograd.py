@@ -177,6 +177,20 @@ def test_weight_grad_channel_sweep_against_the_oracle(p):
             naive.conv_weight_grad(x, w_shape, go, **kw), p["algorithm"])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("algorithm", WINOGRAD)
+def test_weight_grad_in_output_channel_chunks(algorithm, dtype, monkeypatch, rng):
+    """When dU's rows for all output channels exceed WGRAD_DU_BYTES, tasks take chunks of
+    output channels (the last one short); the sum is the same."""
+    monkeypatch.setattr(winograd, "WGRAD_DU_BYTES", 1)         # chunks of one vector
+    x = rng.standard_normal((2, 6, 9, 10)).astype(dtype)
+    w_shape = (2 * 19, 3, 3, 3)
+    go = rng.standard_normal((2, 38, 9, 10)).astype(dtype)
+    kw = dict(padding=1, groups=2)
+    _assert(fc.grad.conv2d_weight(x, w_shape, go, algorithm=algorithm, **kw),
+            naive.conv_weight_grad(x, w_shape, go, **kw), algorithm)
+
+
 def test_avx2_host_in_a_subprocess(tmp_path):
     """A host without AVX-512 (emulated: LLVM told the CPU has none) gets 256-bit
     transforms and the 4-row GEMM tile; forward and both gradients stay right."""
