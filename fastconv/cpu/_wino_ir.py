@@ -333,3 +333,54 @@ def channel_transform(BT, name):
 
     gen.__name__ = gen.__qualname__ = f"wino_ct_{name}"
     return intrinsic(gen)
+
+
+def transpose_block():
+    """tb(dst, d0, ds, dn, src, s0, ss, sn, rows): an L x L block moved channels-last:
+    dst[d0 + r*ds + l] = src[s0 + l*ss + r] for r < L and lanes l < L, reading only
+    r < sn and l < rows (zero elsewhere) and writing rows r < dn, lanes l < rows. In
+    registers: L masked row loads, log2(L) stages of two-vector shuffles (each swaps the
+    off-diagonal sub-blocks of size b = L/2, L/4, ..., 1), L row stores."""
+
+    def gen(typingctx, dst_t, d0_t, ds_t, dn_t, src_t, s0_t, ss_t, sn_t, rows_t):
+        if not _arrays_ok(dst_t, src_t):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vc = _Vec(context, builder, dst_t.dtype)
+            L = vc.L
+            Da = context.make_array(dst_t)(context, builder, args[0])
+            Sa = context.make_array(src_t)(context, builder, args[4])
+            d0, ds, dn, s0, ss, sn, rows = (context.cast(builder, args[k], sig.args[k], types.int64)
+                                            for k in (1, 2, 3, 5, 6, 7, 8))
+            lmask = vc.mask(sn)
+            vrows = []
+            for l in range(L):                    # row l: src[s0 + l*ss + 0..L), if l < rows
+                live = builder.and_(lmask, vc.splat(builder.icmp_signed("<", _i64(l), rows),
+                                                    ir.VectorType(ir.IntType(1), L)))
+                p = builder.gep(Sa.data, [builder.add(s0, builder.mul(ss, _i64(l)))])
+                vrows.append(vc.load(p, live))
+            b = L // 2
+            while b >= 1:
+                nxt = list(vrows)
+                for i in range(L):
+                    if (i // b) % 2:
+                        continue
+                    lo = [c if (c // b) % 2 == 0 else L + c - b for c in range(L)]
+                    hi = [c + b if (c // b) % 2 == 0 else L + c for c in range(L)]
+                    mk = ir.VectorType(_i32, L)
+                    nxt[i] = builder.shuffle_vector(vrows[i], vrows[i + b], ir.Constant(mk, lo))
+                    nxt[i + b] = builder.shuffle_vector(vrows[i], vrows[i + b], ir.Constant(mk, hi))
+                vrows = nxt
+                b //= 2
+            full = vc.mask(rows)
+            for r in range(L):
+                live = vc.splat(builder.icmp_signed("<", _i64(r), dn), ir.VectorType(ir.IntType(1), L))
+                p = builder.gep(Da.data, [builder.add(d0, builder.mul(ds, _i64(r)))])
+                vc.store(vrows[r], p, builder.and_(live, full))
+            return context.get_dummy_value()
+
+        return types.void(dst_t, d0_t, ds_t, dn_t, src_t, s0_t, ss_t, sn_t, rows_t), codegen
+
+    gen.__name__ = gen.__qualname__ = "wino_transpose"
+    return intrinsic(gen)

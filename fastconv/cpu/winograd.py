@@ -36,7 +36,7 @@ from numba import get_thread_id, njit, prange
 from ._common import JIT, n_tasks_target, serial_if_small, workspace
 from .direct import embed
 from ._simd import HOST_AVX512, WIDE_VECTOR_BYTES
-from ._wino_ir import channel_transform, gemm_tile, input_run, output_run
+from ._wino_ir import channel_transform, gemm_tile, input_run, output_run, transpose_block
 
 R = 3                                   # kernel size the generated transforms serve
 #: tiles per panel (a multiple of every dtype's micro-kernel width); the generated
@@ -483,6 +483,7 @@ _ct_in2, _ct_in4 = (channel_transform(matrices(m)[2], f"in{m}") for m in (2, 4))
 _ct_gy2, _ct_gy4 = (channel_transform(np.ascontiguousarray(matrices(m)[0].T), f"gy{m}")
                     for m in (2, 4))
 _gemm_add1, _gemm_add2, _gemm_add3 = (gemm_tile(GEMM_ROWS, v, accumulate=True) for v in (1, 2, 3))
+_transpose = transpose_block()
 WGRAD_PANEL = 48
 WGRAD_DU_BYTES = 4 << 20     # a task's rows of the dU partial sums
 
@@ -490,24 +491,26 @@ WGRAD_DU_BYTES = 4 << 20     # a task's rows of the dU partial sums
 @njit(parallel=True, **JIT)
 def _channels_last(dst, src):
     """dst (N, D, H', W', C) = src (N, C, D, H, W) moved channels-last, zero where
-    H' > H or W' > W."""
+    H' > H or W' > W: L x L blocks transposed in registers (_wino_ir.transpose_block)."""
     N, D, Hp, Wp, C = dst.shape
     H, W = src.shape[3], src.shape[4]
+    L = WIDE_VECTOR_BYTES // dst.itemsize
+    df = dst.reshape(dst.size)
+    sf = src.reshape(src.size)
     for task in prange(N * D * Hp):
         h = task % Hp
         nd = task // Hp
         n = nd // D
         d = nd - n * D
-        row = dst[n, d, h]
         if h >= H:
-            row[:, :] = 0
+            dst[n, d, h] = 0
             continue
-        for w in range(W, Wp):
-            row[w, :] = 0
-        for c in range(C):
-            s = src[n, c, d, h]
-            for w in range(W):
-                row[w, c] = s[w]
+        drow = task * Wp * C
+        for c0 in range(0, C, L):
+            s0 = ((n * C + c0) * D + d) * H * W + h * W
+            for w0 in range(0, Wp, L):
+                _transpose(df, drow + w0 * C + c0, C, min(L, Wp - w0), sf, s0 + w0, D * H * W,
+                           W - w0, C - c0)
 
 
 @njit(**JIT)

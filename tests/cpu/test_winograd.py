@@ -123,6 +123,20 @@ def test_vector_output_runs_match_a_float64_transform(m, dtype, rng):
         assert (y[~written] == 9.0).all(), n
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,extent", [((2, 5, 1, 7, 9), (9, 12)), ((1, 37, 2, 5, 33), (5, 33)),
+                                          ((3, 16, 1, 4, 16), (6, 18)), ((1, 1, 1, 1, 1), (3, 17))])
+def test_channels_last_matches_numpy(shape, extent, dtype, rng):
+    """The weight gradient's channels-last copy (register-transposed blocks, masked at
+    every edge): numpy's transpose, zero-extended, nothing written outside."""
+    src = rng.standard_normal(shape).astype(dtype)
+    dst = np.full((shape[0], shape[2]) + extent + (shape[1],), 5.0, dtype)
+    winograd._channels_last(dst, src)
+    want = np.zeros_like(dst)
+    want[:, :, :shape[3], :shape[4], :] = src.transpose(0, 2, 3, 4, 1)
+    np.testing.assert_array_equal(dst, want)
+
+
 @st.composite
 def wide_problems(draw):
     """Planes wide enough for several vector blocks per tile row, output channels around
