@@ -2,8 +2,8 @@
 
     python bench/winograd_vs_torch.py [--blocks 5] [--calls 4] [--runs 2]
 
-Forward (conv2d) and input gradient (torch.ops.aten.convolution_backward, output_mask
-[True, False, False]) in float32 on 2 threads. Times are taken in blocks of calls that
+Forward (conv2d), input and weight gradients (torch.ops.aten.convolution_backward with
+one output requested, as its autograd runs) in float32 on 2 threads. Times are taken in blocks of calls that
 alternate between the libraries; each block's first call is dropped and the best call
 counts. "effective" GFLOP/s divides the direct convolution's FLOPs by the time, "real"
 the multiply-adds Winograd performs (its alpha^2 GEMMs over the padded tiles; the
@@ -58,12 +58,19 @@ def main():
             fns = {"forward": {"torch": lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=p)},
                    "input_grad": {"torch": lambda: torch.ops.aten.convolution_backward(
                        tgo, tx, tw, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1,
-                       [True, False, False])}}
+                       [True, False, False])},
+                   "weight_grad": {"torch": lambda: torch.ops.aten.convolution_backward(
+                       tgo, tx, tw, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1,
+                       [False, True, False])}}
             for a in ALGOS:
                 fns["forward"][a] = lambda a=a: fc.conv2d(x, w, b, **kw, algorithm=a)
                 fns["input_grad"][a] = lambda a=a: fc.grad.conv2d_input(x.shape, w, go, **kw,
                                                                        algorithm=a)
+                fns["weight_grad"][a] = lambda a=a: fc.grad.conv2d_weight(x, w.shape, go, **kw,
+                                                                         algorithm=a)
             fns["forward"]["auto"] = lambda: fc.conv2d(x, w, b, **kw)
+            fns["input_grad"]["auto"] = lambda: fc.grad.conv2d_input(x.shape, w, go, **kw)
+            fns["weight_grad"]["auto"] = lambda: fc.grad.conv2d_weight(x, w.shape, go, **kw)
             for op, libs in fns.items():
                 best = {k: np.inf for k in libs}
                 for _ in range(args.blocks):
@@ -76,8 +83,9 @@ def main():
                           f"{t / best['torch']:.2f} | {flops(name) / t / 1e9:.0f} | {real} |",
                           flush=True)
         if run == 0:
-            print("auto picks:", {n: fc.choose_algorithm(LAYERS[n][:4], (LAYERS[n][4],
-                  LAYERS[n][1], 3, 3), padding=1).algorithm for n in ("resnet", "vgg")})
+            print("auto picks:", {(n, op): fc.choose_algorithm(
+                LAYERS[n][:4], (LAYERS[n][4], LAYERS[n][1], 3, 3), padding=1, op=op).algorithm
+                for n in ("resnet", "vgg") for op in ("forward", "input_grad", "weight_grad")})
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ LAYERS_3x3 = {
 
 
 def level_errors(algorithm, dtype, seed=0):
-    """(max, rms) of |y - ref| / max|ref| over LAYERS_3x3, forward and input gradient, on
+    """(max, rms) of |y - ref| / max|ref| over LAYERS_3x3, forward and both gradients, on
     ReLU'd standard-normal inputs and He-initialised weights (std sqrt(2 / (9 C)))."""
     rng = np.random.default_rng(seed)
     worst = rms = 0.0
@@ -51,7 +51,10 @@ def level_errors(algorithm, dtype, seed=0):
         gref = fc.grad.conv2d_input(xs, w, go, padding=1, algorithm="direct")
         gy = fc.grad.conv2d_input(xs, w.astype(dtype), go.astype(dtype), padding=1,
                                   algorithm=algorithm)
-        for got, want in ((y, ref), (gy, gref)):
+        wref = fc.grad.conv2d_weight(x, w.shape, go, padding=1, algorithm="direct")
+        gw = fc.grad.conv2d_weight(x.astype(dtype), w.shape, go.astype(dtype), padding=1,
+                                   algorithm=algorithm)
+        for got, want in ((y, ref), (gy, gref), (gw, wref)):
             err = np.abs(got.astype(np.float64) - want) / np.abs(want).max()
             worst = max(worst, float(err.max()))
             rms = max(rms, float(np.sqrt(np.mean(err ** 2))))
