@@ -599,18 +599,28 @@ def _filter_grad(gw, dU, G):
     for task in prange(O):
         g = task // Og
         o = task - g * Og
-        for c in range(Cg):
-            u = np.zeros((alpha, alpha))
-            for th in range(nt):
-                for a in range(alpha):
-                    for b in range(alpha):
-                        u[a, b] += dU[th, g, a * alpha + b, o, c]
-            for i in range(3):
-                for j in range(3):
+        u = np.empty((alpha, alpha, Cg))             # (one allocation per output channel)
+        v = np.empty((3, alpha, Cg))
+        for a in range(alpha):
+            for b in range(alpha):
+                for c in range(Cg):
+                    u[a, b, c] = dU[0, g, a * alpha + b, o, c]
+                for th in range(1, nt):
+                    for c in range(Cg):
+                        u[a, b, c] += dU[th, g, a * alpha + b, o, c]
+        for i in range(3):                                    # v = G^T u, then v G
+            for b in range(alpha):
+                for c in range(Cg):
                     acc = 0.0
                     for a in range(alpha):
-                        for b in range(alpha):
-                            acc += G[a, i] * u[a, b] * G[b, j]
+                        acc += G[a, i] * u[a, b, c]
+                    v[i, b, c] = acc
+        for i in range(3):
+            for j in range(3):
+                for c in range(Cg):
+                    acc = 0.0
+                    for b in range(alpha):
+                        acc += v[i, b, c] * G[b, j]
                     gw[task, c, 0, i, j] = acc
 
 
