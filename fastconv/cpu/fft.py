@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._common import JIT, n_tasks_target, serial_if_small
+from ._common import JIT, U, n_tasks_target, serial_if_small
 from .direct import direct_fwd
 
 FFT_BUDGET_BYTES = 96 << 20
@@ -133,6 +133,34 @@ def abs_max(a) -> float:
         return 0.0
     hi, lo = float(a.max()), float(a.min())
     return max(abs(hi), abs(lo)) if hi == hi and lo == lo else math.nan
+
+
+def all_finite(a) -> bool:
+    """Whether ``a`` holds no NaN and no inf. Large contiguous float arrays take one
+    parallel pass (sum of a * 0: 0 when finite, NaN otherwise; the planner's non-finite
+    rule reads whole operands on every call where ``auto`` may pick an algorithm that
+    spreads NaN), others :func:`abs_max`."""
+    if a.size >= ALL_FINITE_PARALLEL and a.dtype in (np.float32, np.float64) \
+            and a.flags.c_contiguous:
+        part = np.empty(n_tasks_target(), dtype=a.dtype)
+        _poison(part, a.reshape(-1))
+        return float(part.sum()) == 0.0
+    return math.isfinite(abs_max(a))
+
+
+ALL_FINITE_PARALLEL = 1 << 18     # elements: below, NumPy's reductions beat a parallel launch
+
+
+@njit(parallel=True, **JIT)
+def _poison(part, a):
+    # part[k] = sum of a * 0 over chunk k of a
+    nchunk = part.size
+    n = a.size
+    for k in prange(nchunk):
+        z = a[0] * 0
+        for i in range(k * n // nchunk, (k + 1) * n // nchunk):
+            z += a[U(i)] * 0
+        part[k] = z
 
 
 def _exponent(m) -> int:

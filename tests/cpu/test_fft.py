@@ -280,3 +280,23 @@ def test_nn_conv2d_layer_fft_keeps_nan_local():
     assert np.isfinite(got[0]).mean() > 0.8
     for g, w in zip(got, want):
         assert_same_as_direct(g, w, 1e-4, 1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [10, cpu_fft.ALL_FINITE_PARALLEL + 17])
+def test_all_finite_finds_every_nonfinite_value(dtype, n):
+    """The planner's finiteness check (one parallel pass on large arrays): a single NaN,
+    +inf or -inf anywhere (first, last, chunk edges) is found; the largest finite values
+    are finite; non-contiguous views take the fallback."""
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal(n).astype(dtype)
+    assert cpu_fft.all_finite(a)
+    for pos in {0, n - 1, n // 16, n // 16 - 1, n // 2}:
+        for val in (np.nan, np.inf, -np.inf):
+            b = a.copy()
+            b[pos] = val
+            assert not cpu_fft.all_finite(b), (pos, val)
+            assert not cpu_fft.all_finite(b[::-1])
+    a[n // 3] = np.finfo(dtype).max
+    a[n // 5] = -np.finfo(dtype).max
+    assert cpu_fft.all_finite(a)
