@@ -45,7 +45,8 @@ def pad(x, pads, mode, dtype=None):
             # would write the whole array twice, faulting its pages in on one thread)
             xp = np.empty(shape, dtype=dtype)
             lift = (1,) * (5 - x.ndim)
-            embed(xp.reshape(x.shape[:2] + lift + shape[2:]), x.reshape(x.shape[:2] + lift + x.shape[2:]),
+            embed(xp.reshape(x.shape[:2] + lift + shape[2:]),
+                  x.reshape(x.shape[:2] + lift + x.shape[2:]),
                   *((0,) * (5 - x.ndim) + tuple(b for b, _ in pads)))
             return xp
         xp = np.zeros(shape, dtype=dtype)

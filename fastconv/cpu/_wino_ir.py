@@ -201,7 +201,8 @@ def output_run(m, AT):
                 lmask = vc.mask(nt)
                 src0 = builder.add(mb, t0)
                 Mv = [[vc.load(builder.gep(Ma.data, [builder.add(src0, builder.mul(
-                    xs, _i64(k * alpha + l)))]), lmask) for l in range(alpha)] for k in range(alpha)]
+                    xs, _i64(k * alpha + l)))]), lmask) for l in range(alpha)]
+                      for k in range(alpha)]
                 row0 = builder.add(yb, builder.mul(t0, _i64(m)))
                 lim = builder.mul(nt, _i64(m))
                 for a in range(m):
@@ -265,9 +266,9 @@ def gemm_tile(rows, nvec, accumulate=False):
                 ph.add_incoming(v, entry)
                 cur.append(ph)
             vrow = builder.add(v0, builder.mul(k, vs))
-            xs = [builder.load(builder.bitcast(builder.gep(Va.data, [builder.add(vrow, _i64(q * L))]),
-                                               ptr), align=vc.align.constant)
-                  for q in range(nvec)]
+            xs = [builder.load(builder.bitcast(
+                builder.gep(Va.data, [builder.add(vrow, _i64(q * L))]), ptr),
+                align=vc.align.constant) for q in range(nvec)]
             wrow = builder.add(w0, builder.mul(k, ws))
             new = []
             for j in range(rows):
@@ -324,7 +325,8 @@ def channel_transform(BT, name):
             ptr = vc.vty.as_pointer()
             for k in range(alpha):
                 for l in range(alpha):
-                    p = builder.gep(Va.data, [builder.add(vb, builder.mul(xs, _i64(k * alpha + l)))])
+                    xi = builder.mul(xs, _i64(k * alpha + l))
+                    p = builder.gep(Va.data, [builder.add(vb, xi)])
                     builder.store(vc.lin(BT[l], t[k]), builder.bitcast(p, ptr),
                                   align=vc.align.constant)
             return context.get_dummy_value()
@@ -375,7 +377,8 @@ def transpose_block():
                 b //= 2
             full = vc.mask(rows)
             for r in range(L):
-                live = vc.splat(builder.icmp_signed("<", _i64(r), dn), ir.VectorType(ir.IntType(1), L))
+                live = vc.splat(builder.icmp_signed("<", _i64(r), dn),
+                                ir.VectorType(ir.IntType(1), L))
                 p = builder.gep(Da.data, [builder.add(d0, builder.mul(ds, _i64(r)))])
                 vc.store(vrows[r], p, builder.and_(live, full))
             return context.get_dummy_value()

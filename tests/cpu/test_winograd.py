@@ -108,7 +108,7 @@ def test_vector_output_runs_match_a_float64_transform(m, dtype, rng):
     alpha = m + 2
     for n in _run_lengths(dtype):
         xs, mb = winograd.PANEL + 5, 2
-        M = rng.standard_normal(alpha * alpha * xs + mb + n).astype(dtype)[:mb + n + (alpha * alpha - 1) * xs]
+        M = rng.standard_normal(mb + n + (alpha * alpha - 1) * xs).astype(dtype)  # ends at the run
         Wy, yb = m * n + 3, 1
         y = np.full(yb + (m - 1) * Wy + m * n + 0, 9.0, dtype)       # ends at the run
         winograd._out_run(m, y, yb, Wy, M, mb, xs, n, dtype(0.25))
