@@ -8,7 +8,6 @@ chooses the algorithm (also for autotuning and the non-finite rule) and
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from . import dispatch
