@@ -280,6 +280,11 @@ def test_conv3d_with_a_1x3x3_kernel_and_transpose(algorithm, rng):
     w = rng.standard_normal((4, 3, 1, 3, 3))
     _assert(fc.conv3d(x, w, padding=(1, 1, 1), algorithm=algorithm),
             naive.conv(x, w, padding=(1, 1, 1)), algorithm)
+    go = rng.standard_normal((2, 4, 6, 9, 7))
+    _assert(fc.grad.conv3d_input(x.shape, w, go, padding=(1, 1, 1), algorithm=algorithm),
+            naive.conv_input_grad(x.shape, w, go, padding=(1, 1, 1)), algorithm)
+    _assert(fc.grad.conv3d_weight(x, w.shape, go, padding=(1, 1, 1), algorithm=algorithm),
+            naive.conv_weight_grad(x, w.shape, go, padding=(1, 1, 1)), algorithm)
     y = rng.standard_normal((2, 4, 6, 5))
     w2 = rng.standard_normal((4, 3, 3, 3))
     _assert(fc.conv_transpose2d(y, w2, algorithm=algorithm),
