@@ -284,12 +284,15 @@ def _row_stride(rows):
 
 @njit(parallel=True, **JIT)
 def _winograd(yf, xf, Uw, bias, cb, ca, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, pw, groups,
-              scV, scM, stages):
+              nos, scV, scM, stages):
     # yf: (N, O, D, Ho, Wo) flat   xf: (N, C, D, Hx, Wx) flat, read as if padded by ph
     # rows and pw columns before (zeros; and zeros after, as far as the tiles reach)
     # Uw: (groups, alpha^2, nob, Cg, GEMM_ROWS) transformed filters, flat
     # Tasks: (group, panel of TB = PANEL consecutive tiles in (n, d, tile row, tile
-    # column) order). scV[thread]: the panel's transformed input (alpha^2, Cg, TB);
+    # column) order, one of `nos` ranges of output-channel blocks: when the panels are
+    # too few to fill the cores, each range repeats the panel's input transform and runs
+    # its own GEMMs and output transforms). scV[thread]: the panel's transformed input
+    # (alpha^2, Cg, TB);
     # scM[thread]: its products (alpha^2, nob * GEMM_ROWS, TB): each GEMM reads and
     # writes contiguous rows of TB tiles.
     # stages: bit mask of the stages to run (1 input transform, 2 GEMMs, 4 output
@@ -315,10 +318,13 @@ def _winograd(yf, xf, Uw, bias, cb, ca, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, pw, g
     ci0 = (pw + m - 1) // m
     ci1 = max(ci0, (Wx - alpha + pw) // m + 1) if Wx + pw >= alpha else ci0
     fc = Wo // m                                      # full output tile columns
-    for task in prange(groups * npan):
-        g = task // npan
-        t0 = (task % npan) * TB
+    for task in prange(groups * npan * nos):
+        os_ = task % nos
+        g = task // (npan * nos)
+        t0 = (task // nos % npan) * TB
         t1 = min(t0 + TB, P)
+        ob0 = os_ * nob // nos                        # this task's output-channel blocks
+        ob1 = (os_ + 1) * nob // nos
         tid = get_thread_id()
         V = scV[tid]
         Mf = scM[tid]
@@ -351,13 +357,13 @@ def _winograd(yf, xf, Uw, bias, cb, ca, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, pw, g
         # alpha^2 GEMMs: M[xi] (Og, TB) = U[xi]^T (Og, Cg) @ V[xi] (Cg, TB), in register
         # tiles of GEMM_ROWS output channels x `step` tiles
         for xi in range(A2 if stages & 2 else 0):
-            for ob in range(nob):
+            for ob in range(ob0, ob1):
                 w0 = ((g * A2 + xi) * nob + ob) * Cg * R
                 for p in range(0, TB, step):
                     _gemm(Mf, xi * XM + ob * R * TB + p, TB, V, xi * XV + p, TB,
                           Uw, w0, R, Cg)
         # output transform (+ bias)
-        for o in range(Og if stages & 4 else 0):
+        for o in range(ob0 * R, min(Og, ob1 * R) if stages & 4 else 0):
             oo = g * Og + o
             bv = bias[oo]
             t = t0
@@ -376,6 +382,18 @@ def _winograd(yf, xf, Uw, bias, cb, ca, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, pw, g
                     _out_edge(m, yf, yb + m * tc, Wo, Mf, mb + tc, XM, na, min(m, Wo - m * tc),
                               bv, ca)
                 t += tcb - tca
+
+
+@njit(parallel=True, **JIT)
+def crop(out, y):
+    """out (N, O, D, H, W) = y[:, :, :, :H, :W]."""
+    N, O, D, H, W = out.shape
+    for t in prange(N * O * D):
+        n = t // (O * D)
+        o = (t // D) % O
+        d = t % D
+        for h in range(H):
+            out[n, o, d, h] = y[n, o, d, h, :W]
 
 
 # --- filters -----------------------------------------------------------------------------
@@ -438,12 +456,27 @@ def run(x, Uw, bias, m, groups, O, out_hw, pads, out, stages=7):
     cb, ca = coefficients(m, dt.type)
     Cg, Og = C // groups, O // groups
     A2 = (m + 2) ** 2
+    th, tw = -(-Ho // m), -(-Wo // m)
+    y = out
+    if pads == (0, 0) and (Ho % m or Wo % m):
+        # ragged: the input extended with zeros and the output computed on whole tiles,
+        # then cropped (parallel passes), so that every tile is a vector run
+        if Hx < m * th + 2 or Wx < m * tw + 2:
+            xe = workspace("winograd.xe", (N, C, D, m * th + 2, m * tw + 2), dt)
+            embed(xe, x, 0, 0, 0)
+            x, Hx, Wx = xe, m * th + 2, m * tw + 2
+        y = workspace("winograd.ye", (N, O, D, m * th, m * tw), dt)
     nt = numba.get_num_threads()
+    nob = -(-Og // GEMM_ROWS)
+    npan = -(-(N * D * th * tw) // PANEL)
+    nos = max(1, min(nob, -(-n_tasks_target() // (groups * npan))))
     scV = workspace("winograd.V", (nt, A2 * _row_stride(Cg)), dt)
-    scM = workspace("winograd.M", (nt, A2 * _row_stride(-(-Og // GEMM_ROWS) * GEMM_ROWS)), dt)
+    scM = workspace("winograd.M", (nt, A2 * _row_stride(nob * GEMM_ROWS)), dt)
     with serial_if_small(N * O * D * Ho * Wo * Cg * 9):
-        _winograd(out.reshape(-1), x.reshape(-1), Uw, bias, cb, ca, m, N, C, D, Hx, Wx,
-                  O, Ho, Wo, pads[0], pads[1], groups, scV, scM, stages)
+        _winograd(y.reshape(-1), x.reshape(-1), Uw, bias, cb, ca, m, N, C, D, Hx, Wx,
+                  O, y.shape[3], y.shape[4], pads[0], pads[1], groups, nos, scV, scM, stages)
+        if y is not out:
+            crop(out, y)
     return out
 
 
