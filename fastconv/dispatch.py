@@ -224,11 +224,14 @@ def fft_features(spec: ConvSpec, op: str = "forward") -> dict:
     return {"overhead": 1.0, "fft_flop": fft_flop, "cmul": cmul}
 
 
-def _winograd_counts(spec: ConvSpec, m: int) -> dict:
+def _winograd_counts(spec: ConvSpec, m: int, op: str = "forward") -> dict:
     isz, G, Cg, Og, _, (od, oh, ow) = _dims(spec)
     tiles = spec.N * od * -(-oh // m) * -(-ow // m)
     padded = -(-tiles // winograd.PANEL) * winograd.PANEL
-    return {"overhead": 1.0, "in_tile": tiles * spec.C_in, "out_tile": tiles * spec.C_out,
+    # the weight gradient transforms the input once per chunk of output channels
+    chunks = winograd.wgrad_chunks(m, Cg, Og, isz)[1] if op == "weight_grad" else 1
+    return {"overhead": 1.0, "in_tile": tiles * spec.C_in * chunks,
+            "out_tile": tiles * spec.C_out,
             "gemm_mac": (m + 2) ** 2 * padded * G * Cg * -(-Og // winograd.GEMM_ROWS)
             * winograd.GEMM_ROWS}
 
@@ -240,7 +243,7 @@ def winograd_features(spec: ConvSpec, op: str = "forward", m: int = 4) -> dict:
     gradient is the same 3x3 correlation over the fully padded grad_output
     (``adjoint_spec``); the weight gradient has the same counts (transforms of the input's
     and grad_output's tiles, GEMMs over the tiles), with constants of its own."""
-    return _winograd_counts(adjoint_spec(spec) if op == "input_grad" else spec, m)
+    return _winograd_counts(adjoint_spec(spec) if op == "input_grad" else spec, m, op)
 
 
 def winograd_f2_features(spec: ConvSpec, op: str = "forward") -> dict:

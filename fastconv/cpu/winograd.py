@@ -657,6 +657,17 @@ def _filter_grad(gw, dU, G):
                     gw[task, c, 0, i, j] = acc
 
 
+def wgrad_chunks(m, Cg, Og, itemsize):
+    """(OC, chunks): the weight gradient's output channels per task, so that a task's rows
+    of dU (alpha^2 x OC x Cg, padded to vectors) stay within WGRAD_DU_BYTES, and how many
+    chunks (each transforms the input again)."""
+    Lw = WIDE_VECTOR_BYTES // itemsize
+    Cgp, Ogp = -(-Cg // Lw) * Lw, -(-Og // Lw) * Lw
+    OC = max(Lw, min(Ogp, WGRAD_DU_BYTES // ((m + 2) ** 2 * Cgp * itemsize) // Lw * Lw))
+    noc = -(-Ogp // OC)
+    return -(-Ogp // noc // Lw) * Lw, noc                 # even chunks
+
+
 def bwd_weight(m, xp, go, kernel, stride, dilation, groups, stages=3):
     """dL/dw of the 3x3 correlation of padded ``xp`` (stride and dilation 1) by F(m x m, 3x3)."""
     N, C, D = xp.shape[:3]
@@ -673,10 +684,7 @@ def bwd_weight(m, xp, go, kernel, stride, dilation, groups, stages=3):
     gT = workspace("winograd.gT", (N, D, m * th, m * tw, O), dt)
     nt = numba.get_num_threads()
     TB = WGRAD_PANEL
-    # output channels per task: its rows of dU (alpha^2 x OC x Cgp) within WGRAD_DU_BYTES
-    OC = max(Lw, min(Ogp, WGRAD_DU_BYTES // (A2 * Cgp * dt.itemsize) // Lw * Lw))
-    noc = -(-Ogp // OC)
-    OC = -(-Ogp // noc // Lw) * Lw                 # even chunks
+    OC, noc = wgrad_chunks(m, Cg, Og, dt.itemsize)
     nsplit = max(1, min(-(-T // TB), -(-n_tasks_target() // (groups * noc))))
     scV = workspace("winograd.wV", (nt, A2 * (TB * Cgp + 16)), dt)
     scG = workspace("winograd.wG", (nt, A2 * (TB * OC + 16)), dt)
