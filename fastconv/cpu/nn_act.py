@@ -139,3 +139,28 @@ def log_softmax_bwd(go2, y2):
     k = _log_softmax_bwd_par if go2.size >= PARALLEL_MIN else _log_softmax_bwd
     k(gx, go2, y2)
     return gx
+
+
+@njit(parallel=True, **JIT)
+def _channel_sums_par(out, g):
+    # out[o] = sum over n, p of g[n, o, p], accumulated in float64
+    N, O, P = g.shape
+    for o in prange(O):
+        acc = 0.0
+        for n in range(N):
+            row = g[n, o]
+            for p in range(P):
+                acc += row[p]
+        out[o] = acc
+
+
+def channel_sums(g3):
+    """The bias gradient of a convolution: sums of grad_output (N, O, P) over images and
+    positions, per channel (float64 accumulation, parallel over channels on large arrays;
+    NumPy's pairwise sum on one thread otherwise)."""
+    if g3.size < PARALLEL_MIN or g3.dtype not in (np.float32, np.float64) \
+            or not g3.flags.c_contiguous:
+        return g3.sum(axis=(0, 2))
+    out = np.empty(g3.shape[1], dtype=np.float64)
+    _channel_sums_par(out, g3)
+    return out.astype(g3.dtype)

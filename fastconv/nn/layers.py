@@ -215,7 +215,7 @@ class Conv2d(Module):
                                    .reshape(w.shape))
         if self.bias is not None and self.bias.requires_grad:
             N, O = go5.shape[:2]
-            self.bias.accumulate(go5.reshape(N, O, math.prod(go5.shape[2:])).sum(axis=(0, 2)))
+            self.bias.accumulate(nn_act.channel_sums(go5.reshape(N, O, math.prod(go5.shape[2:]))))
         if not input_grad:
             return None
         gxp5 = _pipeline.input_grad5(spec, go5, w.reshape(plan.w5_shape), self.algorithm,

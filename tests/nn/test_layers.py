@@ -8,6 +8,7 @@ import pytest
 
 import fastconv
 from fastconv import nn
+from fastconv.cpu import nn_act
 from fastconv.nn import functional as F
 
 try:
@@ -851,3 +852,19 @@ def test_docstring_examples(module):
     mod = importlib.import_module(module)
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 5), (8, 40, 3300), (1, 1, 1 << 20)])
+def test_bias_gradient_channel_sums_match_float64(shape, dtype):
+    """Conv2d's bias gradient (cpu/nn_act.channel_sums: parallel, float64 accumulation on
+    large arrays) against a float64 sum; NaN reaches its channel only."""
+    g = np.random.default_rng(shape[2]).standard_normal(shape).astype(dtype)
+    want = g.astype(np.float64).sum(axis=(0, 2))
+    got = nn_act.channel_sums(g)
+    assert got.dtype == dtype and got.shape == (shape[1],)
+    np.testing.assert_allclose(got, want, rtol=0, atol=(1e-5 if dtype == np.float32 else 1e-12)
+                               * np.sqrt(shape[0] * shape[2]))
+    g[0, -1, -1] = np.nan
+    got = nn_act.channel_sums(g)
+    assert np.isnan(got[-1]) and np.isfinite(got[:-1]).all()
