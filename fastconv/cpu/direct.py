@@ -190,27 +190,74 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
 
 
 @njit(parallel=True, **JIT)
-def _direct_bwd_weight(part, gl, xf, off, xs_n, xs_g, xs_od, nchunk, chunk, seg, scratch):
+def _grad_lines(gl, go, Wq):
+    # gl (N, G, nob, OD, Lp // V, GRAD_ROWS, V): go (N, O, OD, OH, OW) as lines on the
+    # padded-width grid of width Wq (position oh*Wq + ow), the GRAD_ROWS lines of a channel
+    # block interleaved vector by vector; zeros elsewhere (wrap-around columns, tail,
+    # rows past the group's channels)
+    N, G, nob, OD, nvec, R, V = gl.shape
+    O, OH, OW = go.shape[1], go.shape[3], go.shape[4]
+    Og = O // G
+    for t in prange(N * G * nob * OD):
+        od = t % OD
+        ob = (t // OD) % nob
+        g = (t // (OD * nob)) % G
+        n = t // (OD * nob * G)
+        blk = gl[n, g, ob, od].reshape(nvec * R * V)
+        Lp = nvec * V
+        nr = min(R, Og - ob * R)
+        for j in range(R):                  # each position written once
+            src = go[n, g * Og + ob * R + min(j, nr - 1), od]   # (rows j >= nr: zeros)
+            for oh in range((Lp + Wq - 1) // Wq):
+                p0 = oh * Wq
+                end = min(Wq, Lp - p0)      # this row's positions on the line
+                lim = OW if (j < nr and oh < OH) else 0
+                ow = 0
+                while ow < end:             # pieces within one vector: data, then zeros
+                    p = p0 + ow
+                    c = V - p % V
+                    d = ((p // V) * R + j) * V + p % V
+                    if ow < lim:
+                        m = min(lim - ow, c)
+                        row = src[oh]
+                        for i in range(m):
+                            blk[U(d + i)] = row[U(ow + i)]
+                    else:
+                        m = min(end - ow, c)
+                        for i in range(m):
+                            blk[U(d + i)] = 0
+                    ow += m
+
+
+@njit(parallel=True, **JIT)
+def _direct_bwd_weight(part, gl, xf, off, omax, xs_n, xs_g, xs_od, L, nchunk, chunk, seg,
+                       scratch):
     # part: (nsplit, G, nob*GRAD_ROWS, ntb*GRAD_TAPS) the gradient's partial sums over the
     #     images of split s (rows: output channels of group g; columns: the tap list, see
     #     _pack); rows and taps past the real ones are padding the caller drops
-    # gl: (N, G, nob*GRAD_ROWS, OD, Lp) grad_out as lines on the padded-width grid (zero
-    #     in the wrap-around columns, the padding rows and the tail up to Lp, a multiple
-    #     of the vector width)
-    # xf: the padded input (or its phases) flat; image n, group g, output depth od start
-    #     at n*xs_n + g*xs_g + od*xs_od, tap t at off[t] from there
+    # gl: (N, G, nob, OD, Lp // V, GRAD_ROWS, V) grad_out as row-interleaved lines on the
+    #     padded-width grid (see _grad_lines; zero past position L - 1)
+    # xf: the padded input (or its phases) flat, not padded at its end; image n, group g,
+    #     output depth od start at n*xs_n + g*xs_g + od*xs_od, tap t at off[t] from there;
+    #     omax[b]: the largest offset of tap block b
     # Tasks: (split, group, block of GRAD_ROWS channels, chunk of `chunk` tap blocks).
     # Each runs register tiles (cpu/_simd.grad_tile) of GRAD_ROWS x GRAD_TAPS vector
-    # accumulators along the lines, `seg` positions at a time so that a segment of
-    # grad_out and of the chunk's input rows stays in cache while its tap blocks run.
+    # accumulators along the lines, `seg` positions at a time, so that a segment of its
+    # grad_out rows stays in L1 while the chunk's tap blocks run over it; lines shorter
+    # than a segment go seg // Lp images at a time (one tile runs over all of them).
+    # The last vectors of a line read past position L - 1 (where grad_out is zero);
+    # where that would read past xf's end (the last image's last planes) those
+    # positions take scalar code up to L instead.
     S, G, Rp, Tp = part.shape
-    N, _, _, OD, Lp = gl.shape
-    nob = Rp // GRAD_ROWS
-    ntb = Tp // GRAD_TAPS
-    V = VECTOR_BYTES // part.itemsize
-    K = GRAD_ROWS * GRAD_TAPS * V                # accumulators of one tap block
+    N, _, nob, OD, nvec, R, V = gl.shape
+    Lp = nvec * V
     gf = gl.reshape(gl.size)
-    gs = OD * Lp
+    gi = G * nob * OD * Lp * R                  # between images
+    ntb = Tp // GRAD_TAPS
+    RT = GRAD_ROWS * GRAD_TAPS
+    K = RT * V                                  # accumulators of one tap block
+    xsize = xf.shape[0]
+    ng = max(1, seg // Lp)                      # images per tile
     for task in prange(S * G * nob * nchunk):
         ch = task % nchunk                  # chunks innermost: consecutive tasks share
         r = task // nchunk                  # their grad_out rows while they are cached
@@ -222,40 +269,41 @@ def _direct_bwd_weight(part, gl, xf, off, xs_n, xs_g, xs_od, nchunk, chunk, seg,
         nt = min(chunk, ntb - b0)
         acc = scratch[get_thread_id()]
         acc[:nt * K] = 0
-        for n in range(sp * N // S, (sp + 1) * N // S):
-            for od in range(OD):
-                gb = (((n * G + g) * Rp + ob * GRAD_ROWS) * OD + od) * Lp
+        n1 = (sp + 1) * N // S
+        for od in range(OD):
+            n = sp * N // S
+            while n < n1:
+                ni = min(ng, n1 - n)
                 xb = n * xs_n + g * xs_g + od * xs_od
+                gb = (((n * G + g) * nob + ob) * OD + od) * Lp * R
                 for s0 in range(0, Lp, seg):
                     nv = min(seg, Lp - s0) // V
                     for b in range(nt):
-                        grad_tile_host(acc, b * K, gf, gb + s0, gs, xf, xb + s0, off,
-                                       (b0 + b) * GRAD_TAPS, nv)
+                        t0 = (b0 + b) * GRAD_TAPS
+                        xl = xb + (ni - 1) * xs_n + s0  # the last image's reads
+                        safe = (xsize - xl - omax[b0 + b]) // V
+                        if safe >= nv:
+                            grad_tile_host(acc, b * K, gf, gb + s0 * R, xf, xb + s0, off, t0,
+                                           nv, ni, gi, xs_n)
+                            continue
+                        grad_tile_host(acc, b * K, gf, gb + s0 * R, xf, xb + s0, off, t0,
+                                       nv, ni - 1, gi, xs_n)
+                        safe = max(safe, 0)
+                        gl0 = gb + (ni - 1) * gi + s0 * R
+                        grad_tile_host(acc, b * K, gf, gl0, xf, xl, off, t0, safe, 1, 0, 0)
+                        for k in range(RT):         # the rest up to L, one lane each
+                            xo = xl + off[t0 + k % GRAD_TAPS]
+                            j = k // GRAD_TAPS
+                            a = acc[b * K + k * V]
+                            for q in range(safe * V, min(nv * V, L - s0)):
+                                a += gf[gl0 + ((q // V) * R + j) * V + q % V] * xf[xo + q]
+                            acc[b * K + k * V] = a
+                n += ni
         for b in range(nt):
-            for k in range(GRAD_ROWS * GRAD_TAPS):
-                a = acc[(b * GRAD_ROWS * GRAD_TAPS + k) * V:(b * GRAD_ROWS * GRAD_TAPS + k + 1) * V]
-                part[sp, g, ob * GRAD_ROWS + k // GRAD_TAPS, (b0 + b) * GRAD_TAPS + k % GRAD_TAPS] = a.sum()
-
-
-@njit(parallel=True, **JIT)
-def _grad_lines(gl, go, Wq):
-    # gl (N, G, Rp, OD, Lp) = go (N, O, OD, OH, OW) on the padded-width grid of width Wq:
-    # position oh*Wq + ow; zeros elsewhere (wrap-around columns, tail, padding rows)
-    N, G, Rp, OD, Lp = gl.shape
-    O, OH, OW = go.shape[1], go.shape[3], go.shape[4]
-    Og = O // G
-    for t in prange(N * G * Rp):
-        r = t % Rp
-        g = (t // Rp) % G
-        n = t // (Rp * G)
-        for od in range(OD):
-            line = gl[n, g, r, od]
-            line[:] = 0
-            if r < Og:
-                for oh in range(OH):
-                    src = go[n, g * Og + r, od, oh]
-                    for ow in range(OW):
-                        line[oh * Wq + ow] = src[ow]
+            for k in range(RT):
+                a = acc[(b * RT + k) * V:(b * RT + k + 1) * V]
+                part[sp, g, ob * GRAD_ROWS + k // GRAD_TAPS,
+                     (b0 + b) * GRAD_TAPS + k % GRAD_TAPS] = a.sum()
 
 
 @njit(parallel=True, **JIT)
@@ -395,8 +443,7 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     Cg, Og = C // G, O // G
     isz = xp.dtype.itemsize
     V = vector_width(isz)
-    # the input's phases (strides > 1, as the forward), flat with a tail of zeros: the
-    # last vector of a line reads up to V - 1 elements past the last plane
+    # the input's phases (strides > 1, as the forward) or the input itself, flat
     Hq, Wq = -(-xp.shape[3] // sh), -(-xp.shape[4] // sw)
     HWq = Hq * Wq
     L = (OH - 1) * Wq + OW
@@ -405,16 +452,14 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     ntb = -(-T // GRAD_TAPS)
     off = np.zeros(ntb * GRAD_TAPS, dtype=np.int64)   # padding taps read tap 0 (dropped)
     off[:T] = _offsets(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw, 1)
-    size = N * C * sh * sw * Dp * HWq
-    xf = workspace("wgrad_x", (size + Lp - L + int(off.max()) + V,), xp.dtype)
-    xf[size:] = 0
+    omax = off.reshape(ntb, GRAD_TAPS).max(axis=1)
     if sh > 1 or sw > 1:
-        _phase_split(xp, sh, sw, out=xf[:size].reshape(N, C * sh * sw, Dp, Hq, Wq))
+        xf = _phase_split(xp, sh, sw).reshape(-1)
     else:
-        xf[:size].reshape(xp.shape)[...] = xp
+        xf = np.ascontiguousarray(xp).reshape(-1)
     nob = -(-Og // GRAD_ROWS)
     Rp = nob * GRAD_ROWS
-    gl = workspace("wgrad_lines", (N, G, Rp, OD, Lp), go.dtype)
+    gl = _aligned((N, G, nob, OD, Lp // V, GRAD_ROWS, V), go.dtype, "wgrad_lines")
     _grad_lines(gl, go, Wq)
     # tasks: chunks of at most GRAD_CHUNK tap blocks, more when the cores need them;
     # when even single tap blocks are too few, the images split into partial sums
@@ -426,16 +471,25 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     nsplit = max(1, min(N * OD, -(-target // (blocks * nchunk)))) if N > 1 else 1
     nsplit = min(nsplit, N)
     part = np.empty((nsplit, G, Rp, ntb * GRAD_TAPS), dtype=xp.dtype)
-    seg = max(V, GRAD_SEG_BYTES // isz // V * V)
-    scratch = np.empty((numba.get_num_threads(), chunk * GRAD_ROWS * GRAD_TAPS * V),
-                       dtype=xp.dtype)
+    seg = min(max(V, GRAD_SEG_BYTES // isz // V * V), Lp)
+    scratch = _aligned((numba.get_num_threads(), chunk * GRAD_ROWS * GRAD_TAPS * V), xp.dtype)
     with serial_if_small(N * O * OD * L * T):
-        _direct_bwd_weight(part, gl, xf, off, C * sh * sw * Dp * HWq, Cg * sh * sw * Dp * HWq,
-                           sd * HWq, nchunk, chunk, seg, scratch)
+        _direct_bwd_weight(part, gl, xf, off, omax, C * sh * sw * Dp * HWq,
+                           Cg * sh * sw * Dp * HWq, sd * HWq, L, nchunk, chunk, seg, scratch)
     gw = part.sum(axis=0) if nsplit > 1 else part[0]
     return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
 
 
+def _aligned(shape, dtype, key=None):
+    """An uninitialised C-contiguous array starting on a VECTOR_BYTES boundary (the
+    thread's workspace ``key`` when given, see _common.workspace)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    extra = VECTOR_BYTES // dtype.itemsize
+    buf = np.empty(n + extra, dtype) if key is None else workspace(key, (n + extra,), dtype)
+    k = (-buf.ctypes.data % VECTOR_BYTES) // dtype.itemsize
+    return buf[k:k + n].reshape(shape)
+
+
 GRAD_CHUNK = 8          # tap blocks per weight-gradient task (their input rows stay cached)
-GRAD_SEG_BYTES = 16384  # bytes of one grad_out row segment (measured: longer segments pay
-                        # off more than keeping the rows in L1)
+GRAD_SEG_BYTES = 4096   # bytes of one grad_out row segment (GRAD_ROWS of them stay in L1)

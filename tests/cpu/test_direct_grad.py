@@ -17,36 +17,41 @@ from conftest import PROPERTY, assert_close
 
 
 @pytest.mark.parametrize("shape", ["avx512", "avx2"])
+@pytest.mark.parametrize("vector_bytes", [32, 64])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
-def test_grad_tile_kernel(shape, dtype, rng):
-    """grad_tile on its own, for both host tile shapes: acc[a0 + (j*taps + i)*V + l] +=
-    sum_s gl[g0 + j*gs + s*V + l] * xr[x0 + off[t0 + i] + s*V + l] (integers exactly),
+def test_grad_tile_kernel(shape, vector_bytes, dtype, rng):
+    """grad_tile on its own, for both host tile shapes and vector widths:
+    acc[a0 + (j*taps + i)*V + l] += sum_{m < ni} sum_{s < n} gl[g0 + m*gi + (s*rows + j)*V + l]
+    * xr[x0 + m*xi + off[t0 + i] + s*V + l] (grad_out row-interleaved; integers exactly),
     leaving everything outside its accumulators alone."""
     from numba import njit
 
-    from fastconv.cpu._simd import GRAD_TILES, grad_tile, vector_width
+    from fastconv.cpu._simd import GRAD_TILES, grad_tile
 
     rows, taps = GRAD_TILES[shape]
-    tile = grad_tile(rows, taps)
+    tile = grad_tile(rows, taps, vector_bytes)
 
     @njit
-    def run(acc, a0, gl, g0, gs, xr, x0, off, t0, n):
-        tile(acc, a0, gl, g0, gs, xr, x0, off, t0, n)
+    def run(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi):
+        tile(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
 
-    V = vector_width(np.dtype(dtype).itemsize)
-    gl = rng.integers(-9, 10, 600).astype(dtype)
-    xr = rng.integers(-9, 10, 600).astype(dtype)
+    V = vector_bytes // np.dtype(dtype).itemsize
+    gl = rng.integers(-9, 10, 2000).astype(dtype)
+    xr = rng.integers(-9, 10, 2000).astype(dtype)
     off = rng.integers(0, 100, taps + 3).astype(np.int64)
-    for n in (0, 1, 3):
-        a0, g0, gs, x0, t0 = 5, 7, 4 * V + 1, 11, 2
+    for n, ni in [(0, 1), (1, 1), (3, 1), (3, 0), (0, 2), (1, 3), (2, 2)]:
+        a0, g0, x0, t0 = 5, 7, 11, 2
+        gi, xi = 3 * rows * V + 3, 4 * V + 100 + 5
         acc = np.full(a0 + rows * taps * V + 5, 3, dtype=dtype)
-        run(acc, a0, gl, g0, gs, xr, x0, off, t0, n)
+        run(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
         for j in range(rows):
             for i in range(taps):
                 for lane in range(V):
-                    q = np.arange(n) * V + lane
-                    want = 3 + int(np.sum(gl[g0 + j * gs + q].astype(np.int64)
-                                          * xr[x0 + off[t0 + i] + q].astype(np.int64)))
+                    s = np.arange(n)
+                    want = 3 + sum(int(np.sum(
+                        gl[g0 + m * gi + (s * rows + j) * V + lane].astype(np.int64)
+                        * xr[x0 + m * xi + off[t0 + i] + s * V + lane].astype(np.int64)))
+                        for m in range(ni))
                     assert acc[a0 + (j * taps + i) * V + lane] == want
         np.testing.assert_array_equal(acc[:a0], 3)
         np.testing.assert_array_equal(acc[a0 + rows * taps * V:], 3)
