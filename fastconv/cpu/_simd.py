@@ -32,6 +32,10 @@ VECTOR_BYTES = 64 if HOST_AVX512 else 32   # the host's widest vectors (bytes)
 
 
 TILE_BYTES = TILE_VECTORS * VECTOR_BYTES   # of one channel of a tile
+# the direct forward's long-line tile: 4 channels x 6 vectors; 24 accumulators + 6 inputs
+# + 1 broadcast take 31 of AVX-512's 32 registers (AVX2 hosts keep 3 vectors)
+LONG_TILE_VECTORS = 6 if HOST_AVX512 else TILE_VECTORS
+LONG_TILE_BYTES = LONG_TILE_VECTORS * VECTOR_BYTES
 
 
 def tile_width(itemsize):
@@ -61,9 +65,9 @@ def _close_loop(builder, counter, bound, cur, new, init, blocks, dst, vty, isz):
         builder.store(fin, d, align=isz)
 
 
-def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES):
+def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES, vectors=TILE_VECTORS):
     """The tile kernel as a numba intrinsic; ``accumulate``: add to acc instead of
-    overwriting it; ``vector_bytes``: the width of its vectors."""
+    overwriting it; ``vector_bytes``: the width of its vectors; ``vectors``: per channel."""
 
     def tile(typingctx, acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t):
         arrays = (acc_t, xr_t, off_t, wg_t)
@@ -74,7 +78,7 @@ def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES):
             return None                     # the code below assumes contiguous arrays
         return types.void(acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t), \
             lambda context, builder, sig, args: _codegen(context, builder, sig, args, accumulate,
-                                                         vector_bytes)
+                                                         vector_bytes, vectors)
 
     tile.__name__ = tile.__qualname__ = name
     return tile
@@ -99,7 +103,8 @@ def _vector_ops(context, builder, dtype, vector_bytes):
     return isz, V, vty, vty.as_pointer(), fma
 
 
-def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_BYTES):
+def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_BYTES,
+             TILE_VECTORS=TILE_VECTORS):
     acc_t = signature.args[0]
     acc, p0, xr, base, off, wg, T = args
     i64, i32 = ir.IntType(64), ir.IntType(32)
@@ -161,6 +166,12 @@ tile4.__doc__ = """tile4(acc, p0, xr, base, off, wg, T):
     along n; xr, off, wg: contiguous; wg: (T, 4)). Overwrites acc."""
 tile4_add = intrinsic(_tile_intrinsic("tile4_add", True))
 tile4_add.__doc__ = """tile4_add(acc, p0, xr, base, off, wg, T): like tile4, adding to acc."""
+tile4_long = intrinsic(_tile_intrinsic("tile4_long", False, VECTOR_BYTES, LONG_TILE_VECTORS))
+tile4_long.__doc__ = """tile4_long(acc, p0, xr, base, off, wg, T): like tile4, over
+    LONG_TILE_BYTES // itemsize positions."""
+tile4_long_add = intrinsic(_tile_intrinsic("tile4_long_add", True, VECTOR_BYTES,
+                                           LONG_TILE_VECTORS))
+tile4_long_add.__doc__ = """tile4_long_add: like tile4_long, adding to acc."""
 
 
 # --- the weight-gradient tile ----------------------------------------------------------

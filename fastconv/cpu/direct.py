@@ -18,8 +18,9 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
-from ._simd import (GRAD_ROWS, GRAD_TAPS, TILE_BYTES, VECTOR_BYTES, grad_tile_host, tile4,
-                    tile4_add, tile_width, vector_width)
+from ._simd import (GRAD_ROWS, GRAD_TAPS, LONG_TILE_BYTES, TILE_BYTES, VECTOR_BYTES,
+                    grad_tile_host, tile4, tile4_add, tile4_long, tile4_long_add, tile_width,
+                    vector_width)
 from .stencil import stencil2d
 
 
@@ -95,11 +96,26 @@ def _apply_taps(acc, S, xi, base, off, wg, T, nb):
     # output channels of a task (acc[j, :S] = ... when S holds a register tile).
     # Compiled on its own (not inside the parallel kernel): this keeps numba's parfor
     # passes, and so the first compilation, short.
-    if nb > 1 and S >= TILE_BYTES // acc.itemsize:
+    if nb > 1 and S >= LONG_TILE_BYTES // acc.itemsize:
         # register tiles along the line, TAP_CHUNK taps at a time (a chunk's input rows
         # stay in L1 while its tiles run along the segment); a last partial tile is
         # computed over all taps at S - step, overlapping its neighbour (whose outputs it
-        # recomputes and overwrites)
+        # recomputes and overwrites). Long lines take the long tile, others the short.
+        step = LONG_TILE_BYTES // acc.itemsize
+        P = S - S % step
+        for c0 in range(0, T, TAP_CHUNK):
+            tc = min(TAP_CHUNK, T - c0)
+            oc = off[c0:]
+            wc = wg[c0:]
+            for p in range(0, P, step):
+                if c0 == 0:
+                    tile4_long(acc, p, xi, base, oc, wc, tc)
+                else:
+                    tile4_long_add(acc, p, xi, base, oc, wc, tc)
+        if P < S:
+            tile4_long(acc, S - step, xi, base, off, wg, T)
+        return
+    if nb > 1 and S >= TILE_BYTES // acc.itemsize:
         step = TILE_BYTES // acc.itemsize
         P = S - S % step
         for c0 in range(0, T, TAP_CHUNK):
