@@ -96,38 +96,31 @@ def _apply_taps(acc, S, xi, base, off, wg, T, nb):
     # output channels of a task (acc[j, :S] = ... when S holds a register tile).
     # Compiled on its own (not inside the parallel kernel): this keeps numba's parfor
     # passes, and so the first compilation, short.
-    if nb > 1 and S >= LONG_TILE_BYTES // acc.itemsize:
+    if nb > 1 and S >= TILE_BYTES // acc.itemsize:
         # register tiles along the line, TAP_CHUNK taps at a time (a chunk's input rows
-        # stay in L1 while its tiles run along the segment); a last partial tile is
-        # computed over all taps at S - step, overlapping its neighbour (whose outputs it
-        # recomputes and overwrites). Long lines take the long tile, others the short.
-        step = LONG_TILE_BYTES // acc.itemsize
-        P = S - S % step
+        # stay in L1 while its tiles run along the segment): long tiles (tile4_long) while
+        # they fit, then short ones (tile4); a last partial tile is computed over all taps
+        # at S - step, overlapping its neighbour (whose outputs it recomputes and
+        # overwrites)
+        lstep = LONG_TILE_BYTES // acc.itemsize
+        step = TILE_BYTES // acc.itemsize
+        P = S - S % lstep if S >= lstep else 0
+        Q = P + (S - P) // step * step
         for c0 in range(0, T, TAP_CHUNK):
             tc = min(TAP_CHUNK, T - c0)
             oc = off[c0:]
             wc = wg[c0:]
-            for p in range(0, P, step):
+            for p in range(0, P, lstep):
                 if c0 == 0:
                     tile4_long(acc, p, xi, base, oc, wc, tc)
                 else:
                     tile4_long_add(acc, p, xi, base, oc, wc, tc)
-        if P < S:
-            tile4_long(acc, S - step, xi, base, off, wg, T)
-        return
-    if nb > 1 and S >= TILE_BYTES // acc.itemsize:
-        step = TILE_BYTES // acc.itemsize
-        P = S - S % step
-        for c0 in range(0, T, TAP_CHUNK):
-            tc = min(TAP_CHUNK, T - c0)
-            oc = off[c0:]
-            wc = wg[c0:]
-            for p in range(0, P, step):
+            for p in range(P, Q, step):
                 if c0 == 0:
                     tile4(acc, p, xi, base, oc, wc, tc)
                 else:
                     tile4_add(acc, p, xi, base, oc, wc, tc)
-        if P < S:
+        if Q < S:
             tile4(acc, S - step, xi, base, off, wg, T)
         return
     # one output channel (or a line shorter than a tile): passes of 8 taps (then 4, 1)
@@ -205,72 +198,63 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
                 tg = end
 
 
-@njit(parallel=True, **JIT)
-def _grad_lines(gl, go, Wq):
-    # gl (N, G, nob, OD, Lp // V, GRAD_ROWS, V): go (N, O, OD, OH, OW) as lines on the
-    # padded-width grid of width Wq (position oh*Wq + ow), the GRAD_ROWS lines of a channel
-    # block interleaved vector by vector; zeros elsewhere (wrap-around columns, tail,
-    # rows past the group's channels)
-    N, G, nob, OD, nvec, R, V = gl.shape
-    O, OH, OW = go.shape[1], go.shape[3], go.shape[4]
-    Og = O // G
-    for t in prange(N * G * nob * OD):
-        od = t % OD
-        ob = (t // OD) % nob
-        g = (t // (OD * nob)) % G
-        n = t // (OD * nob * G)
-        blk = gl[n, g, ob, od].reshape(nvec * R * V)
-        Lp = nvec * V
-        nr = min(R, Og - ob * R)
-        for j in range(R):                  # each position written once
-            src = go[n, g * Og + ob * R + min(j, nr - 1), od]   # (rows j >= nr: zeros)
-            for oh in range((Lp + Wq - 1) // Wq):
-                p0 = oh * Wq
-                end = min(Wq, Lp - p0)      # this row's positions on the line
-                lim = OW if (j < nr and oh < OH) else 0
-                ow = 0
-                while ow < end:             # pieces within one vector: data, then zeros
-                    p = p0 + ow
-                    c = V - p % V
-                    d = ((p // V) * R + j) * V + p % V
-                    if ow < lim:
-                        m = min(lim - ow, c)
-                        row = src[oh]
-                        for i in range(m):
-                            blk[U(d + i)] = row[U(ow + i)]
-                    else:
-                        m = min(end - ow, c)
-                        for i in range(m):
-                            blk[U(d + i)] = 0
-                    ow += m
+@njit(inline="always", **JIT)
+def _fill_lines(buf, d0, tmp, go, n, o0, nr, od, s0, segl, Wq):
+    # buf[d0 + (sv*R + j)*V + i] = grad_out of channel o0 + j at line position
+    # s0 + sv*V + i, for sv*V + i < segl: the GRAD_ROWS lines of a channel block on the
+    # padded-width grid of width Wq (position oh*Wq + ow holds go[n, o0 + j, od, oh, ow];
+    # the wrap-around columns, the positions past the last row and rows j >= nr zero),
+    # interleaved vector by vector. Each line is laid out in tmp first, whole rows at a
+    # time, then copied into place a vector at a time.
+    R = GRAD_ROWS
+    V = VECTOR_BYTES // buf.itemsize
+    OH, OW = go.shape[3], go.shape[4]
+    for j in range(R):
+        tmp[:segl] = 0
+        if j < nr:
+            src = go[n, o0 + j, od]
+            oh = s0 // Wq
+            while oh < OH and oh * Wq < s0 + segl:
+                b = oh * Wq - s0                # tmp index of column 0 (maybe negative)
+                row = src[oh]
+                for ow in range(max(0, -b), min(OW, segl - b)):
+                    tmp[U(b + ow)] = row[U(ow)]
+                oh += 1
+        for sv in range(segl // V):
+            d = d0 + (sv * R + j) * V
+            e = sv * V
+            for i in range(V):
+                buf[U(d + i)] = tmp[U(e + i)]
 
 
 @njit(parallel=True, **JIT)
-def _direct_bwd_weight(part, gl, xf, off, omax, xs_n, xs_g, xs_od, L, nchunk, chunk, seg,
-                       scratch):
+def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, nchunk, chunk, seg,
+                       scratch, gbuf, tbuf):
     # part: (nsplit, G, nob*GRAD_ROWS, ntb*GRAD_TAPS) the gradient's partial sums over the
     #     images of split s (rows: output channels of group g; columns: the tap list, see
     #     _pack); rows and taps past the real ones are padding the caller drops
-    # gl: (N, G, nob, OD, Lp // V, GRAD_ROWS, V) grad_out as row-interleaved lines on the
-    #     padded-width grid (see _grad_lines; zero past position L - 1)
+    # go: grad_out (N, O, OD, OH, OW), read as lines on the padded-width grid of width Wq
+    #     (L = (OH - 1)*Wq + OW positions, Lp: L rounded up to whole vectors)
     # xf: the padded input (or its phases) flat, not padded at its end; image n, group g,
     #     output depth od start at n*xs_n + g*xs_g + od*xs_od, tap t at off[t] from there;
     #     omax[b]: the largest offset of tap block b
     # Tasks: (split, group, block of GRAD_ROWS channels, chunk of `chunk` tap blocks).
-    # Each runs register tiles (cpu/_simd.grad_tile) of GRAD_ROWS x GRAD_TAPS vector
-    # accumulators along the lines, `seg` positions at a time, so that a segment of its
-    # grad_out rows stays in L1 while the chunk's tap blocks run over it; lines shorter
-    # than a segment go seg // Lp images at a time (one tile runs over all of them).
-    # The last vectors of a line read past position L - 1 (where grad_out is zero);
-    # where that would read past xf's end (the last image's last planes) those
-    # positions take scalar code up to L instead.
+    # Per segment of `seg` line positions a task lays its channels' grad_out out in
+    # gbuf[thread] (aligned, L1-sized: see _fill_lines), then runs register tiles
+    # (cpu/_simd.grad_tile) of GRAD_ROWS x GRAD_TAPS vector accumulators along it for each
+    # tap block of its chunk. Lines shorter than a segment go seg // Lp images at a
+    # time (one tile runs over all of them). The last vectors of a line read past
+    # position L - 1 (where grad_out is zero); where that would read past xf's end (the
+    # last image's last planes) those positions take scalar code up to L instead.
     S, G, Rp, Tp = part.shape
-    N, _, nob, OD, nvec, R, V = gl.shape
-    Lp = nvec * V
-    gf = gl.reshape(gl.size)
-    gi = G * nob * OD * Lp * R                  # between images
+    N, O, OD, OH, OW = go.shape
+    Og = O // G
+    L = (OH - 1) * Wq + OW
+    V = VECTOR_BYTES // part.itemsize
+    R = GRAD_ROWS
+    nob = Rp // R
     ntb = Tp // GRAD_TAPS
-    RT = GRAD_ROWS * GRAD_TAPS
+    RT = R * GRAD_TAPS
     K = RT * V                                  # accumulators of one tap block
     xsize = xf.shape[0]
     ng = max(1, seg // Lp)                      # images per tile
@@ -283,42 +267,50 @@ def _direct_bwd_weight(part, gl, xf, off, omax, xs_n, xs_g, xs_od, L, nchunk, ch
         sp = r // G
         b0 = ch * chunk
         nt = min(chunk, ntb - b0)
-        acc = scratch[get_thread_id()]
+        tid = get_thread_id()
+        acc = scratch[tid]
+        buf = gbuf[tid]
+        tmp = tbuf[tid]
         acc[:nt * K] = 0
+        o0 = g * Og + ob * R
+        nr = min(R, Og - ob * R)
         n1 = (sp + 1) * N // S
         for od in range(OD):
             n = sp * N // S
             while n < n1:
                 ni = min(ng, n1 - n)
                 xb = n * xs_n + g * xs_g + od * xs_od
-                gb = (((n * G + g) * nob + ob) * OD + od) * Lp * R
                 for s0 in range(0, Lp, seg):
-                    nv = min(seg, Lp - s0) // V
+                    segl = min(seg, Lp - s0)
+                    nv = segl // V
+                    gi = segl * R                   # between images in buf
+                    for m in range(ni):
+                        _fill_lines(buf, m * gi, tmp, go, n + m, o0, nr, od, s0, segl, Wq)
                     for b in range(nt):
                         t0 = (b0 + b) * GRAD_TAPS
                         xl = xb + (ni - 1) * xs_n + s0  # the last image's reads
                         safe = (xsize - xl - omax[b0 + b]) // V
                         if safe >= nv:
-                            grad_tile_host(acc, b * K, gf, gb + s0 * R, xf, xb + s0, off, t0,
+                            grad_tile_host(acc, b * K, buf, 0, xf, xb + s0, off, t0,
                                            nv, ni, gi, xs_n)
                             continue
-                        grad_tile_host(acc, b * K, gf, gb + s0 * R, xf, xb + s0, off, t0,
+                        grad_tile_host(acc, b * K, buf, 0, xf, xb + s0, off, t0,
                                        nv, ni - 1, gi, xs_n)
                         safe = max(safe, 0)
-                        gl0 = gb + (ni - 1) * gi + s0 * R
-                        grad_tile_host(acc, b * K, gf, gl0, xf, xl, off, t0, safe, 1, 0, 0)
+                        gl0 = (ni - 1) * gi
+                        grad_tile_host(acc, b * K, buf, gl0, xf, xl, off, t0, safe, 1, 0, 0)
                         for k in range(RT):         # the rest up to L, one lane each
                             xo = xl + off[t0 + k % GRAD_TAPS]
                             j = k // GRAD_TAPS
                             a = acc[b * K + k * V]
                             for q in range(safe * V, min(nv * V, L - s0)):
-                                a += gf[gl0 + ((q // V) * R + j) * V + q % V] * xf[xo + q]
+                                a += buf[gl0 + ((q // V) * R + j) * V + q % V] * xf[xo + q]
                             acc[b * K + k * V] = a
                 n += ni
         for b in range(nt):
             for k in range(RT):
                 a = acc[(b * RT + k) * V:(b * RT + k + 1) * V]
-                part[sp, g, ob * GRAD_ROWS + k // GRAD_TAPS,
+                part[sp, g, ob * R + k // GRAD_TAPS,
                      (b0 + b) * GRAD_TAPS + k % GRAD_TAPS] = a.sum()
 
 
@@ -473,25 +465,29 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
         xf = _phase_split(xp, sh, sw).reshape(-1)
     else:
         xf = np.ascontiguousarray(xp).reshape(-1)
+    go = np.ascontiguousarray(go)
     nob = -(-Og // GRAD_ROWS)
     Rp = nob * GRAD_ROWS
-    gl = _aligned((N, G, nob, OD, Lp // V, GRAD_ROWS, V), go.dtype, "wgrad_lines")
-    _grad_lines(gl, go, Wq)
-    # tasks: chunks of at most GRAD_CHUNK tap blocks, more when the cores need them;
-    # when even single tap blocks are too few, the images split into partial sums
+    # tasks: chunks of at most GRAD_CHUNK tap blocks; when the cores need more tasks the
+    # images split into partial sums first (each chunk lays its grad_out rows out again,
+    # a split only adds a small partial sum), then the chunks get smaller
     target = n_tasks_target()
     blocks = G * nob
-    nchunk = max(-(-ntb // GRAD_CHUNK), min(ntb, -(-target // blocks)))
+    nchunk = -(-ntb // GRAD_CHUNK)
+    nsplit = min(N, max(1, -(-target // (blocks * nchunk))))
+    nchunk = min(ntb, max(nchunk, -(-target // (blocks * nsplit))))
     chunk = -(-ntb // nchunk)
     nchunk = -(-ntb // chunk)
-    nsplit = max(1, min(N * OD, -(-target // (blocks * nchunk)))) if N > 1 else 1
-    nsplit = min(nsplit, N)
     part = np.empty((nsplit, G, Rp, ntb * GRAD_TAPS), dtype=xp.dtype)
-    seg = min(max(V, GRAD_SEG_BYTES // isz // V * V), Lp)
-    scratch = _aligned((numba.get_num_threads(), chunk * GRAD_ROWS * GRAD_TAPS * V), xp.dtype)
+    seg = max(V, GRAD_SEG_BYTES // isz // V * V)      # lines shorter: seg // Lp images
+    nth = numba.get_num_threads()
+    scratch = _aligned((nth, chunk * GRAD_ROWS * GRAD_TAPS * V), xp.dtype)
+    gbuf = _aligned((nth, seg * GRAD_ROWS), xp.dtype)
+    tbuf = np.empty((nth, seg), xp.dtype)
     with serial_if_small(N * O * OD * L * T):
-        _direct_bwd_weight(part, gl, xf, off, omax, C * sh * sw * Dp * HWq,
-                           Cg * sh * sw * Dp * HWq, sd * HWq, L, nchunk, chunk, seg, scratch)
+        _direct_bwd_weight(part, go, xf, off, omax, C * sh * sw * Dp * HWq,
+                           Cg * sh * sw * Dp * HWq, sd * HWq, Wq, Lp, nchunk, chunk, seg,
+                           scratch, gbuf, tbuf)
     gw = part.sum(axis=0) if nsplit > 1 else part[0]
     return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
 
@@ -507,5 +503,6 @@ def _aligned(shape, dtype, key=None):
     return buf[k:k + n].reshape(shape)
 
 
-GRAD_CHUNK = 8          # tap blocks per weight-gradient task (their input rows stay cached)
+GRAD_CHUNK = 128        # most tap blocks per weight-gradient task (each task lays its
+                        # grad_out rows out once per segment for all of its tap blocks)
 GRAD_SEG_BYTES = 4096   # bytes of one grad_out row segment (GRAD_ROWS of them stay in L1)
