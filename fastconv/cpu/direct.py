@@ -458,9 +458,7 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     Lp = -(-L // V) * V
     T = Cg * KD * KH * KW
     ntb = -(-T // GRAD_TAPS)
-    off = np.zeros(ntb * GRAD_TAPS, dtype=np.int64)   # padding taps read tap 0 (dropped)
-    off[:T] = _offsets(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw, 1)
-    omax = off.reshape(ntb, GRAD_TAPS).max(axis=1)
+    off, omax = _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw)
     if sh > 1 or sw > 1:
         xf = _phase_split(xp, sh, sw).reshape(-1)
     else:
@@ -481,15 +479,28 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     part = np.empty((nsplit, G, Rp, ntb * GRAD_TAPS), dtype=xp.dtype)
     seg = max(V, GRAD_SEG_BYTES // isz // V * V)      # lines shorter: seg // Lp images
     nth = numba.get_num_threads()
-    scratch = _aligned((nth, chunk * GRAD_ROWS * GRAD_TAPS * V), xp.dtype)
-    gbuf = _aligned((nth, seg * GRAD_ROWS), xp.dtype)
-    tbuf = np.empty((nth, seg), xp.dtype)
+    scratch = _aligned((nth, chunk * GRAD_ROWS * GRAD_TAPS * V), xp.dtype, "wgrad_acc")
+    gbuf = _aligned((nth, seg * GRAD_ROWS), xp.dtype, "wgrad_lines")
+    tbuf = workspace("wgrad_line", (nth, seg), xp.dtype)
     with serial_if_small(N * O * OD * L * T):
         _direct_bwd_weight(part, go, xf, off, omax, C * sh * sw * Dp * HWq,
                            Cg * sh * sw * Dp * HWq, sd * HWq, Wq, Lp, nchunk, chunk, seg,
                            scratch, gbuf, tbuf)
     gw = part.sum(axis=0) if nsplit > 1 else part[0]
     return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw):
+    """The weight gradient's tap list (see _offsets) padded to whole blocks of GRAD_TAPS
+    (padding taps read tap 0; their sums are dropped) and each block's largest offset."""
+    T = Cg * KD * KH * KW
+    ntb = -(-T // GRAD_TAPS)
+    off = np.zeros(ntb * GRAD_TAPS, dtype=np.int64)
+    off[:T] = _offsets(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw, 1)
+    omax = off.reshape(ntb, GRAD_TAPS).max(axis=1)
+    off.flags.writeable = omax.flags.writeable = False
+    return off, omax
 
 
 def _aligned(shape, dtype, key=None):
