@@ -170,3 +170,25 @@ def test_avx2_tile_shape_in_a_subprocess(tmp_path):
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ok" in out.stdout
+
+
+@pytest.mark.parametrize("where", ["x", "gy"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_direct_weight_grad_non_finite(where, value, rng):
+    """A NaN or inf anywhere in the input (also where only the padded-width grid's
+    wrap-around columns read it) or grad_out: the same result as im2col's GEMM, NaN/inf
+    exactly where a true term touches it."""
+    for trial in range(6):
+        x = rng.standard_normal((2, 3, 9, 11))
+        gy = rng.standard_normal((2, 5, 7, 9))
+        a = x if where == "x" else gy
+        idx = tuple(rng.integers(0, s) for s in a.shape)
+        if trial == 0 and where == "x":
+            idx = (1, 2, 4, 10)          # the last column: read by wrap-around positions
+        a[idx] = value
+        got = fc.grad.conv2d_weight(x, (5, 3, 3, 3), gy, algorithm="direct")
+        want = fc.grad.conv2d_weight(x, (5, 3, 3, 3), gy, algorithm="im2col")
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        fin = np.isfinite(want)
+        np.testing.assert_allclose(got[fin], want[fin], rtol=1e-10, atol=1e-10)
