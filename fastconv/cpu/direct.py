@@ -228,8 +228,8 @@ def _fill_lines(buf, d0, tmp, go, n, o0, nr, od, s0, segl, Wq):
 
 
 @njit(parallel=True, **JIT)
-def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, nchunk, chunk, seg,
-                       scratch, gbuf, tbuf):
+def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, rb, nchunk, chunk,
+                       seg, scratch, gbuf, tbuf):
     # part: (nsplit, G, nob*GRAD_ROWS, ntb*GRAD_TAPS) the gradient's partial sums over the
     #     images of split s (rows: output channels of group g; columns: the tap list, see
     #     _pack); rows and taps past the real ones are padding the caller drops
@@ -238,14 +238,15 @@ def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, nchun
     # xf: the padded input (or its phases) flat, not padded at its end; image n, group g,
     #     output depth od start at n*xs_n + g*xs_g + od*xs_od, tap t at off[t] from there;
     #     omax[b]: the largest offset of tap block b
-    # Tasks: (split, group, block of GRAD_ROWS channels, chunk of `chunk` tap blocks).
+    # Tasks: (split, group, rb blocks of GRAD_ROWS channels, chunk of `chunk` tap blocks).
     # Per segment of `seg` line positions a task lays its channels' grad_out out in
     # gbuf[thread] (aligned, L1-sized: see _fill_lines), then runs register tiles
     # (cpu/_simd.grad_tile) of GRAD_ROWS x GRAD_TAPS vector accumulators along it for each
-    # tap block of its chunk. Lines shorter than a segment go seg // Lp images at a
-    # time (one tile runs over all of them). The last vectors of a line read past
-    # position L - 1 (where grad_out is zero); where that would read past xf's end (the
-    # last image's last planes) those positions take scalar code up to L instead.
+    # tap block of its chunk and each of its channel blocks (which reuse the tap block's
+    # input rows from L1). Lines shorter than a segment go seg // Lp images at a time
+    # (one tile runs over all of them). The last vectors of a line read past position
+    # L - 1 (where grad_out is zero); where that would read past xf's end (the last
+    # image's last planes) those positions take scalar code up to L instead.
     S, G, Rp, Tp = part.shape
     N, O, OD, OH, OW = go.shape
     Og = O // G
@@ -253,27 +254,27 @@ def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, nchun
     V = VECTOR_BYTES // part.itemsize
     R = GRAD_ROWS
     nob = Rp // R
+    nobg = (nob + rb - 1) // rb
     ntb = Tp // GRAD_TAPS
     RT = R * GRAD_TAPS
     K = RT * V                                  # accumulators of one tap block
     xsize = xf.shape[0]
     ng = max(1, seg // Lp)                      # images per tile
-    for task in prange(S * G * nob * nchunk):
+    for task in prange(S * G * nobg * nchunk):
         ch = task % nchunk                  # chunks innermost: consecutive tasks share
         r = task // nchunk                  # their grad_out rows while they are cached
-        ob = r % nob
-        r = r // nob
+        obg = r % nobg
+        r = r // nobg
         g = r % G
         sp = r // G
         b0 = ch * chunk
         nt = min(chunk, ntb - b0)
+        nrb = min(rb, nob - obg * rb)
         tid = get_thread_id()
         acc = scratch[tid]
         buf = gbuf[tid]
         tmp = tbuf[tid]
-        acc[:nt * K] = 0
-        o0 = g * Og + ob * R
-        nr = min(R, Og - ob * R)
+        acc[:nt * rb * K] = 0
         n1 = (sp + 1) * N // S
         for od in range(OD):
             n = sp * N // S
@@ -284,34 +285,43 @@ def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, nchun
                     segl = min(seg, Lp - s0)
                     nv = segl // V
                     gi = segl * R                   # between images in buf
-                    for m in range(ni):
-                        _fill_lines(buf, m * gi, tmp, go, n + m, o0, nr, od, s0, segl, Wq)
+                    for c in range(nrb):            # channel block c at c*ni*gi
+                        ob = obg * rb + c
+                        o0 = g * Og + ob * R
+                        nr = min(R, Og - ob * R)
+                        for m in range(ni):
+                            _fill_lines(buf, (c * ni + m) * gi, tmp, go, n + m, o0, nr, od,
+                                        s0, segl, Wq)
                     for b in range(nt):
                         t0 = (b0 + b) * GRAD_TAPS
                         xl = xb + (ni - 1) * xs_n + s0  # the last image's reads
                         safe = (xsize - xl - omax[b0 + b]) // V
-                        if safe >= nv:
-                            grad_tile_host(acc, b * K, buf, 0, xf, xb + s0, off, t0,
-                                           nv, ni, gi, xs_n)
-                            continue
-                        grad_tile_host(acc, b * K, buf, 0, xf, xb + s0, off, t0,
-                                       nv, ni - 1, gi, xs_n)
-                        safe = max(safe, 0)
-                        gl0 = (ni - 1) * gi
-                        grad_tile_host(acc, b * K, buf, gl0, xf, xl, off, t0, safe, 1, 0, 0)
-                        for k in range(RT):         # the rest up to L, one lane each
-                            xo = xl + off[t0 + k % GRAD_TAPS]
-                            j = k // GRAD_TAPS
-                            a = acc[b * K + k * V]
-                            for q in range(safe * V, min(nv * V, L - s0)):
-                                a += buf[gl0 + ((q // V) * R + j) * V + q % V] * xf[xo + q]
-                            acc[b * K + k * V] = a
+                        for c in range(nrb):
+                            a0 = (b * rb + c) * K
+                            g0 = c * ni * gi
+                            if safe >= nv:
+                                grad_tile_host(acc, a0, buf, g0, xf, xb + s0, off, t0,
+                                               nv, ni, gi, xs_n)
+                                continue
+                            grad_tile_host(acc, a0, buf, g0, xf, xb + s0, off, t0,
+                                           nv, ni - 1, gi, xs_n)
+                            sf = max(safe, 0)
+                            gl0 = g0 + (ni - 1) * gi
+                            grad_tile_host(acc, a0, buf, gl0, xf, xl, off, t0, sf, 1, 0, 0)
+                            for k in range(RT):     # the rest up to L, one lane each
+                                xo = xl + off[t0 + k % GRAD_TAPS]
+                                j = k // GRAD_TAPS
+                                a = acc[a0 + k * V]
+                                for q in range(sf * V, min(nv * V, L - s0)):
+                                    a += buf[gl0 + ((q // V) * R + j) * V + q % V] * xf[xo + q]
+                                acc[a0 + k * V] = a
                 n += ni
         for b in range(nt):
-            for k in range(RT):
-                a = acc[(b * RT + k) * V:(b * RT + k + 1) * V]
-                part[sp, g, ob * R + k // GRAD_TAPS,
-                     (b0 + b) * GRAD_TAPS + k % GRAD_TAPS] = a.sum()
+            for c in range(nrb):
+                for k in range(RT):
+                    a0 = (b * rb + c) * K + k * V
+                    part[sp, g, (obg * rb + c) * R + k // GRAD_TAPS,
+                         (b0 + b) * GRAD_TAPS + k % GRAD_TAPS] = acc[a0:a0 + V].sum()
 
 
 @njit(parallel=True, **JIT)
@@ -466,26 +476,29 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     go = np.ascontiguousarray(go)
     nob = -(-Og // GRAD_ROWS)
     Rp = nob * GRAD_ROWS
-    # tasks: chunks of at most GRAD_CHUNK tap blocks; when the cores need more tasks the
-    # images split into partial sums first (each chunk lays its grad_out rows out again,
-    # a split only adds a small partial sum), then the chunks get smaller
+    # tasks: GRAD_ROW_BLOCKS channel blocks (sharing the input rows) x chunks of at most
+    # GRAD_CHUNK tap blocks; when the cores need more tasks the images split into partial
+    # sums first (each chunk lays its grad_out rows out again, a split only adds a small
+    # partial sum), then the chunks get smaller
     target = n_tasks_target()
-    blocks = G * nob
+    # (lines shorter than a segment read little input per tile: one block, more images)
+    rb = max(1, min(GRAD_ROW_BLOCKS if Lp * isz >= GRAD_SEG_BYTES else 1, nob))
+    blocks = G * -(-nob // rb)
     nchunk = -(-ntb // GRAD_CHUNK)
     nsplit = min(N, max(1, -(-target // (blocks * nchunk))))
     nchunk = min(ntb, max(nchunk, -(-target // (blocks * nsplit))))
     chunk = -(-ntb // nchunk)
     nchunk = -(-ntb // chunk)
     part = np.empty((nsplit, G, Rp, ntb * GRAD_TAPS), dtype=xp.dtype)
-    seg = max(V, GRAD_SEG_BYTES // isz // V * V)      # lines shorter: seg // Lp images
+    seg = max(V, GRAD_SEG_BYTES // rb // isz // V * V)  # lines shorter: seg // Lp images
     nth = numba.get_num_threads()
-    scratch = _aligned((nth, chunk * GRAD_ROWS * GRAD_TAPS * V), xp.dtype, "wgrad_acc")
-    gbuf = _aligned((nth, seg * GRAD_ROWS), xp.dtype, "wgrad_lines")
+    scratch = _aligned((nth, chunk * rb * GRAD_ROWS * GRAD_TAPS * V), xp.dtype, "wgrad_acc")
+    gbuf = _aligned((nth, rb * seg * GRAD_ROWS), xp.dtype, "wgrad_lines")
     tbuf = workspace("wgrad_line", (nth, seg), xp.dtype)
     with serial_if_small(N * O * OD * L * T):
         _direct_bwd_weight(part, go, xf, off, omax, C * sh * sw * Dp * HWq,
-                           Cg * sh * sw * Dp * HWq, sd * HWq, Wq, Lp, nchunk, chunk, seg,
-                           scratch, gbuf, tbuf)
+                           Cg * sh * sw * Dp * HWq, sd * HWq, Wq, Lp, rb, nchunk, chunk,
+                           seg, scratch, gbuf, tbuf)
     gw = part.sum(axis=0) if nsplit > 1 else part[0]
     return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
 
@@ -516,4 +529,6 @@ def _aligned(shape, dtype, key=None):
 
 GRAD_CHUNK = 128        # most tap blocks per weight-gradient task (each task lays its
                         # grad_out rows out once per segment for all of its tap blocks)
-GRAD_SEG_BYTES = 4096   # bytes of one grad_out row segment (GRAD_ROWS of them stay in L1)
+GRAD_SEG_BYTES = 4096   # bytes of one grad_out row segment, divided among the row blocks
+                        # (GRAD_ROWS x GRAD_ROW_BLOCKS rows stay in L1)
+GRAD_ROW_BLOCKS = 2     # channel blocks per task

@@ -85,20 +85,24 @@ def _arrays(pb):
     return x, w, gy
 
 
-@pytest.mark.parametrize("layout", ["default", "tiny-segments-split-images"])
+@pytest.mark.parametrize("layout", ["default", "tiny-segments-split-images", "three-row-blocks"])
 @PROPERTY
 @given(pb=grad_problems())
 def test_direct_weight_grad(layout, pb):
     """The weight gradient, also with one vector per segment, one tap block per task and
-    every image its own partial sum (forced), so segment, chunk and split edges all occur."""
+    every image its own partial sum (forced), so segment, chunk and split edges all occur,
+    and with tasks of three channel blocks on segments of a few vectors."""
     from fastconv.cpu import direct
     x, w, gy = _arrays(pb)
     want = naive.conv_weight_grad(x, w.shape, gy, **pb["kw"])
     with pytest.MonkeyPatch.context() as mp:
-        if layout != "default":
+        if layout == "tiny-segments-split-images":
             mp.setattr(direct, "GRAD_SEG_BYTES", 1)
             mp.setattr(direct, "GRAD_CHUNK", 1)
             mp.setattr(direct, "n_tasks_target", lambda: 10_000)
+        if layout == "three-row-blocks":   # tasks of 3 channel blocks (also on short lines)
+            mp.setattr(direct, "GRAD_ROW_BLOCKS", 3)
+            mp.setattr(direct, "GRAD_SEG_BYTES", 3 * 4 * 8)
         got = fc.grad.conv2d_weight(x, w.shape, gy, **pb["kw"], algorithm="direct")
     assert got.dtype == pb["dtype"]
     assert_close(got, want, pb["dtype"])
