@@ -181,8 +181,12 @@ tile4_long_add.__doc__ = """tile4_long_add: like tile4_long, adding to acc."""
 # 8 x 3 and level with 6 x 4), 4 x 2 + 4 + 1 = 13 of AVX2's 16. grad_out comes
 # row-interleaved (the rows' vectors of one step adjacent), so that one pointer serves
 # all rows and the loop keeps few general registers live.
-GRAD_TILES = {"avx512": (4, 6), "avx2": (4, 2)}
+# A second shape per host for small weights whose channels and taps it divides better
+# (mnist.conv1: 10 x 25 is 2 x 5 tiles of 5 x 5, 3 x 5 of 4 x 6 with 44 % padding):
+# 5 x 5 + 5 + 1 = 31 registers on AVX-512, 3 x 3 + 3 + 1 = 13 on AVX2.
+GRAD_TILES = {"avx512": (4, 6), "avx2": (4, 2), "avx512_alt": (5, 5), "avx2_alt": (3, 3)}
 GRAD_ROWS, GRAD_TAPS = GRAD_TILES["avx512" if HOST_AVX512 else "avx2"]
+GRAD_ALT_ROWS, GRAD_ALT_TAPS = GRAD_TILES["avx512_alt" if HOST_AVX512 else "avx2_alt"]
 
 
 def _grad_tile_intrinsic(rows, taps, name, vector_bytes):
@@ -306,6 +310,7 @@ def vector_width(itemsize):
 
 
 grad_tile_host = grad_tile(GRAD_ROWS, GRAD_TAPS)
+grad_tile_alt = grad_tile(GRAD_ALT_ROWS, GRAD_ALT_TAPS)
 
 
 # --- the wide forward tile (cpu/winograd.py's GEMMs) ---------------------------------------

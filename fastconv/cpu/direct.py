@@ -18,8 +18,9 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
-from ._simd import (GRAD_ROWS, GRAD_TAPS, LONG_TILE_BYTES, TILE_BYTES, VECTOR_BYTES,
-                    grad_tile_host, tile4, tile4_add, tile4_long, tile4_long_add, tile_width,
+from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, LONG_TILE_BYTES,
+                    TILE_BYTES, VECTOR_BYTES, grad_tile_alt, grad_tile_host, tile4, tile4_add,
+                    tile4_long, tile4_long_add, tile_width,
                     vector_width)
 from .stencil import stencil2d
 
@@ -199,14 +200,13 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
 
 
 @njit(inline="always", **JIT)
-def _fill_lines(buf, d0, tmp, go, n, o0, nr, od, s0, segl, Wq):
+def _fill_lines(buf, d0, tmp, go, n, o0, nr, od, s0, segl, Wq, R):
     # buf[d0 + (sv*R + j)*V + i] = grad_out of channel o0 + j at line position
-    # s0 + sv*V + i, for sv*V + i < segl: the GRAD_ROWS lines of a channel block on the
+    # s0 + sv*V + i, for sv*V + i < segl: the R lines of a channel block on the
     # padded-width grid of width Wq (position oh*Wq + ow holds go[n, o0 + j, od, oh, ow];
     # the wrap-around columns, the positions past the last row and rows j >= nr zero),
     # interleaved vector by vector. Each line is laid out in tmp first, whole rows at a
     # time, then copied into place a vector at a time.
-    R = GRAD_ROWS
     V = VECTOR_BYTES // buf.itemsize
     OH, OW = go.shape[3], go.shape[4]
     for j in range(R):
@@ -227,10 +227,19 @@ def _fill_lines(buf, d0, tmp, go, n, o0, nr, od, s0, segl, Wq):
                 buf[U(d + i)] = tmp[U(e + i)]
 
 
+@njit(inline="always", **JIT)
+def _gtile(alt, acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi):
+    # the weight-gradient tile of the task's shape (cpu/_simd.grad_tile)
+    if alt:
+        grad_tile_alt(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
+    else:
+        grad_tile_host(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
+
+
 @njit(parallel=True, **JIT)
-def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, rb, nchunk, chunk,
-                       seg, scratch, gbuf, tbuf):
-    # part: (nsplit, G, nob*GRAD_ROWS, ntb*GRAD_TAPS) the gradient's partial sums over the
+def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, alt, rb, nchunk,
+                       chunk, seg, scratch, gbuf, tbuf):
+    # part: (nsplit, G, nob*R, ntb*TB) the gradient's partial sums over the
     #     images of split s (rows: output channels of group g; columns: the tap list, see
     #     _pack); rows and taps past the real ones are padding the caller drops
     # go: grad_out (N, O, OD, OH, OW), read as lines on the padded-width grid of width Wq
@@ -238,10 +247,11 @@ def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, rb, n
     # xf: the padded input (or its phases) flat, not padded at its end; image n, group g,
     #     output depth od start at n*xs_n + g*xs_g + od*xs_od, tap t at off[t] from there;
     #     omax[b]: the largest offset of tap block b
-    # Tasks: (split, group, rb blocks of GRAD_ROWS channels, chunk of `chunk` tap blocks).
+    # Tiles: R x TB = GRAD_ROWS x GRAD_TAPS, or GRAD_ALT_ROWS x GRAD_ALT_TAPS when alt.
+    # Tasks: (split, group, rb blocks of R channels, chunk of `chunk` tap blocks).
     # Per segment of `seg` line positions a task lays its channels' grad_out out in
     # gbuf[thread] (aligned, L1-sized: see _fill_lines), then runs register tiles
-    # (cpu/_simd.grad_tile) of GRAD_ROWS x GRAD_TAPS vector accumulators along it for each
+    # (cpu/_simd.grad_tile) of R x TB vector accumulators along it for each
     # tap block of its chunk and each of its channel blocks (which reuse the tap block's
     # input rows from L1). Lines shorter than a segment go seg // Lp images at a time
     # (one tile runs over all of them). The last vectors of a line read past position
@@ -252,11 +262,12 @@ def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, rb, n
     Og = O // G
     L = (OH - 1) * Wq + OW
     V = VECTOR_BYTES // part.itemsize
-    R = GRAD_ROWS
+    R = GRAD_ALT_ROWS if alt else GRAD_ROWS
+    TB = GRAD_ALT_TAPS if alt else GRAD_TAPS
     nob = Rp // R
     nobg = (nob + rb - 1) // rb
-    ntb = Tp // GRAD_TAPS
-    RT = R * GRAD_TAPS
+    ntb = Tp // TB
+    RT = R * TB
     K = RT * V                                  # accumulators of one tap block
     xsize = xf.shape[0]
     ng = max(1, seg // Lp)                      # images per tile
@@ -291,26 +302,26 @@ def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, rb, n
                         nr = min(R, Og - ob * R)
                         for m in range(ni):
                             _fill_lines(buf, (c * ni + m) * gi, tmp, go, n + m, o0, nr, od,
-                                        s0, segl, Wq)
+                                        s0, segl, Wq, R)
                     for b in range(nt):
-                        t0 = (b0 + b) * GRAD_TAPS
+                        t0 = (b0 + b) * TB
                         xl = xb + (ni - 1) * xs_n + s0  # the last image's reads
                         safe = (xsize - xl - omax[b0 + b]) // V
                         for c in range(nrb):
                             a0 = (b * rb + c) * K
                             g0 = c * ni * gi
                             if safe >= nv:
-                                grad_tile_host(acc, a0, buf, g0, xf, xb + s0, off, t0,
-                                               nv, ni, gi, xs_n)
+                                _gtile(alt, acc, a0, buf, g0, xf, xb + s0, off, t0,
+                                       nv, ni, gi, xs_n)
                                 continue
-                            grad_tile_host(acc, a0, buf, g0, xf, xb + s0, off, t0,
-                                           nv, ni - 1, gi, xs_n)
+                            _gtile(alt, acc, a0, buf, g0, xf, xb + s0, off, t0,
+                                   nv, ni - 1, gi, xs_n)
                             sf = max(safe, 0)
                             gl0 = g0 + (ni - 1) * gi
-                            grad_tile_host(acc, a0, buf, gl0, xf, xl, off, t0, sf, 1, 0, 0)
+                            _gtile(alt, acc, a0, buf, gl0, xf, xl, off, t0, sf, 1, 0, 0)
                             for k in range(RT):     # the rest up to L, one lane each
-                                xo = xl + off[t0 + k % GRAD_TAPS]
-                                j = k // GRAD_TAPS
+                                xo = xl + off[t0 + k % TB]
+                                j = k // TB
                                 a = acc[a0 + k * V]
                                 for q in range(sf * V, min(nv * V, L - s0)):
                                     a += buf[gl0 + ((q // V) * R + j) * V + q % V] * xf[xo + q]
@@ -320,8 +331,8 @@ def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, rb, n
             for c in range(nrb):
                 for k in range(RT):
                     a0 = (b * rb + c) * K + k * V
-                    part[sp, g, (obg * rb + c) * R + k // GRAD_TAPS,
-                         (b0 + b) * GRAD_TAPS + k % GRAD_TAPS] = acc[a0:a0 + V].sum()
+                    part[sp, g, (obg * rb + c) * R + k // TB,
+                         (b0 + b) * TB + k % TB] = acc[a0:a0 + V].sum()
 
 
 @njit(parallel=True, **JIT)
@@ -467,15 +478,20 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     L = (OH - 1) * Wq + OW
     Lp = -(-L // V) * V
     T = Cg * KD * KH * KW
-    ntb = -(-T // GRAD_TAPS)
-    off, omax = _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw)
+    # the tile shape that pads the channels and taps least (ties: the main one)
+    alt = (-(-Og // GRAD_ALT_ROWS) * GRAD_ALT_ROWS * -(-T // GRAD_ALT_TAPS) * GRAD_ALT_TAPS
+           < -(-Og // GRAD_ROWS) * GRAD_ROWS * -(-T // GRAD_TAPS) * GRAD_TAPS)
+    alt = {"main": False, "alt": True}.get(GRAD_SHAPE, alt)
+    R, TB = (GRAD_ALT_ROWS, GRAD_ALT_TAPS) if alt else (GRAD_ROWS, GRAD_TAPS)
+    ntb = -(-T // TB)
+    off, omax = _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw, TB)
     if sh > 1 or sw > 1:
         xf = _phase_split(xp, sh, sw).reshape(-1)
     else:
         xf = np.ascontiguousarray(xp).reshape(-1)
     go = np.ascontiguousarray(go)
-    nob = -(-Og // GRAD_ROWS)
-    Rp = nob * GRAD_ROWS
+    nob = -(-Og // R)
+    Rp = nob * R
     # tasks: GRAD_ROW_BLOCKS channel blocks (sharing the input rows) x chunks of at most
     # GRAD_CHUNK tap blocks; when the cores need more tasks the images split into partial
     # sums first (each chunk lays its grad_out rows out again, a split only adds a small
@@ -489,29 +505,29 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     nchunk = min(ntb, max(nchunk, -(-target // (blocks * nsplit))))
     chunk = -(-ntb // nchunk)
     nchunk = -(-ntb // chunk)
-    part = np.empty((nsplit, G, Rp, ntb * GRAD_TAPS), dtype=xp.dtype)
+    part = np.empty((nsplit, G, Rp, ntb * TB), dtype=xp.dtype)
     seg = max(V, GRAD_SEG_BYTES // rb // isz // V * V)  # lines shorter: seg // Lp images
     nth = numba.get_num_threads()
-    scratch = _aligned((nth, chunk * rb * GRAD_ROWS * GRAD_TAPS * V), xp.dtype, "wgrad_acc")
-    gbuf = _aligned((nth, rb * seg * GRAD_ROWS), xp.dtype, "wgrad_lines")
+    scratch = _aligned((nth, chunk * rb * R * TB * V), xp.dtype, "wgrad_acc")
+    gbuf = _aligned((nth, rb * seg * R), xp.dtype, "wgrad_lines")
     tbuf = workspace("wgrad_line", (nth, seg), xp.dtype)
     with serial_if_small(N * O * OD * L * T):
         _direct_bwd_weight(part, go, xf, off, omax, C * sh * sw * Dp * HWq,
-                           Cg * sh * sw * Dp * HWq, sd * HWq, Wq, Lp, rb, nchunk, chunk,
-                           seg, scratch, gbuf, tbuf)
+                           Cg * sh * sw * Dp * HWq, sd * HWq, Wq, Lp, alt, rb, nchunk,
+                           chunk, seg, scratch, gbuf, tbuf)
     gw = part.sum(axis=0) if nsplit > 1 else part[0]
     return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
 
 
 @functools.lru_cache(maxsize=256)
-def _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw):
-    """The weight gradient's tap list (see _offsets) padded to whole blocks of GRAD_TAPS
+def _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw, TB):
+    """The weight gradient's tap list (see _offsets) padded to whole blocks of TB taps
     (padding taps read tap 0; their sums are dropped) and each block's largest offset."""
     T = Cg * KD * KH * KW
-    ntb = -(-T // GRAD_TAPS)
-    off = np.zeros(ntb * GRAD_TAPS, dtype=np.int64)
+    ntb = -(-T // TB)
+    off = np.zeros(ntb * TB, dtype=np.int64)
     off[:T] = _offsets(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw, 1)
-    omax = off.reshape(ntb, GRAD_TAPS).max(axis=1)
+    omax = off.reshape(ntb, TB).max(axis=1)
     off.flags.writeable = omax.flags.writeable = False
     return off, omax
 
@@ -532,3 +548,4 @@ GRAD_CHUNK = 128        # most tap blocks per weight-gradient task (each task la
 GRAD_SEG_BYTES = 4096   # bytes of one grad_out row segment, divided among the row blocks
                         # (GRAD_ROWS x GRAD_ROW_BLOCKS rows stay in L1)
 GRAD_ROW_BLOCKS = 2     # channel blocks per task
+GRAD_SHAPE = "auto"     # the weight-gradient tile: "auto" (less padding), "main" or "alt"

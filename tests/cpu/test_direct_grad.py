@@ -16,11 +16,11 @@ import naive
 from conftest import PROPERTY, assert_close
 
 
-@pytest.mark.parametrize("shape", ["avx512", "avx2"])
+@pytest.mark.parametrize("shape", ["avx512", "avx2", "avx512_alt", "avx2_alt"])
 @pytest.mark.parametrize("vector_bytes", [32, 64])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
 def test_grad_tile_kernel(shape, vector_bytes, dtype, rng):
-    """grad_tile on its own, for both host tile shapes and vector widths:
+    """grad_tile on its own, for every host tile shape and vector width:
     acc[a0 + (j*taps + i)*V + l] += sum_{m < ni} sum_{s < n} gl[g0 + m*gi + (s*rows + j)*V + l]
     * xr[x0 + m*xi + off[t0 + i] + s*V + l] (grad_out row-interleaved; integers exactly),
     leaving everything outside its accumulators alone."""
@@ -85,13 +85,15 @@ def _arrays(pb):
     return x, w, gy
 
 
-@pytest.mark.parametrize("layout", ["default", "tiny-segments-split-images", "three-row-blocks"])
+@pytest.mark.parametrize("layout", ["default", "tiny-segments-split-images", "three-row-blocks",
+                                    "main-tile", "alt-tile"])
 @PROPERTY
 @given(pb=grad_problems())
 def test_direct_weight_grad(layout, pb):
     """The weight gradient, also with one vector per segment, one tap block per task and
     every image its own partial sum (forced), so segment, chunk and split edges all occur,
-    and with tasks of three channel blocks on segments of a few vectors."""
+    with tasks of three channel blocks on segments of a few vectors, and with each of the
+    host's two tile shapes forced."""
     from fastconv.cpu import direct
     x, w, gy = _arrays(pb)
     want = naive.conv_weight_grad(x, w.shape, gy, **pb["kw"])
@@ -100,6 +102,8 @@ def test_direct_weight_grad(layout, pb):
             mp.setattr(direct, "GRAD_SEG_BYTES", 1)
             mp.setattr(direct, "GRAD_CHUNK", 1)
             mp.setattr(direct, "n_tasks_target", lambda: 10_000)
+        if layout in ("main-tile", "alt-tile"):
+            mp.setattr(direct, "GRAD_SHAPE", layout[:-5])
         if layout == "three-row-blocks":   # tasks of 3 channel blocks (also on short lines)
             mp.setattr(direct, "GRAD_ROW_BLOCKS", 3)
             mp.setattr(direct, "GRAD_SEG_BYTES", 3 * 4 * 8)
