@@ -6,10 +6,17 @@ A whole output plane is one line read on the padded-width grid, contiguous in th
 input; a strided convolution first splits its input into phases (polyphase), so that it
 too reads at unit stride. The weight becomes a list of taps (channel, depth, row,
 column), each an offset into the image. Along the line, register tiles (cpu/_simd.py)
-hold 4 output channels x 3 vectors while they run over the taps; a single output
-channel, or a line shorter than a tile, takes passes of eight taps over its
-accumulators instead. Images whose planes are shorter than a tile are interleaved
-(image index innermost, "batch-minor"), so that one line covers the whole batch.
+hold 4 output channels x 6 vectors (AVX-512; 3 on shorter stretches and on AVX2) while
+they run over the taps; a single output channel, or a line shorter than a tile, takes
+passes of eight taps over its accumulators instead. Images whose planes are shorter
+than a tile are interleaved (image index innermost, "batch-minor"), so that one line
+covers the whole batch.
+
+The weight gradient reads the same lines: dW[o, tap] is the dot product of grad_out's
+line of channel o (on the padded-width grid, zero in the wrap-around columns) with the
+input's line shifted by the tap's offset. Register tiles of output channels x taps
+(4 x 6 or 5 x 5 vector accumulators on AVX-512) run along the lines; lanes and images
+are summed at the end (see _direct_bwd_weight).
 """
 import functools
 
