@@ -217,16 +217,25 @@ def _fill_lines(buf, d0, tmp, go, n, o0, nr, od, s0, segl, Wq, R):
     V = VECTOR_BYTES // buf.itemsize
     OH, OW = go.shape[3], go.shape[4]
     for j in range(R):
-        tmp[:segl] = 0
         if j < nr:
             src = go[n, o0 + j, od]
             oh = s0 // Wq
-            while oh < OH and oh * Wq < s0 + segl:
+            q = 0                               # tmp[:q] laid out
+            while q < segl:
                 b = oh * Wq - s0                # tmp index of column 0 (maybe negative)
-                row = src[oh]
-                for ow in range(max(0, -b), min(OW, segl - b)):
-                    tmp[U(b + ow)] = row[U(ow)]
+                e = min(b + Wq, segl)           # of the row's end
+                if oh < OH:
+                    row = src[oh]
+                    c = min(b + OW, segl)       # of the row's last column + 1
+                    for i in range(q, c):
+                        tmp[U(i)] = row[U(i - b)]
+                    q = max(q, c)
+                for i in range(q, e):           # wrap-around columns (or past the last row)
+                    tmp[U(i)] = 0
+                q = e
                 oh += 1
+        else:
+            tmp[:segl] = 0
         for sv in range(segl // V):
             d = d0 + (sv * R + j) * V
             e = sv * V
