@@ -561,7 +561,7 @@ def _aligned(shape, dtype, key=None):
 
 GRAD_CHUNK = 128        # most tap blocks per weight-gradient task (each task lays its
                         # grad_out rows out once per segment for all of its tap blocks)
-GRAD_SEG_BYTES = 4096   # bytes of one grad_out row segment, divided among the row blocks
+GRAD_SEG_BYTES = 8192   # bytes of one grad_out row segment, divided among the row blocks
                         # (GRAD_ROWS x GRAD_ROW_BLOCKS rows stay in L1)
 GRAD_ROW_BLOCKS = 2     # channel blocks per task
 GRAD_SHAPE = "auto"     # the weight-gradient tile: "auto" (less padding), "main" or "alt"
