@@ -99,7 +99,7 @@ def grad_output5(spec: ConvSpec, go):
 def forward(spec: ConvSpec, x, w, b, algorithm="auto", out5=None, precision=None):
     """Pad, lift to 5-D, plan and run; the 5-D result in the compute dtype."""
     b = None if b is None else np.ascontiguousarray(b)
-    return forward5(spec, pad5(spec, x), np.ascontiguousarray(lift5(w, spec.nd)), b,
+    return forward5(spec, pad5_scratch(spec, x), np.ascontiguousarray(lift5(w, spec.nd)), b,
                     algorithm, out5, precision)
 
 
