@@ -313,6 +313,37 @@ grad_tile_host = grad_tile(GRAD_ROWS, GRAD_TAPS)
 grad_tile_alt = grad_tile(GRAD_ALT_ROWS, GRAD_ALT_TAPS)
 
 
+def _vec_copy_intrinsic():
+    def vec_copy(typingctx, dst_t, d0_t, src_t, s0_t):
+        if not (isinstance(dst_t, types.Array) and isinstance(src_t, types.Array)
+                and dst_t.layout == "C" and src_t.layout == "C" and dst_t.ndim == src_t.ndim == 1
+                and dst_t.dtype == src_t.dtype
+                and isinstance(dst_t.dtype, (types.Float, types.Integer))):
+            return None
+
+        def codegen(context, builder, sig, args):
+            i64 = ir.IntType(64)
+            isz, V, vty, vptr, _ = _vector_ops(context, builder, dst_t.dtype, VECTOR_BYTES)
+            D = context.make_array(dst_t)(context, builder, args[0])
+            S = context.make_array(src_t)(context, builder, args[2])
+            d0 = context.cast(builder, args[1], sig.args[1], types.int64)
+            s0 = context.cast(builder, args[3], sig.args[3], types.int64)
+            v = builder.load(builder.bitcast(builder.gep(S.data, [s0]), vptr), align=isz)
+            builder.store(v, builder.bitcast(builder.gep(D.data, [d0]), vptr), align=isz)
+            return context.get_dummy_value()
+
+        return types.void(dst_t, d0_t, src_t, s0_t), codegen
+
+    return vec_copy
+
+
+vec_copy = intrinsic(_vec_copy_intrinsic())
+vec_copy.__doc__ = """vec_copy(dst, d0, src, s0): dst[d0:d0 + V] = src[s0:s0 + V], one vector of the
+    host's width (V = VECTOR_BYTES // itemsize; 1-D contiguous arrays, no bounds checks):
+    one load and one store, where a loop of V element copies between arrays that may
+    overlap stays scalar."""
+
+
 # --- the wide forward tile (cpu/winograd.py's GEMMs) ---------------------------------------
 #: the widest vector the host's FMA units take (64 bytes with AVX-512F, else 32; the same
 #: as VECTOR_BYTES)

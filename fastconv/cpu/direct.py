@@ -27,7 +27,7 @@ from numba import get_thread_id, njit, prange
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
 from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, LONG_TILE_BYTES,
                     TILE_BYTES, VECTOR_BYTES, grad_tile_alt, grad_tile_host, tile4, tile4_add,
-                    tile4_long, tile4_long_add, tile_width,
+                    tile4_long, tile4_long_add, tile_width, vec_copy,
                     vector_width)
 from .stencil import stencil2d
 
@@ -227,7 +227,11 @@ def _fill_lines(buf, d0, tmp, go, n, o0, nr, od, s0, segl, Wq, R):
                 if oh < OH:
                     row = src[oh]
                     c = min(b + OW, segl)       # of the row's last column + 1
-                    for i in range(q, c):
+                    i = q
+                    while i + V <= c:
+                        vec_copy(tmp, i, row, i - b)
+                        i += V
+                    for i in range(i, c):
                         tmp[U(i)] = row[U(i - b)]
                     q = max(q, c)
                 for i in range(q, e):           # wrap-around columns (or past the last row)
@@ -237,10 +241,7 @@ def _fill_lines(buf, d0, tmp, go, n, o0, nr, od, s0, segl, Wq, R):
         else:
             tmp[:segl] = 0
         for sv in range(segl // V):
-            d = d0 + (sv * R + j) * V
-            e = sv * V
-            for i in range(V):
-                buf[U(d + i)] = tmp[U(e + i)]
+            vec_copy(buf, d0 + (sv * R + j) * V, tmp, sv * V)
 
 
 @njit(inline="always", **JIT)

@@ -200,3 +200,24 @@ def test_direct_weight_grad_non_finite(where, value, rng):
         np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
         fin = np.isfinite(want)
         np.testing.assert_allclose(got[fin], want[fin], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_vec_copy(dtype):
+    """cpu/_simd.vec_copy copies one host-width vector, at any offsets, nothing else."""
+    from numba import njit
+
+    from fastconv.cpu._simd import VECTOR_BYTES, vec_copy
+
+    @njit
+    def run(dst, d0, src, s0):
+        vec_copy(dst, d0, src, s0)
+
+    V = VECTOR_BYTES // np.dtype(dtype).itemsize
+    src = np.arange(3 * V, dtype=dtype)
+    for d0, s0 in [(0, 0), (3, 5), (V + 1, 2 * V - 1)]:
+        dst = np.full(3 * V, -1, dtype=dtype)
+        run(dst, d0, src, s0)
+        want = np.full(3 * V, -1, dtype=dtype)
+        want[d0:d0 + V] = src[s0:s0 + V]
+        np.testing.assert_array_equal(dst, want)
