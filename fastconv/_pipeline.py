@@ -14,6 +14,8 @@ from . import dispatch
 from ._pad import pad, pad_adjoint
 from ._spec import ConvSpec, lift5
 from .cpu import engine
+from .cpu._common import workspace
+from .cpu.direct import embed
 from .cpu.fft import all_finite
 
 
@@ -26,6 +28,21 @@ def _finite(*arrays):
 def pad5(spec: ConvSpec, x) -> np.ndarray:
     """The padded, C-contiguous 5-D input of ``spec`` for batched ``x``."""
     return lift5(pad(x, spec.padding, spec.padding_mode, spec.dtype), spec.nd)
+
+
+def pad5_scratch(spec: ConvSpec, x) -> np.ndarray:
+    """Like pad5, for a padded input used only during the call: zero padding goes into
+    this thread's workspace in one parallel pass (cpu/direct.embed), instead of a fresh
+    array (whose pages fault in on every call) filled by NumPy on one thread."""
+    if (spec.padding_mode != "zeros" or x.dtype != spec.dtype
+            or not any(b or a for b, a in spec.padding)):
+        return pad5(spec, x)
+    x5 = lift5(np.ascontiguousarray(x), spec.nd)
+    pads = ((0, 0),) * (3 - spec.nd) + tuple(spec.padding)
+    shape = x5.shape[:2] + tuple(n + b + a for n, (b, a) in zip(x5.shape[2:], pads))
+    xp5 = workspace("pad_x", shape, spec.dtype)
+    embed(xp5, x5, *(b for b, _ in pads))
+    return xp5
 
 
 def forward5(spec: ConvSpec, xp5, w5, b, algorithm="auto", out5=None, precision=None):
@@ -80,7 +97,7 @@ def grad_output5(spec: ConvSpec, go):
 def forward(spec: ConvSpec, x, w, b, algorithm="auto", out5=None, precision=None):
     """Pad, lift to 5-D, plan and run; the 5-D result in the compute dtype."""
     b = None if b is None else np.ascontiguousarray(b)
-    return forward5(spec, pad5(spec, x), np.ascontiguousarray(lift5(w, spec.nd)), b,
+    return forward5(spec, pad5_scratch(spec, x), np.ascontiguousarray(lift5(w, spec.nd)), b,
                     algorithm, out5, precision)
 
 
@@ -93,5 +110,5 @@ def input_grad(spec: ConvSpec, go, w, algorithm="auto", precision=None):
 
 def weight_grad(spec: ConvSpec, x, go, algorithm="auto", precision=None):
     """dL/dweight, (C_out, C_in/groups, *kernel) in the compute dtype."""
-    gw = weight_grad5(spec, pad5(spec, x), grad_output5(spec, go), algorithm, precision)
+    gw = weight_grad5(spec, pad5_scratch(spec, x), grad_output5(spec, go), algorithm, precision)
     return gw.reshape((spec.C_out, spec.C_in // spec.groups) + spec.kernel)

@@ -5,10 +5,10 @@ keeps its accumulators in memory and reloads them on every pass over the taps. H
 accumulators of a 4-channel x TILE_VECTORS-vector output tile stay in registers while
 the tap loop runs: per tap, TILE_VECTORS input loads and 4 weight broadcasts feed
 4 * TILE_VECTORS fused multiply-adds. 12 accumulators + 3 inputs + 1 broadcast fill
-the 16 vector registers of AVX2 (a 4 x 6 tile for AVX-512's 32 measured no faster on the
-benchmark layers). The weight-gradient tile (grad_tile) is sized to the host's registers,
-read from LLVM's view of the CPU. LLVM keeps vectors at 256 bits on AVX-512 hosts (it
-prefers them to 512-bit ones), so the extra registers are what AVX-512 gains.
+the 16 vector registers of AVX2. Vectors are the host's widest (read from LLVM's view of
+the CPU): 64 bytes on AVX-512 hosts, 32 otherwise. The vector IR names its width
+explicitly, so LLVM emits zmm registers for it (its auto-vectoriser would prefer ymm).
+The weight-gradient tile (grad_tile) is sized to the host's registers too.
 """
 from llvmlite import ir
 from numba import types
@@ -28,10 +28,14 @@ def _host_avx512():
 
 HOST_AVX512 = _host_avx512()
 TILE_VECTORS = 3       # output vectors per channel in one tile
-VECTOR_BYTES = 32      # 256-bit vectors; LLVM splits or widens them on other targets
+VECTOR_BYTES = 64 if HOST_AVX512 else 32   # the host's widest vectors (bytes)
 
 
 TILE_BYTES = TILE_VECTORS * VECTOR_BYTES   # of one channel of a tile
+# the direct forward's long-line tile: 4 channels x 6 vectors; 24 accumulators + 6 inputs
+# + 1 broadcast take 31 of AVX-512's 32 registers (AVX2 hosts keep 3 vectors)
+LONG_TILE_VECTORS = 6 if HOST_AVX512 else TILE_VECTORS
+LONG_TILE_BYTES = LONG_TILE_VECTORS * VECTOR_BYTES
 
 
 def tile_width(itemsize):
@@ -61,9 +65,9 @@ def _close_loop(builder, counter, bound, cur, new, init, blocks, dst, vty, isz):
         builder.store(fin, d, align=isz)
 
 
-def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES):
+def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES, vectors=TILE_VECTORS):
     """The tile kernel as a numba intrinsic; ``accumulate``: add to acc instead of
-    overwriting it; ``vector_bytes``: the width of its vectors."""
+    overwriting it; ``vector_bytes``: the width of its vectors; ``vectors``: per channel."""
 
     def tile(typingctx, acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t):
         arrays = (acc_t, xr_t, off_t, wg_t)
@@ -74,7 +78,7 @@ def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES):
             return None                     # the code below assumes contiguous arrays
         return types.void(acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t), \
             lambda context, builder, sig, args: _codegen(context, builder, sig, args, accumulate,
-                                                         vector_bytes)
+                                                         vector_bytes, vectors)
 
     tile.__name__ = tile.__qualname__ = name
     return tile
@@ -99,7 +103,8 @@ def _vector_ops(context, builder, dtype, vector_bytes):
     return isz, V, vty, vty.as_pointer(), fma
 
 
-def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_BYTES):
+def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_BYTES,
+             TILE_VECTORS=TILE_VECTORS):
     acc_t = signature.args[0]
     acc, p0, xr, base, off, wg, T = args
     i64, i32 = ir.IntType(64), ir.IntType(32)
@@ -161,18 +166,32 @@ tile4.__doc__ = """tile4(acc, p0, xr, base, off, wg, T):
     along n; xr, off, wg: contiguous; wg: (T, 4)). Overwrites acc."""
 tile4_add = intrinsic(_tile_intrinsic("tile4_add", True))
 tile4_add.__doc__ = """tile4_add(acc, p0, xr, base, off, wg, T): like tile4, adding to acc."""
+tile4_long = intrinsic(_tile_intrinsic("tile4_long", False, VECTOR_BYTES, LONG_TILE_VECTORS))
+tile4_long.__doc__ = """tile4_long(acc, p0, xr, base, off, wg, T): like tile4, over
+    LONG_TILE_BYTES // itemsize positions."""
+tile4_long_add = intrinsic(_tile_intrinsic("tile4_long_add", True, VECTOR_BYTES,
+                                           LONG_TILE_VECTORS))
+tile4_long_add.__doc__ = """tile4_long_add: like tile4_long, adding to acc."""
 
 
 # --- the weight-gradient tile ----------------------------------------------------------
 # A weight-gradient tile: GRAD_ROWS output channels x GRAD_TAPS taps of vector
-# accumulators, plus GRAD_ROWS grad_out vectors and one input vector per step:
-# 4 x 6 + 4 + 1 = 29 of AVX-512's 32 registers, 4 x 2 + 4 + 1 = 13 of AVX2's 16.
-GRAD_TILES = {"avx512": (4, 6), "avx2": (4, 2)}
+# accumulators; per step it loads the GRAD_ROWS grad_out vectors once and each tap's
+# input vector once: 4 x 6 + 4 + 1 = 29 of AVX-512's 32 registers (measured faster than
+# 8 x 3 and level with 6 x 4), 4 x 2 + 4 + 1 = 13 of AVX2's 16. grad_out comes
+# row-interleaved (the rows' vectors of one step adjacent), so that one pointer serves
+# all rows and the loop keeps few general registers live.
+# A second shape per host for small weights whose channels and taps it divides better
+# (mnist.conv1: 10 x 25 is 2 x 5 tiles of 5 x 5, 3 x 5 of 4 x 6 with 44 % padding):
+# 5 x 5 + 5 + 1 = 31 registers on AVX-512, 3 x 3 + 3 + 1 = 13 on AVX2.
+GRAD_TILES = {"avx512": (4, 6), "avx2": (4, 2), "avx512_alt": (5, 5), "avx2_alt": (3, 3)}
 GRAD_ROWS, GRAD_TAPS = GRAD_TILES["avx512" if HOST_AVX512 else "avx2"]
+GRAD_ALT_ROWS, GRAD_ALT_TAPS = GRAD_TILES["avx512_alt" if HOST_AVX512 else "avx2_alt"]
 
 
-def _grad_tile_intrinsic(rows, taps, name):
-    def tile(typingctx, acc_t, a0_t, gl_t, g0_t, gs_t, xr_t, x0_t, off_t, t0_t, n_t):
+def _grad_tile_intrinsic(rows, taps, name, vector_bytes):
+    def tile(typingctx, acc_t, a0_t, gl_t, g0_t, xr_t, x0_t, off_t, t0_t, n_t, ni_t, gi_t,
+             xi_t):
         arrays = (acc_t, gl_t, xr_t, off_t)
         if not (all(isinstance(a, types.Array) and a.layout == "C" and a.ndim == 1
                     for a in arrays)
@@ -180,65 +199,109 @@ def _grad_tile_intrinsic(rows, taps, name):
                 and gl_t.dtype == acc_t.dtype and xr_t.dtype == acc_t.dtype
                 and off_t.dtype == types.int64):
             return None
-        sig = types.void(acc_t, a0_t, gl_t, g0_t, gs_t, xr_t, x0_t, off_t, t0_t, n_t)
+        sig = types.void(acc_t, a0_t, gl_t, g0_t, xr_t, x0_t, off_t, t0_t, n_t, ni_t, gi_t,
+                         xi_t)
         return sig, lambda context, builder, sig, args: _grad_codegen(
-            context, builder, sig, args, rows, taps)
+            context, builder, sig, args, rows, taps, vector_bytes)
 
     tile.__name__ = tile.__qualname__ = name
     return tile
 
 
-def _grad_codegen(context, builder, signature, args, rows, taps):
+def _grad_codegen(context, builder, signature, args, rows, taps, vector_bytes):
     acc_t = signature.args[0]
     i64 = ir.IntType(64)
-    isz, V, vty, vptr, fma = _vector_ops(context, builder, acc_t.dtype, VECTOR_BYTES)
-    arrs = [context.make_array(signature.args[k])(context, builder, args[k]) for k in (0, 2, 5, 7)]
+    isz, V, vty, vptr, fma = _vector_ops(context, builder, acc_t.dtype, vector_bytes)
+    arrs = [context.make_array(signature.args[k])(context, builder, args[k]) for k in (0, 2, 4, 6)]
     A, G, X, O = arrs
-    a0, g0, gs, x0, t0, n = (context.cast(builder, args[k], signature.args[k], types.int64)
-                             for k in (1, 3, 4, 6, 8, 9))
+    a0, g0, x0, t0, n, ni, gi, xi = (
+        context.cast(builder, args[k], signature.args[k], types.int64)
+        for k in (1, 3, 5, 7, 8, 9, 10, 11))
 
     def vec(ptr):
         return builder.bitcast(ptr, vptr)
 
     dst = [vec(builder.gep(A.data, [builder.add(a0, i64(k * V))])) for k in range(rows * taps)]
     init = [builder.load(d, align=isz) for d in dst]
-    grow = [builder.gep(G.data, [builder.add(g0, builder.mul(gs, i64(j)))]) for j in range(rows)]
-    xrow = [builder.gep(X.data, [builder.add(x0, builder.load(
-        builder.gep(O.data, [builder.add(t0, i64(i))])))]) for i in range(taps)]
+    offs = [builder.load(builder.gep(O.data, [builder.add(t0, i64(i))])) for i in range(taps)]
     entry = builder.block
+    line = builder.append_basic_block("gtile.line")
     loop = builder.append_basic_block("gtile.loop")
+    latch = builder.append_basic_block("gtile.latch")
     done = builder.append_basic_block("gtile.done")
-    builder.cbranch(builder.icmp_signed(">", n, i64(0)), loop, done)
+    live = builder.and_(builder.icmp_signed(">", n, i64(0)), builder.icmp_signed(">", ni, i64(0)))
+    builder.cbranch(live, line, done)
 
-    builder.position_at_end(loop)        # per vector of positions: rows + taps loads, FMAs
-    s = builder.phi(i64)
-    s.add_incoming(i64(0), entry)
-    cur = []
-    for v in init:
-        ph = builder.phi(vty)
+    # outer loop: line m, grad_out from g0 + m*gi, input from x0 + m*xi
+    builder.position_at_end(line)
+    m = builder.phi(i64)
+    gb = builder.phi(i64)
+    xb = builder.phi(i64)
+    outer = [builder.phi(vty) for _ in init]
+    for ph, v in zip((m, gb, xb), (i64(0), g0, x0)):
         ph.add_incoming(v, entry)
+    for ph, v in zip(outer, init):
+        ph.add_incoming(v, entry)
+    gp = builder.gep(G.data, [gb])
+    xp = [builder.gep(X.data, [builder.add(xb, o)]) for o in offs]
+    builder.branch(loop)
+
+    # inner loop: per vector s of the line, the rows' vectors (adjacent) and each tap's
+    builder.position_at_end(loop)
+    s = builder.phi(i64)
+    s.add_incoming(i64(0), line)
+    cur = []
+    for v in outer:
+        ph = builder.phi(vty)
+        ph.add_incoming(v, line)
         cur.append(ph)
     q = builder.mul(s, i64(V))
-    gv = [builder.load(vec(builder.gep(g, [q])), align=isz) for g in grow]
+    gq = builder.mul(s, i64(rows * V))
+    gv = [builder.load(vec(builder.gep(gp, [builder.add(gq, i64(j * V))])), align=isz)
+          for j in range(rows)]
     new = list(cur)
     for i in range(taps):
-        xv = builder.load(vec(builder.gep(xrow[i], [q])), align=isz)
+        xv = builder.load(vec(builder.gep(xp[i], [q])), align=isz)
         for j in range(rows):
-            k = j * taps + i
-            new[k] = fma(gv[j], xv, cur[k])
-    _close_loop(builder, s, n, cur, new, init, (entry, loop, done), dst, vty, isz)
+            new[j * taps + i] = fma(gv[j], xv, cur[j * taps + i])
+    s1 = builder.add(s, i64(1))
+    s.add_incoming(s1, loop)
+    for ph, v in zip(cur, new):
+        ph.add_incoming(v, loop)
+    builder.cbranch(builder.icmp_signed("<", s1, n), loop, latch)
+
+    builder.position_at_end(latch)
+    m1 = builder.add(m, i64(1))
+    m.add_incoming(m1, latch)
+    gb.add_incoming(builder.add(gb, gi), latch)
+    xb.add_incoming(builder.add(xb, xi), latch)
+    for ph, v in zip(outer, new):
+        ph.add_incoming(v, latch)
+    builder.cbranch(builder.icmp_signed("<", m1, ni), line, done)
+
+    builder.position_at_end(done)
+    fins = []
+    for v0, v1 in zip(init, new):           # phis first: LLVM wants them at the block's top
+        fin = builder.phi(vty)
+        fin.add_incoming(v0, entry)
+        fin.add_incoming(v1, latch)
+        fins.append(fin)
+    for d, fin in zip(dst, fins):
+        builder.store(fin, d, align=isz)
     return context.get_dummy_value()
 
 
-def grad_tile(rows, taps):
+def grad_tile(rows, taps, vector_bytes=VECTOR_BYTES):
     """The weight-gradient tile for ``rows`` x ``taps`` accumulators, as a numba intrinsic:
 
-    grad_tile(acc, a0, gl, g0, gs, xr, x0, off, t0, n):
-        acc[a0 + (j*taps + i)*V + l] += sum_{s < n} gl[g0 + j*gs + s*V + l]
-                                                    * xr[x0 + off[t0 + i] + s*V + l]
-    for rows j, taps i and lanes l < V = vector_width(itemsize) (acc, gl, xr, off: 1-D
-    contiguous; off int64). The lanes of acc hold partial sums (the caller adds them)."""
-    return intrinsic(_grad_tile_intrinsic(rows, taps, f"grad_tile_{rows}x{taps}"))
+    grad_tile(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi):
+        acc[a0 + (j*taps + i)*V + l] += sum_{m < ni} sum_{s < n}
+            gl[g0 + m*gi + (s*rows + j)*V + l] * xr[x0 + m*xi + off[t0 + i] + s*V + l]
+    for rows j, taps i and lanes l < V = vector_bytes // itemsize: ni lines of n vectors,
+    grad_out row-interleaved (acc, gl, xr, off: 1-D contiguous; off int64). The lanes of
+    acc hold partial sums (the caller adds them)."""
+    return intrinsic(_grad_tile_intrinsic(rows, taps, f"grad_tile_{rows}x{taps}_{vector_bytes}",
+                                          vector_bytes))
 
 
 def vector_width(itemsize):
@@ -247,11 +310,43 @@ def vector_width(itemsize):
 
 
 grad_tile_host = grad_tile(GRAD_ROWS, GRAD_TAPS)
+grad_tile_alt = grad_tile(GRAD_ALT_ROWS, GRAD_ALT_TAPS)
+
+
+def _vec_copy_intrinsic():
+    def vec_copy(typingctx, dst_t, d0_t, src_t, s0_t):
+        if not (isinstance(dst_t, types.Array) and isinstance(src_t, types.Array)
+                and dst_t.layout == "C" and src_t.layout == "C" and dst_t.ndim == src_t.ndim == 1
+                and dst_t.dtype == src_t.dtype
+                and isinstance(dst_t.dtype, (types.Float, types.Integer))):
+            return None
+
+        def codegen(context, builder, sig, args):
+            i64 = ir.IntType(64)
+            isz, V, vty, vptr, _ = _vector_ops(context, builder, dst_t.dtype, VECTOR_BYTES)
+            D = context.make_array(dst_t)(context, builder, args[0])
+            S = context.make_array(src_t)(context, builder, args[2])
+            d0 = context.cast(builder, args[1], sig.args[1], types.int64)
+            s0 = context.cast(builder, args[3], sig.args[3], types.int64)
+            v = builder.load(builder.bitcast(builder.gep(S.data, [s0]), vptr), align=isz)
+            builder.store(v, builder.bitcast(builder.gep(D.data, [d0]), vptr), align=isz)
+            return context.get_dummy_value()
+
+        return types.void(dst_t, d0_t, src_t, s0_t), codegen
+
+    return vec_copy
+
+
+vec_copy = intrinsic(_vec_copy_intrinsic())
+vec_copy.__doc__ = """vec_copy(dst, d0, src, s0): dst[d0:d0 + V] = src[s0:s0 + V], one vector of the
+    host's width (V = VECTOR_BYTES // itemsize; 1-D contiguous arrays, no bounds checks):
+    one load and one store, where a loop of V element copies between arrays that may
+    overlap stays scalar."""
 
 
 # --- the wide forward tile (cpu/winograd.py's GEMMs) ---------------------------------------
-#: the widest vector the host's FMA units take (64 bytes with AVX-512F, else 32); direct
-#: keeps 32
+#: the widest vector the host's FMA units take (64 bytes with AVX-512F, else 32; the same
+#: as VECTOR_BYTES)
 WIDE_VECTOR_BYTES = 64 if HOST_AVX512 else 32
 WIDE_TILE_BYTES = TILE_VECTORS * WIDE_VECTOR_BYTES
 tile4_wide = intrinsic(_tile_intrinsic("tile4_wide", False, WIDE_VECTOR_BYTES))

@@ -6,10 +6,17 @@ A whole output plane is one line read on the padded-width grid, contiguous in th
 input; a strided convolution first splits its input into phases (polyphase), so that it
 too reads at unit stride. The weight becomes a list of taps (channel, depth, row,
 column), each an offset into the image. Along the line, register tiles (cpu/_simd.py)
-hold 4 output channels x 3 vectors while they run over the taps; a single output
-channel, or a line shorter than a tile, takes passes of eight taps over its
-accumulators instead. Images whose planes are shorter than a tile are interleaved
-(image index innermost, "batch-minor"), so that one line covers the whole batch.
+hold 4 output channels x 6 vectors (AVX-512; 3 on shorter stretches and on AVX2) while
+they run over the taps; a single output channel, or a line shorter than a tile, takes
+passes of eight taps over its accumulators instead. Images whose planes are shorter
+than a tile are interleaved (image index innermost, "batch-minor"), so that one line
+covers the whole batch.
+
+The weight gradient reads the same lines: dW[o, tap] is the dot product of grad_out's
+line of channel o (on the padded-width grid, zero in the wrap-around columns) with the
+input's line shifted by the tap's offset. Register tiles of output channels x taps
+(4 x 6 or 5 x 5 vector accumulators on AVX-512) run along the lines; lanes and images
+are summed at the end (see _direct_bwd_weight).
 """
 import functools
 
@@ -18,8 +25,10 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
-from ._simd import (GRAD_ROWS, GRAD_TAPS, TILE_BYTES, VECTOR_BYTES, grad_tile_host, tile4,
-                    tile4_add, tile_width, vector_width)
+from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, LONG_TILE_BYTES,
+                    TILE_BYTES, VECTOR_BYTES, grad_tile_alt, grad_tile_host, tile4, tile4_add,
+                    tile4_long, tile4_long_add, tile_width, vec_copy,
+                    vector_width)
 from .stencil import stencil2d
 
 
@@ -97,21 +106,29 @@ def _apply_taps(acc, S, xi, base, off, wg, T, nb):
     # passes, and so the first compilation, short.
     if nb > 1 and S >= TILE_BYTES // acc.itemsize:
         # register tiles along the line, TAP_CHUNK taps at a time (a chunk's input rows
-        # stay in L1 while its tiles run along the segment); a last partial tile is
-        # computed over all taps at S - step, overlapping its neighbour (whose outputs it
-        # recomputes and overwrites)
+        # stay in L1 while its tiles run along the segment): long tiles (tile4_long) while
+        # they fit, then short ones (tile4); a last partial tile is computed over all taps
+        # at S - step, overlapping its neighbour (whose outputs it recomputes and
+        # overwrites)
+        lstep = LONG_TILE_BYTES // acc.itemsize
         step = TILE_BYTES // acc.itemsize
-        P = S - S % step
+        P = S - S % lstep if S >= lstep else 0
+        Q = P + (S - P) // step * step
         for c0 in range(0, T, TAP_CHUNK):
             tc = min(TAP_CHUNK, T - c0)
             oc = off[c0:]
             wc = wg[c0:]
-            for p in range(0, P, step):
+            for p in range(0, P, lstep):
+                if c0 == 0:
+                    tile4_long(acc, p, xi, base, oc, wc, tc)
+                else:
+                    tile4_long_add(acc, p, xi, base, oc, wc, tc)
+            for p in range(P, Q, step):
                 if c0 == 0:
                     tile4(acc, p, xi, base, oc, wc, tc)
                 else:
                     tile4_add(acc, p, xi, base, oc, wc, tc)
-        if P < S:
+        if Q < S:
             tile4(acc, S - step, xi, base, off, wg, T)
         return
     # one output channel (or a line shorter than a tile): passes of 8 taps (then 4, 1)
@@ -189,73 +206,150 @@ def _direct_fwd(out, xs, wp, off, gstride, bias, Wp, HWp, sd, groups, seg, scrat
                 tg = end
 
 
+@njit(inline="always", **JIT)
+def _fill_lines(buf, d0, tmp, go, n, o0, nr, od, s0, segl, Wq, R):
+    # buf[d0 + (sv*R + j)*V + i] = grad_out of channel o0 + j at line position
+    # s0 + sv*V + i, for sv*V + i < segl: the R lines of a channel block on the
+    # padded-width grid of width Wq (position oh*Wq + ow holds go[n, o0 + j, od, oh, ow];
+    # the wrap-around columns, the positions past the last row and rows j >= nr zero),
+    # interleaved vector by vector. Each line is laid out in tmp first, whole rows at a
+    # time, then copied into place a vector at a time.
+    V = VECTOR_BYTES // buf.itemsize
+    OH, OW = go.shape[3], go.shape[4]
+    for j in range(R):
+        if j < nr:
+            src = go[n, o0 + j, od]
+            oh = s0 // Wq
+            q = 0                               # tmp[:q] laid out
+            while q < segl:
+                b = oh * Wq - s0                # tmp index of column 0 (maybe negative)
+                e = min(b + Wq, segl)           # of the row's end
+                if oh < OH:
+                    row = src[oh]
+                    c = min(b + OW, segl)       # of the row's last column + 1
+                    i = q
+                    while i + V <= c:
+                        vec_copy(tmp, i, row, i - b)
+                        i += V
+                    for i in range(i, c):
+                        tmp[U(i)] = row[U(i - b)]
+                    q = max(q, c)
+                for i in range(q, e):           # wrap-around columns (or past the last row)
+                    tmp[U(i)] = 0
+                q = e
+                oh += 1
+        else:
+            tmp[:segl] = 0
+        for sv in range(segl // V):
+            vec_copy(buf, d0 + (sv * R + j) * V, tmp, sv * V)
+
+
+@njit(inline="always", **JIT)
+def _gtile(alt, acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi):
+    # the weight-gradient tile of the task's shape (cpu/_simd.grad_tile)
+    if alt:
+        grad_tile_alt(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
+    else:
+        grad_tile_host(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
+
+
 @njit(parallel=True, **JIT)
-def _direct_bwd_weight(part, gl, xf, off, xs_n, xs_g, xs_od, nchunk, chunk, seg, scratch):
-    # part: (nsplit, G, nob*GRAD_ROWS, ntb*GRAD_TAPS) the gradient's partial sums over the
+def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, alt, rb, nchunk,
+                       chunk, seg, scratch, gbuf, tbuf):
+    # part: (nsplit, G, nob*R, ntb*TB) the gradient's partial sums over the
     #     images of split s (rows: output channels of group g; columns: the tap list, see
     #     _pack); rows and taps past the real ones are padding the caller drops
-    # gl: (N, G, nob*GRAD_ROWS, OD, Lp) grad_out as lines on the padded-width grid (zero
-    #     in the wrap-around columns, the padding rows and the tail up to Lp, a multiple
-    #     of the vector width)
-    # xf: the padded input (or its phases) flat; image n, group g, output depth od start
-    #     at n*xs_n + g*xs_g + od*xs_od, tap t at off[t] from there
-    # Tasks: (split, group, block of GRAD_ROWS channels, chunk of `chunk` tap blocks).
-    # Each runs register tiles (cpu/_simd.grad_tile) of GRAD_ROWS x GRAD_TAPS vector
-    # accumulators along the lines, `seg` positions at a time so that a segment of
-    # grad_out and of the chunk's input rows stays in cache while its tap blocks run.
+    # go: grad_out (N, O, OD, OH, OW), read as lines on the padded-width grid of width Wq
+    #     (L = (OH - 1)*Wq + OW positions, Lp: L rounded up to whole vectors)
+    # xf: the padded input (or its phases) flat, not padded at its end; image n, group g,
+    #     output depth od start at n*xs_n + g*xs_g + od*xs_od, tap t at off[t] from there;
+    #     omax[b]: the largest offset of tap block b
+    # Tiles: R x TB = GRAD_ROWS x GRAD_TAPS, or GRAD_ALT_ROWS x GRAD_ALT_TAPS when alt.
+    # Tasks: (split, group, rb blocks of R channels, chunk of `chunk` tap blocks).
+    # Per segment of `seg` line positions a task lays its channels' grad_out out in
+    # gbuf[thread] (aligned, L1-sized: see _fill_lines), then runs register tiles
+    # (cpu/_simd.grad_tile) of R x TB vector accumulators along it for each
+    # tap block of its chunk and each of its channel blocks (which reuse the tap block's
+    # input rows from L1). Lines shorter than a segment go seg // Lp images at a time
+    # (one tile runs over all of them). The last vectors of a line read past position
+    # L - 1 (where grad_out is zero); where that would read past xf's end (the last
+    # image's last planes) those positions take scalar code up to L instead.
     S, G, Rp, Tp = part.shape
-    N, _, _, OD, Lp = gl.shape
-    nob = Rp // GRAD_ROWS
-    ntb = Tp // GRAD_TAPS
+    N, O, OD, OH, OW = go.shape
+    Og = O // G
+    L = (OH - 1) * Wq + OW
     V = VECTOR_BYTES // part.itemsize
-    K = GRAD_ROWS * GRAD_TAPS * V                # accumulators of one tap block
-    gf = gl.reshape(gl.size)
-    gs = OD * Lp
-    for task in prange(S * G * nob * nchunk):
+    R = GRAD_ALT_ROWS if alt else GRAD_ROWS
+    TB = GRAD_ALT_TAPS if alt else GRAD_TAPS
+    nob = Rp // R
+    nobg = (nob + rb - 1) // rb
+    ntb = Tp // TB
+    RT = R * TB
+    K = RT * V                                  # accumulators of one tap block
+    xsize = xf.shape[0]
+    ng = max(1, seg // Lp)                      # images per tile
+    for task in prange(S * G * nobg * nchunk):
         ch = task % nchunk                  # chunks innermost: consecutive tasks share
         r = task // nchunk                  # their grad_out rows while they are cached
-        ob = r % nob
-        r = r // nob
+        obg = r % nobg
+        r = r // nobg
         g = r % G
         sp = r // G
         b0 = ch * chunk
         nt = min(chunk, ntb - b0)
-        acc = scratch[get_thread_id()]
-        acc[:nt * K] = 0
-        for n in range(sp * N // S, (sp + 1) * N // S):
-            for od in range(OD):
-                gb = (((n * G + g) * Rp + ob * GRAD_ROWS) * OD + od) * Lp
+        nrb = min(rb, nob - obg * rb)
+        tid = get_thread_id()
+        acc = scratch[tid]
+        buf = gbuf[tid]
+        tmp = tbuf[tid]
+        acc[:nt * rb * K] = 0
+        n1 = (sp + 1) * N // S
+        for od in range(OD):
+            n = sp * N // S
+            while n < n1:
+                ni = min(ng, n1 - n)
                 xb = n * xs_n + g * xs_g + od * xs_od
                 for s0 in range(0, Lp, seg):
-                    nv = min(seg, Lp - s0) // V
+                    segl = min(seg, Lp - s0)
+                    nv = segl // V
+                    gi = segl * R                   # between images in buf
+                    for c in range(nrb):            # channel block c at c*ni*gi
+                        ob = obg * rb + c
+                        o0 = g * Og + ob * R
+                        nr = min(R, Og - ob * R)
+                        for m in range(ni):
+                            _fill_lines(buf, (c * ni + m) * gi, tmp, go, n + m, o0, nr, od,
+                                        s0, segl, Wq, R)
                     for b in range(nt):
-                        grad_tile_host(acc, b * K, gf, gb + s0, gs, xf, xb + s0, off,
-                                       (b0 + b) * GRAD_TAPS, nv)
+                        t0 = (b0 + b) * TB
+                        xl = xb + (ni - 1) * xs_n + s0  # the last image's reads
+                        safe = (xsize - xl - omax[b0 + b]) // V
+                        for c in range(nrb):
+                            a0 = (b * rb + c) * K
+                            g0 = c * ni * gi
+                            if safe >= nv:
+                                _gtile(alt, acc, a0, buf, g0, xf, xb + s0, off, t0,
+                                       nv, ni, gi, xs_n)
+                                continue
+                            _gtile(alt, acc, a0, buf, g0, xf, xb + s0, off, t0,
+                                   nv, ni - 1, gi, xs_n)
+                            sf = max(safe, 0)
+                            gl0 = g0 + (ni - 1) * gi
+                            _gtile(alt, acc, a0, buf, gl0, xf, xl, off, t0, sf, 1, 0, 0)
+                            for k in range(RT):     # the rest up to L, one lane each
+                                xo = xl + off[t0 + k % TB]
+                                j = k // TB
+                                a = acc[a0 + k * V]
+                                for q in range(sf * V, min(nv * V, L - s0)):
+                                    a += buf[gl0 + ((q // V) * R + j) * V + q % V] * xf[xo + q]
+                                acc[a0 + k * V] = a
+                n += ni
         for b in range(nt):
-            for k in range(GRAD_ROWS * GRAD_TAPS):
-                a = acc[(b * GRAD_ROWS * GRAD_TAPS + k) * V:(b * GRAD_ROWS * GRAD_TAPS + k + 1) * V]
-                part[sp, g, ob * GRAD_ROWS + k // GRAD_TAPS, (b0 + b) * GRAD_TAPS + k % GRAD_TAPS] = a.sum()
-
-
-@njit(parallel=True, **JIT)
-def _grad_lines(gl, go, Wq):
-    # gl (N, G, Rp, OD, Lp) = go (N, O, OD, OH, OW) on the padded-width grid of width Wq:
-    # position oh*Wq + ow; zeros elsewhere (wrap-around columns, tail, padding rows)
-    N, G, Rp, OD, Lp = gl.shape
-    O, OH, OW = go.shape[1], go.shape[3], go.shape[4]
-    Og = O // G
-    for t in prange(N * G * Rp):
-        r = t % Rp
-        g = (t // Rp) % G
-        n = t // (Rp * G)
-        for od in range(OD):
-            line = gl[n, g, r, od]
-            line[:] = 0
-            if r < Og:
-                for oh in range(OH):
-                    src = go[n, g * Og + r, od, oh]
-                    for ow in range(OW):
-                        line[oh * Wq + ow] = src[ow]
+            for c in range(nrb):
+                for k in range(RT):
+                    a0 = (b * rb + c) * K + k * V
+                    part[sp, g, (obg * rb + c) * R + k // TB,
+                         (b0 + b) * TB + k % TB] = acc[a0:a0 + V].sum()
 
 
 @njit(parallel=True, **JIT)
@@ -395,47 +489,80 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     Cg, Og = C // G, O // G
     isz = xp.dtype.itemsize
     V = vector_width(isz)
-    # the input's phases (strides > 1, as the forward), flat with a tail of zeros: the
-    # last vector of a line reads up to V - 1 elements past the last plane
+    # the input's phases (strides > 1, as the forward) or the input itself, flat
     Hq, Wq = -(-xp.shape[3] // sh), -(-xp.shape[4] // sw)
     HWq = Hq * Wq
     L = (OH - 1) * Wq + OW
     Lp = -(-L // V) * V
     T = Cg * KD * KH * KW
-    ntb = -(-T // GRAD_TAPS)
-    off = np.zeros(ntb * GRAD_TAPS, dtype=np.int64)   # padding taps read tap 0 (dropped)
-    off[:T] = _offsets(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw, 1)
-    size = N * C * sh * sw * Dp * HWq
-    xf = workspace("wgrad_x", (size + Lp - L + int(off.max()) + V,), xp.dtype)
-    xf[size:] = 0
+    # the tile shape that pads the channels and taps least (ties: the main one)
+    alt = (-(-Og // GRAD_ALT_ROWS) * GRAD_ALT_ROWS * -(-T // GRAD_ALT_TAPS) * GRAD_ALT_TAPS
+           < -(-Og // GRAD_ROWS) * GRAD_ROWS * -(-T // GRAD_TAPS) * GRAD_TAPS)
+    alt = {"main": False, "alt": True}.get(GRAD_SHAPE, alt)
+    R, TB = (GRAD_ALT_ROWS, GRAD_ALT_TAPS) if alt else (GRAD_ROWS, GRAD_TAPS)
+    ntb = -(-T // TB)
+    off, omax = _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw, TB)
     if sh > 1 or sw > 1:
-        _phase_split(xp, sh, sw, out=xf[:size].reshape(N, C * sh * sw, Dp, Hq, Wq))
+        xf = _phase_split(xp, sh, sw).reshape(-1)
     else:
-        xf[:size].reshape(xp.shape)[...] = xp
-    nob = -(-Og // GRAD_ROWS)
-    Rp = nob * GRAD_ROWS
-    gl = workspace("wgrad_lines", (N, G, Rp, OD, Lp), go.dtype)
-    _grad_lines(gl, go, Wq)
-    # tasks: chunks of at most GRAD_CHUNK tap blocks, more when the cores need them;
-    # when even single tap blocks are too few, the images split into partial sums
+        xf = np.ascontiguousarray(xp).reshape(-1)
+    go = np.ascontiguousarray(go)
+    nob = -(-Og // R)
+    Rp = nob * R
+    # tasks: GRAD_ROW_BLOCKS channel blocks (sharing the input rows) x chunks of at most
+    # GRAD_CHUNK tap blocks; when the cores need more tasks the images split into partial
+    # sums first (each chunk lays its grad_out rows out again, a split only adds a small
+    # partial sum), then the chunks get smaller
     target = n_tasks_target()
-    blocks = G * nob
-    nchunk = max(-(-ntb // GRAD_CHUNK), min(ntb, -(-target // blocks)))
+    # (lines shorter than a segment read little input per tile: one block, more images)
+    rb = max(1, min(GRAD_ROW_BLOCKS if Lp * isz >= GRAD_SEG_BYTES else 1, nob))
+    blocks = G * -(-nob // rb)
+    nchunk = -(-ntb // GRAD_CHUNK)
+    nsplit = min(N, max(1, -(-target // (blocks * nchunk))))
+    nchunk = min(ntb, max(nchunk, -(-target // (blocks * nsplit))))
     chunk = -(-ntb // nchunk)
     nchunk = -(-ntb // chunk)
-    nsplit = max(1, min(N * OD, -(-target // (blocks * nchunk)))) if N > 1 else 1
-    nsplit = min(nsplit, N)
-    part = np.empty((nsplit, G, Rp, ntb * GRAD_TAPS), dtype=xp.dtype)
-    seg = max(V, GRAD_SEG_BYTES // isz // V * V)
-    scratch = np.empty((numba.get_num_threads(), chunk * GRAD_ROWS * GRAD_TAPS * V),
-                       dtype=xp.dtype)
+    part = np.empty((nsplit, G, Rp, ntb * TB), dtype=xp.dtype)
+    seg = max(V, GRAD_SEG_BYTES // rb // isz // V * V)  # lines shorter: seg // Lp images
+    nth = numba.get_num_threads()
+    scratch = _aligned((nth, chunk * rb * R * TB * V), xp.dtype, "wgrad_acc")
+    gbuf = _aligned((nth, rb * seg * R), xp.dtype, "wgrad_lines")
+    tbuf = workspace("wgrad_line", (nth, seg), xp.dtype)
     with serial_if_small(N * O * OD * L * T):
-        _direct_bwd_weight(part, gl, xf, off, C * sh * sw * Dp * HWq, Cg * sh * sw * Dp * HWq,
-                           sd * HWq, nchunk, chunk, seg, scratch)
+        _direct_bwd_weight(part, go, xf, off, omax, C * sh * sw * Dp * HWq,
+                           Cg * sh * sw * Dp * HWq, sd * HWq, Wq, Lp, alt, rb, nchunk,
+                           chunk, seg, scratch, gbuf, tbuf)
     gw = part.sum(axis=0) if nsplit > 1 else part[0]
     return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
 
 
-GRAD_CHUNK = 8          # tap blocks per weight-gradient task (their input rows stay cached)
-GRAD_SEG_BYTES = 16384  # bytes of one grad_out row segment (measured: longer segments pay
-                        # off more than keeping the rows in L1)
+@functools.lru_cache(maxsize=256)
+def _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw, TB):
+    """The weight gradient's tap list (see _offsets) padded to whole blocks of TB taps
+    (padding taps read tap 0; their sums are dropped) and each block's largest offset."""
+    T = Cg * KD * KH * KW
+    ntb = -(-T // TB)
+    off = np.zeros(ntb * TB, dtype=np.int64)
+    off[:T] = _offsets(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw, 1)
+    omax = off.reshape(ntb, TB).max(axis=1)
+    off.flags.writeable = omax.flags.writeable = False
+    return off, omax
+
+
+def _aligned(shape, dtype, key=None):
+    """An uninitialised C-contiguous array starting on a VECTOR_BYTES boundary (the
+    thread's workspace ``key`` when given, see _common.workspace)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    extra = VECTOR_BYTES // dtype.itemsize
+    buf = np.empty(n + extra, dtype) if key is None else workspace(key, (n + extra,), dtype)
+    k = (-buf.ctypes.data % VECTOR_BYTES) // dtype.itemsize
+    return buf[k:k + n].reshape(shape)
+
+
+GRAD_CHUNK = 128        # most tap blocks per weight-gradient task (each task lays its
+                        # grad_out rows out once per segment for all of its tap blocks)
+GRAD_SEG_BYTES = 8192   # bytes of one grad_out row segment, divided among the row blocks
+                        # (GRAD_ROWS x GRAD_ROW_BLOCKS rows stay in L1)
+GRAD_ROW_BLOCKS = 2     # channel blocks per task
+GRAD_SHAPE = "auto"     # the weight-gradient tile: "auto" (less padding), "main" or "alt"

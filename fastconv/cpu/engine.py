@@ -180,10 +180,14 @@ def direct_weight_grad(xp, go, kernel, stride, dilation, groups):
     """The direct weight gradient. Its register tiles run along grad_out lines on the
     padded-width grid, whose wrap-around columns multiply zeros by inputs that no tap
     reads: with a NaN or inf in ``xp`` that would be inf * 0 = NaN where the sum has no
-    such term, so non-finite inputs take im2col's GEMM (the same terms, no others)."""
-    if not math.isfinite(abs_max(xp)):
+    such term, so non-finite inputs take im2col's GEMM (the same terms, no others).
+    The check is on the (small) result: the kernel's terms include every true term, so
+    a finite result means every term it summed was finite (the extra ones exactly 0)
+    and it is the true sum; a non-finite one is recomputed by im2col."""
+    gw = direct_bwd_weight(xp, go, kernel, stride, dilation, groups)
+    if not math.isfinite(abs_max(gw)):
         return im2col_bwd_weight(xp, go, kernel, stride, dilation, groups)
-    return direct_bwd_weight(xp, go, kernel, stride, dilation, groups)
+    return gw
 
 
 DIRECT = Kernels(direct_fwd, direct_input_grad, direct_weight_grad)

@@ -29,19 +29,24 @@ def test_direct_layouts_and_segments(nd, layout, data):
     assert_close(got, naive_conv(cfg, x, w, b), cfg["dtype"])
 
 
+@pytest.mark.parametrize("long", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
-def test_register_tile_kernel(dtype, rng):
-    """cpu/_simd.tile4 on its own: acc[j, p0 + i] = sum_t wg[t, j] * xr[base + off[t] + p0 + i]
-    (integers exactly), overwriting acc and nothing outside its tile."""
+def test_register_tile_kernel(long, dtype, rng):
+    """cpu/_simd.tile4 and tile4_long on their own: acc[j, p0 + i] = sum_t wg[t, j] *
+    xr[base + off[t] + p0 + i] (integers exactly), overwriting acc and nothing outside
+    its tile."""
     from numba import njit
 
-    from fastconv.cpu._simd import tile4, tile_width
+    from fastconv.cpu._simd import LONG_TILE_BYTES, tile4, tile4_long, tile_width
+
+    tile = tile4_long if long else tile4
 
     @njit
     def run(acc, p0, xr, base, off, wg, T):
-        tile4(acc, p0, xr, base, off, wg, T)
+        tile(acc, p0, xr, base, off, wg, T)
 
-    tw = tile_width(np.dtype(dtype).itemsize)
+    isz = np.dtype(dtype).itemsize
+    tw = LONG_TILE_BYTES // isz if long else tile_width(isz)
     xr = rng.integers(-9, 10, 500).astype(dtype)
     for T in (0, 1, 7):
         off = rng.integers(0, 200, T).astype(np.int64)
@@ -65,7 +70,7 @@ def test_direct_register_tiles(dtype, data):
     overlapping its neighbour, partial blocks of output channels, groups, strides and
     dilations, segments of any length, against the naive reference."""
     from fastconv.cpu import direct
-    from fastconv.cpu._simd import tile_width
+    from fastconv.cpu._simd import LONG_TILE_BYTES, tile_width
     tw = tile_width(np.dtype(dtype).itemsize)
     groups = data.draw(st.sampled_from([1, 2]))
     C, O = groups * data.draw(st.integers(1, 3)), groups * data.draw(st.integers(1, 6))
@@ -81,7 +86,9 @@ def test_direct_register_tiles(dtype, data):
     x = rng.uniform(-1, 1, (data.draw(st.integers(1, 3)), C, H, W)).astype(dtype)
     w = rng.uniform(-1, 1, (O, C // groups, kh, kw)).astype(dtype)
     b = rng.uniform(-1, 1, O).astype(dtype)
-    seg_bytes = data.draw(st.sampled_from([(tw + 5) * 8, 2 * tw * 8 + 8, direct.SEG_BYTES]))
+    lw = LONG_TILE_BYTES // np.dtype(dtype).itemsize     # the long tile's width
+    seg_bytes = data.draw(st.sampled_from([(tw + 5) * 8, 2 * tw * 8 + 8, (lw + 3) * 8,
+                                           direct.SEG_BYTES]))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(direct, "SEG_BYTES", seg_bytes)
         got = fc.conv2d(x, w, b, **kw_, algorithm="direct")

@@ -16,37 +16,42 @@ import naive
 from conftest import PROPERTY, assert_close
 
 
-@pytest.mark.parametrize("shape", ["avx512", "avx2"])
+@pytest.mark.parametrize("shape", ["avx512", "avx2", "avx512_alt", "avx2_alt"])
+@pytest.mark.parametrize("vector_bytes", [32, 64])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
-def test_grad_tile_kernel(shape, dtype, rng):
-    """grad_tile on its own, for both host tile shapes: acc[a0 + (j*taps + i)*V + l] +=
-    sum_s gl[g0 + j*gs + s*V + l] * xr[x0 + off[t0 + i] + s*V + l] (integers exactly),
+def test_grad_tile_kernel(shape, vector_bytes, dtype, rng):
+    """grad_tile on its own, for every host tile shape and vector width:
+    acc[a0 + (j*taps + i)*V + l] += sum_{m < ni} sum_{s < n} gl[g0 + m*gi + (s*rows + j)*V + l]
+    * xr[x0 + m*xi + off[t0 + i] + s*V + l] (grad_out row-interleaved; integers exactly),
     leaving everything outside its accumulators alone."""
     from numba import njit
 
-    from fastconv.cpu._simd import GRAD_TILES, grad_tile, vector_width
+    from fastconv.cpu._simd import GRAD_TILES, grad_tile
 
     rows, taps = GRAD_TILES[shape]
-    tile = grad_tile(rows, taps)
+    tile = grad_tile(rows, taps, vector_bytes)
 
     @njit
-    def run(acc, a0, gl, g0, gs, xr, x0, off, t0, n):
-        tile(acc, a0, gl, g0, gs, xr, x0, off, t0, n)
+    def run(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi):
+        tile(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
 
-    V = vector_width(np.dtype(dtype).itemsize)
-    gl = rng.integers(-9, 10, 600).astype(dtype)
-    xr = rng.integers(-9, 10, 600).astype(dtype)
+    V = vector_bytes // np.dtype(dtype).itemsize
+    gl = rng.integers(-9, 10, 2000).astype(dtype)
+    xr = rng.integers(-9, 10, 2000).astype(dtype)
     off = rng.integers(0, 100, taps + 3).astype(np.int64)
-    for n in (0, 1, 3):
-        a0, g0, gs, x0, t0 = 5, 7, 4 * V + 1, 11, 2
+    for n, ni in [(0, 1), (1, 1), (3, 1), (3, 0), (0, 2), (1, 3), (2, 2)]:
+        a0, g0, x0, t0 = 5, 7, 11, 2
+        gi, xi = 3 * rows * V + 3, 4 * V + 100 + 5
         acc = np.full(a0 + rows * taps * V + 5, 3, dtype=dtype)
-        run(acc, a0, gl, g0, gs, xr, x0, off, t0, n)
+        run(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
         for j in range(rows):
             for i in range(taps):
                 for lane in range(V):
-                    q = np.arange(n) * V + lane
-                    want = 3 + int(np.sum(gl[g0 + j * gs + q].astype(np.int64)
-                                          * xr[x0 + off[t0 + i] + q].astype(np.int64)))
+                    s = np.arange(n)
+                    want = 3 + sum(int(np.sum(
+                        gl[g0 + m * gi + (s * rows + j) * V + lane].astype(np.int64)
+                        * xr[x0 + m * xi + off[t0 + i] + s * V + lane].astype(np.int64)))
+                        for m in range(ni))
                     assert acc[a0 + (j * taps + i) * V + lane] == want
         np.testing.assert_array_equal(acc[:a0], 3)
         np.testing.assert_array_equal(acc[a0 + rows * taps * V:], 3)
@@ -80,20 +85,28 @@ def _arrays(pb):
     return x, w, gy
 
 
-@pytest.mark.parametrize("layout", ["default", "tiny-segments-split-images"])
+@pytest.mark.parametrize("layout", ["default", "tiny-segments-split-images", "three-row-blocks",
+                                    "main-tile", "alt-tile"])
 @PROPERTY
 @given(pb=grad_problems())
 def test_direct_weight_grad(layout, pb):
     """The weight gradient, also with one vector per segment, one tap block per task and
-    every image its own partial sum (forced), so segment, chunk and split edges all occur."""
+    every image its own partial sum (forced), so segment, chunk and split edges all occur,
+    with tasks of three channel blocks on segments of a few vectors, and with each of the
+    host's two tile shapes forced."""
     from fastconv.cpu import direct
     x, w, gy = _arrays(pb)
     want = naive.conv_weight_grad(x, w.shape, gy, **pb["kw"])
     with pytest.MonkeyPatch.context() as mp:
-        if layout != "default":
+        if layout == "tiny-segments-split-images":
             mp.setattr(direct, "GRAD_SEG_BYTES", 1)
             mp.setattr(direct, "GRAD_CHUNK", 1)
             mp.setattr(direct, "n_tasks_target", lambda: 10_000)
+        if layout in ("main-tile", "alt-tile"):
+            mp.setattr(direct, "GRAD_SHAPE", layout[:-5])
+        if layout == "three-row-blocks":   # tasks of 3 channel blocks (also on short lines)
+            mp.setattr(direct, "GRAD_ROW_BLOCKS", 3)
+            mp.setattr(direct, "GRAD_SEG_BYTES", 3 * 4 * 8)
         got = fc.grad.conv2d_weight(x, w.shape, gy, **pb["kw"], algorithm="direct")
     assert got.dtype == pb["dtype"]
     assert_close(got, want, pb["dtype"])
@@ -165,3 +178,46 @@ def test_avx2_tile_shape_in_a_subprocess(tmp_path):
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ok" in out.stdout
+
+
+@pytest.mark.parametrize("where", ["x", "gy"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_direct_weight_grad_non_finite(where, value, rng):
+    """A NaN or inf anywhere in the input (also where only the padded-width grid's
+    wrap-around columns read it) or grad_out: the same result as im2col's GEMM, NaN/inf
+    exactly where a true term touches it."""
+    for trial in range(6):
+        x = rng.standard_normal((2, 3, 9, 11))
+        gy = rng.standard_normal((2, 5, 7, 9))
+        a = x if where == "x" else gy
+        idx = tuple(rng.integers(0, s) for s in a.shape)
+        if trial == 0 and where == "x":
+            idx = (1, 2, 4, 10)          # the last column: read by wrap-around positions
+        a[idx] = value
+        got = fc.grad.conv2d_weight(x, (5, 3, 3, 3), gy, algorithm="direct")
+        want = fc.grad.conv2d_weight(x, (5, 3, 3, 3), gy, algorithm="im2col")
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        fin = np.isfinite(want)
+        np.testing.assert_allclose(got[fin], want[fin], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_vec_copy(dtype):
+    """cpu/_simd.vec_copy copies one host-width vector, at any offsets, nothing else."""
+    from numba import njit
+
+    from fastconv.cpu._simd import VECTOR_BYTES, vec_copy
+
+    @njit
+    def run(dst, d0, src, s0):
+        vec_copy(dst, d0, src, s0)
+
+    V = VECTOR_BYTES // np.dtype(dtype).itemsize
+    src = np.arange(3 * V, dtype=dtype)
+    for d0, s0 in [(0, 0), (3, 5), (V + 1, 2 * V - 1)]:
+        dst = np.full(3 * V, -1, dtype=dtype)
+        run(dst, d0, src, s0)
+        want = np.full(3 * V, -1, dtype=dtype)
+        want[d0:d0 + V] = src[s0:s0 + V]
+        np.testing.assert_array_equal(dst, want)
