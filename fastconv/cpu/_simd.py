@@ -322,7 +322,6 @@ def _vec_copy_intrinsic():
             return None
 
         def codegen(context, builder, sig, args):
-            i64 = ir.IntType(64)
             isz, V, vty, vptr, _ = _vector_ops(context, builder, dst_t.dtype, VECTOR_BYTES)
             D = context.make_array(dst_t)(context, builder, args[0])
             S = context.make_array(src_t)(context, builder, args[2])
@@ -342,13 +341,3 @@ vec_copy.__doc__ = """vec_copy(dst, d0, src, s0): dst[d0:d0 + V] = src[s0:s0 + V
     host's width (V = VECTOR_BYTES // itemsize; 1-D contiguous arrays, no bounds checks):
     one load and one store, where a loop of V element copies between arrays that may
     overlap stays scalar."""
-
-
-# --- the wide forward tile (cpu/winograd.py's GEMMs) ---------------------------------------
-#: the widest vector the host's FMA units take (64 bytes with AVX-512F, else 32; the same
-#: as VECTOR_BYTES)
-WIDE_VECTOR_BYTES = 64 if HOST_AVX512 else 32
-WIDE_TILE_BYTES = TILE_VECTORS * WIDE_VECTOR_BYTES
-tile4_wide = intrinsic(_tile_intrinsic("tile4_wide", False, WIDE_VECTOR_BYTES))
-tile4_wide.__doc__ = """tile4_wide(acc, p0, xr, base, off, wg, T): like tile4, with the host's
-    widest vectors (WIDE_TILE_BYTES // itemsize positions per tile)."""

@@ -2,7 +2,7 @@
 
 A run is a row of n consecutive tiles (tile t starts m*t columns after the run's start).
 The transforms work on blocks of L tiles, L the lanes of the host's widest vector
-(cpu/_simd.WIDE_VECTOR_BYTES): lane l of every vector belongs to tile t0 + l.
+(cpu/_simd.VECTOR_BYTES): lane l of every vector belongs to tile t0 + l.
 
 Input (alpha = m + 2): per input row, m + 1 contiguous vectors cover the block's columns;
 the column pass of B^T runs on them as they are (it combines rows), then one shuffle per
@@ -23,7 +23,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._simd import WIDE_VECTOR_BYTES
+from ._simd import VECTOR_BYTES
 
 _i32, _i64 = ir.IntType(32), ir.IntType(64)
 
@@ -35,7 +35,7 @@ class _Vec:
         self.b = builder
         self.np_dtype = np.dtype(str(dtype))
         bits = dtype.bitwidth
-        self.L = L = WIDE_VECTOR_BYTES // (bits // 8)
+        self.L = L = VECTOR_BYTES // (bits // 8)
         self.align = _i32(bits // 8)
         fty = context.get_value_type(dtype)
         self.vty = vty = ir.VectorType(fty, L)

@@ -35,7 +35,7 @@ from numba import get_thread_id, njit, prange
 
 from ._common import JIT, n_tasks_target, serial_if_small, workspace
 from .direct import embed
-from ._simd import HOST_AVX512, WIDE_VECTOR_BYTES
+from ._simd import HOST_AVX512, VECTOR_BYTES
 from ._wino_ir import channel_transform, gemm_tile, input_run, output_run, transpose_block
 
 R = 3                                   # kernel size the generated transforms serve
@@ -311,7 +311,7 @@ def _winograd(yf, xf, Uw, bias, cb, ca, m, N, C, D, Hx, Wx, O, Ho, Wo, ph, pw, g
     per_img = th * tw
     P = N * D * per_img
     npan = (P + TB - 1) // TB
-    step = GEMM_VECTORS * WIDE_VECTOR_BYTES // yf.itemsize
+    step = GEMM_VECTORS * VECTOR_BYTES // yf.itemsize
     HWx = Hx * Wx
     HWo = Ho * Wo
     # interior tile columns of the input: m*tc - pw >= 0 and m*tc - pw + alpha <= Wx
@@ -527,7 +527,7 @@ def _channels_last(dst, src):
     H' > H or W' > W: L x L blocks transposed in registers (_wino_ir.transpose_block)."""
     N, D, Hp, Wp, C = dst.shape
     H, W = src.shape[3], src.shape[4]
-    L = WIDE_VECTOR_BYTES // dst.itemsize
+    L = VECTOR_BYTES // dst.itemsize
     df = dst.reshape(dst.size)
     sf = src.reshape(src.size)
     for task in prange(N * D * Hp):
@@ -661,7 +661,7 @@ def wgrad_chunks(m, Cg, Og, itemsize):
     """(OC, chunks): the weight gradient's output channels per task, so that a task's rows
     of dU (alpha^2 x OC x Cg, padded to vectors) stay within WGRAD_DU_BYTES, and how many
     chunks (each transforms the input again)."""
-    Lw = WIDE_VECTOR_BYTES // itemsize
+    Lw = VECTOR_BYTES // itemsize
     Cgp, Ogp = -(-Cg // Lw) * Lw, -(-Og // Lw) * Lw
     OC = max(Lw, min(Ogp, WGRAD_DU_BYTES // ((m + 2) ** 2 * Cgp * itemsize) // Lw * Lw))
     noc = -(-Ogp // OC)
@@ -677,7 +677,7 @@ def bwd_weight(m, xp, go, kernel, stride, dilation, groups, stages=3):
     th, tw = -(-Ho // m), -(-Wo // m)
     T = N * D * th * tw
     dt = xp.dtype
-    Lw = WIDE_VECTOR_BYTES // dt.itemsize
+    Lw = VECTOR_BYTES // dt.itemsize
     Cg, Og = C // groups, O // groups
     Cgp, Ogp = -(-Cg // Lw) * Lw, -(-Og // Lw) * Lw
     xT = workspace("winograd.xT", (N, D, m * th + 2, m * tw + 2, C), dt)

@@ -65,7 +65,7 @@ def test_generated_transforms_are_current():
 
 
 # --- the vector transforms of tile runs (cpu/_wino_ir.py) ----------------------------------
-LANES = {np.float32: winograd.WIDE_VECTOR_BYTES // 4, np.float64: winograd.WIDE_VECTOR_BYTES // 8}
+LANES = {np.float32: winograd.VECTOR_BYTES // 4, np.float64: winograd.VECTOR_BYTES // 8}
 
 
 def _run_lengths(dtype):
@@ -217,7 +217,7 @@ def test_avx2_host_in_a_subprocess(tmp_path):
         binding.get_host_cpu_features = lambda: avx2    # numba compiles for it too
         import fastconv as fc, naive
         from fastconv.cpu import winograd
-        assert winograd.GEMM_ROWS == 4 and winograd.WIDE_VECTOR_BYTES == 32
+        assert winograd.GEMM_ROWS == 4 and winograd.VECTOR_BYTES == 32
         rng = np.random.default_rng(0)
         for dt in (np.float32, np.float64):
             x = rng.standard_normal((2, 3, 7, 75)).astype(dt)
