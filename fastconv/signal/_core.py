@@ -24,7 +24,8 @@ and 2-D, the engine's direct kernel in 3-D (int64 keeps integers exact; complex 
 the real kernels, real and imaginary parts becoming extra images, channels or output
 channels). ``fft`` multiplies spectra (``scipy.fft`` over the
 correlated axes only; the CNN engine's FFT kernel would also transform the length-1 axes
-of its 5-D layout). ``oa``
+of its 5-D layout); with zero padding it transforms ``x`` unpadded, on lengths
+``n + max(before, after)`` (:func:`_fft_zero_padded`). ``oa``
 (overlap-add, computed as overlap-save) cuts the padded input into overlapping tiles
 that one batched FFT processes: small, cache-friendly transforms and a small kernel FFT.
 """
@@ -136,7 +137,9 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
             res = _direct(xp, ks) if nsp <= 3 else _direct_folded(xp, ks, plan.out)
     else:
         steps = tile_steps(plan, method)
-        if steps is None:             # padded straight to the transform's fast lengths
+        if steps is None and boundary == "fill" and not fill:
+            res = _fft_zero_padded(xs, ks, plan)
+        elif steps is None:           # padded straight to the transform's fast lengths
             cplx = xs.dtype.kind == "c" or ks.dtype.kind == "c"
             ext = tuple(sfft.next_fast_len(p, real=not cplx) - p if p > 1 else 0
                         for p in plan.padded) if boundary == "fill" else ()
@@ -147,7 +150,8 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
                          zip(plan.pads, plan.out, steps, nt))
             tiles = _tile(pad(xs, pads, boundary, fill), plan.k, steps, nt)
             res = _untile(_fft_valid(tiles, ks), plan.N, nt)
-        res = res[(slice(None), slice(None)) + tuple(slice(0, o) for o in plan.out)]
+        if res.shape[2:] != tuple(plan.out):
+            res = res[(slice(None), slice(None)) + tuple(slice(0, o) for o in plan.out)]
     lead = [plan.out_shape[a] for a in plan.order[:len(plan.order) - nsp]]
     res = res.reshape(tuple(lead) + plan.out)
     return np.ascontiguousarray(res.transpose(np.argsort(plan.order)))
@@ -281,6 +285,49 @@ def _padded_slab(xs, pads, boundary, fill, lo, hi):
         dst.append(slice(s0 + b - l, s0 + b - l + max(s1 - s0, 0)))
     out[(slice(None), slice(None)) + tuple(dst)] = xs[(slice(None), slice(None)) + tuple(src)]
     return out
+
+
+def fft_lengths(plan: Plan, cplx: bool) -> tuple:
+    """Transform lengths of :func:`_fft_zero_padded` per spatial axis: fast lengths of at
+    least ``n + max(before, after)`` (1 for axes of length 1 throughout)."""
+    return tuple(sfft.next_fast_len(n + max(b, e), real=not cplx) if n + b + e > 1 else 1
+                 for n, (b, e) in zip(plan.n, plan.pads))
+
+
+def _fft_zero_padded(xs, ks, plan):
+    """The FFT method for zero padding, without padding: ``x`` sits at the start of each
+    transform and the zeros after it (implicit in the transforms' lengths) serve as the
+    padding on both sides, circularly. The correlation of the padded input is a circular
+    shift of that of ``x`` by the padding before, so every output is exact when the
+    transform length ``L >= n + max(before, after)`` (not ``n + before + after``): the
+    window of output ``i`` covers ``[i - before, i - before + k)``, whose samples outside
+    ``[0, n)`` land in the zeros ``[n, L)``. The inverse transforms skip the rows no output
+    needs; the crop is the one copy. Returns (N, G, *out), C-contiguous."""
+    nsp = len(plan.n)
+    cplx = xs.dtype.kind == "c" or ks.dtype.kind == "c"
+    L = fft_lengths(plan, cplx)
+    axes = tuple(2 + a for a in range(nsp) if L[a] > 1)
+    fshape = [L[a - 2] for a in axes]
+    krev = ks[(slice(None), slice(None)) + (slice(None, None, -1),) * nsp]
+    nw = workers() if xs.size >= SMALL_MACS else 1
+    # output i of axis a is entry i + start of the circular result, start = k - 1 - before
+    start = [k - 1 - b for k, (b, _) in zip(plan.k, plan.pads)]
+    if not axes:
+        return xs * ks.reshape((1, plan.G) + (1,) * nsp)
+    with np.errstate(invalid="ignore", over="ignore"):    # inf/NaN input: see callers
+        spec = _padded_spectrum(xs, fshape, axes, cplx, nw)
+        spec *= _kernel_spectrum(krev, fshape, axes, cplx, nw).reshape(
+            (1, -1) + spec.shape[2:])
+        for a, f in zip(axes[:-1], fshape[:-1]):          # the leading axes: keep only
+            spec = sfft.ifft(spec, n=f, axis=a, workers=nw, overwrite_x=True)  # the rows
+            s0 = start[a - 2]                             # outputs need
+            spec = spec[(slice(None),) * a + (slice(s0, s0 + plan.out[a - 2]),)]
+        last = axes[-1]
+        y = (sfft.ifft(spec, n=fshape[-1], axis=last, workers=nw, overwrite_x=True) if cplx
+             else sfft.irfft(spec, n=fshape[-1], axis=last, workers=nw))
+    crop = tuple(slice(None) if a in axes[:-1] else slice(s, s + o)
+                 for a, (s, o) in enumerate(zip(start, plan.out), start=2))
+    return np.ascontiguousarray(y[(slice(None), slice(None)) + crop])
 
 
 def _fft_valid(xp, ks, P=None):
