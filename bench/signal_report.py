@@ -116,8 +116,9 @@ def run_case(name, x, h, image, repeat):
 
 
 def kernel_rows(repeat, dtypes=("float64", "float32"), kernels=(3, 5, 7, 15, 31)):
-    """The engine's direct kernel alone on the padded image (what 'same' mode runs), and
-    the padding copy, for the kernel owners."""
+    """The engine's direct kernel alone on the padded image (what 'same' mode runs; one
+    channel: the stencil kernel), the 1-D signal on the stencil kernel, and the padding
+    copy, for the kernel owners."""
     from fastconv.cpu import engine as _engine
     from fastconv.signal import _core as core
     rows = []
@@ -135,6 +136,19 @@ def kernel_rows(repeat, dtypes=("float64", "float32"), kernels=(3, 5, 7, 15, 31)
             rows.append({"dtype": dtype, "k": k, "kernel_ms": t["kernel"] * 1e3,
                          "gflops": 2.0 * x.size * h.size / t["kernel"] / 1e9,
                          "pad_ms": t["pad"] * 1e3})
+        # the 1-D case: the stencil kernel's one-row tile on the padded signal
+        from fastconv.cpu.stencil import stencil2d
+        x, h = signal_case(dtype)
+        m = h.size
+        pads = (((m - 1) // 2, m // 2),)
+        xs = x.reshape(1, 1, -1)
+        xp = core.pad(xs, pads, "fill", 0).reshape(1, 1, 1, -1)
+        w = np.ascontiguousarray(h[::-1]).reshape(1, 1, m)
+        t = best_times({
+            "kernel": lambda: stencil2d(np.empty((1, 1, 1, x.size), x.dtype), xp, w),
+            "pad": lambda: core.pad(xs, pads, "fill", 0)}, repeat)
+        rows.append({"dtype": dtype, "k": f"1-D {m}", "kernel_ms": t["kernel"] * 1e3,
+                     "gflops": 2.0 * x.size * m / t["kernel"] / 1e9, "pad_ms": t["pad"] * 1e3})
     return rows
 
 
@@ -326,7 +340,8 @@ def main():
           f" {os.cpu_count()} CPUs, best of >= {args.repeat} (SciPy's direct methods: 1 run)\n")
     print(HEADER)
     rows = report(args.repeat, args.quick)
-    print("\n## The direct kernel alone: 1024x1024 image padded for 'same', one channel\n")
+    print("\n## The direct kernel alone: 1024x1024 image (k x k) or 1e6 signal (1-D) padded "
+          "for 'same', one channel\n")
     print(f"| dtype | k | kernel ms | GFLOP/s | % of float64 peak ({args.peak:g} GFLOP/s) | "
           "padding copy ms |\n|---|---|---|---|---|---|")
     krows = kernel_rows(args.repeat)
