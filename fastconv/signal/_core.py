@@ -42,10 +42,15 @@ from numpy.lib.stride_tricks import as_strided, sliding_window_view
 from ..cpu import engine as cpu_engine
 from .._pad import pad as _pad_modes
 from .._spec import _prod
-from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small
+from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small, workspace
 from ..cpu.fft import workers
 from ..cpu.stencil import stencil2d, tile_width
 from .._pad import source_index as _pad_index
+
+try:        # scipy.fft's own transforms, which take an output array (scipy.fft does not)
+    from scipy.fft._pocketfft import pypocketfft as _pocketfft
+except ImportError:                                   # pragma: no cover
+    _pocketfft = None
 
 ONE3 = (1, 1, 1)
 
@@ -316,6 +321,11 @@ def _fft_zero_padded(xs, ks, plan):
     start = [k - 1 - b for k, (b, _) in zip(plan.k, plan.pads)]
     if not axes:
         return xs * ks.reshape((1, plan.G) + (1,) * nsp)
+    if _pocketfft is not None and not cplx and len(axes) == nsp:
+        try:
+            return _fft_zero_padded_inplace(xs, krev, plan, L, start, nw)
+        except TypeError:                             # pragma: no cover (another SciPy)
+            pass
     with np.errstate(invalid="ignore", over="ignore"):    # inf/NaN input: see callers
         spec = _padded_spectrum(xs, fshape, axes, cplx, nw)
         spec *= _kernel_spectrum(krev, fshape, axes, cplx, nw).reshape(
@@ -330,6 +340,43 @@ def _fft_zero_padded(xs, ks, plan):
     crop = tuple(slice(None) if a in axes[:-1] else slice(s, s + o)
                  for a, (s, o) in enumerate(zip(start, plan.out), start=2))
     return np.ascontiguousarray(y[(slice(None), slice(None)) + crop])
+
+
+def _fft_zero_padded_inplace(xs, krev, plan, L, start, nw):
+    """:func:`_fft_zero_padded` for real data transformed on every spatial axis, in two
+    scratch arrays that this thread keeps from call to call (``cpu._common.workspace``):
+    the input zero-extended on its last axis, then the inverse's real rows; and the
+    spectrum, transformed in place axis by axis. scipy.fft would allocate a fresh array
+    per step, and after another library's large temporaries were freed each of them
+    page-faults in again (~1 ms per 8 MB here). Only the result is new."""
+    N, G = xs.shape[:2]
+    nsp = len(L)
+    last = 1 + nsp
+    lead = tuple(range(2, last))
+    half = L[-1] // 2 + 1
+    real = workspace("signal.fft.real", (N, G) + tuple(plan.n[:-1]) + (L[-1],), xs.dtype)
+    n1 = plan.n[-1]
+    real[..., :n1] = xs
+    real[..., n1:] = 0
+    ctype = np.result_type(xs.dtype, np.complex64)
+    spec = workspace("signal.fft.spec", (N, G) + tuple(L[:-1]) + (half,), ctype)
+    box = (slice(None), slice(None)) + tuple(slice(0, n) for n in plan.n[:-1])
+    with np.errstate(invalid="ignore", over="ignore"):    # inf/NaN input: see callers
+        _pocketfft.r2c(real, axes=(last,), forward=True, inorm=0, out=spec[box], nthreads=nw)
+        for a, n in zip(lead, plan.n[:-1]):               # the zeros after x, axis by axis
+            spec[(slice(None),) * a + (slice(n, None),)] = 0
+        if lead:
+            _pocketfft.c2c(spec, axes=lead, forward=True, inorm=0, out=spec, nthreads=nw)
+        spec *= _kernel_spectrum(krev, list(L), tuple(range(2, 2 + nsp)), False, nw).reshape(
+            (1, G) + spec.shape[2:])
+        if lead:                                          # inorm 2: divided by the length
+            _pocketfft.c2c(spec, axes=lead, forward=False, inorm=2, out=spec, nthreads=nw)
+        rows = (slice(None), slice(None)) + tuple(slice(s, s + o) for s, o in
+                                                  zip(start[:-1], plan.out[:-1]))
+        y = workspace("signal.fft.real", (N, G) + tuple(plan.out[:-1]) + (L[-1],), xs.dtype)
+        _pocketfft.c2r(spec[rows], axes=(last,), lastsize=L[-1], forward=False, inorm=2,
+                       out=y, nthreads=nw)
+    return y[..., start[-1]:start[-1] + plan.out[-1]].copy()     # never the scratch itself
 
 
 def _fft_valid(xp, ks, P=None):

@@ -86,3 +86,25 @@ def test_large_image_fft_and_nonfinite(rng):
     assert np.isnan(out).sum() == np.isnan(ss.convolve2d(x, h, "same")).sum() > 0
     with pytest.warns(RuntimeWarning):
         signal.convolve(x, h, "same", method="fft")
+
+
+def test_inplace_path_matches_and_never_returns_scratch(rng):
+    """The scratch-array variant (scipy's pocketfft with output arrays) against the
+    plain scipy.fft one, including 'full' mode where the crop can be whole rows: a
+    result must survive the next call."""
+    if core._pocketfft is None:
+        pytest.skip("scipy.fft._pocketfft not available")
+    for shp, k, mode in [((40, 61), (5, 4), "full"), ((64,), (17,), "full"),
+                         ((30, 33), (7, 9), "same"), ((12, 9, 10), (3, 3, 4), "valid")]:
+        x, h = rng.standard_normal(shp), rng.standard_normal(k)
+        first = signal.convolve(x, h, mode, method="fft")
+        keep = first.copy()
+        signal.convolve(rng.standard_normal(shp), h, mode, method="fft")
+        np.testing.assert_array_equal(first, keep)
+        saved = core._pocketfft
+        core._pocketfft = None
+        try:
+            plain = signal.convolve(x, h, mode, method="fft")
+        finally:
+            core._pocketfft = saved
+        np.testing.assert_allclose(first, plain, rtol=1e-12, atol=1e-12)
