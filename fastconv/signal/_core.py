@@ -46,6 +46,7 @@ from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small, workspace
 from ..cpu.fft import workers
 from ..cpu.stencil import stencil2d, tile_width
 from .._pad import source_index as _pad_index
+from . import _buffers
 
 try:        # scipy.fft's own transforms, which take an output array (scipy.fft does not)
     from scipy.fft._pocketfft import pypocketfft as _pocketfft
@@ -197,7 +198,7 @@ def _direct_stencil(xp, ks, out=None):
         return np.ascontiguousarray(w.reshape((G,) + ((1,) if one_d else ()) + K))
 
     def corr(x, w):                          # real x (M, G, *P), real w (G, 1, *K)
-        r = np.empty(x.shape[:2] + O, dtype=x.dtype)
+        r = _buffers.empty(x.shape[:2] + O, x.dtype)
         stencil2d(rows(r), rows(x), taps(w))
         return r
 
@@ -241,7 +242,7 @@ def _direct_regions(xs, ks, plan, boundary, fill):
     # the interior must dominate, or the slabs cost more than one padded copy
     if _prod(h - l for l, h in zip(lo, hi)) * 2 < _prod(plan.out):
         return None
-    res = np.empty((plan.N, plan.G) + tuple(plan.out), dtype=np.result_type(xs, ks))
+    res = _buffers.empty((plan.N, plan.G) + tuple(plan.out), np.result_type(xs, ks))
     lead = (slice(None), slice(None))
 
     def compute(rlo, rhi):
