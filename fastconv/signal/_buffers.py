@@ -58,12 +58,13 @@ def _give_back(buf):
 
 
 def _take(nbytes):
-    """The smallest free buffer of nbytes .. 2 * nbytes bytes, or a new one."""
+    """The smallest free buffer of nbytes .. 2 * nbytes bytes (of those, the one given
+    back last: the likeliest still in cache), or a new one."""
     global _free_bytes
     with _lock:
         fit = [i for i, b in enumerate(_free) if nbytes <= b.nbytes <= 2 * nbytes]
         if fit:
-            buf = _free.pop(min(fit, key=lambda i: _free[i].nbytes))
+            buf = _free.pop(min(reversed(fit), key=lambda i: _free[i].nbytes))
             _free_bytes -= buf.nbytes
             return buf
     raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
