@@ -78,14 +78,18 @@ def test_stencil_tile_edges(dtype, data):
     assert (frame[~inner] == 77).all()
 
 
-def row_sizes(rw):
-    """Output widths around the one-row tile (and the multi-row tiles' half tile)."""
-    return sorted({n for t in (rw, 2 * rw) for n in (t - 1, t, t + 1)} | {1, 2, 5, rw // 2})
+def row_sizes(rw, sw):
+    """Output widths around the one-row tiles (and the multi-row tiles' half tile)."""
+    return sorted({n for t in (rw, 2 * rw, sw, 2 * sw) for n in (t - 1, t, t + 1)}
+                  | {1, 2, 5, rw // 2})
 
 
 def tap_counts(lanes):
-    """Kernel lengths around the one-row tile's blocks of ``lanes`` taps."""
-    return sorted({1, 2, 3} | {n for t in (lanes, 2 * lanes, 3 * lanes)
+    """Kernel lengths around the one-row tiles' blocks of ``lanes`` taps, below and above
+    the streaming tile's STREAM_VECTORS whole blocks."""
+    sv = stencil.STREAM_VECTORS
+    return sorted({1, 2, 3} | {n for t in (lanes, 2 * lanes, 3 * lanes, sv * lanes,
+                                           (sv + 1) * lanes, (sv + 3) * lanes)
                                for n in (t - 1, t, t + 1)})
 
 
@@ -93,14 +97,14 @@ def tap_counts(lanes):
 @PROPERTY
 @given(data=st.data())
 def test_stencil_row_tile_edges(dtype, data):
-    """One-row kernels (1-D signals) on the shifted-input row tile: output widths around
-    its width, kernel lengths around its blocks of taps, several strips, strided rows;
+    """One-row kernels (1-D signals) on the shifted-input row tiles: output widths around
+    their widths, kernel lengths around their blocks of taps, several strips, strided rows;
     integers exactly; nothing outside ``out`` is written (nor read past the input: the
     frame around ``x`` holds NaN/huge values that would show)."""
     isz = np.dtype(dtype).itemsize
     lanes = stencil.lanes(isz)
-    rw = stencil.tile_width(isz) * stencil.ROW_VECTORS // stencil.VECTORS
-    OW = data.draw(st.sampled_from(row_sizes(rw)))
+    rw = lanes * stencil.ROW_VECTORS
+    OW = data.draw(st.sampled_from(row_sizes(rw, lanes * stencil.STREAM_VECTORS)))
     kw = data.draw(st.sampled_from(tap_counts(lanes)))
     OH = data.draw(st.integers(1, 3))
     N, G = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
@@ -119,6 +123,22 @@ def test_stencil_row_tile_edges(dtype, data):
     inner = np.zeros(frame.shape, bool)
     inner[:, :, 1:OH + 1, 2:OW + 2] = True
     assert (frame[~inner] == 77).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stencil_row_tiles_every_edge(dtype, rng):
+    """Every kernel length of tap_counts with every width of row_sizes (the sweep above
+    samples them), integers exactly, in one image per length (rows of different widths
+    as separate images would repeat the same tiles)."""
+    isz = np.dtype(dtype).itemsize
+    lanes = stencil.lanes(isz)
+    for kw in tap_counts(lanes):
+        for OW in row_sizes(lanes * stencil.ROW_VECTORS, lanes * stencil.STREAM_VECTORS):
+            x = rng.integers(-9, 10, (1, 1, 1, OW + kw - 1)).astype(dtype)
+            w = rng.integers(-9, 10, (1, 1, kw)).astype(dtype)
+            out = np.empty((1, 1, 1, OW), dtype)
+            stencil.stencil2d(out, x, w)
+            check(out, reference(x, w, np.zeros(1, dtype)), dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -176,7 +196,8 @@ def test_avx2_tiles_in_a_subprocess(tmp_path):
         rng = np.random.default_rng(0)
         for dt in (np.float32, np.float64, np.int64):
             for (H, W, kh, kw) in [(9, 40, 3, 3), (6, 70, 5, 7), (1, 300, 1, 9),
-                                   (2, 33, 1, 4), (1, 17, 1, 5), (3, 100, 1, 101)]:
+                                   (2, 33, 1, 4), (1, 17, 1, 5), (3, 100, 1, 101),
+                                   (1, 400, 1, 101), (2, 230, 1, 25), (1, 90, 1, 49)]:
                 if kw > W:
                     continue
                 x = rng.integers(-9, 10, (1, 1, H, W)).astype(dt)
