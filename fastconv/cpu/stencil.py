@@ -23,7 +23,8 @@ at least STREAM_VECTORS whole blocks take a tile that runs the 1-D correlation l
 multi-row tile runs 2-D ones, with vectors for rows: it walks the input vectors once,
 shifts each pair once per tap of a block, and feeds every output vector of the tile that
 uses the shifted input (block u - v) with its own broadcast weight -- L - 1 shuffles per
-STREAM_VECTORS * L multiply-adds instead of per ROW_VECTORS.
+STREAM_VECTORS * L multiply-adds instead of per ROW_VECTORS, and at two places of the
+row at once, so that each weight broadcast feeds two multiply-adds.
 
 Tasks are strips of columns whose input rows fit in L1, walked downwards block by block
 (the block below reuses kh - 1 of the rows); each tile prefetches the R rows the next
@@ -348,23 +349,24 @@ def _codegen_row(context, builder, sig, args, V):
     return context.get_dummy_value()
 
 
-def _stream_intrinsic(R):
-    """A one-row tile of R vectors for long one-row kernels: see :func:`_codegen_stream`."""
-    def tile(typingctx, out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t):
+def _stream_intrinsic(R, S=1):
+    """A one-row tile of R vectors (at S places ``dist`` columns apart) for long one-row
+    kernels: see :func:`_codegen_stream`."""
+    def tile(typingctx, out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, d_t):
         arrays = (out_t, x_t, w_t)
         if not (all(isinstance(a, types.Array) and a.ndim == 2 for a in arrays)
                 and w_t.layout == "C" and isinstance(out_t.dtype, (types.Float, types.Integer))
                 and x_t.dtype == out_t.dtype and w_t.dtype == out_t.dtype):
             return None
-        sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t)
+        sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, d_t)
         return sig, lambda context, builder, s, args: _codegen_stream(context, builder, s, args,
-                                                                       R)
+                                                                       R, S)
 
-    tile.__name__ = tile.__qualname__ = f"stencil_stream_{R}"
+    tile.__name__ = tile.__qualname__ = f"stencil_stream_{R}x{S}"
     return intrinsic(tile)
 
 
-def _codegen_stream(context, builder, sig, args, R):
+def _codegen_stream(context, builder, sig, args, R, S):
     """One output row, R vectors of L lanes, for kernels of one row with at least R whole
     blocks of L taps (nb = (kw - 1) // L >= R). The 1-D correlation as a 2-D one on
     vectors: output vector v takes input vector u = v + j with the taps of block j, and
@@ -399,12 +401,14 @@ def _codegen_stream(context, builder, sig, args, R):
     O = context.make_array(out_t)(context, builder, args[0])
     X = context.make_array(x_t)(context, builder, args[3])
     W = context.make_array(w_t)(context, builder, args[6])
-    oi, oj, xi, xj, kw = cast(1), cast(2), cast(4), cast(5), cast(8)
+    oi, oj, xi, xj, kw, dist = cast(1), cast(2), cast(4), cast(5), cast(8), cast(10)
     b0 = context.cast(builder, args[9], sig.args[9], dt)
     rso = builder.sdiv(cgutils.unpack_tuple(builder, O.strides, 2)[0], i64(isz))
     rsx = builder.sdiv(cgutils.unpack_tuple(builder, X.strides, 2)[0], i64(isz))
-    obase = builder.gep(O.data, [builder.add(builder.mul(oi, rso), oj)])
-    xbase = builder.gep(X.data, [builder.add(builder.mul(xi, rsx), xj)])
+    obase0 = builder.gep(O.data, [builder.add(builder.mul(oi, rso), oj)])
+    xbase0 = builder.gep(X.data, [builder.add(builder.mul(xi, rsx), xj)])
+    obases = [builder.gep(obase0, [builder.mul(dist, i64(q))]) for q in range(S)]
+    xbases = [builder.gep(xbase0, [builder.mul(dist, i64(q))]) for q in range(S)]
     undef = ir.Constant(vty, ir.Undefined)
     splat0 = ir.Constant(ir.VectorType(i32, L), [0] * L)
     masks = [ir.Constant(ir.VectorType(i32, L), list(range(s, s + L))) for s in range(L)]
@@ -440,21 +444,24 @@ def _codegen_stream(context, builder, sig, args, R):
         return new
 
     def step(u, active, acc):
-        """Input vector u (i64) feeds the output vectors ``active`` (block u - v)."""
-        a0 = vload(xbase, builder.mul(u, i64(L)))
-        a1 = vload(xbase, builder.mul(builder.add(u, i64(1)), i64(L)))
+        """Input vector u (i64) feeds the output vectors ``active`` (block u - v) of
+        each place q (accumulator q * R + v)."""
+        pairs = [(vload(xb, builder.mul(u, i64(L))),
+                  vload(xb, builder.mul(builder.add(u, i64(1)), i64(L)))) for xb in xbases]
         acc = list(acc)
         wrows = {v: builder.gep(W.data, [builder.mul(builder.sub(u, i64(v)), i64(L))])
                  for v in active}
         for s in range(L):
-            sh = a0 if s == 0 else builder.shuffle_vector(a0, a1, masks[s])
+            shs = [a0 if s == 0 else builder.shuffle_vector(a0, a1, masks[s])
+                   for a0, a1 in pairs]
             for v in active:
                 wv = splat(builder.load(builder.gep(wrows[v], [i64(s)])))
-                acc[v] = fma(wv, sh, acc[v])
+                for q, sh in enumerate(shs):
+                    acc[q * R + v] = fma(wv, sh, acc[q * R + v])
         return acc
 
     nb = builder.sdiv(builder.sub(kw, i64(1)), i64(L))     # whole blocks, >= R (caller)
-    acc = [splat(b0)] * R
+    acc = [splat(b0)] * (R * S)
     for u in range(R - 1):                                  # ramp-up
         acc = step(i64(u), range(u + 1), acc)
     acc = loop(builder.add(builder.sub(nb, i64(R)), i64(1)), acc,      # steady
@@ -466,12 +473,13 @@ def _codegen_stream(context, builder, sig, args, R):
     def tap(t, st):                                         # the last 1..L taps
         c = builder.add(t, c0)
         wv = splat(builder.load(builder.gep(W.data, [c])))
-        return [fma(wv, vload(xbase, builder.add(c, i64(v * L))), a) for v, a in enumerate(st)]
+        return [fma(wv, vload(xbases[k // R], builder.add(c, i64((k % R) * L))), a)
+                for k, a in enumerate(st)]
 
     acc = loop(builder.sub(kw, c0), acc, tap)
-    for v in range(R):
-        builder.store(acc[v], builder.bitcast(builder.gep(obase, [i64(v * L)]), vptr),
-                      align=isz)
+    for k in range(R * S):
+        ptr = builder.gep(obases[k // R], [i64((k % R) * L)])
+        builder.store(acc[k], builder.bitcast(ptr, vptr), align=isz)
     return context.get_dummy_value()
 
 
@@ -483,9 +491,12 @@ _h1, _h2, _h3, _h4 = (_stencil_intrinsic(R, HALF) for R in range(1, ROWS + 1))
 ROW_VECTORS = 4
 _r1 = _row_intrinsic(ROW_VECTORS)
 # ... and for kernels of at least STREAM_VECTORS whole blocks of taps, the tile that walks
-# its input vectors once (6 measured fastest of 4..12 at 101 float64 taps on AVX-512)
-STREAM_VECTORS = 6
-_s1 = _stream_intrinsic(STREAM_VECTORS)
+# its input vectors once, at two places of the row at a time (each weight broadcast feeds
+# both: 4 vectors x 2 places measured ~10 % faster than 6 x 1, 4-12 x 1 slower still, at
+# 101 float64 taps on AVX-512; 8 accumulators fit AVX2's 16 registers too)
+STREAM_VECTORS = 4
+_s1 = _stream_intrinsic(STREAM_VECTORS, 1)
+_s2 = _stream_intrinsic(STREAM_VECTORS, 2)
 
 
 @njit(inline="always", **JIT)
@@ -537,12 +548,15 @@ def _rows(out, x, w, b0, i0, R, j0, j1, tw):
         lanes = tw // VECTORS
         sw = lanes * STREAM_VECTORS
         if (kw - 1) // lanes >= STREAM_VECTORS and j1 - j0 >= sw:
-            j = j0
+            half = (j1 - j0) // sw // 2          # tile t with tile t + half
+            for t in range(half):
+                _s2(out, i0, j0 + t * sw, x, i0, j0 + t * sw, w, kh, kw, b0, half * sw)
+            j = j0 + 2 * half * sw
             while j + sw <= j1:
-                _s1(out, i0, j, x, i0, j, w, kh, kw, b0)
+                _s1(out, i0, j, x, i0, j, w, kh, kw, b0, 0)
                 j += sw
             if j < j1:
-                _s1(out, i0, j1 - sw, x, i0, j1 - sw, w, kh, kw, b0)
+                _s1(out, i0, j1 - sw, x, i0, j1 - sw, w, kh, kw, b0, 0)
             return
         rw = lanes * ROW_VECTORS
         if j1 - j0 >= rw:

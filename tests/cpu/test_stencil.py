@@ -80,7 +80,8 @@ def test_stencil_tile_edges(dtype, data):
 
 def row_sizes(rw, sw):
     """Output widths around the one-row tiles (and the multi-row tiles' half tile)."""
-    return sorted({n for t in (rw, 2 * rw, sw, 2 * sw) for n in (t - 1, t, t + 1)}
+    return sorted({n for t in (rw, 2 * rw, sw, 2 * sw, 3 * sw, 4 * sw)
+                   for n in (t - 1, t, t + 1)}
                   | {1, 2, 5, rw // 2})
 
 
