@@ -20,38 +20,39 @@ import scipy.fft as sfft
 from ._core import Plan, _ntiles, _prod, fft_lengths, oa_cost, tile_steps
 
 # seconds per unit of each feature (see features()): `python bench/signal_report.py --fit
-# --repeat 8`, run twice on the development machine (2 cores shared with other jobs) and
-# fitted to the best time per case of the two (`--fit --fit-logs run1.txt run2.txt`),
+# --repeat 8`, run three times on the development machine (2 cores shared with other
+# jobs) and fitted to the best time per case (`--fit --fit-logs run1.txt run2.txt ...`),
 # after the FFT method's zero-padded path (_core._fft_zero_padded: shorter transforms,
-# no padded copy, so no byte term left) and the stencil kernel's one-row tile for 1-D;
-# long 1-D transforms (one thread) have their own constants. Median relative error 0.13
-# direct, 0.14 FFT, 0.19 overlap-add (its oa_cost work unit already counts copies and a
-# fixed cost per tile). With these, 1024x1024 float64 'same' runs direct up to k = 17 and
-# FFTs from about k = 21; overlap-add where tiles are much smaller than the input (1-D
-# signals with long filters).
+# no padded copy, so no byte term left) and the stencil kernel's streaming tile for 1-D;
+# long 1-D transforms (one thread) have their own constants. Median relative error 0.09
+# direct, 0.11 FFT, 0.20 overlap-add (its oa_cost work unit already counts copies and a
+# fixed cost per tile). With these, 1024x1024 'same' runs direct up to k = 21 and FFTs
+# from k = 25; overlap-add where tiles are much smaller than the input (1-D signals with
+# long filters). Problems under 2**17 multiply-adds run direct without asking the model
+# (_memory._predict): its fitted overheads are within a microsecond of each other.
 CONSTANTS = {
     "direct": {
-        "overhead": 3.38e-05,
-        "mac": 2.98e-11,
-        "mac32": 1.17e-11,
-        "mac_1d": 2.09e-11,
-        "mac32_1d": 1.04e-11,
-        "mac_3d": 7.14e-11,
-        "mac32_3d": 4.27e-11,
-        "byte": 8.32e-11
+        "overhead": 3.31e-05,
+        "mac": 2.34e-11,
+        "mac32": 1.01e-11,
+        "mac_1d": 1.87e-11,
+        "mac32_1d": 9.72e-12,
+        "mac_3d": 6.47e-11,
+        "mac32_3d": 3.91e-11,
+        "byte": 8.44e-11
     },
     "fft": {
-        "overhead": 3.78e-05,
-        "fft": 2.04e-10,
-        "fft32": 1.16e-10,
-        "fft_1d": 3.05e-10,
-        "fft32_1d": 2.52e-10,
+        "overhead": 3.24e-05,
+        "fft": 1.85e-10,
+        "fft32": 9.83e-11,
+        "fft_1d": 3.01e-10,
+        "fft32_1d": 2.44e-10,
         "byte": 0.0
     },
     "oa": {
         "overhead": 0.0,
-        "fft": 6.12e-10,
-        "fft32": 3.07e-10,
+        "fft": 5.73e-10,
+        "fft32": 2.93e-10,
         "byte": 0.0
     }
 }

@@ -165,6 +165,8 @@ def choose(a, b, mode):
 def _predict(s1, s2, mode, itemsize, x_complex, k_complex):
     """The cost model's choice for these shapes (``itemsize``: of one real sample)."""
     plan = core.make_plan(s1, s2, [core.window(mode, n, m) for n, m in zip(s1, s2)])
+    if plan.macs < core.SMALL_MACS:     # microseconds on one thread: the model's fitted
+        return "direct"                 # overheads cannot tell such calls apart
     est = estimate(plan, itemsize, x_complex, k_complex)
     return min(est, key=est.get)
 
