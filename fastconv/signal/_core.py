@@ -377,7 +377,9 @@ def _fft_zero_padded_inplace(xs, krev, plan, L, start, nw):
         y = workspace("signal.fft.real", (N, G) + tuple(plan.out[:-1]) + (L[-1],), xs.dtype)
         _pocketfft.c2r(spec[rows], axes=(last,), lastsize=L[-1], forward=False, inorm=2,
                        out=y, nthreads=nw)
-    return y[..., start[-1]:start[-1] + plan.out[-1]].copy()     # never the scratch itself
+    res = _buffers.empty((N, G) + tuple(plan.out), xs.dtype)      # never the scratch itself
+    np.copyto(res, y[..., start[-1]:start[-1] + plan.out[-1]])
+    return res
 
 
 def _fft_valid(xp, ks, P=None):
