@@ -24,7 +24,8 @@ MIN_BYTES = 1 << 20       # smaller results: numpy.empty
 POOL_BYTES = 64 << 20     # most memory kept in dropped buffers
 ALIGN = 64
 
-_lock = threading.Lock()
+_lock = threading.RLock()   # re-entrant: a garbage collection inside a locked block
+                           # may finalize a lease, which gives its buffer back
 _free: list = []          # raw uint8 buffers, ready for reuse
 _free_bytes = 0
 
