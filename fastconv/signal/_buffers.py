@@ -28,6 +28,7 @@ _lock = threading.RLock()   # re-entrant: a garbage collection inside a locked b
                            # may finalize a lease, which gives its buffer back
 _free: list = []          # raw uint8 buffers, ready for reuse
 _free_bytes = 0
+_busy = False             # inside a block that indexes _free (on the thread holding _lock)
 
 
 class _Lease:
@@ -49,25 +50,35 @@ class _Lease:
 
 
 def _give_back(buf):
-    global _free_bytes
+    global _free_bytes, _busy
     with _lock:
         _free.append(buf)
         _free_bytes += buf.nbytes
-        while _free_bytes > POOL_BYTES:           # let the largest buffers go
-            big = max(range(len(_free)), key=lambda i: _free[i].nbytes)
-            _free_bytes -= _free.pop(big).nbytes
+        if _busy:            # a collection finalized a lease inside a block below: only
+            return           # append; the next give-back trims
+        _busy = True
+        try:
+            while _free_bytes > POOL_BYTES:       # let the largest buffers go
+                big = max(range(len(_free)), key=lambda i: _free[i].nbytes)
+                _free_bytes -= _free.pop(big).nbytes
+        finally:
+            _busy = False
 
 
 def _take(nbytes):
     """The smallest free buffer of nbytes .. 2 * nbytes bytes (of those, the one given
     back last: the likeliest still in cache), or a new one."""
-    global _free_bytes
+    global _free_bytes, _busy
     with _lock:
-        fit = [i for i, b in enumerate(_free) if nbytes <= b.nbytes <= 2 * nbytes]
-        if fit:
-            buf = _free.pop(min(reversed(fit), key=lambda i: _free[i].nbytes))
-            _free_bytes -= buf.nbytes
-            return buf
+        _busy = True
+        try:
+            fit = [i for i, b in enumerate(_free) if nbytes <= b.nbytes <= 2 * nbytes]
+            if fit:
+                buf = _free.pop(min(reversed(fit), key=lambda i: _free[i].nbytes))
+                _free_bytes -= buf.nbytes
+                return buf
+        finally:
+            _busy = False
     raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
     skip = (-raw.ctypes.data) % ALIGN
     return raw[skip:skip + nbytes]
