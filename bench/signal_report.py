@@ -3,6 +3,7 @@
     python bench/signal_report.py [--repeat 9] [--quick] [--json out.json] [--plot out.png]
     python bench/signal_report.py --from-json out.json --plot out.png   # replot, time nothing
     python bench/signal_report.py --fit      # refit fastconv/signal/_cost.py's constants
+    python bench/signal_report.py --fit --fit-logs a.txt b.txt   # best of saved fit runs
 
 Cases (from the issue): a 1024x1024 image, mode 'same', kernels k = 3, 5, 7, 15, 31, 63,
 fastconv.signal.convolve2d against the fastest of scipy.signal.convolve2d / fftconvolve /
@@ -20,6 +21,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 
@@ -114,8 +116,9 @@ def run_case(name, x, h, image, repeat):
 
 
 def kernel_rows(repeat, dtypes=("float64", "float32"), kernels=(3, 5, 7, 15, 31)):
-    """The engine's direct kernel alone on the padded image (what 'same' mode runs), and
-    the padding copy, for the kernel owners."""
+    """The engine's direct kernel alone on the padded image (what 'same' mode runs; one
+    channel: the stencil kernel), the 1-D signal on the stencil kernel, and the padding
+    copy, for the kernel owners."""
     from fastconv.cpu import engine as _engine
     from fastconv.signal import _core as core
     rows = []
@@ -133,6 +136,19 @@ def kernel_rows(repeat, dtypes=("float64", "float32"), kernels=(3, 5, 7, 15, 31)
             rows.append({"dtype": dtype, "k": k, "kernel_ms": t["kernel"] * 1e3,
                          "gflops": 2.0 * x.size * h.size / t["kernel"] / 1e9,
                          "pad_ms": t["pad"] * 1e3})
+        # the 1-D case: the stencil kernel's one-row tile on the padded signal
+        from fastconv.cpu.stencil import stencil2d
+        x, h = signal_case(dtype)
+        m = h.size
+        pads = (((m - 1) // 2, m // 2),)
+        xs = x.reshape(1, 1, -1)
+        xp = core.pad(xs, pads, "fill", 0).reshape(1, 1, 1, -1)
+        w = np.ascontiguousarray(h[::-1]).reshape(1, 1, m)
+        t = best_times({
+            "kernel": lambda: stencil2d(np.empty((1, 1, 1, x.size), x.dtype), xp, w),
+            "pad": lambda: core.pad(xs, pads, "fill", 0)}, repeat)
+        rows.append({"dtype": dtype, "k": f"1-D {m}", "kernel_ms": t["kernel"] * 1e3,
+                     "gflops": 2.0 * x.size * m / t["kernel"] / 1e9, "pad_ms": t["pad"] * 1e3})
     return rows
 
 
@@ -182,30 +198,58 @@ FIT_CASES = (
 )
 
 
-def fit(repeat):
-    """Time every method on FIT_CASES and fit the constants of signal/_cost.py CONSTANTS by
-    non-negative least squares on relative error; prints the new dictionary."""
-    from scipy.optimize import nnls
-
+def _fit_problem(s1, s2, mode, dtype):
     from fastconv.signal import _core as core
-    from fastconv.signal._cost import CONSTANTS, METHODS, features
+    from fastconv.signal._cost import features
+    plan = core.make_plan(s1, s2, [core.window(mode, n, m) for n, m in zip(s1, s2)])
+    isz = np.dtype(dtype).itemsize // (2 if np.dtype(dtype).kind == "c" else 1)  # real
+    cplx = np.dtype(dtype).kind == "c"
+    return plan, features(plan, isz, cplx, cplx)
 
+
+def fit(repeat, logs=()):
+    """Time every method on FIT_CASES and fit the constants of signal/_cost.py CONSTANTS by
+    non-negative least squares on relative error; prints the new dictionary. ``logs``:
+    time nothing, fit the best time per case over these earlier --fit outputs (runs on a
+    shared machine disturbed at different moments)."""
+    from fastconv.signal._cost import METHODS
+
+    times = {}
+    if logs:
+        for path in logs:
+            with open(path) as fh:
+                for line in fh:
+                    got = re.match(r"(\w+)\s+(\(.*?\))\s+(\(.*?\))\s+(\w+)\s+(\w+)\s+"
+                                   r"([\d.]+) ms$", line.strip())
+                    if got:
+                        key = got.groups()[:5]
+                        t = float(got.group(6)) / 1e3
+                        times[key] = min(times.get(key, math.inf), t)
     rows = {m: [] for m in METHODS}
     for s1, s2, mode, dtype in FIT_CASES:
         rng = np.random.default_rng(0)
         x = rng.standard_normal(s1).astype(dtype)
         h = rng.standard_normal(s2).astype(dtype)
-        plan = core.make_plan(s1, s2, [core.window(mode, n, m) for n, m in zip(s1, s2)])
-        isz = np.dtype(dtype).itemsize // (2 if np.dtype(dtype).kind == "c" else 1)  # real
-        cplx = np.dtype(dtype).kind == "c"
-        feats = features(plan, isz, cplx, cplx)
+        plan, feats = _fit_problem(s1, s2, mode, dtype)
         for m in METHODS:
-            if m == "direct" and plan.macs > 3e9:
+            if (m == "direct" and plan.macs > 3e9) or feats[m] is None:
                 continue
-            t = best_time(lambda m=m: fs.convolve(x, h, mode, method=m), repeat, 0.2, 20)
+            if logs:
+                t = times.get((m, str(s1), str(s2), mode, dtype))
+                if t is None:
+                    continue
+            else:
+                t = best_time(lambda m=m: fs.convolve(x, h, mode, method=m), repeat, 0.2, 20)
             rows[m].append((feats[m], t))
             print(f"{m:6s} {str(s1):16s} {str(s2):12s} {mode:5s} {dtype:10s} "
                   f"{t * 1e3:9.3f} ms", flush=True)
+    return fit_constants(rows)
+
+
+def fit_constants(rows):
+    from scipy.optimize import nnls
+
+    from fastconv.signal._cost import CONSTANTS, METHODS
     new = {}
     for m in METHODS:
         names = list(CONSTANTS[m])
@@ -267,6 +311,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--quick", action="store_true", help="k = 3, 7, 15, 63 only")
     ap.add_argument("--fit", action="store_true", help="refit the cost model's constants")
+    ap.add_argument("--fit-logs", nargs="+", metavar="FILE", help="with --fit: time nothing, "
+                    "fit the best time per case over these saved --fit outputs")
     ap.add_argument("--peak", type=float, default=PEAK_GFLOPS,
                     help="float64 peak GFLOP/s of this machine, for the kernel table")
     ap.add_argument("--json", help="also write the rows to this file")
@@ -276,7 +322,7 @@ def main():
                     "draw the chart from a file written by --json")
     args = ap.parse_args()
     if args.fit:
-        fit(max(3, args.repeat // 2))
+        fit(max(3, args.repeat // 2), args.fit_logs or ())
         return
     if args.plot:
         from report import require_matplotlib
@@ -294,7 +340,8 @@ def main():
           f" {os.cpu_count()} CPUs, best of >= {args.repeat} (SciPy's direct methods: 1 run)\n")
     print(HEADER)
     rows = report(args.repeat, args.quick)
-    print("\n## The direct kernel alone: 1024x1024 image padded for 'same', one channel\n")
+    print("\n## The direct kernel alone: 1024x1024 image (k x k) or 1e6 signal (1-D) padded "
+          "for 'same', one channel\n")
     print(f"| dtype | k | kernel ms | GFLOP/s | % of float64 peak ({args.peak:g} GFLOP/s) | "
           "padding copy ms |\n|---|---|---|---|---|---|")
     krows = kernel_rows(args.repeat)

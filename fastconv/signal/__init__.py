@@ -348,7 +348,8 @@ def choose_conv_method(in1, in2, mode="full", measure=False):
     Notes
     -----
     As in SciPy, integer inputs whose products could exceed float64's exact integer
-    range (``2**52``), and bool inputs, always use ``'direct'``. Otherwise the estimate is
+    range (``2**52``), and bool inputs, always use ``'direct'``, as do problems of fewer
+    than ``2**17`` multiply-adds (microseconds either way). Otherwise the estimate is
     ``overhead + sum(constant * count)`` per method, with counts from the problem's
     shape (multiply-adds; FFT ``n log2 n`` work; bytes copied) and constants fitted on
     fastconv's kernels (``fastconv/signal/_cost.py``, refit with

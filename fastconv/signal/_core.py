@@ -24,7 +24,8 @@ and 2-D, the engine's direct kernel in 3-D (int64 keeps integers exact; complex 
 the real kernels, real and imaginary parts becoming extra images, channels or output
 channels). ``fft`` multiplies spectra (``scipy.fft`` over the
 correlated axes only; the CNN engine's FFT kernel would also transform the length-1 axes
-of its 5-D layout). ``oa``
+of its 5-D layout); with zero padding it transforms ``x`` unpadded, on lengths
+``n + max(before, after)`` (:func:`_fft_zero_padded`). ``oa``
 (overlap-add, computed as overlap-save) cuts the padded input into overlapping tiles
 that one batched FFT processes: small, cache-friendly transforms and a small kernel FFT.
 """
@@ -41,10 +42,16 @@ from numpy.lib.stride_tricks import as_strided, sliding_window_view
 from ..cpu import engine as cpu_engine
 from .._pad import pad as _pad_modes
 from .._spec import _prod
-from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small
+from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small, workspace
 from ..cpu.fft import workers
 from ..cpu.stencil import stencil2d, tile_width
 from .._pad import source_index as _pad_index
+from . import _buffers
+
+try:        # scipy.fft's own transforms, which take an output array (scipy.fft does not)
+    from scipy.fft._pocketfft import pypocketfft as _pocketfft
+except ImportError:                                   # pragma: no cover
+    _pocketfft = None
 
 ONE3 = (1, 1, 1)
 
@@ -136,7 +143,9 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
             res = _direct(xp, ks) if nsp <= 3 else _direct_folded(xp, ks, plan.out)
     else:
         steps = tile_steps(plan, method)
-        if steps is None:             # padded straight to the transform's fast lengths
+        if steps is None and boundary == "fill" and not fill:
+            res = _fft_zero_padded(xs, ks, plan)
+        elif steps is None:           # padded straight to the transform's fast lengths
             cplx = xs.dtype.kind == "c" or ks.dtype.kind == "c"
             ext = tuple(sfft.next_fast_len(p, real=not cplx) - p if p > 1 else 0
                         for p in plan.padded) if boundary == "fill" else ()
@@ -147,7 +156,8 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
                          zip(plan.pads, plan.out, steps, nt))
             tiles = _tile(pad(xs, pads, boundary, fill), plan.k, steps, nt)
             res = _untile(_fft_valid(tiles, ks), plan.N, nt)
-        res = res[(slice(None), slice(None)) + tuple(slice(0, o) for o in plan.out)]
+        if res.shape[2:] != tuple(plan.out):
+            res = res[(slice(None), slice(None)) + tuple(slice(0, o) for o in plan.out)]
     lead = [plan.out_shape[a] for a in plan.order[:len(plan.order) - nsp]]
     res = res.reshape(tuple(lead) + plan.out)
     return np.ascontiguousarray(res.transpose(np.argsort(plan.order)))
@@ -188,7 +198,7 @@ def _direct_stencil(xp, ks, out=None):
         return np.ascontiguousarray(w.reshape((G,) + ((1,) if one_d else ()) + K))
 
     def corr(x, w):                          # real x (M, G, *P), real w (G, 1, *K)
-        r = np.empty(x.shape[:2] + O, dtype=x.dtype)
+        r = _buffers.empty(x.shape[:2] + O, x.dtype)
         stencil2d(rows(r), rows(x), taps(w))
         return r
 
@@ -209,7 +219,9 @@ def _direct_stencil(xp, ks, out=None):
     return (rr - ii) + 1j * (ri + ir)
 
 
-REGIONS_MIN_OUTPUTS = 4096   # smaller problems: one padded copy and one kernel call
+REGIONS_MIN_OUTPUTS = 1 << 17   # smaller problems: one padded copy and one kernel call
+# (the five kernel calls of the split cost more than the copy up to ~256x256: 305 vs
+# 135 us for 256x256 k = 5, 0.80 vs 0.99 ms the other way at 512x512 k = 3)
 
 
 def _direct_regions(xs, ks, plan, boundary, fill):
@@ -230,7 +242,7 @@ def _direct_regions(xs, ks, plan, boundary, fill):
     # the interior must dominate, or the slabs cost more than one padded copy
     if _prod(h - l for l, h in zip(lo, hi)) * 2 < _prod(plan.out):
         return None
-    res = np.empty((plan.N, plan.G) + tuple(plan.out), dtype=np.result_type(xs, ks))
+    res = _buffers.empty((plan.N, plan.G) + tuple(plan.out), np.result_type(xs, ks))
     lead = (slice(None), slice(None))
 
     def compute(rlo, rhi):
@@ -281,6 +293,93 @@ def _padded_slab(xs, pads, boundary, fill, lo, hi):
         dst.append(slice(s0 + b - l, s0 + b - l + max(s1 - s0, 0)))
     out[(slice(None), slice(None)) + tuple(dst)] = xs[(slice(None), slice(None)) + tuple(src)]
     return out
+
+
+def fft_lengths(plan: Plan, cplx: bool) -> tuple:
+    """Transform lengths of :func:`_fft_zero_padded` per spatial axis: fast lengths of at
+    least ``n + max(before, after)`` (1 for axes of length 1 throughout)."""
+    return tuple(sfft.next_fast_len(n + max(b, e), real=not cplx) if n + b + e > 1 else 1
+                 for n, (b, e) in zip(plan.n, plan.pads))
+
+
+def _fft_zero_padded(xs, ks, plan):
+    """The FFT method for zero padding, without padding: ``x`` sits at the start of each
+    transform and the zeros after it (implicit in the transforms' lengths) serve as the
+    padding on both sides, circularly. The correlation of the padded input is a circular
+    shift of that of ``x`` by the padding before, so every output is exact when the
+    transform length ``L >= n + max(before, after)`` (not ``n + before + after``): the
+    window of output ``i`` covers ``[i - before, i - before + k)``, whose samples outside
+    ``[0, n)`` land in the zeros ``[n, L)``. The inverse transforms skip the rows no output
+    needs; the crop is the one copy. Returns (N, G, *out), C-contiguous."""
+    nsp = len(plan.n)
+    cplx = xs.dtype.kind == "c" or ks.dtype.kind == "c"
+    L = fft_lengths(plan, cplx)
+    axes = tuple(2 + a for a in range(nsp) if L[a] > 1)
+    fshape = [L[a - 2] for a in axes]
+    krev = ks[(slice(None), slice(None)) + (slice(None, None, -1),) * nsp]
+    nw = workers() if xs.size >= SMALL_MACS else 1
+    # output i of axis a is entry i + start of the circular result, start = k - 1 - before
+    start = [k - 1 - b for k, (b, _) in zip(plan.k, plan.pads)]
+    if not axes:
+        return xs * ks.reshape((1, plan.G) + (1,) * nsp)
+    if _pocketfft is not None and not cplx and len(axes) == nsp:
+        try:
+            return _fft_zero_padded_inplace(xs, krev, plan, L, start, nw)
+        except TypeError:                             # pragma: no cover (another SciPy)
+            pass
+    with np.errstate(invalid="ignore", over="ignore"):    # inf/NaN input: see callers
+        spec = _padded_spectrum(xs, fshape, axes, cplx, nw)
+        spec *= _kernel_spectrum(krev, fshape, axes, cplx, nw).reshape(
+            (1, -1) + spec.shape[2:])
+        for a, f in zip(axes[:-1], fshape[:-1]):          # the leading axes: keep only
+            spec = sfft.ifft(spec, n=f, axis=a, workers=nw, overwrite_x=True)  # the rows
+            s0 = start[a - 2]                             # outputs need
+            spec = spec[(slice(None),) * a + (slice(s0, s0 + plan.out[a - 2]),)]
+        last = axes[-1]
+        y = (sfft.ifft(spec, n=fshape[-1], axis=last, workers=nw, overwrite_x=True) if cplx
+             else sfft.irfft(spec, n=fshape[-1], axis=last, workers=nw))
+    crop = tuple(slice(None) if a in axes[:-1] else slice(s, s + o)
+                 for a, (s, o) in enumerate(zip(start, plan.out), start=2))
+    return np.ascontiguousarray(y[(slice(None), slice(None)) + crop])
+
+
+def _fft_zero_padded_inplace(xs, krev, plan, L, start, nw):
+    """:func:`_fft_zero_padded` for real data transformed on every spatial axis, in two
+    scratch arrays that this thread keeps from call to call (``cpu._common.workspace``):
+    the input zero-extended on its last axis, then the inverse's real rows; and the
+    spectrum, transformed in place axis by axis. scipy.fft would allocate a fresh array
+    per step, and after another library's large temporaries were freed each of them
+    page-faults in again (~1 ms per 8 MB here). The result comes from :mod:`._buffers`."""
+    N, G = xs.shape[:2]
+    nsp = len(L)
+    last = 1 + nsp
+    lead = tuple(range(2, last))
+    half = L[-1] // 2 + 1
+    real = workspace("signal.fft.real", (N, G) + tuple(plan.n[:-1]) + (L[-1],), xs.dtype)
+    n1 = plan.n[-1]
+    real[..., :n1] = xs
+    real[..., n1:] = 0
+    ctype = np.result_type(xs.dtype, np.complex64)
+    spec = workspace("signal.fft.spec", (N, G) + tuple(L[:-1]) + (half,), ctype)
+    box = (slice(None), slice(None)) + tuple(slice(0, n) for n in plan.n[:-1])
+    with np.errstate(invalid="ignore", over="ignore"):    # inf/NaN input: see callers
+        _pocketfft.r2c(real, axes=(last,), forward=True, inorm=0, out=spec[box], nthreads=nw)
+        for a, n in zip(lead, plan.n[:-1]):               # the zeros after x, axis by axis
+            spec[(slice(None),) * a + (slice(n, None),)] = 0
+        if lead:
+            _pocketfft.c2c(spec, axes=lead, forward=True, inorm=0, out=spec, nthreads=nw)
+        spec *= _kernel_spectrum(krev, list(L), tuple(range(2, 2 + nsp)), False, nw).reshape(
+            (1, G) + spec.shape[2:])
+        if lead:                                          # inorm 2: divided by the length
+            _pocketfft.c2c(spec, axes=lead, forward=False, inorm=2, out=spec, nthreads=nw)
+        rows = (slice(None), slice(None)) + tuple(slice(s, s + o) for s, o in
+                                                  zip(start[:-1], plan.out[:-1]))
+        y = workspace("signal.fft.real", (N, G) + tuple(plan.out[:-1]) + (L[-1],), xs.dtype)
+        _pocketfft.c2r(spec[rows], axes=(last,), lastsize=L[-1], forward=False, inorm=2,
+                       out=y, nthreads=nw)
+    res = _buffers.empty((N, G) + tuple(plan.out), xs.dtype)      # never the scratch itself
+    np.copyto(res, y[..., start[-1]:start[-1] + plan.out[-1]])
+    return res
 
 
 def _fft_valid(xp, ks, P=None):

@@ -17,37 +17,44 @@ import math
 
 import scipy.fft as sfft
 
-from ._core import Plan, _ntiles, _prod, oa_cost, tile_steps
+from ._core import Plan, _ntiles, _prod, fft_lengths, oa_cost, tile_steps
 
 # seconds per unit of each feature (see features()): `python bench/signal_report.py --fit
-# --repeat 6` on the development machine (2 shared cores, a quiet moment), after the
-# 1-D/2-D direct method moved to the stencil kernel (cpu/stencil.py), with 3-D direct
-# problems (the engine's kernel) fitted apart; median relative error 0.42 direct (one
-# constant per multiply-add cannot follow the kernel from memory-bound k = 3 to
-# compute-bound k = 31), 0.15 FFT, 0.12 overlap-add.
+# --repeat 8`, run three times on the development machine (2 cores shared with other
+# jobs) and fitted to the best time per case (`--fit --fit-logs run1.txt run2.txt ...`),
+# after the FFT method's zero-padded path (_core._fft_zero_padded: shorter transforms,
+# no padded copy, so no byte term left) and the stencil kernel's streaming tile for 1-D;
+# long 1-D transforms (one thread) have their own constants. Median relative error 0.09
+# direct, 0.11 FFT, 0.20 overlap-add (its oa_cost work unit already counts copies and a
+# fixed cost per tile). With these, 1024x1024 'same' runs direct up to k = 21 and FFTs
+# from k = 25; overlap-add where tiles are much smaller than the input (1-D signals with
+# long filters). Problems under 2**17 multiply-adds run direct without asking the model
+# (_memory._predict): its fitted overheads are within a microsecond of each other.
 CONSTANTS = {
     "direct": {
-        "overhead": 6e-05,
-        "mac": 2.23e-11,
-        "mac32": 1.61e-11,
-        "mac_1d": 2.37e-11,
-        "mac32_1d": 1.25e-11,
-        "mac_3d": 5.91e-11,
-        "mac32_3d": 3.58e-11,
-        "byte": 9.25e-11
+        "overhead": 3.31e-05,
+        "mac": 2.34e-11,
+        "mac32": 1.01e-11,
+        "mac_1d": 1.87e-11,
+        "mac32_1d": 9.72e-12,
+        "mac_3d": 6.47e-11,
+        "mac32_3d": 3.91e-11,
+        "byte": 8.44e-11
     },
     "fft": {
-        "overhead": 6.51e-05,
-        "fft": 1.28e-10,
-        "fft32": 7.99e-11,
-        "byte": 4.45e-10
+        "overhead": 3.24e-05,
+        "fft": 1.85e-10,
+        "fft32": 9.83e-11,
+        "fft_1d": 3.01e-10,
+        "fft32_1d": 2.44e-10,
+        "byte": 0.0
     },
     "oa": {
-        "overhead": 6.35e-05,
-        "fft": 1.53e-10,
-        "fft32": 1.02e-10,
-        "byte": 2.45e-10
-    },
+        "overhead": 0.0,
+        "fft": 5.73e-10,
+        "fft32": 2.93e-10,
+        "byte": 0.0
+    }
 }
 METHODS = ("direct", "fft", "oa")
 
@@ -71,16 +78,21 @@ def features(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool) -> dic
     direct[("mac32" if f32 else "mac") + rank] = float(macs)
     direct["byte"] = pad_bytes
     # FFT: transforms of x (each image/group), of the kernel (each group) and inverse;
-    # a complex transform counts as two real ones
+    # a complex transform counts as two real ones. Zero padding runs unpadded on
+    # transforms of n + max(before, after) (_core._fft_zero_padded), which copy only the
+    # cropped result; one long 1-D transform runs on one thread (scipy.fft's workers
+    # split batches of transforms), hence its own constant.
     per = 2 if cplx else 1
     feats = {"direct": direct}
     fkey = "fft32" if f32 else "fft"
-    F = _prod(sfft.next_fast_len(int(p), real=True) for p in plan.padded) if plan.n else 1
+    F = _prod(fft_lengths(plan, cplx)) if plan.n else 1
     work = per * (2 * plan.N * plan.G + plan.G) * F * math.log2(max(F, 2))
-    feats["fft"] = {"overhead": 1.0, fkey: work, "byte": pad_bytes}
+    out_bytes = plan.N * plan.G * _prod(plan.out) * itemsize * per
+    serial = len(plan.n) == 1 and plan.N * plan.G == 1
+    feats["fft"] = {"overhead": 1.0, fkey + ("_1d" if serial else ""): work, "byte": out_bytes}
     steps = tile_steps(plan, "oa")
-    if steps is None:
-        feats["oa"] = dict(feats["fft"])
+    if steps is None:              # one tile: the FFT method itself
+        feats["oa"] = None
     else:
         tiles = tuple(s + k - 1 for s, k in zip(steps, plan.k))
         nt = _ntiles(plan.out, steps)
@@ -94,5 +106,7 @@ def features(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool) -> dic
 def estimate(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool) -> dict:
     """Estimated seconds per method."""
     feats = features(plan, itemsize, x_complex, k_complex)
-    return {m: sum(CONSTANTS[m].get(f, 0.0) * v for f, v in feats[m].items())
-            for m in METHODS}
+    est = {m: sum(CONSTANTS[m].get(f, 0.0) * v for f, v in feats[m].items())
+           for m in METHODS if feats[m] is not None}
+    est.setdefault("oa", est["fft"])
+    return est

@@ -49,13 +49,25 @@ def _finish(fn, a, kf, windows, method, res_dtype, auto, boundary="fill", fill=0
     cdt = fft_compute_dtype(fft_dtype(a.dtype, kf.dtype))
     out = core.run(plan, a.astype(cdt, copy=False), kf.astype(cdt, copy=False), method,
                    boundary, _fill_as(fill, cdt))
-    if out.size and not np.isfinite(out.flat[0] if not auto else out).all():
+    if out.size and not np.isfinite(_finite_probe(out, method, auto)).all():
         if auto:                  # keep NaN/inf local, as the definition does
             return _finish(fn, a, kf, windows, "direct", res_dtype, False, boundary, fill)
         warnings.warn(MSG["nan"].format(fn=fn), RuntimeWarning, stacklevel=4)
     if res_dtype.kind in "biu":
         out = np.round(out)
     return _cast(out, res_dtype)
+
+
+def _finite_probe(out, method, auto):
+    """What to test for NaN/inf after an FFT method. One transform over the whole input
+    (``'fft'``) spreads a NaN or inf input over every output, so three samples decide;
+    overlap-add spreads it over the tiles that read it: all of them are tested when the
+    result would be recomputed (``auto``), else (for the warning) the first."""
+    if not auto:
+        return out.flat[0]
+    if method == "fft":
+        return out.flat[[0, out.size // 2, out.size - 1]]
+    return out
 
 
 def _cast(out, res_dtype):
@@ -153,6 +165,8 @@ def choose(a, b, mode):
 def _predict(s1, s2, mode, itemsize, x_complex, k_complex):
     """The cost model's choice for these shapes (``itemsize``: of one real sample)."""
     plan = core.make_plan(s1, s2, [core.window(mode, n, m) for n, m in zip(s1, s2)])
+    if plan.macs < core.SMALL_MACS:     # microseconds on one thread: the model's fitted
+        return "direct"                 # overheads cannot tell such calls apart
     est = estimate(plan, itemsize, x_complex, k_complex)
     return min(est, key=est.get)
 

@@ -1,6 +1,11 @@
 """cpu/stencil.py: the one-channel register-tiled correlation, swept over the edges of
 its tiles (widths and heights just below / at / above a tile, half tiles, kernels as
 large as the input, strided views) against scipy.signal.correlate2d; integers exactly."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import scipy.signal as ss
@@ -73,6 +78,70 @@ def test_stencil_tile_edges(dtype, data):
     assert (frame[~inner] == 77).all()
 
 
+def row_sizes(rw, sw):
+    """Output widths around the one-row tiles (and the multi-row tiles' half tile)."""
+    return sorted({n for t in (rw, 2 * rw, sw, 2 * sw, 3 * sw, 4 * sw)
+                   for n in (t - 1, t, t + 1)}
+                  | {1, 2, 5, rw // 2})
+
+
+def tap_counts(lanes):
+    """Kernel lengths around the one-row tiles' blocks of ``lanes`` taps, below and above
+    the streaming tile's STREAM_VECTORS whole blocks."""
+    sv = stencil.STREAM_VECTORS
+    return sorted({1, 2, 3} | {n for t in (lanes, 2 * lanes, 3 * lanes, sv * lanes,
+                                           (sv + 1) * lanes, (sv + 3) * lanes)
+                               for n in (t - 1, t, t + 1)})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@PROPERTY
+@given(data=st.data())
+def test_stencil_row_tile_edges(dtype, data):
+    """One-row kernels (1-D signals) on the shifted-input row tiles: output widths around
+    their widths, kernel lengths around their blocks of taps, several strips, strided rows;
+    integers exactly; nothing outside ``out`` is written (nor read past the input: the
+    frame around ``x`` holds NaN/huge values that would show)."""
+    isz = np.dtype(dtype).itemsize
+    lanes = stencil.lanes(isz)
+    rw = lanes * stencil.ROW_VECTORS
+    OW = data.draw(st.sampled_from(row_sizes(rw, lanes * stencil.STREAM_VECTORS)))
+    kw = data.draw(st.sampled_from(tap_counts(lanes)))
+    OH = data.draw(st.integers(1, 3))
+    N, G = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    W = OW + kw - 1
+    poison = np.nan if np.dtype(dtype).kind == "f" else np.iinfo(dtype).max
+    big = np.full((N, G, OH + 2, W + 2 * lanes + 2), poison, dtype=dtype)
+    x = big[:, :, 1:OH + 1, lanes + 1:lanes + 1 + W]
+    x[...] = rng.integers(-9, 10, x.shape)
+    w = rng.integers(-9, 10, (G, 1, kw)).astype(dtype)
+    bias = rng.integers(-9, 10, G).astype(dtype)
+    frame = np.full((N, G, OH + 2, OW + 4), 77, dtype=dtype)
+    out = frame[:, :, 1:OH + 1, 2:OW + 2]
+    stencil.stencil2d(out, x, w, bias)
+    check(out, reference(x, w, bias), dtype)
+    inner = np.zeros(frame.shape, bool)
+    inner[:, :, 1:OH + 1, 2:OW + 2] = True
+    assert (frame[~inner] == 77).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stencil_row_tiles_every_edge(dtype, rng):
+    """Every kernel length of tap_counts with every width of row_sizes (the sweep above
+    samples them), integers exactly, in one image per length (rows of different widths
+    as separate images would repeat the same tiles)."""
+    isz = np.dtype(dtype).itemsize
+    lanes = stencil.lanes(isz)
+    for kw in tap_counts(lanes):
+        for OW in row_sizes(lanes * stencil.ROW_VECTORS, lanes * stencil.STREAM_VECTORS):
+            x = rng.integers(-9, 10, (1, 1, 1, OW + kw - 1)).astype(dtype)
+            w = rng.integers(-9, 10, (1, 1, kw)).astype(dtype)
+            out = np.empty((1, 1, 1, OW), dtype)
+            stencil.stencil2d(out, x, w)
+            check(out, reference(x, w, np.zeros(1, dtype)), dtype)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stencil_float_values_and_strips(dtype, monkeypatch, rng):
     """Random floats (not only small integers) within a few ulps of float64; tiny L1
@@ -107,3 +176,43 @@ def test_vector_width_is_the_hosts():
         pytest.skip("numba compiles for a configured CPU")
     want = 64 if feats.get("avx512f") else 32 if feats.get("avx2") or feats.get("avx") else 16
     assert stencil.VECTOR_BYTES == want
+
+
+def test_avx2_tiles_in_a_subprocess(tmp_path):
+    """A host without AVX-512 (emulated: LLVM told the CPU has none) gets 32-byte
+    vectors, 2-vector tiles and the row tile on 4-lane shifts; 2-D and 1-D results
+    against SciPy, integers exactly. (Its own numba cache: compiled code is keyed by the
+    CPU, not by this patch.)"""
+    code = textwrap.dedent("""
+        import numpy as np, scipy.signal as ss
+        from llvmlite import binding
+        from llvmlite.binding.targets import FeatureMap
+        feats = binding.get_host_cpu_features()
+        if not feats.get("avx2"):
+            print("ok"); raise SystemExit
+        avx2 = FeatureMap({k: (v and not k.startswith("avx512")) for k, v in feats.items()})
+        binding.get_host_cpu_features = lambda: avx2    # numba compiles for it too
+        from fastconv.cpu import stencil
+        assert stencil.VECTOR_BYTES == 32 and stencil.VECTORS == 2, stencil.VECTOR_BYTES
+        rng = np.random.default_rng(0)
+        for dt in (np.float32, np.float64, np.int64):
+            for (H, W, kh, kw) in [(9, 40, 3, 3), (6, 70, 5, 7), (1, 300, 1, 9),
+                                   (2, 33, 1, 4), (1, 17, 1, 5), (3, 100, 1, 101),
+                                   (1, 400, 1, 101), (2, 230, 1, 25), (1, 90, 1, 49)]:
+                if kw > W:
+                    continue
+                x = rng.integers(-9, 10, (1, 1, H, W)).astype(dt)
+                w = rng.integers(-9, 10, (1, kh, kw)).astype(dt)
+                out = np.empty((1, 1, H - kh + 1, W - kw + 1), dt)
+                stencil.stencil2d(out, x, w)
+                want = ss.correlate2d(x[0, 0].astype(np.int64), w[0].astype(np.int64), "valid")
+                assert (out[0, 0] == want).all(), (dt, H, W, kh, kw)
+        print("ok")
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ok" in out.stdout

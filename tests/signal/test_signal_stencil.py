@@ -88,3 +88,36 @@ def test_large_image_all_paths(rng):
             with mock.patch.object(_memory, "choose", lambda *args: "direct"):
                 ours = signal.convolve2d(x, h, "same", boundary)
             assert_like(ours, ss.convolve2d(x, h, "same", boundary), scale=k)
+
+
+def test_result_pool_recycles_dropped_results():
+    """Direct results come from signal/_buffers: a dropped large result's memory serves
+    the next one; a kept one (or a view of it) is never handed out again."""
+    import gc
+
+    from fastconv.signal import _buffers
+    _buffers.clear()
+    a = _buffers.empty((512, 1024), np.float64)
+    assert type(a) is np.ndarray and a.flags.c_contiguous and a.flags.writeable
+    assert a.ctypes.data % _buffers.ALIGN == 0
+    p = a.ctypes.data
+    view = a[3:]
+    del a
+    gc.collect()
+    b = _buffers.empty((512, 1024), np.float64)
+    assert b.ctypes.data != p                      # the view still holds it
+    del view
+    gc.collect()
+    c = _buffers.empty((512, 1024), np.float64)
+    assert c.ctypes.data == p
+    assert _buffers.empty((10,), np.float64).base is None
+    del b, c
+    assert _buffers._free_bytes <= _buffers.POOL_BYTES
+    x = np.random.default_rng(0).standard_normal((600, 700))
+    h = np.ones((3, 3))
+    first = signal.convolve2d(x, h, "same")
+    keep = first.copy()
+    for _ in range(3):                             # later results never overwrite it
+        signal.convolve2d(x + 1, h, "same")
+    np.testing.assert_array_equal(first, keep)
+    _buffers.clear()
