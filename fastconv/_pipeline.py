@@ -55,11 +55,11 @@ def forward5(spec: ConvSpec, xp5, w5, b, algorithm="auto", out5=None, precision=
     return run(entry, out5)
 
 
-def input_grad5(spec: ConvSpec, go5, w5, algorithm="auto", precision=None):
-    """dL/d(padded input), 5-D."""
+def input_grad5(spec: ConvSpec, go5, w5, algorithm="auto", precision=None, window=None):
+    """dL/d(padded input), 5-D (over ``window`` of it when given, see engine.backward_input)."""
     def run(entry):
         return engine.backward_input(go5, w5, spec.lift(spec.padded_size), spec.stride3,
-                                     spec.dilation3, spec.groups, entry.cpu_kernels)
+                                     spec.dilation3, spec.groups, entry.cpu_kernels, window)
 
     return run(dispatch.plan(spec, "input_grad", algorithm, "cpu", run, _finite(go5, w5),
                              precision))
@@ -103,9 +103,19 @@ def forward(spec: ConvSpec, x, w, b, algorithm="auto", out5=None, precision=None
 
 def input_grad(spec: ConvSpec, go, w, algorithm="auto", precision=None):
     """dL/dinput, (N, C_in, *in_size) in the compute dtype."""
-    gxp5 = input_grad5(spec, grad_output5(spec, go), np.ascontiguousarray(lift5(w, spec.nd)),
-                       algorithm, precision)
-    return unpad_grad(spec, gxp5)
+    return input_grad_unpadded(spec, grad_output5(spec, go),
+                               np.ascontiguousarray(lift5(w, spec.nd)), algorithm, precision)
+
+
+def input_grad_unpadded(spec: ConvSpec, go5, w5, algorithm="auto", precision=None):
+    """dL/dinput from 5-D operands, (N, C_in, *in_size): with zero padding only the
+    input's window of the padded gradient is computed (kernels that can, compute just
+    that), other modes fold the padding's gradient back (unpad_grad)."""
+    if spec.padding_mode == "zeros":
+        window = tuple((b, n) for (b, _), n in zip(spec.padding3, spec.lift(spec.in_size)))
+        gx5 = input_grad5(spec, go5, w5, algorithm, precision, window)
+        return gx5.reshape((spec.N, spec.C_in) + spec.in_size)
+    return unpad_grad(spec, input_grad5(spec, go5, w5, algorithm, precision))
 
 
 def weight_grad(spec: ConvSpec, x, go, algorithm="auto", precision=None):

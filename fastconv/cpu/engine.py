@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -31,6 +31,10 @@ class Kernels(NamedTuple):
     forward: Callable        # (xp, w, bias, stride, dilation, groups, out) -> out
     input_grad: Callable     # (go, w, padded_size, stride, dilation, groups) -> gxp
     weight_grad: Callable    # (xp, go, kernel, stride, dilation, groups) -> gw
+    #: optional: (go, w, padded_size, window, stride, dilation, groups) -> the input
+    #: gradient over a window ((start, size) per axis) of the padded input, or None where
+    #: it cannot (then the full gradient is cropped)
+    input_grad_window: Optional[Callable] = None
 
 
 def forward(xp, w, bias, stride, dilation, groups, kernels: Kernels, out=None):
@@ -47,9 +51,21 @@ def forward(xp, w, bias, stride, dilation, groups, kernels: Kernels, out=None):
     return kernels.forward(xp, w, bias, tuple(stride), tuple(dilation), groups, out)
 
 
-def backward_input(go, w, padded_size, stride, dilation, groups, kernels: Kernels):
-    """Gradient of ``forward`` with respect to the padded input; shape (N, C) + padded_size."""
-    return kernels.input_grad(go, w, tuple(padded_size), tuple(stride), tuple(dilation), groups)
+def backward_input(go, w, padded_size, stride, dilation, groups, kernels: Kernels,
+                   window=None):
+    """Gradient of ``forward`` with respect to the padded input; shape (N, C) + padded_size,
+    or only over ``window`` ((start, size) per axis: the unpadded input of a zero-padded
+    convolution, whose padding's gradient is dropped), C-contiguous."""
+    args = (tuple(stride), tuple(dilation), groups)
+    if window is not None:
+        if kernels.input_grad_window is not None:
+            g = kernels.input_grad_window(go, w, tuple(padded_size), tuple(window), *args)
+            if g is not None:
+                return g
+        full = kernels.input_grad(go, w, tuple(padded_size), *args)
+        return np.ascontiguousarray(full[(slice(None), slice(None))
+                                         + tuple(slice(a, a + n) for a, n in window)])
+    return kernels.input_grad(go, w, tuple(padded_size), *args)
 
 
 def backward_weight(xp, go, kernel, stride, dilation, groups, kernels: Kernels):
@@ -198,4 +214,6 @@ FFT = Kernels(fft_fwd, functools.partial(input_grad_by_forward, fft_fwd),
 # the flipped, transposed weight), and the weight gradient in the transformed domain
 WINOGRAD, WINOGRAD_F2 = (Kernels(functools.partial(winograd.forward, m),
                                  functools.partial(winograd.bwd_input, m, transpose_weight),
-                                 functools.partial(winograd.bwd_weight, m)) for m in (4, 2))
+                                 functools.partial(winograd.bwd_weight, m),
+                                 functools.partial(winograd.bwd_input_window, m,
+                                                   transpose_weight)) for m in (4, 2))

@@ -505,6 +505,25 @@ def bwd_input(m, transpose, go, w, padded_size, stride, dilation, groups):
 
 
 
+def bwd_input_window(m, transpose, go, w, padded_size, window, stride, dilation, groups):
+    """The input gradient over ``window`` ((start, size) per axis) of the padded input
+    only: the full correlation of grad_out shifted by the window's start (the unpadded
+    input of a zero-padded layer: no work on the padding's rows and columns, no crop).
+    None when a start or the padding behind exceeds the kernel's reach (2): the caller
+    then crops the full gradient."""
+    N, O, D, Ho, Wo = go.shape
+    C = w.shape[1] * groups
+    (d0, dn), (h0, hn), (w0, wn) = window
+    rows, cols = (m * -(-n // m) + 2 for n in (hn, wn))
+    if h0 > 2 or w0 > 2 or Ho + 2 - h0 > rows or Wo + 2 - w0 > cols:
+        return None
+    Uw = filters(w, groups, m, transpose)
+    gx = np.empty((N, C, dn, hn, wn), dtype=go.dtype)
+    gop = workspace("winograd.go", (N, O, dn, rows, cols), go.dtype)
+    embed(gop, np.ascontiguousarray(go[:, :, d0:d0 + dn]), 0, 2 - h0, 2 - w0)
+    return run(gop, Uw, np.zeros(C, dtype=go.dtype), m, groups, C, (hn, wn), (0, 0), gx)
+
+
 # --- weight gradient ---------------------------------------------------------------------
 # dL/dU[xi] = sum over tiles of (A dY A^T)[xi] (B^T d B)[xi] for the alpha^2 positions xi,
 # U = G w G^T (A = A^T's transpose; dY: grad_out's m x m tiles), then dL/dw = G^T dU G in

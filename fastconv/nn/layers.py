@@ -218,9 +218,8 @@ class Conv2d(Module):
             self.bias.accumulate(nn_act.channel_sums(go5.reshape(N, O, math.prod(go5.shape[2:]))))
         if not input_grad:
             return None
-        gxp5 = _pipeline.input_grad5(spec, go5, w.reshape(plan.w5_shape), self.algorithm,
-                                     self.precision)
-        gx = _pipeline.unpad_grad(spec, gxp5)
+        gx = _pipeline.input_grad_unpadded(spec, go5, w.reshape(plan.w5_shape), self.algorithm,
+                                           self.precision)
         return gx if plan.batched else gx[0]
 
     def extra_repr(self):

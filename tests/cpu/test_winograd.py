@@ -375,3 +375,29 @@ def test_nan_stays_within_the_tiles_that_read_it_and_auto_avoids_spreading(rng):
     assert np.isnan(got[np.isnan(want)]).all()            # never hides one
     auto = fc.conv2d(x, w, padding=1)                      # auto: placement as direct
     np.testing.assert_array_equal(np.isnan(auto), np.isnan(want))
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2, 3, ((0, 2), (2, 1)), ((3, 0), (1, 4))])
+@pytest.mark.parametrize("algorithm", WINOGRAD)
+def test_input_grad_on_the_unpadded_window(algorithm, padding, rng):
+    """With zero padding the input gradient is computed on the input's window of the
+    padded gradient only (bwd_input_window); a window starting beyond the kernel's reach
+    (padding before > 2) gives None there and the engine crops the full gradient. Both
+    against the oracle."""
+    from fastconv.cpu import engine
+    x = rng.standard_normal((2, 3, 11, 13))
+    w = rng.standard_normal((5, 3, 3, 3))
+    go = rng.standard_normal(naive.conv(x, w, None, padding=padding).shape)
+    want = naive.conv_input_grad(x.shape, w, go, padding=padding)
+    _assert(fc.grad.conv2d_input(x.shape, w, go, padding=padding, algorithm=algorithm),
+            want, algorithm)
+    pads = [(padding, padding)] * 2 if isinstance(padding, int) else list(padding)
+    window = ((0, 1),) + tuple((b, n) for (b, _), n in zip(pads, x.shape[2:]))
+    padded = (1,) + tuple(n + b + a for (b, a), n in zip(pads, x.shape[2:]))
+    m = 4 if algorithm == "winograd" else 2
+    got = winograd.bwd_input_window(m, engine.transpose_weight, go[:, :, None], w[:, :, None],
+                                    padded, window, (1, 1, 1), (1, 1, 1), 1)
+    if max(b for b, _ in pads) > 2:          # the window starts beyond the kernel's reach
+        assert got is None
+    else:
+        _assert(got[:, :, 0], want, algorithm)
