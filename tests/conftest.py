@@ -249,3 +249,33 @@ def plans(monkeypatch):
 
     monkeypatch.setattr(dispatch, "plan", plan)
     return calls
+
+
+AVX2_PRELUDE = """
+import numpy as np
+from llvmlite import binding
+from llvmlite.binding.targets import FeatureMap
+feats = binding.get_host_cpu_features()
+if not feats.get("avx2"):
+    print("ok"); raise SystemExit
+avx2 = FeatureMap({k: (v and not k.startswith("avx512")) for k, v in feats.items()})
+binding.get_host_cpu_features = lambda: avx2    # numba compiles for it too
+"""
+
+
+def run_on_emulated_avx2(body, cache_dir):
+    """Run ``body`` (Python source, which prints "ok" at its end) in a fresh interpreter
+    whose LLVM reports the host without AVX-512 (the AVX2 kernels' paths), with its own
+    numba cache (compiled code is keyed by the CPU name, not by this patch) and the
+    tests' modules (naive) importable; assert it succeeded."""
+    import subprocess
+    import textwrap
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir),
+               PYTHONPATH=os.pathsep.join([os.path.dirname(tests), tests,
+                                           os.environ.get("PYTHONPATH", "")]))
+    code = AVX2_PRELUDE + textwrap.dedent(body)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ok" in out.stdout

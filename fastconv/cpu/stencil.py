@@ -236,15 +236,11 @@ def _row_intrinsic(V):
     return intrinsic(tile)
 
 
-def _codegen_row(context, builder, sig, args, V):
-    """One output row, V vectors of L lanes, kernel row 0 of w (kh = 1). Taps run in
-    blocks of L: a block loads the V + 1 input vectors under the tile once and makes the
-    input of tap ``s`` of the block for output vector ``v`` by shifting the pair
-    (``A[v]``, ``A[v + 1]``) by s lanes (one lane-shuffle, ``valign`` on AVX-512), instead
-    of one unaligned load per vector and tap (each straddling two cache lines at 64-byte
-    vectors): per block V * L multiply-adds for V + 1 vector loads and L weight
-    broadcasts. The blocks stop short of the last tap (reading nothing past the input
-    the tile needs); the remaining 1..L taps load their vectors per tap."""
+def _row_setup(context, builder, sig, args):
+    """What the one-row tiles' codegens share: the dtype and its vectors (L lanes of the
+    host's width), fused multiply-add (exact integer arithmetic for integers), argument
+    casts, the weight array, the bias, the kernel width and the first output / input
+    element of the row (with the row strides)."""
     out_t, x_t, w_t = sig.args[0], sig.args[3], sig.args[6]
     dt = out_t.dtype
     i64, i32 = ir.IntType(64), ir.IntType(32)
@@ -269,12 +265,25 @@ def _codegen_row(context, builder, sig, args, V):
     O = context.make_array(out_t)(context, builder, args[0])
     X = context.make_array(x_t)(context, builder, args[3])
     W = context.make_array(w_t)(context, builder, args[6])
-    oi, oj, xi, xj, kw = cast(1), cast(2), cast(4), cast(5), cast(8)
     b0 = context.cast(builder, args[9], sig.args[9], dt)
     rso = builder.sdiv(cgutils.unpack_tuple(builder, O.strides, 2)[0], i64(isz))
     rsx = builder.sdiv(cgutils.unpack_tuple(builder, X.strides, 2)[0], i64(isz))
-    obase = builder.gep(O.data, [builder.add(builder.mul(oi, rso), oj)])
-    xbase = builder.gep(X.data, [builder.add(builder.mul(xi, rsx), xj)])
+    obase = builder.gep(O.data, [builder.add(builder.mul(cast(1), rso), cast(2))])
+    xbase = builder.gep(X.data, [builder.add(builder.mul(cast(4), rsx), cast(5))])
+    return dt, i64, i32, isz, L, vty, vptr, fma, cast, W, b0, cast(8), obase, xbase, rso, rsx
+
+
+def _codegen_row(context, builder, sig, args, V):
+    """One output row, V vectors of L lanes, kernel row 0 of w (kh = 1). Taps run in
+    blocks of L: a block loads the V + 1 input vectors under the tile once and makes the
+    input of tap ``s`` of the block for output vector ``v`` by shifting the pair
+    (``A[v]``, ``A[v + 1]``) by s lanes (one lane-shuffle, ``valign`` on AVX-512), instead
+    of one unaligned load per vector and tap (each straddling two cache lines at 64-byte
+    vectors): per block V * L multiply-adds for V + 1 vector loads and L weight
+    broadcasts. The blocks stop short of the last tap (reading nothing past the input
+    the tile needs); the remaining 1..L taps load their vectors per tap."""
+    (dt, i64, i32, isz, L, vty, vptr, fma, cast, W, b0, kw, obase, xbase,
+     rso, rsx) = _row_setup(context, builder, sig, args)
     undef = ir.Constant(vty, ir.Undefined)
     splat0 = ir.Constant(ir.VectorType(i32, L), [0] * L)
 
@@ -377,36 +386,9 @@ def _codegen_stream(context, builder, sig, args, R, S):
     multiply-adds (the one-row tile: per V * L). Ramp-up, steady and ramp-down phases as
     in :func:`_codegen`; the last 1..L taps load their inputs per tap (never past the
     input the tile needs)."""
-    out_t, x_t, w_t = sig.args[0], sig.args[3], sig.args[6]
-    dt = out_t.dtype
-    i64, i32 = ir.IntType(64), ir.IntType(32)
-    isz = dt.bitwidth // 8
-    L = VECTOR_BYTES // isz
-    ety = context.get_value_type(dt)
-    vty = ir.VectorType(ety, L)
-    vptr = vty.as_pointer()
-    if isinstance(dt, types.Float):
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{L}f{isz * 8}")
-
-        def fma(a, b, c):
-            return builder.call(fn, [a, b, c])
-    else:
-        def fma(a, b, c):
-            return builder.add(builder.mul(a, b), c)
-
-    def cast(k):
-        return context.cast(builder, args[k], sig.args[k], types.int64)
-
-    O = context.make_array(out_t)(context, builder, args[0])
-    X = context.make_array(x_t)(context, builder, args[3])
-    W = context.make_array(w_t)(context, builder, args[6])
-    oi, oj, xi, xj, kw, dist = cast(1), cast(2), cast(4), cast(5), cast(8), cast(10)
-    b0 = context.cast(builder, args[9], sig.args[9], dt)
-    rso = builder.sdiv(cgutils.unpack_tuple(builder, O.strides, 2)[0], i64(isz))
-    rsx = builder.sdiv(cgutils.unpack_tuple(builder, X.strides, 2)[0], i64(isz))
-    obase0 = builder.gep(O.data, [builder.add(builder.mul(oi, rso), oj)])
-    xbase0 = builder.gep(X.data, [builder.add(builder.mul(xi, rsx), xj)])
+    (dt, i64, i32, isz, L, vty, vptr, fma, cast, W, b0, kw, obase0, xbase0,
+     rso, rsx) = _row_setup(context, builder, sig, args)
+    dist = cast(10)
     obases = [builder.gep(obase0, [builder.mul(dist, i64(q))]) for q in range(S)]
     xbases = [builder.gep(xbase0, [builder.mul(dist, i64(q))]) for q in range(S)]
     undef = ir.Constant(vty, ir.Undefined)

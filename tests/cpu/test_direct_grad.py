@@ -1,10 +1,6 @@
 """The direct gradients' internals: the weight-gradient register tile (cpu/_simd.grad_tile,
 both host shapes, the AVX2 one also on an emulated host), the weight-gradient kernel's lines, segments, tap chunks and image
 splits, and the polyphase input gradient, against the naive reference."""
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -13,7 +9,7 @@ from hypothesis import strategies as st
 
 import fastconv as fc
 import naive
-from conftest import PROPERTY, assert_close
+from conftest import PROPERTY, assert_close, run_on_emulated_avx2
 
 
 @pytest.mark.parametrize("shape", ["avx512", "avx2", "avx512_alt", "avx2_alt"])
@@ -144,13 +140,7 @@ def test_avx2_tile_shape_in_a_subprocess(tmp_path):
     """A host without AVX-512 (emulated: LLVM told the CPU has none) gets the
     16-register weight-gradient tile; its forward and gradients are right.
     (Its own numba cache: compiled code is keyed by the CPU, not by this patch.)"""
-    code = textwrap.dedent("""
-        import numpy as np
-        from llvmlite import binding
-        from llvmlite.binding.targets import FeatureMap
-        feats = binding.get_host_cpu_features()
-        avx2 = FeatureMap({k: (v and not k.startswith("avx512")) for k, v in feats.items()})
-        binding.get_host_cpu_features = lambda: avx2    # numba compiles for it too
+    run_on_emulated_avx2("""
         import fastconv as fc, naive
         from fastconv.cpu import _simd
         assert (_simd.GRAD_ROWS, _simd.GRAD_TAPS) == _simd.GRAD_TILES["avx2"]
@@ -170,14 +160,7 @@ def test_avx2_tile_shape_in_a_subprocess(tmp_path):
             want = naive.conv_input_grad(x.shape, w, gy, stride=s, padding=1)
             assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), s
         print("ok")
-    """)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fc.__file__)),
-                                           os.path.dirname(os.path.dirname(__file__))]))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "ok" in out.stdout
+    """, tmp_path)
 
 
 @pytest.mark.parametrize("where", ["x", "gy"])

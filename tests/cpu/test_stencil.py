@@ -1,10 +1,6 @@
 """cpu/stencil.py: the one-channel register-tiled correlation, swept over the edges of
 its tiles (widths and heights just below / at / above a tile, half tiles, kernels as
 large as the input, strided views) against scipy.signal.correlate2d; integers exactly."""
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -12,7 +8,7 @@ import scipy.signal as ss
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import PROPERTY
+from conftest import PROPERTY, run_on_emulated_avx2
 from fastconv.cpu import stencil
 
 DTYPES = [np.float32, np.float64, np.int64]
@@ -183,15 +179,8 @@ def test_avx2_tiles_in_a_subprocess(tmp_path):
     vectors, 2-vector tiles and the row tile on 4-lane shifts; 2-D and 1-D results
     against SciPy, integers exactly. (Its own numba cache: compiled code is keyed by the
     CPU, not by this patch.)"""
-    code = textwrap.dedent("""
+    run_on_emulated_avx2("""
         import numpy as np, scipy.signal as ss
-        from llvmlite import binding
-        from llvmlite.binding.targets import FeatureMap
-        feats = binding.get_host_cpu_features()
-        if not feats.get("avx2"):
-            print("ok"); raise SystemExit
-        avx2 = FeatureMap({k: (v and not k.startswith("avx512")) for k, v in feats.items()})
-        binding.get_host_cpu_features = lambda: avx2    # numba compiles for it too
         from fastconv.cpu import stencil
         assert stencil.VECTOR_BYTES == 32 and stencil.VECTORS == 2, stencil.VECTOR_BYTES
         rng = np.random.default_rng(0)
@@ -208,11 +197,4 @@ def test_avx2_tiles_in_a_subprocess(tmp_path):
                 want = ss.correlate2d(x[0, 0].astype(np.int64), w[0].astype(np.int64), "valid")
                 assert (out[0, 0] == want).all(), (dt, H, W, kh, kw)
         print("ok")
-    """)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "ok" in out.stdout
+    """, tmp_path)

@@ -1,10 +1,6 @@
 """Winograd F(2x2,3x3) and F(4x4,3x3) (cpu/winograd.py): the Cook-Toom derivation, the
-generated transforms, and the forward and input gradient against the naive oracle over
+generated transforms, and the forward and both gradients against the naive oracle over
 shapes, ragged edge tiles, padding modes, groups and dtypes, with the registry's tolerance."""
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,7 +11,7 @@ import fastconv as fc
 from fastconv import dispatch
 from fastconv.cpu import winograd
 import naive
-from conftest import PADDING_MODES, PROPERTY, SHAPED_ALGORITHMS, assert_close
+from conftest import PADDING_MODES, PROPERTY, SHAPED_ALGORITHMS, run_on_emulated_avx2
 
 WINOGRAD = tuple(a for a in SHAPED_ALGORITHMS if a.startswith("winograd"))
 
@@ -208,13 +204,7 @@ def test_weight_grad_in_output_channel_chunks(algorithm, dtype, monkeypatch, rng
 def test_avx2_host_in_a_subprocess(tmp_path):
     """A host without AVX-512 (emulated: LLVM told the CPU has none) gets 256-bit
     transforms and the 4-row GEMM tile; forward and both gradients stay right."""
-    code = textwrap.dedent("""
-        import numpy as np
-        from llvmlite import binding
-        from llvmlite.binding.targets import FeatureMap
-        feats = binding.get_host_cpu_features()
-        avx2 = FeatureMap({k: (v and not k.startswith("avx512")) for k, v in feats.items()})
-        binding.get_host_cpu_features = lambda: avx2    # numba compiles for it too
+    run_on_emulated_avx2("""
         import fastconv as fc, naive
         from fastconv.cpu import winograd
         assert winograd.GEMM_ROWS == 4 and winograd.VECTOR_BYTES == 32
@@ -234,14 +224,7 @@ def test_avx2_host_in_a_subprocess(tmp_path):
                 want = naive.conv_weight_grad(x, w.shape, gy, padding=1)
                 assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), algo
         print("ok")
-    """)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fc.__file__)),
-                                           os.path.dirname(os.path.dirname(__file__))]))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "ok" in out.stdout
+    """, tmp_path)
 
 
 # --- forward and input gradient ----------------------------------------------------------
