@@ -31,19 +31,22 @@ def source_index(n: int, before: int, after: int, mode: str) -> np.ndarray:
     raise ValueError(mode)
 
 
-def pad(x, pads, mode, dtype=None):
+def pad(x, pads, mode, dtype=None, empty=np.empty):
     """Return a C-contiguous padded copy (or x itself when nothing needs to change).
 
-    x: (N, C, *spatial); pads: ((before, after), ...) per spatial axis."""
+    x: (N, C, *spatial); pads: ((before, after), ...) per spatial axis. ``empty(shape,
+    dtype)`` allocates the result of a zero padding of float arrays (e.g. a workspace
+    for a padded input used only during the call)."""
     dtype = x.dtype if dtype is None else dtype
     if all(b == 0 and a == 0 for b, a in pads):
         return np.ascontiguousarray(x, dtype=dtype)
     if mode == "zeros":
         shape = x.shape[:2] + tuple(n + b + a for n, (b, a) in zip(x.shape[2:], pads))
-        if x.dtype == dtype and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous:
+        if x.dtype == dtype and x.dtype in (np.float32, np.float64):
             # one parallel pass that writes every element once (np.zeros then a copy
             # would write the whole array twice, faulting its pages in on one thread)
-            xp = np.empty(shape, dtype=dtype)
+            x = np.ascontiguousarray(x)
+            xp = empty(shape, dtype)
             lift = (1,) * (5 - x.ndim)
             embed(xp.reshape(x.shape[:2] + lift + shape[2:]),
                   x.reshape(x.shape[:2] + lift + x.shape[2:]),

@@ -15,7 +15,6 @@ from ._pad import pad, pad_adjoint
 from ._spec import ConvSpec, lift5
 from .cpu import engine
 from .cpu._common import workspace
-from .cpu.direct import embed
 from .cpu.fft import all_finite
 
 
@@ -32,17 +31,10 @@ def pad5(spec: ConvSpec, x) -> np.ndarray:
 
 def pad5_scratch(spec: ConvSpec, x) -> np.ndarray:
     """Like pad5, for a padded input used only during the call: zero padding goes into
-    this thread's workspace in one parallel pass (cpu/direct.embed), instead of a fresh
-    array (whose pages fault in on every call) filled by NumPy on one thread."""
-    if (spec.padding_mode != "zeros" or x.dtype != spec.dtype
-            or not any(b or a for b, a in spec.padding)):
-        return pad5(spec, x)
-    x5 = lift5(np.ascontiguousarray(x), spec.nd)
-    pads = ((0, 0),) * (3 - spec.nd) + tuple(spec.padding)
-    shape = x5.shape[:2] + tuple(n + b + a for n, (b, a) in zip(x5.shape[2:], pads))
-    xp5 = workspace("pad_x", shape, spec.dtype)
-    embed(xp5, x5, *(b for b, _ in pads))
-    return xp5
+    this thread's workspace (one parallel pass, see _pad.pad), instead of a fresh array
+    whose pages fault in on every call."""
+    return lift5(pad(x, spec.padding, spec.padding_mode, spec.dtype,
+                     lambda shape, dtype: workspace("pad_x", shape, dtype)), spec.nd)
 
 
 def forward5(spec: ConvSpec, xp5, w5, b, algorithm="auto", out5=None, precision=None):

@@ -489,20 +489,9 @@ def forward(m, xp, w, bias, stride, dilation, groups, out):
 
 def bwd_input(m, transpose, go, w, padded_size, stride, dilation, groups):
     """dL/dxp: the full correlation of go with the flipped, transposed weight
-    ``transpose(w, groups)``."""
-    N, O, D = go.shape[:3]
-    C = w.shape[1] * groups
-    Uw = filters(w, groups, m, transpose)
-    gxp = np.empty((N, C) + tuple(padded_size), dtype=go.dtype)
-    # grad_out padded by 2 in front and, behind, up to the rows and columns the last
-    # (ragged) tiles read: every input tile is then an interior one (vector runs, no
-    # bounded edge tiles; one parallel pass, cheaper than the edge tiles' scalar code)
-    Ho, Wo = padded_size[1:]
-    rows, cols = (m * -(-n // m) + 2 for n in (Ho, Wo))
-    gop = workspace("winograd.go", (N, O, D, rows, cols), go.dtype)
-    embed(gop, np.ascontiguousarray(go), 0, 2, 2)
-    return run(gop, Uw, np.zeros(C, dtype=go.dtype), m, groups, C, (Ho, Wo), (0, 0), gxp)
-
+    ``transpose(w, groups)`` (the window of the whole padded input, always in reach)."""
+    return bwd_input_window(m, transpose, go, w, padded_size,
+                            tuple((0, n) for n in padded_size), stride, dilation, groups)
 
 
 def bwd_input_window(m, transpose, go, w, padded_size, window, stride, dilation, groups):
@@ -510,7 +499,9 @@ def bwd_input_window(m, transpose, go, w, padded_size, window, stride, dilation,
     only: the full correlation of grad_out shifted by the window's start (the unpadded
     input of a zero-padded layer: no work on the padding's rows and columns, no crop).
     None when a start or the padding behind exceeds the kernel's reach (2): the caller
-    then crops the full gradient."""
+    then crops the full gradient. grad_out goes, shifted, into a workspace that also
+    holds the zero rows and columns the last (ragged) tiles read: every input tile is
+    then an interior vector run (one parallel pass, cheaper than scalar edge tiles)."""
     N, O, D, Ho, Wo = go.shape
     C = w.shape[1] * groups
     (d0, dn), (h0, hn), (w0, wn) = window
