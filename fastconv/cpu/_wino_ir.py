@@ -14,8 +14,8 @@ interleaves the m output columns of each tile back into contiguous output rows.
 
 Every load and store of the last, partial block is masked (llvm.masked.load/store): a run
 may end at its plane's last element, and the rows of V and of the output beside the run
-belong to other tiles. The transform coefficients are constants in the code, rounded to
-the compute dtype: the same values as the scalar edge-tile functions (_winograd_tf.py).
+belong to other tiles. The transform coefficients are constants in the code: the float64
+matrices of cpu/winograd.cook_toom rounded to the compute dtype.
 """
 import numpy as np
 from llvmlite import ir

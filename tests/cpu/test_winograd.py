@@ -55,11 +55,6 @@ def test_cook_toom_rejects_bad_points():
         winograd.cook_toom(4, 3, (0.0, 1.0))
 
 
-def test_generated_transforms_are_current():
-    assert winograd.GENERATED.read_text() == winograd.generate_source(), (
-        "regenerate: python -c 'from fastconv.cpu import winograd; winograd.write_generated()'")
-
-
 # --- the vector transforms of tile runs (cpu/_wino_ir.py) ----------------------------------
 LANES = {np.float32: winograd.VECTOR_BYTES // 4, np.float64: winograd.VECTOR_BYTES // 8}
 
