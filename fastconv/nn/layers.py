@@ -115,6 +115,8 @@ class Conv2d(Module):
     ((2, 10, 24, 24), 'float32')
     >>> conv.backward(np.ones_like(y)).shape, conv.weight.grad.shape
     ((2, 1, 28, 28), (10, 1, 5, 5))
+    >>> nn.Conv2d(64, 64, 3, padding=1, precision="highest")   # never Winograd or FFT
+    Conv2d(64, 64, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), precision='highest')
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
