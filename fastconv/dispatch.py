@@ -51,7 +51,10 @@ _MODEL_FILE = Path(__file__).with_name("cost_model.json")
 _FORWARD_DEFAULTS = {
     # seconds per unit; see bench/fit_cost_model.py for how these are measured
     "direct": {"overhead": 2.0e-5, "line": 1.0e-8, "tile_mac": 1.4e-11, "pass": 2.3e-10,
-               "phase_byte": 3.4e-10, "minor_byte": 4.1e-10},
+               "phase_byte": 3.4e-10, "minor_byte": 4.1e-10,
+               # cpu/minor.py (images in the lanes): multiply-adds in line-tile units,
+               # output rows, bytes transposed in and out
+               "lanes_mac": 7.5e-12, "lanes_row": 2e-8, "lanes_byte": 1.5e-10},
     "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "gather_byte_big": 1.2e-11,
                "flop": 1.2e-11, "flop_big": 1.2e-11, "out_byte": 1e-10},
     "fft": {"overhead": 1.0e-4, "fft_flop": 1.0e-10, "cmul": 1.0e-9},
@@ -135,6 +138,22 @@ def _direct_counts(isz, N, G, Cg, Og, kernel, out, wq, in_bytes, phase_bytes):
             "phase_byte": phase_bytes, "minor_byte": minor_bytes}
 
 
+def _direct_fwd_counts(spec, Cg, Og, kernel, out, stride, dilation, padded, window,
+                       in_bytes, phase_bytes):
+    """Counts of one cpu/direct.direct_fwd: cpu/minor.py's position tiles where
+    direct.minor_pays says they run (their multiply-adds in line-tile units, the images
+    transposed in and out), else the line kernels (_direct_counts)."""
+    isz, N, G = spec.dtype.itemsize, spec.N, spec.groups
+    if direct.minor_pays(N, G, Cg, Og, out, kernel, stride, dilation, padded, window,
+                         spec.dtype):
+        return {"overhead": 1.0, "lanes_row": G * -(-Og // 4) * out[0] * out[1],
+                "lanes_mac": direct.minor_macs(N, G, Cg, Og, out, kernel, stride, dilation,
+                                               padded, window, spec.dtype),
+                "lanes_byte": in_bytes + N * G * Og * _prod(out) * isz}
+    return _direct_counts(isz, N, G, Cg, Og, kernel, out,
+                          -(-padded[2] // stride[2]), in_bytes, phase_bytes)
+
+
 def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
     """Counts of what cpu/direct.py runs for ``op`` (the regressors of its fitted
     constants)."""
@@ -143,8 +162,8 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
     padded = spec.lift(spec.padded_size)
     in_bytes = spec.N * spec.C_in * _prod(padded) * isz
     if op == "forward":
-        return _direct_counts(isz, spec.N, G, Cg, Og, k3, o3, -(-padded[2] // sw), in_bytes,
-                              in_bytes if sh * sw > 1 else 0)
+        return _direct_fwd_counts(spec, Cg, Og, k3, o3, spec.stride3, spec.dilation3, padded,
+                                  None, in_bytes, in_bytes if sh * sw > 1 else 0)
     if op == "input_grad":
         # polyphase (cpu/engine.direct_input_grad): per phase a forward of grad_out, padded
         # on the grid of the phase's outputs, with the phase's taps; the phases' results
@@ -157,8 +176,10 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
             M = tuple(p[5] for p in phase)
             U = (M[0] + (J[0] - 1) * dims[0][2], M[1] + (J[1] - 1) * dims[1][2] + 1, M[2])
             go_bytes = spec.N * spec.C_out * _prod(U) * isz
-            c = _direct_counts(isz, spec.N, G, Og, Cg, J, M, M[2], go_bytes, 0)
-            c["pad_byte"] = 2.0 * go_bytes
+            window = tuple((p[4], o) for p, o in zip(phase, o3))
+            c = _direct_fwd_counts(spec, Og, Cg, J, M, (1, 1, 1), tuple(d[2] for d in dims),
+                                   U, window, go_bytes, 0)
+            c["pad_byte"] = 2.0 * go_bytes if "line" in c else 0.0   # (lanes: no padding)
             for k, v in c.items():
                 total[k] = total.get(k, 0.0) + v
         return total

@@ -29,6 +29,7 @@ from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, LONG_TIL
                     TILE_BYTES, VECTOR_BYTES, grad_tile_alt, grad_tile_host, tile4, tile4_add,
                     tile4_long, tile4_long_add, tile_width, vec_copy,
                     vector_width)
+from . import minor
 from .stencil import stencil2d
 
 
@@ -373,10 +374,22 @@ def embed(u, src, d0, h0, w0):
                 row[w0 + SW:] = 0
 
 
-def direct_fwd(xp, w, bias, stride, dilation, groups, out):
-    """out[n, o] = bias[o] + sum_{c, k} w[o, c, k] * xp[n, g*Cg + c, p*stride + k*dilation]."""
+def direct_fwd(xp, w, bias, stride, dilation, groups, out, origin=None, padded=None):
+    """out[n, o] = bias[o] + sum_{c, k} w[o, c, k] * xp[n, g*Cg + c, p*stride + k*dilation];
+    with ``origin`` and ``padded``: xp is the nonzero part, at ``origin``, of a zero
+    input of spatial size ``padded`` (the grad_out of an input gradient)."""
     N, O, OD, OH, OW = out.shape
     kh, kw = w.shape[3], w.shape[4]
+    if origin is None:
+        origin, padded = (0, 0, 0), xp.shape[2:]
+    window = tuple(zip(origin, xp.shape[2:]))
+    if minor_pays(N, groups, w.shape[1], O // groups, out.shape[2:], w.shape[2:], stride,
+                  dilation, padded, window, out.dtype):
+        return minor.minor_fwd(xp, w, bias, stride, dilation, groups, out, origin)
+    if tuple(padded) != xp.shape[2:]:
+        u = workspace("direct_u", xp.shape[:2] + tuple(padded), xp.dtype)
+        embed(u, xp, *origin)
+        xp = u
     if (_one_channel(xp, w, stride, dilation, groups)            # depthwise 2-D: cpu/stencil.py
             and xp.shape[3] >= OH + kh - 1 and xp.shape[4] >= OW + kw - 1):
         # (the input gradient's phases pass inputs of other extents than ``out``'s valid
@@ -417,6 +430,55 @@ def _one_channel(xp, w, stride, dilation, groups):
     return (w.shape[0] == groups and w.shape[1] == 1 and xp.shape[2] == w.shape[2] == 1
             and stride == (1, 1, 1) and dilation == (1, 1, 1)
             and xp.dtype in (np.float32, np.float64, np.int64))
+
+
+def minor_pays(N, G, Cg, Og, out, kernel, stride, dilation, padded, window, dtype):
+    """Whether the batch-minor kernels (cpu/minor.py: images in the lanes, each position
+    summing only the taps that read inside ``window``) beat the line kernels here: their
+    multiply-adds (lanes rounded up to whole vectors, at MINOR_MAC_COST line tile
+    multiply-adds each: shorter runs, the transposes) against the lines' (whole tiles
+    over the padded-width grid, every tap)."""
+    return minor_macs(N, G, Cg, Og, out, kernel, stride, dilation, padded, window, dtype) \
+        < line_macs(N, G, Cg, Og, out, kernel, stride, padded, dtype.itemsize)
+
+
+def minor_macs(N, G, Cg, Og, out, kernel, stride, dilation, padded, window, dtype):
+    """The batch-minor forward's multiply-adds in line-tile units (inf where it does not
+    run: dtypes other than float32/float64, a single image)."""
+    if dtype not in (np.float32, np.float64) or N < 2:
+        return float("inf")
+    if window is None:
+        window = tuple((0, p) for p in padded)
+    taps = minor.valid_taps(out, kernel, stride, dilation, window) * Cg
+    return MINOR_MAC_COST * minor.lanes(N, dtype.itemsize) * G * -(-Og // 4) * 4 * taps
+
+
+def line_macs(N, G, Cg, Og, out, kernel, stride, padded, itemsize):
+    """The line forward's multiply-adds: whole register tiles along the padded-width grid
+    of each plane (of the whole batch when batch-minor), every tap."""
+    (od, oh, ow), (kd, kh, kw) = out, kernel
+    line = (oh - 1) * -(-padded[2] // stride[2]) + ow
+    tw = tile_width(itemsize)
+    lines = N * od
+    if batch_minor(N, line, itemsize):
+        line, lines = line * N, od
+    return lines * G * -(-Og // 4) * 4 * -(-line // tw) * tw * Cg * kd * kh * kw
+
+
+MINOR_MAC_COST = 1.3
+
+
+def minor_wgrad_pays(N, G, Cg, Og, out, kernel, stride, padded, dtype):
+    """Whether cpu/minor.py's weight gradient (images in the lanes: every output position
+    once, lanes rounded up to whole vectors) beats the line kernel's (lines of whole
+    vectors on the padded-width grid of each image)."""
+    if dtype not in (np.float32, np.float64) or N < 2:
+        return False
+    (od, oh, ow) = out
+    V = vector_width(dtype.itemsize)
+    wq = -(-padded[2] // stride[2])
+    line = -(-((oh - 1) * wq + ow) // V) * V
+    return MINOR_MAC_COST * minor.lanes(N, dtype.itemsize) * oh * ow < N * line
 
 
 def batch_minor(N, line, itemsize):
@@ -500,6 +562,8 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
            < -(-Og // GRAD_ROWS) * GRAD_ROWS * -(-T // GRAD_TAPS) * GRAD_TAPS)
     alt = {"main": False, "alt": True}.get(GRAD_SHAPE, alt)
     R, TB = (GRAD_ALT_ROWS, GRAD_ALT_TAPS) if alt else (GRAD_ROWS, GRAD_TAPS)
+    if minor_wgrad_pays(N, G, Cg, Og, go.shape[2:], kernel, stride, xp.shape[2:], xp.dtype):
+        return minor.minor_bwd_weight(xp, go, kernel, stride, dilation, groups, alt, R, TB)
     ntb = -(-T // TB)
     off, omax = _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw, TB)
     if sh > 1 or sw > 1:

@@ -157,13 +157,12 @@ def direct_input_grad(go, w, padded_size, stride, dilation, groups):
         # line's reads past the last row, one zero row more
         M = tuple(p[5] for p in phase)
         ushape = (M[0] + (phase[0][3] - 1) * dl[0], M[1] + (phase[1][3] - 1) * dl[1] + 1, M[2])
-        u = workspace("igrad_u", (N, O) + ushape, go.dtype)
-        embed(u, go, *(p[4] for p in phase))
         sub = np.ascontiguousarray(
             wt[:, :, phase[0][1]::phase[0][2], phase[1][1]::phase[1][2], phase[2][1]::phase[2][2]]
             [:, :, :phase[0][3], :phase[1][3], :phase[2][3]][:, :, ::-1, ::-1, ::-1])
         out = np.empty((N, C) + M, dtype=go.dtype)
-        direct_fwd(u, sub, zero, (1, 1, 1), dl, groups, out)
+        direct_fwd(go, sub, zero, (1, 1, 1), dl, groups, out, tuple(p[4] for p in phase),
+                   ushape)
         if stride == (1, 1, 1):
             return out
         if gxp is None:

@@ -11,19 +11,23 @@ from conftest import CONV, PROPERTY, assert_close, conv_configs, conv_kwargs, ma
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@pytest.mark.parametrize("layout", ["image-major", "batch-minor"])
+@pytest.mark.parametrize("layout", ["image-major", "batch-minor", "images-in-lanes"])
 @PROPERTY
 @given(data=st.data())
 def test_direct_layouts_and_segments(nd, layout, data):
     """The direct kernel reads images one by one (image-major) or interleaved, image index
-    innermost (batch-minor, for short lines); forced here for every problem, with tiny
-    segments so that segments split output rows (and, batch-minor, the images of a column)."""
-    from fastconv.cpu import direct
-    cfg = data.draw(conv_configs(nd, max_batch=4))
+    innermost (batch-minor, for short lines), or runs cpu/minor.py's position tiles with
+    the images in the lanes; forced here for every problem, with tiny segments so that
+    segments split output rows (and, batch-minor, the images of a column), and tiny
+    channel chunks (images in lanes) so that taps split into many runs."""
+    from fastconv.cpu import direct, minor
+    cfg = data.draw(conv_configs(nd, max_batch=20 if layout == "images-in-lanes" else 4))
     x, w, b = make_arrays(cfg)
     seg_bytes = data.draw(st.sampled_from([4 * 3, 8 * 7, direct.SEG_BYTES]))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(direct, "batch_minor", lambda N, line, itemsize: layout == "batch-minor")
+        mp.setattr(direct, "minor_pays", lambda *a: layout == "images-in-lanes")
+        mp.setattr(minor, "CHUNK_BYTES", data.draw(st.sampled_from([1, minor.CHUNK_BYTES])))
         mp.setattr(direct, "SEG_BYTES", seg_bytes)
         got = CONV[nd](x, w, b, **conv_kwargs(cfg), algorithm="direct")
     assert_close(got, naive_conv(cfg, x, w, b), cfg["dtype"])

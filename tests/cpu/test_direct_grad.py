@@ -82,18 +82,26 @@ def _arrays(pb):
 
 
 @pytest.mark.parametrize("layout", ["default", "tiny-segments-split-images", "three-row-blocks",
-                                    "main-tile", "alt-tile"])
+                                    "main-tile", "alt-tile", "lanes-main-tile",
+                                    "lanes-alt-tile-split-rows"])
 @PROPERTY
 @given(pb=grad_problems())
 def test_direct_weight_grad(layout, pb):
     """The weight gradient, also with one vector per segment, one tap block per task and
     every image its own partial sum (forced), so segment, chunk and split edges all occur,
     with tasks of three channel blocks on segments of a few vectors, and with each of the
-    host's two tile shapes forced."""
-    from fastconv.cpu import direct
+    host's two tile shapes forced; and cpu/minor.py's (images in the lanes), with each
+    tile shape, also with every output row its own partial sum."""
+    from fastconv.cpu import direct, minor
     x, w, gy = _arrays(pb)
     want = naive.conv_weight_grad(x, w.shape, gy, **pb["kw"])
     with pytest.MonkeyPatch.context() as mp:
+        lanes = layout.startswith("lanes-")
+        mp.setattr(direct, "minor_wgrad_pays", lambda *a: lanes)
+        layout = layout[6:] if lanes else layout
+        if layout == "alt-tile-split-rows":
+            mp.setattr(minor, "n_tasks_target", lambda: 10_000)
+            layout = "alt-tile"
         if layout == "tiny-segments-split-images":
             mp.setattr(direct, "GRAD_SEG_BYTES", 1)
             mp.setattr(direct, "GRAD_CHUNK", 1)
@@ -108,12 +116,18 @@ def test_direct_weight_grad(layout, pb):
     assert_close(got, want, pb["dtype"])
 
 
+@pytest.mark.parametrize("lanes", [False, True])
 @PROPERTY
 @given(pb=grad_problems())
-def test_direct_input_grad_polyphase(pb):
+def test_direct_input_grad_polyphase(lanes, pb):
+    """Per phase, the line kernels over the padded grad_out, or (lanes) cpu/minor.py's
+    position tiles summing only the taps that reach grad_out."""
+    from fastconv.cpu import direct
     x, w, gy = _arrays(pb)
     want = naive.conv_input_grad(x.shape, w, gy, **pb["kw"])
-    got = fc.grad.conv2d_input(x.shape, w, gy, **pb["kw"], algorithm="direct")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(direct, "minor_pays", lambda *a: lanes)
+        got = fc.grad.conv2d_input(x.shape, w, gy, **pb["kw"], algorithm="direct")
     assert got.dtype == pb["dtype"]
     assert_close(got, want, pb["dtype"])
 

@@ -1,0 +1,404 @@
+"""Batch-minor direct kernels: small planes with the images in the vector lanes.
+
+A small output plane (MNIST's 8x8 and 24x24, any plane of a few hundred positions) gives
+the line kernels of cpu/direct.py little to run along: rows shorter than a vector, the
+wrap-around columns of the padded-width grid computed and dropped, and, for the input
+gradient, grad_out's zero border read by every tap. Here the images are innermost
+instead: the input is copied once to (C, D, H, W, Np), Np = the batch rounded up to whole
+vectors (zero lanes past N). Then every output position is a small matrix product:
+4 output channels x Np images, summed over the taps (channel, depth, row, column) that
+reach it, each tap a run of Np contiguous inputs. Register tiles (cpu/_simd.py) hold the
+4 x Np accumulators (in chunks of at most MAX_VECTORS vectors) while the taps run, so no
+lane is wasted whatever the plane's width, and each position sums exactly the taps whose
+input lies in the data window (``window``: the region outside which the input is known to
+be zero, such as the padded grad_out of the input gradient), in a few contiguous runs:
+taps are ordered (depth, row, column, channel).
+
+The weight gradient reads the same layout: per output row, grad_out's vectors of 4 or 5
+channels (laid out interleaved by the copy that transposes them) against each tap's
+input vectors, in the weight-gradient tiles of cpu/_simd.py; the lanes hold partial sums
+over the images.
+"""
+import functools
+
+import numba
+import numpy as np
+from numba import get_thread_id, njit, prange
+
+from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
+from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, HOST_AVX512,
+                    VECTOR_BYTES, _tile_intrinsic, grad_tile_alt, grad_tile_host)
+
+from numba.extending import intrinsic
+
+#: vectors per channel in one forward tile: 4 x 6 accumulators + 6 inputs + 1 broadcast
+#: fit AVX-512's 32 registers, 4 x 3 + 3 + 1 AVX2's 16
+MAX_VECTORS = 6 if HOST_AVX512 else 3
+_TILES = tuple((intrinsic(_tile_intrinsic(f"mtile{v}", False, VECTOR_BYTES, v)),
+                intrinsic(_tile_intrinsic(f"mtile{v}_add", True, VECTOR_BYTES, v)))
+               for v in range(1, 7))
+(_t1, _a1), (_t2, _a2), (_t3, _a3), (_t4, _a4), (_t5, _a5), (_t6, _a6) = _TILES
+
+
+@njit(inline="always", **JIT)
+def _tile(nv, add, acc, p0, xr, base, off, wg, T):
+    # the forward tile of nv vectors per channel (numba needs each intrinsic named)
+    if nv == 4:
+        if add:
+            _a4(acc, p0, xr, base, off, wg, T)
+        else:
+            _t4(acc, p0, xr, base, off, wg, T)
+    elif nv == 1:
+        if add:
+            _a1(acc, p0, xr, base, off, wg, T)
+        else:
+            _t1(acc, p0, xr, base, off, wg, T)
+    elif nv == 2:
+        if add:
+            _a2(acc, p0, xr, base, off, wg, T)
+        else:
+            _t2(acc, p0, xr, base, off, wg, T)
+    elif nv == 3:
+        if add:
+            _a3(acc, p0, xr, base, off, wg, T)
+        else:
+            _t3(acc, p0, xr, base, off, wg, T)
+    elif nv == 5:
+        if add:
+            _a5(acc, p0, xr, base, off, wg, T)
+        else:
+            _t5(acc, p0, xr, base, off, wg, T)
+    else:
+        if add:
+            _a6(acc, p0, xr, base, off, wg, T)
+        else:
+            _t6(acc, p0, xr, base, off, wg, T)
+
+
+@njit(inline="always", **JIT)
+def _tap_range(p, K, d, lo, hi):
+    # the taps k < K with lo <= p + k*d < hi: [k0, k1)
+    k0 = 0 if p >= lo else (lo - p + d - 1) // d
+    k1 = 0 if hi <= p else min(K, (hi - p + d - 1) // d)
+    return k0, max(k0, k1)
+
+
+@njit(inline="always", **JIT)
+def _run(nvs, add, acc, p0, xm, base, off, wg, t0, t1, V):
+    # the taps [t0, t1) on every lane chunk of the position at acc[:, p0:]
+    q = p0
+    for nv in nvs:
+        _tile(nv, add, acc, q, xm, base, off[t0:], wg[t0:], t1 - t0)
+        q += nv * V
+
+
+@njit(parallel=True, **JIT)
+def _minor_fwd(out, xm, wp, off, bias, dims, scratch, nvs, CC):
+    # out: (N, O, OD, OH, OW); xm: the input's nonzero window (C, Dx, Hx, Wx, Np) flat,
+    # at (ad, ah, aw) of the zero-padded input; wp[g, ob, t, j], off[t]: the weight as
+    # taps in channel chunks of CC (see _pack); dims = (Dx, Hx, Wx, Np, KD, KH, KW, sd,
+    # sh, sw, dd, dh, dw, groups, ad, ah, aw); nvs: the vector counts of the lane chunks
+    # of one position. Tasks: (group, block of 4 output channels, output row).
+    N, O, OD, OH, OW = out.shape
+    Dx, Hx, Wx, Np, KD, KH, KW, sd, sh, sw, dd, dh, dw, G, ad, ah, aw = dims
+    Og = O // G
+    nob = (Og + 3) // 4
+    Cg = wp.shape[2] // (KD * KH * KW)
+    V = VECTOR_BYTES // out.itemsize
+    plane = Dx * Hx * Wx * Np
+    for task in prange(G * nob * OD * OH):
+        ob = task % nob
+        r = task // nob
+        oh = r % OH
+        r = r // OH
+        od = r % OD
+        g = r // OD
+        o0 = g * Og + ob * 4
+        nb = min(4, (g + 1) * Og - o0)
+        acc = scratch[get_thread_id()]
+        wg = wp[g, ob]
+        # input coordinates relative to the window: the taps [k0, k1) read inside it
+        pd = od * sd - ad
+        ph = oh * sh - ah
+        kd0, kd1 = _tap_range(pd, KD, dd, 0, Dx)
+        kh0, kh1 = _tap_range(ph, KH, dh, 0, Hx)
+        rowb = g * Cg * plane + (pd * Hx + ph) * Wx * Np
+        if kd0 >= kd1 or kh0 >= kh1:
+            acc[:, :OW * Np] = 0
+        for kdh in range((kd1 - kd0) * (kh1 - kh0)):
+            kd = kd0 + kdh // (kh1 - kh0)
+            kh = kh0 + kdh % (kh1 - kh0)
+            for c0 in range(0, Cg, CC):
+                cc = min(CC, Cg - c0)
+                tb = ((kd * KH + kh) * Cg + c0) * KW
+                for ow in range(OW):
+                    pw = ow * sw - aw
+                    kw0, kw1 = _tap_range(pw, KW, dw, 0, Wx)
+                    p0 = ow * Np
+                    if kw0 >= kw1:
+                        if kdh == 0 and c0 == 0:
+                            acc[:, p0:p0 + Np] = 0
+                        continue
+                    base = rowb + (pw - ow) * Np        # (a tile reads from base + p0)
+                    _run(nvs, kdh > 0 or c0 > 0, acc, p0, xm, base, off, wg, tb + kw0 * cc,
+                         tb + kw1 * cc, V)
+        for j in range(nb):
+            bv = bias[o0 + j]
+            aj = acc[j]
+            for n in range(N):
+                orow = out[n, o0 + j, od, oh]
+                for ow in range(OW):
+                    orow[ow] = aj[ow * Np + n] + bv
+
+
+@njit(parallel=True, **JIT)
+def _to_minor(xm, xp):
+    # xm (C, D, H, W, Np) = xp (N, C, D, H, W) with the images innermost, zero lanes past N
+    N = xp.shape[0]
+    C, D, H, W, Np = xm.shape
+    for t in prange(C * D * H):
+        h = t % H
+        r = t // H
+        d = r % D
+        c = r // D
+        dst = xm[c, d, h]
+        for n in range(N):
+            src = xp[n, c, d, h]
+            for w in range(W):
+                dst[w, n] = src[w]
+        if Np > N:
+            dst[:, N:] = 0
+
+
+def lanes(N, itemsize):
+    """Np: the batch rounded up to whole vectors."""
+    V = VECTOR_BYTES // itemsize
+    return -(-N // V) * V
+
+
+def chunks(Np, itemsize):
+    """The vector counts of a position's lane chunks (at most MAX_VECTORS each, as equal
+    as they come)."""
+    nv = Np * itemsize // VECTOR_BYTES
+    k = -(-nv // MAX_VECTORS)
+    return tuple(nv // k + (i < nv % k) for i in range(k))
+
+
+def to_minor(xp):
+    """xp (N, C, D, H, W) -> (C, D, H, W, Np), images innermost (a thread's workspace)."""
+    N, C, D, H, W = xp.shape
+    xm = workspace("minor_x", (C, D, H, W, lanes(N, xp.dtype.itemsize)), xp.dtype)
+    with serial_if_small(xm.size):
+        _to_minor(xm, xp)
+    return xm
+
+
+def minor_fwd(x, w, bias, stride, dilation, groups, out, origin=(0, 0, 0)):
+    """The direct forward (see cpu/direct.direct_fwd) with the images in the lanes, of the
+    input that is ``x`` at ``origin`` (per axis) and zero elsewhere."""
+    N, O, OD, OH, OW = out.shape
+    Dx, Hx, Wx = x.shape[2:]
+    isz = out.dtype.itemsize
+    xm = to_minor(np.ascontiguousarray(x))
+    Np = xm.shape[-1]
+    CC = channel_chunk(w.shape[1], OW, w.shape[4], stride[2], dilation[2], Np, isz)
+    off, wp = _pack(w, groups, Dx, Hx, Wx, Np, *dilation, CC)
+    dims = np.array((Dx, Hx, Wx, Np) + tuple(w.shape[2:]) + tuple(stride) + tuple(dilation)
+                    + (groups,) + tuple(origin), dtype=np.int64)
+    scratch = workspace("minor_acc", (numba.get_num_threads(), 4, OW * Np), out.dtype)
+    with serial_if_small(out.size * w[0].size):
+        _minor_fwd(out, xm.reshape(-1), wp, off, bias, dims, scratch, chunks(Np, isz), CC)
+    return out
+
+
+def _pack(w, groups, Dp, Hp, Wp, Np, dd, dh, dw, CC):
+    """The weight as taps in chunks of CC channels: t = ((kd*KH + kh)*Cg + c0)*KW
+    + kw*cc + (c - c0) for the chunk c0 <= c < c0 + cc (cc = min(CC, Cg - c0)), so that
+    a chunk's columns are one run; off[t] is the tap's offset in xm from the position's
+    first input, wp[g, ob, t, j] its weight for output channel g*Og + 4*ob + j (zero past
+    the group's last channel)."""
+    O, Cg, KD, KH, KW = w.shape
+    Og = O // groups
+    nob = -(-Og // 4)
+    off, perm = _taps(Cg, KD, KH, KW, Dp, Hp, Wp, Np, dd, dh, dw, CC)
+    wp = np.zeros((groups, nob * 4, perm.size), dtype=w.dtype)
+    wp[:, :Og] = w.reshape(groups, Og, -1)[:, :, perm]
+    wp = np.ascontiguousarray(wp.reshape(groups, nob, 4, -1).transpose(0, 1, 3, 2))
+    return off, wp
+
+
+@functools.lru_cache(maxsize=256)
+def _taps(Cg, KD, KH, KW, Dp, Hp, Wp, Np, dd, dh, dw, CC):
+    """(off, perm): the taps' offsets (see _pack) and their indices in the weight's
+    (c, kd, kh, kw) order."""
+    order = []
+    for kd in range(KD):
+        for kh in range(KH):
+            for c0 in range(0, Cg, CC):
+                for kw in range(KW):
+                    for c in range(c0, min(Cg, c0 + CC)):
+                        order.append((c, kd, kh, kw))
+    t = np.array(order, dtype=np.int64).reshape(-1, 4)
+    c, kd, kh, kw = t.T
+    off = ((((c * Dp + kd * dd) * Hp + kh * dh) * Wp + kw * dw) * Np).astype(np.int64)
+    perm = ((c * KD + kd) * KH + kh) * KW + kw
+    off.flags.writeable = perm.flags.writeable = False
+    return off, perm
+
+
+#: bytes of input one channel chunk's tap row may read over an output row (kept in L1)
+CHUNK_BYTES = 24576
+
+
+def channel_chunk(Cg, OW, KW, sw, dw, Np, itemsize):
+    """CC: channels per run, so that a chunk's inputs for a row of outputs stay in L1."""
+    cols = (OW - 1) * sw + (KW - 1) * dw + 1
+    return max(1, min(Cg, CHUNK_BYTES // (cols * Np * itemsize)))
+
+
+def valid_taps(out, kernel, stride, dilation, window):
+    """Sum over the output positions of the (depth, row, column) taps that read inside
+    ``window`` ((start, size) per axis): what the forward sums, per input channel."""
+    total = 1
+    for o, k, s, d, (a, n) in zip(out, kernel, stride, dilation, window):
+        total *= sum(max(0, k1 - k0) for k0, k1 in
+                     (_tap_range.py_func(p * s, k, d, a, a + n) for p in range(o)))
+    return total
+
+
+
+# --- the weight gradient ---------------------------------------------------------------
+@njit(parallel=True, **JIT)
+def _go_minor(gm, go, N, O, R):
+    # gm[g, ob, od, oh, ow, nv, j, l] = go[nv*V + l, g*Og + ob*R + j, od, oh, ow] (zero for
+    # images past N and channels past the group's last): the rows of a channel block
+    # interleaved vector by vector, as grad_tile reads them. go: (N, O, OD, OH, OW) flat.
+    G, nob, OD, OH, OW, NV, _, V = gm.shape
+    Og = O // G
+    P = OD * OH * OW
+    for task in prange(G * nob * OD * OH):
+        oh = task % OH
+        r = task // OH
+        od = r % OD
+        r = r // OD
+        ob = r % nob
+        g = r // nob
+        dst = gm[g, ob, od, oh].reshape(-1)
+        for j in range(R):
+            o = ob * R + j
+            src = U((g * Og + o) * P + (od * OH + oh) * OW)
+            for ow in range(OW):
+                for nv in range(NV):
+                    d = U(((ow * NV + nv) * R + j) * V)
+                    if o >= Og:
+                        for l in range(V):
+                            dst[d + U(l)] = 0
+                        continue
+                    n0 = nv * V
+                    for l in range(V):          # a vector of V images' values
+                        n = n0 + l
+                        dst[d + U(l)] = go[src + U(n * O * P + ow)] if n < N else 0
+
+
+@njit(inline="always", **JIT)
+def _gtile(alt, acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi):
+    if alt:
+        grad_tile_alt(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
+    else:
+        grad_tile_host(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
+
+
+@njit(parallel=True, **JIT)
+def _minor_bwd_weight(part, gm, xm, off, dims, alt, scratch):
+    # part: (nsplit, G, nob*R, ntb*TB) partial sums over the output rows of each split;
+    # gm: grad_out flat, laid out by _go_minor (blocks of R channels); xm: the padded
+    # input (C, Dp, Hp, Wp, Np) flat; off: the taps (c, kd, kh, kw) as offsets in xm,
+    # padded to whole blocks of TB; dims = (Dp, Hp, Wp, Np, OD, OH, OW, sd, sh, sw, G).
+    # Tasks: (split, group, channel block, tap block); per output row one grad_tile run
+    # over its positions (unit column stride: one line of OW*Np lanes; else one line of
+    # Np per position).
+    S, G, Rp, Tp = part.shape
+    Dp, Hp, Wp, Np, OD, OH, OW, sd, sh, sw, _ = dims
+    R = GRAD_ALT_ROWS if alt else GRAD_ROWS
+    TB = GRAD_ALT_TAPS if alt else GRAD_TAPS
+    V = VECTOR_BYTES // part.itemsize
+    nob = Rp // R
+    ntb = Tp // TB
+    NV = Np // V
+    Cg = xm.shape[0] // (G * Dp * Hp * Wp * Np)
+    rows = OD * OH
+    rowsz = OW * NV * R * V                     # gm elements of one output row
+    if sw == 1:
+        n, ni, gi, xi = OW * NV, 1, 0, 0
+    else:
+        n, ni, gi, xi = NV, OW, NV * R * V, sw * Np
+    for task in prange(S * G * nob * ntb):
+        b = task % ntb
+        r = task // ntb
+        ob = r % nob
+        r = r // nob
+        g = r % G
+        sp = r // G
+        acc = scratch[get_thread_id()]
+        acc[:R * TB * V] = 0
+        for row in range(sp * rows // S, (sp + 1) * rows // S):
+            od = row // OH
+            oh = row % OH
+            x0 = ((g * Cg * Dp + od * sd) * Hp + oh * sh) * Wp * Np
+            g0 = ((g * nob + ob) * rows + row) * rowsz
+            _gtile(alt, acc, 0, gm, g0, xm, x0, off, b * TB, n, ni, gi, xi)
+        for k in range(R * TB):
+            part[sp, g, ob * R + k // TB, b * TB + k % TB] = acc[k * V:(k + 1) * V].sum()
+
+
+def minor_bwd_weight(xp, go, kernel, stride, dilation, groups, alt, R, TB):
+    """The direct weight gradient (see cpu/direct.direct_bwd_weight) with the images in
+    the lanes: gw[o, c, k] = sum_{n, p} go[n, o, p] * xp[n, g*Cg + c, p*stride + k*dilation],
+    in register tiles of R channels x TB taps (cpu/_simd.grad_tile, ``alt``: the second
+    shape)."""
+    N, O, OD, OH, OW = go.shape
+    C, Dp, Hp, Wp = xp.shape[1:]
+    G = groups
+    Cg, Og = C // G, O // G
+    isz = xp.dtype.itemsize
+    V = VECTOR_BYTES // isz
+    xm = to_minor(np.ascontiguousarray(xp))
+    Np = xm.shape[-1]
+    nob = -(-Og // R)
+    gm = workspace("minor_go", (G, nob, OD, OH, OW, Np // V, R, V), xp.dtype)
+    with serial_if_small(gm.size):
+        _go_minor(gm, np.ascontiguousarray(go).reshape(-1), N, O, R)
+    T = Cg * _prod(kernel)
+    ntb = -(-T // TB)
+    off = _grad_offsets(Cg, *kernel, Dp, Hp, Wp, Np, *dilation, TB)
+    tasks = G * nob * ntb
+    nsplit = max(1, min(OD * OH, -(-n_tasks_target() // tasks)))
+    part = np.empty((nsplit, G, nob * R, ntb * TB), dtype=xp.dtype)
+    scratch = workspace("minor_wacc", (numba.get_num_threads(), R * TB * V), xp.dtype)
+    dims = np.array((Dp, Hp, Wp, Np, OD, OH, OW) + tuple(stride) + (G,), dtype=np.int64)
+    with serial_if_small(N * O * OD * OH * OW * T):
+        _minor_bwd_weight(part, gm.reshape(-1), xm.reshape(-1), off, dims, alt, scratch)
+    gw = part.sum(axis=0) if nsplit > 1 else part[0]
+    return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
+
+
+def _prod(t):
+    p = 1
+    for v in t:
+        p *= int(v)
+    return p
+
+
+@functools.lru_cache(maxsize=256)
+def _grad_offsets(Cg, KD, KH, KW, Dp, Hp, Wp, Np, dd, dh, dw, TB):
+    """The weight's taps (c, kd, kh, kw) as offsets in xm, padded to whole blocks of TB
+    (padding taps read tap 0; their sums are dropped)."""
+    c = np.arange(Cg).reshape(-1, 1, 1, 1)
+    kd = np.arange(KD).reshape(1, -1, 1, 1) * dd
+    kh = np.arange(KH).reshape(1, 1, -1, 1) * dh
+    kw = np.arange(KW).reshape(1, 1, 1, -1) * dw
+    T = Cg * KD * KH * KW
+    off = np.zeros(-(-T // TB) * TB, dtype=np.int64)
+    off[:T] = ((((c * Dp + kd) * Hp + kh) * Wp + kw) * Np).ravel()
+    off.flags.writeable = False
+    return off
