@@ -149,7 +149,8 @@ def _direct_fwd_counts(spec, Cg, Og, kernel, out, stride, dilation, padded, wind
         return {"overhead": 1.0, "lanes_row": G * -(-Og // 4) * out[0] * out[1],
                 "lanes_mac": direct.minor_macs(N, G, Cg, Og, out, kernel, stride, dilation,
                                                padded, window, spec.dtype),
-                "lanes_byte": in_bytes + N * G * Og * _prod(out) * isz}
+                "lanes_byte": (N * G * Cg * _prod(n for _, n in window or zip(padded, padded))
+                               + N * G * Og * _prod(out)) * isz}
     return _direct_counts(isz, N, G, Cg, Og, kernel, out,
                           -(-padded[2] // stride[2]), in_bytes, phase_bytes)
 
@@ -183,20 +184,29 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
             for k, v in c.items():
                 total[k] = total.get(k, 0.0) + v
         return total
-    # weight_grad (cpu/direct.direct_bwd_weight): grad_tile steps of GRAD_ROWS x
-    # GRAD_TAPS vector FMAs along lines of the (phases') padded-width grid, one call per
-    # segment and tap block; the input (phases) and grad_out lines are copied first
+    # weight_grad (cpu/direct.direct_bwd_weight): grad_tile steps of R x TB vector FMAs
+    # (the host's tile shape that pads least) along lines of the (phases') padded-width
+    # grid, one call per segment and tap block, grad_out's lines laid out per segment
     kd, kh, kw = k3
     od, oh, ow = o3
     V = direct.vector_width(isz)
+    T = Cg * kd * kh * kw
+    R, TB = direct.grad_shape(direct.grad_alt(Og, T))
+    nob, ntb = -(-Og // R), -(-T // TB)
+    if direct.minor_wgrad_pays(spec.N, G, Cg, Og, o3, k3, spec.stride3, padded, spec.dtype):
+        # cpu/minor.py: the same tile steps along output rows of the batch's vectors
+        # (lanes rounded up), after transposing the input and grad_out
+        blocks = G * nob * ntb
+        nv = -(-spec.N // V)
+        return {"overhead": 1.0, "tile_step": blocks * od * oh * ow * nv,
+                "tile_call": blocks * od * oh,
+                "copy_byte": in_bytes + G * nob * R * od * oh * ow * nv * V * isz}
     wq = -(-padded[2] // sw)
     Lp = -(-((oh - 1) * wq + ow) // V) * V
-    ntb = -(-(Cg * kd * kh * kw) // direct.GRAD_TAPS)
-    nob = -(-Og // direct.GRAD_ROWS)
     seg = max(V, direct.GRAD_SEG_BYTES // isz // V * V)
     blocks = spec.N * od * G * nob * ntb
     return {"overhead": 1.0, "tile_step": blocks * (Lp // V), "tile_call": blocks * -(-Lp // seg),
-            "copy_byte": in_bytes + spec.N * od * G * nob * direct.GRAD_ROWS * Lp * isz}
+            "copy_byte": in_bytes + spec.N * od * G * nob * R * Lp * isz}
 
 
 def im2col_features(spec: ConvSpec, op: str = "forward") -> dict:

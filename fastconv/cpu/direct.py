@@ -468,6 +468,19 @@ def line_macs(N, G, Cg, Og, out, kernel, stride, padded, itemsize):
 MINOR_MAC_COST = 1.3
 
 
+def grad_alt(Og, T):
+    """Whether the weight gradient takes the host's second tile shape: the one that pads
+    the channels and taps least (ties: the main one), unless GRAD_SHAPE forces one."""
+    alt = (-(-Og // GRAD_ALT_ROWS) * GRAD_ALT_ROWS * -(-T // GRAD_ALT_TAPS) * GRAD_ALT_TAPS
+           < -(-Og // GRAD_ROWS) * GRAD_ROWS * -(-T // GRAD_TAPS) * GRAD_TAPS)
+    return {"main": False, "alt": True}.get(GRAD_SHAPE, alt)
+
+
+def grad_shape(alt):
+    """(rows, taps) of the weight-gradient tile."""
+    return (GRAD_ALT_ROWS, GRAD_ALT_TAPS) if alt else (GRAD_ROWS, GRAD_TAPS)
+
+
 def minor_wgrad_pays(N, G, Cg, Og, out, kernel, stride, padded, dtype):
     """Whether cpu/minor.py's weight gradient (images in the lanes: every output position
     once, lanes rounded up to whole vectors) beats the line kernel's (lines of whole
@@ -558,10 +571,8 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     Lp = -(-L // V) * V
     T = Cg * KD * KH * KW
     # the tile shape that pads the channels and taps least (ties: the main one)
-    alt = (-(-Og // GRAD_ALT_ROWS) * GRAD_ALT_ROWS * -(-T // GRAD_ALT_TAPS) * GRAD_ALT_TAPS
-           < -(-Og // GRAD_ROWS) * GRAD_ROWS * -(-T // GRAD_TAPS) * GRAD_TAPS)
-    alt = {"main": False, "alt": True}.get(GRAD_SHAPE, alt)
-    R, TB = (GRAD_ALT_ROWS, GRAD_ALT_TAPS) if alt else (GRAD_ROWS, GRAD_TAPS)
+    alt = grad_alt(Og, T)
+    R, TB = grad_shape(alt)
     if minor_wgrad_pays(N, G, Cg, Og, go.shape[2:], kernel, stride, xp.shape[2:], xp.dtype):
         return minor.minor_bwd_weight(xp, go, kernel, stride, dilation, groups, alt, R, TB)
     ntb = -(-T // TB)

@@ -93,12 +93,14 @@ def _run(nvs, add, acc, p0, xm, base, off, wg, t0, t1, V):
 
 
 @njit(parallel=True, **JIT)
-def _minor_fwd(out, xm, wp, off, bias, dims, scratch, nvs, CC):
+def _minor_fwd(out, xm, wp, off, bias, dims, scratch, nvs, CC, merge):
     # out: (N, O, OD, OH, OW); xm: the input's nonzero window (C, Dx, Hx, Wx, Np) flat,
     # at (ad, ah, aw) of the zero-padded input; wp[g, ob, t, j], off[t]: the weight as
     # taps in channel chunks of CC (see _pack); dims = (Dx, Hx, Wx, Np, KD, KH, KW, sd,
     # sh, sw, dd, dh, dw, groups, ad, ah, aw); nvs: the vector counts of the lane chunks
-    # of one position. Tasks: (group, block of 4 output channels, output row).
+    # of one position; merge: whole rows of taps of one depth run at once (a position
+    # whose columns all read inside the window; CC = Cg). Tasks: (group, block of 4
+    # output channels, output row).
     N, O, OD, OH, OW = out.shape
     Dx, Hx, Wx, Np, KD, KH, KW, sd, sh, sw, dd, dh, dw, G, ad, ah, aw = dims
     Og = O // G
@@ -140,8 +142,13 @@ def _minor_fwd(out, xm, wp, off, bias, dims, scratch, nvs, CC):
                             acc[:, p0:p0 + Np] = 0
                         continue
                     base = rowb + (pw - ow) * Np        # (a tile reads from base + p0)
-                    _run(nvs, kdh > 0 or c0 > 0, acc, p0, xm, base, off, wg, tb + kw0 * cc,
-                         tb + kw1 * cc, V)
+                    t0 = tb + kw0 * cc
+                    t1 = tb + kw1 * cc
+                    if merge and kw1 - kw0 == KW:       # the kd's rows are one run
+                        if kh > kh0:
+                            continue
+                        t1 = ((kd * KH + kh1) * Cg) * KW
+                    _run(nvs, kdh > 0 or c0 > 0, acc, p0, xm, base, off, wg, t0, t1, V)
         for j in range(nb):
             bv = bias[o0 + j]
             aj = acc[j]
@@ -202,12 +209,15 @@ def minor_fwd(x, w, bias, stride, dilation, groups, out, origin=(0, 0, 0)):
     xm = to_minor(np.ascontiguousarray(x))
     Np = xm.shape[-1]
     CC = channel_chunk(w.shape[1], OW, w.shape[4], stride[2], dilation[2], Np, isz)
+    cols = (OW - 1) * stride[2] + (w.shape[4] - 1) * dilation[2] + 1
+    merge = CC == w.shape[1] and w.shape[1] * w.shape[3] * cols * Np * isz <= 2 * CHUNK_BYTES
     off, wp = _pack(w, groups, Dx, Hx, Wx, Np, *dilation, CC)
     dims = np.array((Dx, Hx, Wx, Np) + tuple(w.shape[2:]) + tuple(stride) + tuple(dilation)
                     + (groups,) + tuple(origin), dtype=np.int64)
     scratch = workspace("minor_acc", (numba.get_num_threads(), 4, OW * Np), out.dtype)
     with serial_if_small(out.size * w[0].size):
-        _minor_fwd(out, xm.reshape(-1), wp, off, bias, dims, scratch, chunks(Np, isz), CC)
+        _minor_fwd(out, xm.reshape(-1), wp, off, bias, dims, scratch, chunks(Np, isz), CC,
+                   merge)
     return out
 
 
