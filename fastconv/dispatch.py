@@ -40,7 +40,7 @@ from ._fileio import atomic_write
 from ._spec import ConvSpec, _prod
 from ._validate import PRECISIONS, check_device, check_op, check_precision, conv_spec, size_tuple
 from ._version import __version__
-from .cpu import direct, im2col, winograd
+from .cpu import direct, im2col, minor, winograd
 from .cpu import engine as cpu_engine
 from .cuda import cost as cuda_cost
 
@@ -146,7 +146,7 @@ def _direct_fwd_counts(spec, Cg, Og, kernel, out, stride, dilation, padded, wind
     isz, N, G = spec.dtype.itemsize, spec.N, spec.groups
     if direct.minor_pays(N, G, Cg, Og, out, kernel, stride, dilation, padded, window,
                          spec.dtype):
-        return {"overhead": 1.0, "lanes_row": G * -(-Og // 4) * out[0] * out[1],
+        return {"overhead": 1.0, "lanes_row": G * -(-Og // minor.rows(Og)) * out[0] * out[1],
                 "lanes_mac": direct.minor_macs(N, G, Cg, Og, out, kernel, stride, dilation,
                                                padded, window, spec.dtype),
                 "lanes_byte": (N * G * Cg * _prod(n for _, n in window or zip(padded, padded))

@@ -65,9 +65,10 @@ def _close_loop(builder, counter, bound, cur, new, init, blocks, dst, vty, isz):
         builder.store(fin, d, align=isz)
 
 
-def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES, vectors=TILE_VECTORS):
+def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES, vectors=TILE_VECTORS, rows=4):
     """The tile kernel as a numba intrinsic; ``accumulate``: add to acc instead of
-    overwriting it; ``vector_bytes``: the width of its vectors; ``vectors``: per channel."""
+    overwriting it; ``vector_bytes``: the width of its vectors; ``vectors``: per channel;
+    ``rows``: channels (wg: (T, rows))."""
 
     def tile(typingctx, acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t):
         arrays = (acc_t, xr_t, off_t, wg_t)
@@ -78,7 +79,7 @@ def _tile_intrinsic(name, accumulate, vector_bytes=VECTOR_BYTES, vectors=TILE_VE
             return None                     # the code below assumes contiguous arrays
         return types.void(acc_t, p0_t, xr_t, base_t, off_t, wg_t, T_t), \
             lambda context, builder, sig, args: _codegen(context, builder, sig, args, accumulate,
-                                                         vector_bytes, vectors)
+                                                         vector_bytes, vectors, rows)
 
     tile.__name__ = tile.__qualname__ = name
     return tile
@@ -104,7 +105,7 @@ def _vector_ops(context, builder, dtype, vector_bytes):
 
 
 def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_BYTES,
-             TILE_VECTORS=TILE_VECTORS):
+             TILE_VECTORS=TILE_VECTORS, rows=4):
     acc_t = signature.args[0]
     acc, p0, xr, base, off, wg, T = args
     i64, i32 = ir.IntType(64), ir.IntType(32)
@@ -121,8 +122,8 @@ def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_
     def vec(ptr, k):
         return builder.bitcast(builder.gep(ptr, [i64(k * V)]), vptr)
 
-    dst = []                                # the tile's 4 x TILE_VECTORS vectors in acc
-    for j in range(4):
+    dst = []                                # the tile's rows x TILE_VECTORS vectors in acc
+    for j in range(rows):
         row = builder.gep(A.data, [builder.add(builder.mul(row_stride, i64(j)), p0)])
         dst += [vec(row, k) for k in range(TILE_VECTORS)]
     if accumulate:
@@ -146,11 +147,11 @@ def _codegen(context, builder, signature, args, accumulate, vector_bytes=VECTOR_
         cur.append(ph)
     xp = builder.gep(xb, [builder.load(builder.gep(O.data, [t]))])
     xv = [builder.load(vec(xp, k), align=isz) for k in range(TILE_VECTORS)]
-    wrow = builder.gep(W.data, [builder.mul(t, i64(4))])
+    wrow = builder.gep(W.data, [builder.mul(t, i64(rows))])
     undef = ir.Constant(vty, ir.Undefined)
     splat = ir.Constant(ir.VectorType(i32, V), [0] * V)
     new = []
-    for j in range(4):
+    for j in range(rows):
         w = builder.load(builder.gep(wrow, [i64(j)]))
         wb = builder.shuffle_vector(builder.insert_element(undef, w, i32(0)), undef, splat)
         for k in range(TILE_VECTORS):

@@ -436,8 +436,9 @@ def minor_pays(N, G, Cg, Og, out, kernel, stride, dilation, padded, window, dtyp
     """Whether the batch-minor kernels (cpu/minor.py: images in the lanes, each position
     summing only the taps that read inside ``window``) beat the line kernels here: their
     multiply-adds (lanes rounded up to whole vectors, at MINOR_MAC_COST line tile
-    multiply-adds each: shorter runs, the transposes) against the lines' (whole tiles
-    over the padded-width grid, every tap)."""
+    multiply-adds each: shorter runs, the input's transpose; and MINOR_OUT_COST per
+    output transposed back) against the lines' (whole tiles over the padded-width grid,
+    every tap)."""
     return minor_macs(N, G, Cg, Og, out, kernel, stride, dilation, padded, window, dtype) \
         < line_macs(N, G, Cg, Og, out, kernel, stride, padded, dtype.itemsize)
 
@@ -450,7 +451,9 @@ def minor_macs(N, G, Cg, Og, out, kernel, stride, dilation, padded, window, dtyp
     if window is None:
         window = tuple((0, p) for p in padded)
     taps = minor.valid_taps(out, kernel, stride, dilation, window) * Cg
-    return MINOR_MAC_COST * minor.lanes(N, dtype.itemsize) * G * -(-Og // 4) * 4 * taps
+    R = minor.rows(Og)
+    return (MINOR_MAC_COST * minor.lanes(N, dtype.itemsize) * G * -(-Og // R) * R * taps
+            + MINOR_OUT_COST * N * G * Og * out[0] * out[1] * out[2])
 
 
 def line_macs(N, G, Cg, Og, out, kernel, stride, padded, itemsize):
@@ -465,7 +468,8 @@ def line_macs(N, G, Cg, Og, out, kernel, stride, padded, itemsize):
     return lines * G * -(-Og // 4) * 4 * -(-line // tw) * tw * Cg * kd * kh * kw
 
 
-MINOR_MAC_COST = 1.3
+MINOR_MAC_COST = 1.3   # line-tile multiply-adds per multiply-add of cpu/minor.py's tiles
+MINOR_OUT_COST = 6.0   # line-tile multiply-adds per output cpu/minor.py transposes back
 
 
 def grad_alt(Og, T):

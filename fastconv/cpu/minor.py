@@ -31,18 +31,23 @@ from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, HOST_AVX
 
 from numba.extending import intrinsic
 
-#: vectors per channel in one forward tile: 4 x 6 accumulators + 6 inputs + 1 broadcast
-#: fit AVX-512's 32 registers, 4 x 3 + 3 + 1 AVX2's 16
-MAX_VECTORS = 6 if HOST_AVX512 else 3
-_TILES = tuple((intrinsic(_tile_intrinsic(f"mtile{v}", False, VECTOR_BYTES, v)),
-                intrinsic(_tile_intrinsic(f"mtile{v}_add", True, VECTOR_BYTES, v)))
-               for v in range(1, 7))
-(_t1, _a1), (_t2, _a2), (_t3, _a3), (_t4, _a4), (_t5, _a5), (_t6, _a6) = _TILES
+#: vectors per channel in one forward tile of 4 (5) channels: 4 x 6 accumulators + 6
+#: inputs + 1 broadcast fit AVX-512's 32 registers (5 x 5 + 5 + 1), 4 x 3 + 3 + 1 AVX2's 16
+#: (5 x 2 + 2 + 1)
+MAX_VECTORS = {4: 6, 5: 5} if HOST_AVX512 else {4: 3, 5: 2}
+_T4 = tuple((intrinsic(_tile_intrinsic(f"mtile4x{v}", False, VECTOR_BYTES, v, 4)),
+             intrinsic(_tile_intrinsic(f"mtile4x{v}_add", True, VECTOR_BYTES, v, 4)))
+            for v in range(1, 7))
+_T5 = tuple((intrinsic(_tile_intrinsic(f"mtile5x{v}", False, VECTOR_BYTES, v, 5)),
+             intrinsic(_tile_intrinsic(f"mtile5x{v}_add", True, VECTOR_BYTES, v, 5)))
+            for v in range(1, 6))
+(_t1, _a1), (_t2, _a2), (_t3, _a3), (_t4, _a4), (_t5, _a5), (_t6, _a6) = _T4
+(_u1, _b1), (_u2, _b2), (_u3, _b3), (_u4, _b4), (_u5, _b5) = _T5
 
 
 @njit(inline="always", **JIT)
-def _tile(nv, add, acc, p0, xr, base, off, wg, T):
-    # the forward tile of nv vectors per channel (numba needs each intrinsic named)
+def _tile4(nv, add, acc, p0, xr, base, off, wg, T):
+    # the forward tile of 4 channels x nv vectors (numba needs each intrinsic named)
     if nv == 4:
         if add:
             _a4(acc, p0, xr, base, off, wg, T)
@@ -76,6 +81,36 @@ def _tile(nv, add, acc, p0, xr, base, off, wg, T):
 
 
 @njit(inline="always", **JIT)
+def _tile5(nv, add, acc, p0, xr, base, off, wg, T):
+    # the forward tile of 5 channels x nv vectors
+    if nv == 4:
+        if add:
+            _b4(acc, p0, xr, base, off, wg, T)
+        else:
+            _u4(acc, p0, xr, base, off, wg, T)
+    elif nv == 1:
+        if add:
+            _b1(acc, p0, xr, base, off, wg, T)
+        else:
+            _u1(acc, p0, xr, base, off, wg, T)
+    elif nv == 2:
+        if add:
+            _b2(acc, p0, xr, base, off, wg, T)
+        else:
+            _u2(acc, p0, xr, base, off, wg, T)
+    elif nv == 3:
+        if add:
+            _b3(acc, p0, xr, base, off, wg, T)
+        else:
+            _u3(acc, p0, xr, base, off, wg, T)
+    else:
+        if add:
+            _b5(acc, p0, xr, base, off, wg, T)
+        else:
+            _u5(acc, p0, xr, base, off, wg, T)
+
+
+@njit(inline="always", **JIT)
 def _tap_range(p, K, d, lo, hi):
     # the taps k < K with lo <= p + k*d < hi: [k0, k1)
     k0 = 0 if p >= lo else (lo - p + d - 1) // d
@@ -84,11 +119,14 @@ def _tap_range(p, K, d, lo, hi):
 
 
 @njit(inline="always", **JIT)
-def _run(nvs, add, acc, p0, xm, base, off, wg, t0, t1, V):
+def _run(R, nvs, add, acc, p0, xm, base, off, wg, t0, t1, V):
     # the taps [t0, t1) on every lane chunk of the position at acc[:, p0:]
     q = p0
     for nv in nvs:
-        _tile(nv, add, acc, q, xm, base, off[t0:], wg[t0:], t1 - t0)
+        if R == 5:
+            _tile5(nv, add, acc, q, xm, base, off[t0:], wg[t0:], t1 - t0)
+        else:
+            _tile4(nv, add, acc, q, xm, base, off[t0:], wg[t0:], t1 - t0)
         q += nv * V
 
 
@@ -104,7 +142,8 @@ def _minor_fwd(out, xm, wp, off, bias, dims, scratch, nvs, CC, merge):
     N, O, OD, OH, OW = out.shape
     Dx, Hx, Wx, Np, KD, KH, KW, sd, sh, sw, dd, dh, dw, G, ad, ah, aw = dims
     Og = O // G
-    nob = (Og + 3) // 4
+    R = wp.shape[3]
+    nob = wp.shape[1]
     Cg = wp.shape[2] // (KD * KH * KW)
     V = VECTOR_BYTES // out.itemsize
     plane = Dx * Hx * Wx * Np
@@ -115,8 +154,8 @@ def _minor_fwd(out, xm, wp, off, bias, dims, scratch, nvs, CC, merge):
         r = r // OH
         od = r % OD
         g = r // OD
-        o0 = g * Og + ob * 4
-        nb = min(4, (g + 1) * Og - o0)
+        o0 = g * Og + ob * R
+        nb = min(R, (g + 1) * Og - o0)
         acc = scratch[get_thread_id()]
         wg = wp[g, ob]
         # input coordinates relative to the window: the taps [k0, k1) read inside it
@@ -148,7 +187,7 @@ def _minor_fwd(out, xm, wp, off, bias, dims, scratch, nvs, CC, merge):
                         if kh > kh0:
                             continue
                         t1 = ((kd * KH + kh1) * Cg) * KW
-                    _run(nvs, kdh > 0 or c0 > 0, acc, p0, xm, base, off, wg, t0, t1, V)
+                    _run(R, nvs, kdh > 0 or c0 > 0, acc, p0, xm, base, off, wg, t0, t1, V)
         for j in range(nb):
             bv = bias[o0 + j]
             aj = acc[j]
@@ -183,11 +222,17 @@ def lanes(N, itemsize):
     return -(-N // V) * V
 
 
-def chunks(Np, itemsize):
-    """The vector counts of a position's lane chunks (at most MAX_VECTORS each, as equal
+def rows(Og):
+    """Output channels per forward tile: 5 where blocks of 5 pad the group's channels less
+    than blocks of 4 or as little (fewer loads per multiply-add), else 4."""
+    return 5 if -(-Og // 5) * 5 <= -(-Og // 4) * 4 else 4
+
+
+def chunks(Np, itemsize, R=4):
+    """The vector counts of a position's lane chunks (at most MAX_VECTORS[R] each, as equal
     as they come)."""
     nv = Np * itemsize // VECTOR_BYTES
-    k = -(-nv // MAX_VECTORS)
+    k = -(-nv // MAX_VECTORS[R])
     return tuple(nv // k + (i < nv % k) for i in range(k))
 
 
@@ -211,17 +256,18 @@ def minor_fwd(x, w, bias, stride, dilation, groups, out, origin=(0, 0, 0)):
     CC = channel_chunk(w.shape[1], OW, w.shape[4], stride[2], dilation[2], Np, isz)
     cols = (OW - 1) * stride[2] + (w.shape[4] - 1) * dilation[2] + 1
     merge = CC == w.shape[1] and w.shape[1] * w.shape[3] * cols * Np * isz <= 2 * CHUNK_BYTES
-    off, wp = _pack(w, groups, Dx, Hx, Wx, Np, *dilation, CC)
+    R = rows(O // groups)
+    off, wp = _pack(w, groups, Dx, Hx, Wx, Np, *dilation, CC, R)
     dims = np.array((Dx, Hx, Wx, Np) + tuple(w.shape[2:]) + tuple(stride) + tuple(dilation)
                     + (groups,) + tuple(origin), dtype=np.int64)
-    scratch = workspace("minor_acc", (numba.get_num_threads(), 4, OW * Np), out.dtype)
+    scratch = workspace("minor_acc", (numba.get_num_threads(), R, OW * Np), out.dtype)
     with serial_if_small(out.size * w[0].size):
-        _minor_fwd(out, xm.reshape(-1), wp, off, bias, dims, scratch, chunks(Np, isz), CC,
+        _minor_fwd(out, xm.reshape(-1), wp, off, bias, dims, scratch, chunks(Np, isz, R), CC,
                    merge)
     return out
 
 
-def _pack(w, groups, Dp, Hp, Wp, Np, dd, dh, dw, CC):
+def _pack(w, groups, Dp, Hp, Wp, Np, dd, dh, dw, CC, R=4):
     """The weight as taps in chunks of CC channels: t = ((kd*KH + kh)*Cg + c0)*KW
     + kw*cc + (c - c0) for the chunk c0 <= c < c0 + cc (cc = min(CC, Cg - c0)), so that
     a chunk's columns are one run; off[t] is the tap's offset in xm from the position's
@@ -229,11 +275,11 @@ def _pack(w, groups, Dp, Hp, Wp, Np, dd, dh, dw, CC):
     the group's last channel)."""
     O, Cg, KD, KH, KW = w.shape
     Og = O // groups
-    nob = -(-Og // 4)
+    nob = -(-Og // R)
     off, perm = _taps(Cg, KD, KH, KW, Dp, Hp, Wp, Np, dd, dh, dw, CC)
-    wp = np.zeros((groups, nob * 4, perm.size), dtype=w.dtype)
+    wp = np.zeros((groups, nob * R, perm.size), dtype=w.dtype)
     wp[:, :Og] = w.reshape(groups, Og, -1)[:, :, perm]
-    wp = np.ascontiguousarray(wp.reshape(groups, nob, 4, -1).transpose(0, 1, 3, 2))
+    wp = np.ascontiguousarray(wp.reshape(groups, nob, R, -1).transpose(0, 1, 3, 2))
     return off, wp
 
 

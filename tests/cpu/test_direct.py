@@ -19,7 +19,8 @@ def test_direct_layouts_and_segments(nd, layout, data):
     innermost (batch-minor, for short lines), or runs cpu/minor.py's position tiles with
     the images in the lanes; forced here for every problem, with tiny segments so that
     segments split output rows (and, batch-minor, the images of a column), and tiny
-    channel chunks (images in lanes) so that taps split into many runs."""
+    channel chunks (images in lanes) so that taps split into many runs, tiles of 4 or 5
+    channels."""
     from fastconv.cpu import direct, minor
     cfg = data.draw(conv_configs(nd, max_batch=20 if layout == "images-in-lanes" else 4))
     x, w, b = make_arrays(cfg)
@@ -28,6 +29,8 @@ def test_direct_layouts_and_segments(nd, layout, data):
         mp.setattr(direct, "batch_minor", lambda N, line, itemsize: layout == "batch-minor")
         mp.setattr(direct, "minor_pays", lambda *a: layout == "images-in-lanes")
         mp.setattr(minor, "CHUNK_BYTES", data.draw(st.sampled_from([1, minor.CHUNK_BYTES])))
+        R = data.draw(st.sampled_from([4, 5]))          # tiles of 4 or 5 channels
+        mp.setattr(minor, "rows", lambda Og: R)
         mp.setattr(direct, "SEG_BYTES", seg_bytes)
         got = CONV[nd](x, w, b, **conv_kwargs(cfg), algorithm="direct")
     assert_close(got, naive_conv(cfg, x, w, b), cfg["dtype"])
