@@ -101,3 +101,38 @@ def test_direct_register_tiles(dtype, data):
         got = fc.conv2d(x, w, b, **kw_, algorithm="direct")
     assert_close(got, naive.conv(x.astype(np.float64), w.astype(np.float64),
                                  b.astype(np.float64), **kw_), dtype)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")   # (im2col's matmul)
+@pytest.mark.parametrize("op", ["forward", "input_grad", "weight_grad"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_images_in_lanes_keep_non_finite_values_local(op, value, rng):
+    """cpu/minor.py (forced) puts a NaN/inf of the input, the weight or grad_out exactly
+    where im2col's GEMM does: the zero lanes past the batch, the tiles' padding channels
+    and the taps outside grad_out's window never meet it."""
+    from fastconv.cpu import direct
+    kw = dict(stride=(1, 2), padding=(2, 1), dilation=(1, 2))
+    for trial in range(4):
+        x = rng.standard_normal((3, 2, 9, 11))
+        w = rng.standard_normal((6, 2, 3, 3))
+        gy = rng.standard_normal(fc.conv2d(x, w, **kw).shape)
+        arrays = {"forward": (x, w), "input_grad": (w, gy), "weight_grad": (x, gy)}[op]
+        a = arrays[trial % 2]
+        a[tuple(rng.integers(0, s) for s in a.shape)] = value
+
+        def run(algorithm):
+            if op == "forward":
+                return fc.conv2d(x, w, **kw, algorithm=algorithm)
+            if op == "input_grad":
+                return fc.grad.conv2d_input(x.shape, w, gy, **kw, algorithm=algorithm)
+            return fc.grad.conv2d_weight(x, w.shape, gy, **kw, algorithm=algorithm)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(direct, "minor_pays", lambda *a: True)
+            mp.setattr(direct, "minor_wgrad_pays", lambda *a: True)
+            got = run("direct")
+        want = run("im2col")
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        fin = np.isfinite(want)
+        np.testing.assert_allclose(got[fin], want[fin], rtol=1e-10, atol=1e-10)
