@@ -450,7 +450,8 @@ def minor_macs(N, G, Cg, Og, out, kernel, stride, dilation, padded, window, dtyp
         return float("inf")
     if window is None:
         window = tuple((0, p) for p in padded)
-    taps = minor.valid_taps(out, kernel, stride, dilation, window) * Cg
+    taps = minor.valid_taps(*(tuple(int(v) for v in a) for a in (out, kernel, stride, dilation)),
+                            tuple((int(a), int(n)) for a, n in window)) * Cg
     R = minor.rows(Og)
     return (MINOR_MAC_COST * minor.lanes(N, dtype.itemsize) * G * -(-Og // R) * R * taps
             + MINOR_OUT_COST * N * G * Og * out[0] * out[1] * out[2])

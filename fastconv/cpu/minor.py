@@ -312,6 +312,7 @@ def channel_chunk(Cg, OW, KW, sw, dw, Np, itemsize):
     return max(1, min(Cg, CHUNK_BYTES // (cols * Np * itemsize)))
 
 
+@functools.lru_cache(maxsize=1024)
 def valid_taps(out, kernel, stride, dilation, window):
     """Sum over the output positions of the (depth, row, column) taps that read inside
     ``window`` ((start, size) per axis): what the forward sums, per input channel."""
