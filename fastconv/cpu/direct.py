@@ -12,6 +12,12 @@ passes of eight taps over its accumulators instead. Images whose planes are shor
 than a tile are interleaved (image index innermost, "batch-minor"), so that one line
 covers the whole batch.
 
+Small planes with a batch of images take cpu/minor.py instead (images in the vector
+lanes, one output position per register tile, only the taps that reach data: no
+wrap-around columns, no zero border in the input gradient), where ``minor_pays`` /
+``minor_wgrad_pays`` count fewer multiply-adds for it; the planner's cost features ask
+the same functions.
+
 The weight gradient reads the same lines: dW[o, tap] is the dot product of grad_out's
 line of channel o (on the padded-width grid, zero in the wrap-around columns) with the
 input's line shifted by the tap's offset. Register tiles of output channels x taps
