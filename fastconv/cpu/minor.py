@@ -31,6 +31,10 @@ from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, HOST_AVX
 
 from numba.extending import intrinsic
 
+from ._wino_ir import transpose_block
+
+_transpose = transpose_block()
+
 #: vectors per channel in one forward tile of 4 (5) channels: 4 x 6 accumulators + 6
 #: inputs + 1 broadcast fit AVX-512's 32 registers (5 x 5 + 5 + 1), 4 x 3 + 3 + 1 AVX2's 16
 #: (5 x 2 + 2 + 1)
@@ -131,15 +135,15 @@ def _run(R, nvs, add, acc, p0, xm, base, off, wg, t0, t1, V):
 
 
 @njit(parallel=True, **JIT)
-def _minor_fwd(out, xm, wp, off, bias, dims, scratch, nvs, CC, merge):
-    # out: (N, O, OD, OH, OW); xm: the input's nonzero window (C, Dx, Hx, Wx, Np) flat,
+def _minor_fwd(out, shape, xm, wp, off, bias, dims, scratch, nvs, CC, merge):
+    # out: flat, of ``shape`` (N, O, OD, OH, OW); xm: the input's nonzero window (C, Dx, Hx, Wx, Np) flat,
     # at (ad, ah, aw) of the zero-padded input; wp[g, ob, t, j], off[t]: the weight as
     # taps in channel chunks of CC (see _pack); dims = (Dx, Hx, Wx, Np, KD, KH, KW, sd,
     # sh, sw, dd, dh, dw, groups, ad, ah, aw); nvs: the vector counts of the lane chunks
     # of one position; merge: whole rows of taps of one depth run at once (a position
     # whose columns all read inside the window; CC = Cg). Tasks: (group, block of 4
     # output channels, output row).
-    N, O, OD, OH, OW = out.shape
+    N, O, OD, OH, OW = shape
     Dx, Hx, Wx, Np, KD, KH, KW, sd, sh, sw, dd, dh, dw, G, ad, ah, aw = dims
     Og = O // G
     R = wp.shape[3]
@@ -188,32 +192,37 @@ def _minor_fwd(out, xm, wp, off, bias, dims, scratch, nvs, CC, merge):
                             continue
                         t1 = ((kd * KH + kh1) * Cg) * KW
                     _run(R, nvs, kdh > 0 or c0 > 0, acc, p0, xm, base, off, wg, t0, t1, V)
+        # out[n, o0 + j, od, oh, ow] = acc[j, ow*Np + n] + bias: L x L blocks transposed in
+        # registers
+        P = OD * OH * OW
         for j in range(nb):
-            bv = bias[o0 + j]
             aj = acc[j]
-            for n in range(N):
-                orow = out[n, o0 + j, od, oh]
-                for ow in range(OW):
-                    orow[ow] = aj[ow * Np + n] + bv
+            aj[:OW * Np] += bias[o0 + j]
+            d0 = (o0 + j) * P + (od * OH + oh) * OW
+            for n0 in range(0, N, V):
+                for w0 in range(0, OW, V):
+                    _transpose(out, d0 + n0 * O * P + w0, O * P, min(V, N - n0), aj,
+                               w0 * Np + n0, Np, N - n0, min(V, OW - w0))
 
 
 @njit(parallel=True, **JIT)
 def _to_minor(xm, xp):
-    # xm (C, D, H, W, Np) = xp (N, C, D, H, W) with the images innermost, zero lanes past N
+    # xm (C, D, H, W, Np) = xp (N, C, D, H, W) with the images innermost, zero lanes past
+    # N: L x L blocks (images x columns) transposed in registers
     N = xp.shape[0]
     C, D, H, W, Np = xm.shape
-    for t in prange(C * D * H):
-        h = t % H
-        r = t // H
-        d = r % D
-        c = r // D
-        dst = xm[c, d, h]
-        for n in range(N):
-            src = xp[n, c, d, h]
-            for w in range(W):
-                dst[w, n] = src[w]
+    L = VECTOR_BYTES // xm.itemsize
+    CP = C * D * H * W
+    mf = xm.reshape(xm.size)
+    xf = xp.reshape(xp.size)
+    for t in prange(C * D * H):                 # one (c, d, h) row
         if Np > N:
-            dst[:, N:] = 0
+            for w in range(W):
+                mf[(t * W + w) * Np + N:(t * W + w + 1) * Np] = 0
+        for n0 in range(0, N, L):
+            for w0 in range(0, W, L):
+                _transpose(mf, (t * W + w0) * Np + n0, Np, min(L, W - w0), xf,
+                           n0 * CP + t * W + w0, CP, W - w0, min(L, N - n0))
 
 
 def lanes(N, itemsize):
@@ -261,9 +270,12 @@ def minor_fwd(x, w, bias, stride, dilation, groups, out, origin=(0, 0, 0)):
     dims = np.array((Dx, Hx, Wx, Np) + tuple(w.shape[2:]) + tuple(stride) + tuple(dilation)
                     + (groups,) + tuple(origin), dtype=np.int64)
     scratch = workspace("minor_acc", (numba.get_num_threads(), R, OW * Np), out.dtype)
+    res = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
     with serial_if_small(out.size * w[0].size):
-        _minor_fwd(out, xm.reshape(-1), wp, off, bias, dims, scratch, chunks(Np, isz, R), CC,
-                   merge)
+        _minor_fwd(res.reshape(-1), out.shape, xm.reshape(-1), wp, off, bias, dims, scratch,
+                   chunks(Np, isz, R), CC, merge)
+    if res is not out:
+        out[...] = res
     return out
 
 
@@ -329,10 +341,12 @@ def valid_taps(out, kernel, stride, dilation, window):
 def _go_minor(gm, go, N, O, R):
     # gm[g, ob, od, oh, ow, nv, j, l] = go[nv*V + l, g*Og + ob*R + j, od, oh, ow] (zero for
     # images past N and channels past the group's last): the rows of a channel block
-    # interleaved vector by vector, as grad_tile reads them. go: (N, O, OD, OH, OW) flat.
+    # interleaved vector by vector, as grad_tile reads them; go: (N, O, OD, OH, OW) flat.
+    # V x V blocks (columns x images) transposed in registers.
     G, nob, OD, OH, OW, NV, _, V = gm.shape
     Og = O // G
     P = OD * OH * OW
+    step = NV * R * V                           # between columns in gm
     for task in prange(G * nob * OD * OH):
         oh = task % OH
         r = task // OH
@@ -340,21 +354,22 @@ def _go_minor(gm, go, N, O, R):
         r = r // OD
         ob = r % nob
         g = r // nob
-        dst = gm[g, ob, od, oh].reshape(-1)
+        dst = gm[g, ob, od, oh]
+        df = gm.reshape(gm.size)
+        t0 = task * OW * step
         for j in range(R):
             o = ob * R + j
-            src = U((g * Og + o) * P + (od * OH + oh) * OW)
-            for ow in range(OW):
-                for nv in range(NV):
-                    d = U(((ow * NV + nv) * R + j) * V)
-                    if o >= Og:
-                        for l in range(V):
-                            dst[d + U(l)] = 0
-                        continue
-                    n0 = nv * V
-                    for l in range(V):          # a vector of V images' values
-                        n = n0 + l
-                        dst[d + U(l)] = go[src + U(n * O * P + ow)] if n < N else 0
+            if o >= Og:
+                dst[:, :, j, :] = 0
+                continue
+            if NV * V > N:
+                dst[:, NV - 1, j, N - (NV - 1) * V:] = 0
+            s0 = (g * Og + o) * P + (od * OH + oh) * OW
+            for nv in range(NV):
+                n0 = nv * V
+                for w0 in range(0, OW, V):
+                    _transpose(df, t0 + w0 * step + (nv * R + j) * V, step, min(V, OW - w0),
+                               go, s0 + n0 * O * P + w0, O * P, OW - w0, min(V, N - n0))
 
 
 @njit(inline="always", **JIT)
