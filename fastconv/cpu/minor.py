@@ -35,18 +35,19 @@ from ._wino_ir import transpose_block
 
 _transpose = transpose_block()
 
-#: vectors per channel in one forward tile of 4 (5) channels: 4 x 6 accumulators + 6
-#: inputs + 1 broadcast fit AVX-512's 32 registers (5 x 5 + 5 + 1), 4 x 3 + 3 + 1 AVX2's 16
-#: (5 x 2 + 2 + 1)
-MAX_VECTORS = {4: 6, 5: 5} if HOST_AVX512 else {4: 3, 5: 2}
+#: vectors per channel in one forward tile of 4 or 5 channels: 4 (5) x 4 accumulators + 4
+#: inputs + 1 broadcast of AVX-512's 32 registers (a batch of 64 float32 images is one
+#: chunk; more vectors per tile would add compile time for larger batches only);
+#: 4 x 3 + 3 + 1 of AVX2's 16 (5 x 2 + 2 + 1)
+MAX_VECTORS = {4: 4, 5: 4} if HOST_AVX512 else {4: 3, 5: 2}
 _T4 = tuple((intrinsic(_tile_intrinsic(f"mtile4x{v}", False, VECTOR_BYTES, v, 4)),
              intrinsic(_tile_intrinsic(f"mtile4x{v}_add", True, VECTOR_BYTES, v, 4)))
-            for v in range(1, 7))
+            for v in range(1, 5))
 _T5 = tuple((intrinsic(_tile_intrinsic(f"mtile5x{v}", False, VECTOR_BYTES, v, 5)),
              intrinsic(_tile_intrinsic(f"mtile5x{v}_add", True, VECTOR_BYTES, v, 5)))
-            for v in range(1, 6))
-(_t1, _a1), (_t2, _a2), (_t3, _a3), (_t4, _a4), (_t5, _a5), (_t6, _a6) = _T4
-(_u1, _b1), (_u2, _b2), (_u3, _b3), (_u4, _b4), (_u5, _b5) = _T5
+            for v in range(1, 5))
+(_t1, _a1), (_t2, _a2), (_t3, _a3), (_t4, _a4) = _T4
+(_u1, _b1), (_u2, _b2), (_u3, _b3), (_u4, _b4) = _T5
 
 
 @njit(inline="always", **JIT)
@@ -57,31 +58,21 @@ def _tile4(nv, add, acc, p0, xr, base, off, wg, T):
             _a4(acc, p0, xr, base, off, wg, T)
         else:
             _t4(acc, p0, xr, base, off, wg, T)
-    elif nv == 1:
-        if add:
-            _a1(acc, p0, xr, base, off, wg, T)
-        else:
-            _t1(acc, p0, xr, base, off, wg, T)
-    elif nv == 2:
-        if add:
-            _a2(acc, p0, xr, base, off, wg, T)
-        else:
-            _t2(acc, p0, xr, base, off, wg, T)
     elif nv == 3:
         if add:
             _a3(acc, p0, xr, base, off, wg, T)
         else:
             _t3(acc, p0, xr, base, off, wg, T)
-    elif nv == 5:
+    elif nv == 2:
         if add:
-            _a5(acc, p0, xr, base, off, wg, T)
+            _a2(acc, p0, xr, base, off, wg, T)
         else:
-            _t5(acc, p0, xr, base, off, wg, T)
+            _t2(acc, p0, xr, base, off, wg, T)
     else:
         if add:
-            _a6(acc, p0, xr, base, off, wg, T)
+            _a1(acc, p0, xr, base, off, wg, T)
         else:
-            _t6(acc, p0, xr, base, off, wg, T)
+            _t1(acc, p0, xr, base, off, wg, T)
 
 
 @njit(inline="always", **JIT)
@@ -92,26 +83,21 @@ def _tile5(nv, add, acc, p0, xr, base, off, wg, T):
             _b4(acc, p0, xr, base, off, wg, T)
         else:
             _u4(acc, p0, xr, base, off, wg, T)
-    elif nv == 1:
-        if add:
-            _b1(acc, p0, xr, base, off, wg, T)
-        else:
-            _u1(acc, p0, xr, base, off, wg, T)
-    elif nv == 2:
-        if add:
-            _b2(acc, p0, xr, base, off, wg, T)
-        else:
-            _u2(acc, p0, xr, base, off, wg, T)
     elif nv == 3:
         if add:
             _b3(acc, p0, xr, base, off, wg, T)
         else:
             _u3(acc, p0, xr, base, off, wg, T)
+    elif nv == 2:
+        if add:
+            _b2(acc, p0, xr, base, off, wg, T)
+        else:
+            _u2(acc, p0, xr, base, off, wg, T)
     else:
         if add:
-            _b5(acc, p0, xr, base, off, wg, T)
+            _b1(acc, p0, xr, base, off, wg, T)
         else:
-            _u5(acc, p0, xr, base, off, wg, T)
+            _u1(acc, p0, xr, base, off, wg, T)
 
 
 @njit(inline="always", **JIT)

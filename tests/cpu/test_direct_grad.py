@@ -178,6 +178,33 @@ def test_avx2_tile_shape_in_a_subprocess(tmp_path):
     """, tmp_path)
 
 
+def test_avx2_images_in_lanes_in_a_subprocess(tmp_path):
+    """cpu/minor.py on an emulated AVX2 host: 8-lane vectors, lane chunks of at most 3
+    (4-channel tiles) or 2 (5-channel tiles) vectors, a batch that ends inside a vector;
+    all three ops right."""
+    run_on_emulated_avx2("""
+        import fastconv as fc, naive
+        from fastconv.cpu import direct, minor
+        assert minor.MAX_VECTORS == {4: 3, 5: 2} and minor.lanes(19, 4) == 24
+        direct.minor_pays = direct.minor_wgrad_pays = lambda *a: True
+        rng = np.random.default_rng(0)
+        for O, s in ((8, 1), (10, 2)):          # tiles of 4 and of 5 channels
+            x = rng.standard_normal((19, 3, 9, 10)).astype(np.float32)
+            w = rng.standard_normal((O, 3, 3, 3)).astype(np.float32)
+            gy = rng.standard_normal(naive.conv(x, w, None, stride=s, padding=1).shape)
+            gy = gy.astype(np.float32)
+            for got, want in (
+                    (fc.conv2d(x, w, stride=s, padding=1, algorithm="direct"),
+                     naive.conv(x, w, None, stride=s, padding=1)),
+                    (fc.grad.conv2d_input(x.shape, w, gy, stride=s, padding=1, algorithm="direct"),
+                     naive.conv_input_grad(x.shape, w, gy, stride=s, padding=1)),
+                    (fc.grad.conv2d_weight(x, w.shape, gy, stride=s, padding=1, algorithm="direct"),
+                     naive.conv_weight_grad(x, w.shape, gy, stride=s, padding=1))):
+                assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max()), (O, s)
+        print("ok")
+    """, tmp_path)
+
+
 @pytest.mark.parametrize("where", ["x", "gy"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_direct_weight_grad_non_finite(where, value, rng):
