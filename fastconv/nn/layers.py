@@ -432,13 +432,21 @@ class MaxPool2d(Module):
         a = F.float_array(x, "MaxPool2d")
         geo = self._geometry.get(a.shape)
         if geo is None:
-            geo = F._pool_args("MaxPool2d", a.shape, self.kernel_size, self.stride, self.padding,
-                               self.dilation, self.ceil_mode)
+            k, s, p, d, out_size = F._pool_args("MaxPool2d", a.shape, self.kernel_size,
+                                                self.stride, self.padding, self.dilation,
+                                                self.ceil_mode)
+            geo = (k, s, p, d, out_size, pool.is_2x2s2(k, s, p, d, a.shape[-2:], out_size))
             self._geometry[a.shape] = geo
-        k, s, p, d, out_size = geo
+        k, s, p, d, out_size, two = geo
         H, W = a.shape[-2:]
-        y, idx = pool.maxpool2d_fwd(a.reshape(-1, H, W), out_size, k, s, p, d)
         shape = a.shape[:-2] + out_size
+        if two:             # MaxPool2d(2): one-byte argmax codes, indices only when asked for
+            y, code = pool.maxpool2x2_fwd(a.reshape(-1, H, W))
+            self._keep(code=code, shape=a.shape, out=shape, dtype=a.dtype)
+            if not self.return_indices:
+                return y.reshape(shape)
+            return y.reshape(shape), pool.maxpool2x2_indices(code, W).reshape(shape)
+        y, idx = pool.maxpool2d_fwd(a.reshape(-1, H, W), out_size, k, s, p, d)
         y, idx = y.reshape(shape), idx.reshape(shape)
         self._keep(idx=idx, shape=a.shape, dtype=a.dtype)
         return (y, idx) if self.return_indices else y
@@ -453,7 +461,12 @@ class MaxPool2d(Module):
         # the gradient in the input's dtype, as PyTorch
         go = F.float_array(grad_output, "MaxPool2d.backward", "grad_output")
         go = go.astype(ctx.get("dtype", go.dtype), copy=False)
-        return F.max_pool2d_backward(go, ctx["idx"], ctx["shape"])
+        code = ctx.get("code")
+        if code is None:
+            return F.max_pool2d_backward(go, ctx["idx"], ctx["shape"])
+        F.check_grad_shape("MaxPool2d.backward", go, ctx["out"])
+        shape = ctx["shape"]
+        return pool.maxpool2x2_bwd(go.reshape(code.shape), code, shape[-2:]).reshape(shape)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "

@@ -191,3 +191,73 @@ def test_large_problem_takes_the_parallel_kernel():
     for q, (g, i) in enumerate(zip(go.reshape(32, -1), idx.reshape(32, -1))):
         np.add.at(want[q], i[i >= 0], g[i >= 0].astype(np.float64))
     np.testing.assert_allclose(gx.reshape(32, -1), want, rtol=1e-5, atol=1e-5)
+
+
+# --- MaxPool2d(2): the one-byte argmax kernels (cpu/pool.maxpool2x2_*) ------------------
+@st.composite
+def two_by_two_problems(draw):
+    """MaxPool2d(2)-shaped problems: odd and even sizes, ties, NaN, +-inf, both dtypes,
+    floor and ceil mode (ceil on an odd size is not the 2x2 kernel's case: the general
+    kernel must take it)."""
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)),
+             draw(st.integers(2, 13)), draw(st.integers(2, 13)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    x = (rng.integers(-2, 3, shape) if draw(st.booleans())
+         else rng.standard_normal(shape)).astype(dtype)
+    for _ in range(draw(st.integers(0, 4))):
+        x.reshape(-1)[draw(st.integers(0, x.size - 1))] = draw(
+            st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0]))
+    return x, draw(st.booleans()), draw(st.booleans())
+
+
+@PROPERTY
+@given(two_by_two_problems())
+def test_maxpool2x2_matches_the_window_loop(problem):
+    from fastconv.cpu import pool
+    x, ceil_mode, parallel = problem
+    k = s = (2, 2)
+    out_size = geometry(x, k, s, (0, 0), (1, 1), ceil_mode)
+    event("2x2 kernel" if pool.is_2x2s2(k, s, (0, 0), (1, 1), x.shape[2:], out_size)
+          else "general kernel")
+    go = np.random.default_rng(0).standard_normal(x.shape[:2] + out_size).astype(x.dtype)
+    go.reshape(-1)[0] = np.inf                       # goes to one element only, no NaN
+    y_ref, idx_ref, gx_ref = reference_max_pool(x, go, k, s, (0, 0), (1, 1), out_size)
+    with pytest.MonkeyPatch.context() as mp:
+        if parallel:
+            mp.setattr(pool, "PARALLEL_MIN_2X2", 1)
+        for return_indices in (False, True):
+            layer = nn.MaxPool2d(2, ceil_mode=ceil_mode, return_indices=return_indices)
+            out = layer(x)
+            y = out[0] if return_indices else out
+            np.testing.assert_array_equal(y, y_ref.astype(x.dtype))
+            if return_indices:
+                np.testing.assert_array_equal(out[1], idx_ref)
+            gx = layer.backward(go)
+            assert gx.dtype == x.dtype and gx.shape == x.shape
+            np.testing.assert_array_equal(gx, gx_ref.astype(x.dtype))
+            assert not np.signbit(gx[gx == 0]).any()     # zeros, not -0 (as PyTorch)
+        y2, idx2 = F.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=True)
+        np.testing.assert_array_equal(idx2, idx_ref)
+        np.testing.assert_array_equal(y2, y)
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed (optional oracle)")
+@PROPERTY
+@given(two_by_two_problems())
+def test_maxpool2x2_matches_torch(problem):
+    x, ceil_mode, _ = problem
+    t = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.max_pool2d(t, 2, ceil_mode=ceil_mode)
+    go = np.random.default_rng(1).standard_normal(tuple(yt.shape)).astype(x.dtype)
+    yt.backward(torch.tensor(go))
+    layer = nn.MaxPool2d(2, ceil_mode=ceil_mode)
+    np.testing.assert_array_equal(layer(x), yt.detach().numpy())
+    np.testing.assert_array_equal(layer.backward(go), t.grad.numpy())
+
+
+def test_maxpool2x2_backward_checks_the_gradient_shape():
+    layer = nn.MaxPool2d(2)
+    layer(np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"MaxPool2d.backward: grad_output has shape \(2, 3, 4, 5\)"):
+        layer.backward(np.zeros((2, 3, 4, 5), np.float32))
