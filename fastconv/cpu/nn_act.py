@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._common import JIT
+from ._common import JIT, U
 
 EXACT = dict(JIT, fastmath=False)
 
@@ -141,6 +141,21 @@ def log_softmax_bwd(go2, y2):
     return gx
 
 
+@njit(**JIT)
+def _channel_sums(out, g, N, O, P):
+    # out[o] = sum over n, p of g[n, o, p] (g flat, C-ordered), accumulated in float64:
+    # contiguous rows of P, vectorised
+    for o in range(O):
+        out[o] = 0.0
+    for n in range(N):
+        for o in range(O):
+            base = U((n * O + o) * P)
+            acc = 0.0
+            for p in range(P):
+                acc += g[base + U(p)]
+            out[o] += acc
+
+
 @njit(parallel=True, **JIT)
 def _channel_sums_par(out, g):
     # out[o] = sum over n, p of g[n, o, p], accumulated in float64
@@ -156,11 +171,13 @@ def _channel_sums_par(out, g):
 
 def channel_sums(g3):
     """The bias gradient of a convolution: sums of grad_output (N, O, P) over images and
-    positions, per channel (float64 accumulation, parallel over channels on large arrays;
-    NumPy's pairwise sum on one thread otherwise)."""
-    if g3.size < PARALLEL_MIN or g3.dtype not in (np.float32, np.float64) \
-            or not g3.flags.c_contiguous:
+    positions, per channel (float64 accumulation; parallel over channels on large arrays).
+    Other dtypes or layouts: NumPy's sum."""
+    if g3.dtype not in (np.float32, np.float64) or not g3.flags.c_contiguous:
         return g3.sum(axis=(0, 2))
     out = np.empty(g3.shape[1], dtype=np.float64)
-    _channel_sums_par(out, g3)
+    if g3.size < PARALLEL_MIN:
+        _channel_sums(out, g3.reshape(-1), *g3.shape)
+    else:
+        _channel_sums_par(out, g3)
     return out.astype(g3.dtype)
