@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 
 from ._arrays import is_gpu_array
+from .cpu import nn_act
 from .nn.module import Parameter, host_copy, zero_
 
 __all__ = ["Optimizer", "SGD", "Adam"]
@@ -222,6 +223,17 @@ class Optimizer:
         return "\n".join(lines)
 
 
+def _fused_ok(p, buf):
+    """Whether SGD's one-pass kernel can update ``p``: C-contiguous float arrays of one dtype
+    and shape (else the NumPy formulation, which it reproduces, runs)."""
+    data, grad = p.data, p.grad
+    return (data.dtype.char in "fd" and data.flags.c_contiguous and data.flags.writeable
+            and type(grad) is np.ndarray and grad.dtype == data.dtype
+            and grad.shape == data.shape and grad.flags.c_contiguous
+            and (buf is None or (type(buf) is np.ndarray and buf.dtype == data.dtype
+                                 and buf.shape == data.shape and buf.flags.c_contiguous)))
+
+
 def _gpu_state(a):
     """A device copy of host state (momentum buffers, moments) for a parameter on the GPU."""
     from .cuda import runtime as rt
@@ -302,6 +314,14 @@ class SGD(Optimizer):
                 self._step_gpu(g, p, state)
                 continue
             lr, mom, damp, wd = g["lr"], g["momentum"], g["dampening"], g["weight_decay"]
+            if _fused_ok(p, state.get("momentum_buffer") if mom != 0 else None):
+                buf = state.get("momentum_buffer")
+                first = mom != 0 and buf is None
+                if first:
+                    buf = state["momentum_buffer"] = np.empty_like(p.data)
+                nn_act.sgd_update(p.data, p.grad, buf, lr, wd, mom, damp, g["nesterov"],
+                                  g["maximize"], first)
+                continue
             d = p.grad if not g["maximize"] else -p.grad
             if wd != 0:
                 d = d + wd * p.data

@@ -181,3 +181,44 @@ def channel_sums(g3):
     else:
         _channel_sums_par(out, g3)
     return out.astype(g3.dtype)
+
+
+# -- optimiser updates ------------------------------------------------------------------------
+@njit(**EXACT)
+def _sgd_update(p, g, buf, lr, wd, mom, damp1, flags):
+    # One SGD step over flat arrays of one dtype, in the order (and roundings) of the NumPy
+    # formulation in fastconv.optim.SGD: d = g (-g to maximize) + wd * p; buf = d on the first
+    # step, else buf * mom + (1 - dampening) * d; d = d + mom * buf (nesterov) or buf;
+    # p -= lr * d. flags bits: 1 maximize, 2 weight decay, 4 momentum, 8 first step,
+    # 16 dampening != 0, 32 nesterov, 64 lr == 1. EXACT: no contraction into FMAs.
+    maximize = (flags & 1) != 0
+    decay = (flags & 2) != 0
+    momentum = (flags & 4) != 0
+    first = (flags & 8) != 0
+    damped = (flags & 16) != 0
+    nesterov = (flags & 32) != 0
+    unit_lr = (flags & 64) != 0
+    for i in range(p.shape[0]):
+        d = -g[i] if maximize else g[i]
+        if decay:
+            d = d + wd * p[i]
+        if momentum:
+            if first:
+                b = d
+            else:
+                b = buf[i] * mom
+                b = b + damp1 * d if damped else b + d
+            buf[i] = b
+            d = d + mom * b if nesterov else b
+        p[i] = p[i] - d if unit_lr else p[i] - lr * d
+
+
+def sgd_update(p, g, buf, lr, weight_decay, momentum, dampening, nesterov, maximize, first):
+    """In-place SGD step on C-contiguous float arrays of one dtype (``buf``: the momentum
+    buffer, written on the first step; ignored without momentum). Scalars are rounded to
+    the arrays' dtype first, as NumPy does with Python floats."""
+    t = p.dtype.type
+    flags = (1 * bool(maximize) | 2 * (weight_decay != 0) | 4 * (momentum != 0) | 8 * bool(first)
+             | 16 * (dampening != 0) | 32 * bool(nesterov) | 64 * (lr == 1))
+    _sgd_update(p.reshape(-1), g.reshape(-1), (p if buf is None else buf).reshape(-1), t(lr),
+                t(weight_decay), t(momentum), t(1 - dampening), flags)
