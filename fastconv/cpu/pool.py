@@ -188,11 +188,16 @@ def _maxpool2d_2x2_inside(out, idx, x, sH, sW, dH, dW):
 # that do not. Ties and NaN follow PyTorch's scan (the first maximum in window order, the
 # last NaN): the row-first reduction below keeps the first maximum, and a window holding a
 # NaN (flagged, rare) makes the caller redo the call by the exact rule.
+# With ``relu`` the kernels compute ReLU(MaxPool2d(2)(x)) in the same pass (nn.Sequential
+# fuses the pair): the output is max(m, 0) and code bit 2 marks a window whose ReLU output
+# is <= 0, so that the backward sends its gradient nowhere (the backward of the pool alone
+# ignores that bit).
 @njit(**JIT)
-def _mp2_rows(out, code, x, p0, p1, H, W, OH, OW):
+def _mp2_rows(out, code, x, p0, p1, H, W, OH, OW, relu):
     # planes [p0, p1) of flat x (P * H * W); out, code flat (P * OH * OW). Returns whether
     # a NaN was seen (then out and code are not by PyTorch's rule for those windows).
     nan = False
+    zero = out.dtype.type(0)
     for p in range(p0, p1):
         for oh in range(OH):
             a0 = U((p * H + 2 * oh) * W)
@@ -210,14 +215,20 @@ def _mp2_rows(out, code, x, p0, p1, H, W, OH, OW):
                 s1 = np.uint8(d > c)
                 m1 = max(c, d)
                 t = np.uint8(m1 > m0)           # row 1 only when strictly larger
-                out[b + q] = max(m0, m1)
-                code[b + q] = (t << np.uint8(1)) | (s0 ^ (t * (s0 ^ s1)))
+                m = max(m0, m1)
+                k = (t << np.uint8(1)) | (s0 ^ (t * (s0 ^ s1)))
+                if relu:
+                    out[b + q] = max(zero, m)   # m if m > 0 else +0
+                    code[b + q] = k | (np.uint8(m <= 0) << np.uint8(2))
+                else:
+                    out[b + q] = m
+                    code[b + q] = k
                 nan |= (a != a) | (v != v) | (c != c) | (d != d)
     return nan
 
 
 @njit(**JIT)
-def _mp2_rows_exact(out, code, x, p0, p1, H, W, OH, OW):
+def _mp2_rows_exact(out, code, x, p0, p1, H, W, OH, OW, relu):
     # as _mp2_rows by PyTorch's rule also for windows holding NaN (the scalar scan)
     for p in range(p0, p1):
         for oh in range(OH):
@@ -231,32 +242,36 @@ def _mp2_rows_exact(out, code, x, p0, p1, H, W, OH, OW):
                     if v > best or v != v:
                         best = v
                         k = t
+                if relu and best <= 0:           # ReLU: NaN passes, as torch.relu
+                    best = 0
+                    k += 4
                 out[b + ow] = best
                 code[b + ow] = k
 
 
 @njit(**JIT)
-def _mp2_fwd(out, code, x, H, W, OH, OW):
+def _mp2_fwd(out, code, x, H, W, OH, OW, relu):
     P = out.shape[0] // max(1, OH * OW)
-    if _mp2_rows(out, code, x, 0, P, H, W, OH, OW):
-        _mp2_rows_exact(out, code, x, 0, P, H, W, OH, OW)
+    if _mp2_rows(out, code, x, 0, P, H, W, OH, OW, relu):
+        _mp2_rows_exact(out, code, x, 0, P, H, W, OH, OW, relu)
 
 
 @njit(parallel=True, **JIT)
-def _mp2_fwd_par(out, code, x, H, W, OH, OW, n_tasks):
+def _mp2_fwd_par(out, code, x, H, W, OH, OW, relu, n_tasks):
     P = out.shape[0] // max(1, OH * OW)
     step = (P + n_tasks - 1) // n_tasks
     for t in prange(n_tasks):
         p0, p1 = t * step, min(P, (t + 1) * step)
-        if p0 < p1 and _mp2_rows(out, code, x, p0, p1, H, W, OH, OW):
-            _mp2_rows_exact(out, code, x, p0, p1, H, W, OH, OW)
+        if p0 < p1 and _mp2_rows(out, code, x, p0, p1, H, W, OH, OW, relu):
+            _mp2_rows_exact(out, code, x, p0, p1, H, W, OH, OW, relu)
 
 
 @njit(**JIT)
-def _mp2_bwd_rows(gx, go, code, p0, p1, H, W, OH, OW):
+def _mp2_bwd_rows(gx, go, code, p0, p1, H, W, OH, OW, mask):
     # gx (flat P * H * W, written whole), go, code (flat P * OH * OW). gx and go are
     # integer views of the float arrays: each input element gets its window's gradient
-    # bits or zero bits (a select by masking, which vectorises).
+    # bits or zero bits (a select by masking, which vectorises). mask: 3 for the pool
+    # alone, 7 to apply the fused ReLU's bit as well.
     zero = gx.dtype.type(0)
     for p in range(p0, p1):
         for oh in range(OH):
@@ -266,7 +281,7 @@ def _mp2_bwd_rows(gx, go, code, p0, p1, H, W, OH, OW):
             for j in range(OW):
                 q = U(j)
                 i = U(2) * q
-                k = code[b + q]
+                k = code[b + q] & mask
                 g = go[b + q]
                 gx[a0 + i] = g & -gx.dtype.type(k == 0)
                 gx[a0 + i + U(1)] = g & -gx.dtype.type(k == 1)
@@ -282,16 +297,16 @@ def _mp2_bwd_rows(gx, go, code, p0, p1, H, W, OH, OW):
 
 
 @njit(**JIT)
-def _mp2_bwd(gx, go, code, H, W, OH, OW):
-    _mp2_bwd_rows(gx, go, code, 0, gx.shape[0] // max(1, H * W), H, W, OH, OW)
+def _mp2_bwd(gx, go, code, H, W, OH, OW, mask):
+    _mp2_bwd_rows(gx, go, code, 0, gx.shape[0] // max(1, H * W), H, W, OH, OW, mask)
 
 
 @njit(parallel=True, **JIT)
-def _mp2_bwd_par(gx, go, code, H, W, OH, OW, n_tasks):
+def _mp2_bwd_par(gx, go, code, H, W, OH, OW, mask, n_tasks):
     P = gx.shape[0] // max(1, H * W)
     step = (P + n_tasks - 1) // n_tasks
     for t in prange(n_tasks):
-        _mp2_bwd_rows(gx, go, code, t * step, min(P, (t + 1) * step), H, W, OH, OW)
+        _mp2_bwd_rows(gx, go, code, t * step, min(P, (t + 1) * step), H, W, OH, OW, mask)
 
 
 @njit(**JIT)
@@ -301,7 +316,7 @@ def _mp2_indices(idx, code, W, OH, OW):
     for o in range(n):
         ow = o % OW
         oh = (o // OW) % OH
-        k = code[o]
+        k = code[o] & 3
         idx[o] = (2 * oh + (k >> 1)) * W + 2 * ow + (k & 1)
 
 
@@ -461,16 +476,17 @@ def _n_tasks(P, elements):
     return min(P, n_tasks_target())
 
 
-def maxpool2x2_fwd(x):
+def maxpool2x2_fwd(x, relu=False):
     """MaxPool2d(2) on x (P, H, W) C-contiguous (see :func:`is_2x2s2`). Returns (out, code),
     each (P, H // 2, W // 2); ``code`` (uint8) is ``2 * row + column`` of each window's
-    maximum (PyTorch's: the first maximum in window order, the last NaN)."""
+    maximum (PyTorch's: the first maximum in window order, the last NaN). ``relu``: ``out``
+    is ReLU of the pooling, and code bit 2 marks the outputs ReLU set to 0."""
     P, H, W = x.shape
     OH, OW = H // 2, W // 2
     out = np.empty((P, OH, OW), dtype=x.dtype)
     code = np.empty((P, OH, OW), dtype=np.uint8)
     n = _n_tasks(P, x.size)
-    args = (out.reshape(-1), code.reshape(-1), x.reshape(-1), H, W, OH, OW)
+    args = (out.reshape(-1), code.reshape(-1), x.reshape(-1), H, W, OH, OW, bool(relu))
     if n:
         _mp2_fwd_par(*args, n)
     else:
@@ -478,17 +494,18 @@ def maxpool2x2_fwd(x):
     return out, code
 
 
-def maxpool2x2_bwd(go, code, in_size):
+def maxpool2x2_bwd(go, code, in_size, relu=False):
     """The input gradient (P, H, W) of :func:`maxpool2x2_fwd` from ``go`` (P, OH, OW) C-contiguous
     (float32 or float64) and the forward's ``code``: each window's gradient at its maximum,
-    zeros elsewhere."""
+    zeros elsewhere. ``relu`` (the forward's ``relu`` too): ``go`` is the gradient of the
+    ReLU's output, and windows whose ReLU output was <= 0 send nothing."""
     P, OH, OW = go.shape
     H, W = in_size
     gx = np.empty((P, H, W), dtype=go.dtype)
     bits = np.int32 if go.dtype == np.float32 else np.int64
     n = _n_tasks(P, gx.size)
     args = (gx.reshape(-1).view(bits), go.reshape(-1).view(bits), code.reshape(-1),
-            H, W, OH, OW)
+            H, W, OH, OW, 7 if relu else 3)
     if n:
         _mp2_bwd_par(*args, n)
     else:

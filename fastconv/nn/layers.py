@@ -451,6 +451,43 @@ class MaxPool2d(Module):
         self._keep(idx=idx, shape=a.shape, dtype=a.dtype)
         return (y, idx) if self.return_indices else y
 
+    _fuses_next = True
+
+    def _forward_fused(self, nxt, x):
+        """``nxt(self(x))``, in one pass when ``nxt`` is a ReLU and this is MaxPool2d(2) on a
+        host array (what :class:`Sequential` runs for the pair): both layers keep what their
+        own backward needs, and :meth:`_backward_fused` does both backwards in one pass."""
+        if (type(self) is not MaxPool2d or type(nxt) is not ReLU or self.return_indices
+                or on_gpu(x)):
+            return nxt(self(x))
+        a = F.float_array(x, "MaxPool2d")
+        geo = self._geometry.get(a.shape)
+        if geo is None or not geo[-1]:
+            return nxt(self(a))
+        H, W = a.shape[-2:]
+        shape = a.shape[:-2] + geo[4]
+        y, code = pool.maxpool2x2_fwd(a.reshape(-1, H, W), relu=True)
+        y = nxt._output(y.reshape(shape))
+        self._keep(code=code, shape=a.shape, out=shape, dtype=a.dtype, relu_y=y)
+        return y
+
+    def _backward_fused(self, nxt, grad_output, input_grad=True):
+        """``self.backward(nxt.backward(grad_output), input_grad)`` in one pass after a
+        :meth:`_forward_fused` of the pair; NotImplemented otherwise."""
+        y = self._ctx.get("relu_y")
+        if y is None or nxt._ctx.get("y") is not y or on_gpu(grad_output):
+            return NotImplemented
+        nxt._take()
+        ctx = self._take()
+        F.check_grad_shape("ReLU.backward", grad_output, y.shape)     # as ReLU's backward
+        if not input_grad:
+            return None
+        go = F.float_array(grad_output, "relu_backward", "grad_output").astype(y.dtype,
+                                                                            copy=False)
+        code, shape = ctx["code"], ctx["shape"]
+        return pool.maxpool2x2_bwd(go.reshape(code.shape), code, shape[-2:],
+                                   relu=True).reshape(shape)
+
     def backward(self, grad_output, input_grad=True):
         ctx = self._take()
         if not input_grad:

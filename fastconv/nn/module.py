@@ -617,6 +617,10 @@ class Module:
         object.__setattr__(self, "_ctx", {})
         return ctx
 
+    # fusion with the next module (nn.Sequential) -----------------------------------------
+    _fuses_next = False    # True: Sequential runs this module and the next one through
+                           # _forward_fused(next, x) and _backward_fused(next, grad, input_grad)
+
     # printing --------------------------------------------------------------------------
     def extra_repr(self):
         """The text inside ``Name(...)`` in the repr (layers override it)."""
@@ -690,8 +694,16 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
+        mods = list(self._modules.values())
+        i, n = 0, len(mods)
+        while i < n:
+            m = mods[i]
+            if m._fuses_next and i + 1 < n:   # e.g. MaxPool2d(2) then ReLU: one pass
+                x = m._forward_fused(mods[i + 1], x)
+                i += 2
+            else:
+                x = m(x)
+                i += 1
         return x
 
     def backward(self, grad_output, input_grad=True):
@@ -703,6 +715,14 @@ class Sequential(Module):
         """
         mods = list(self._modules.values())
         g = grad_output
-        for i in range(len(mods) - 1, -1, -1):
+        i = len(mods) - 1
+        while i >= 0:
+            if i > 0 and mods[i - 1]._fuses_next:     # a pair the forward fused
+                r = mods[i - 1]._backward_fused(mods[i], g, input_grad or i > 1)
+                if r is not NotImplemented:
+                    g = r
+                    i -= 2
+                    continue
             g = mods[i].backward(g, input_grad=input_grad or i > 0)
+            i -= 1
         return g

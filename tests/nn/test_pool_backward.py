@@ -261,3 +261,62 @@ def test_maxpool2x2_backward_checks_the_gradient_shape():
     layer(np.zeros((2, 3, 8, 8), np.float32))
     with pytest.raises(ValueError, match=r"MaxPool2d.backward: grad_output has shape \(2, 3, 4, 5\)"):
         layer.backward(np.zeros((2, 3, 4, 5), np.float32))
+
+
+# --- nn.Sequential runs MaxPool2d(2) + ReLU in one pass ---------------------------------
+@PROPERTY
+@given(two_by_two_problems())
+def test_sequential_fused_pool_relu_equals_the_layers_one_by_one(problem):
+    x, ceil_mode, parallel = problem
+    from fastconv.cpu import pool
+    go = np.random.default_rng(2).standard_normal(
+        x.shape[:2] + geometry(x, (2, 2), (2, 2), (0, 0), (1, 1), ceil_mode)).astype(x.dtype)
+    go.reshape(-1)[-1] = np.nan                   # passes where the output is not <= 0
+    with pytest.MonkeyPatch.context() as mp:
+        if parallel:
+            mp.setattr(pool, "PARALLEL_MIN_2X2", 1)
+        p1, r1 = nn.MaxPool2d(2, ceil_mode=ceil_mode), nn.ReLU()
+        want_y = r1(p1(x))
+        want_gx = p1.backward(r1.backward(go))
+        seq = nn.Sequential(nn.MaxPool2d(2, ceil_mode=ceil_mode), nn.ReLU())
+        for _ in range(2):                        # the first call also plans the geometry
+            y = seq(x)
+            np.testing.assert_array_equal(y, want_y)
+            assert y.dtype == x.dtype
+            gx = seq.backward(go)
+            assert gx.dtype == x.dtype and gx.shape == x.shape
+            np.testing.assert_array_equal(gx, want_gx)
+        # the layers' own backwards still work after a fused forward
+        seq(x)
+        np.testing.assert_array_equal(seq[0].backward(seq[1].backward(go)), want_gx)
+        seq(x)
+        assert seq.backward(go, input_grad=False) is None
+    if torch is not None:
+        t = torch.tensor(x, requires_grad=True)
+        yt = torch.relu(torch.nn.functional.max_pool2d(t, 2, ceil_mode=ceil_mode))
+        yt.backward(torch.tensor(go))
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_array_equal(gx, t.grad.numpy())
+
+
+def test_sequential_fusion_keeps_the_errors_and_modes():
+    seq = nn.Sequential(nn.MaxPool2d(2), nn.ReLU())
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    seq(x)
+    seq(x)
+    with pytest.raises(ValueError, match=r"grad_output has shape \(2, 3, 3, 4\)"):
+        seq.backward(np.ones((2, 3, 3, 4), np.float32))
+    with pytest.raises(RuntimeError, match="nothing saved"):
+        seq.backward(np.ones((2, 3, 3, 3), np.float32))         # the contexts were consumed
+    seq.eval()
+    y = seq(x)
+    np.testing.assert_array_equal(y, np.maximum(F.max_pool2d(x, 2), 0))
+    with pytest.raises(RuntimeError, match="nothing saved"):
+        seq.backward(np.ones_like(y))
+    seq.train()
+    # an inplace ReLU, and a ReLU shared by two places: the same results as one by one
+    relu = nn.ReLU(inplace=True)
+    seq = nn.Sequential(nn.MaxPool2d(2), relu, nn.MaxPool2d(2, ceil_mode=True), relu)
+    y = seq(x)
+    np.testing.assert_array_equal(y, np.maximum(F.max_pool2d(np.maximum(F.max_pool2d(x, 2), 0),
+                                                             2, ceil_mode=True), 0))
