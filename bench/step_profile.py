@@ -132,7 +132,8 @@ def main():
           f"fused) | {seq * 1e3:.3f} | |")
     t = torch_step(x, y)
     if t is not None:
-        print(f"| torch best whole step | {t * 1e3:.3f} | (ratio {step / t:.2f}x; Sequential {seq / t:.2f}x) |")
+        print(f"| torch best whole step | {t * 1e3:.3f} | (ratio {step / t:.2f}x; "
+              f"Sequential {seq / t:.2f}x) |")
 
 
 if __name__ == "__main__":

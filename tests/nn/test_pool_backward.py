@@ -259,7 +259,8 @@ def test_maxpool2x2_matches_torch(problem):
 def test_maxpool2x2_backward_checks_the_gradient_shape():
     layer = nn.MaxPool2d(2)
     layer(np.zeros((2, 3, 8, 8), np.float32))
-    with pytest.raises(ValueError, match=r"MaxPool2d.backward: grad_output has shape \(2, 3, 4, 5\)"):
+    with pytest.raises(ValueError,
+                       match=r"MaxPool2d.backward: grad_output has shape \(2, 3, 4, 5\)"):
         layer.backward(np.zeros((2, 3, 4, 5), np.float32))
 
 
