@@ -222,3 +222,64 @@ def sgd_update(p, g, buf, lr, weight_decay, momentum, dampening, nesterov, maxim
              | 16 * (dampening != 0) | 32 * bool(nesterov) | 64 * (lr == 1))
     _sgd_update(p.reshape(-1), g.reshape(-1), (p if buf is None else buf).reshape(-1), t(lr),
                 t(weight_decay), t(momentum), t(1 - dampening), flags)
+
+
+# -- negative log-likelihood ------------------------------------------------------------------
+@njit(**EXACT)
+def _nll_rows(losses, wi, rows, t, w, use_w, ignore_index):
+    # rows (M, C) log-probabilities, t (M,) int64 targets, w (C,) class weights (use_w).
+    # Per row: wi = w[t] (1 without weights, 0 for ignore_index) and losses = -(wi * rows[m, t])
+    # (0 for ignore_index) in the rows' dtype. Returns (the first row whose target is outside
+    # [0, C) and not ignore_index, or -1; the float64 sums of losses and of wi).
+    M, C = rows.shape
+    lsum = 0.0
+    wsum = 0.0
+    for m in range(M):
+        tm = t[m]
+        if tm == ignore_index:
+            losses[m] = 0
+            wi[m] = 0
+            continue
+        if tm < 0 or tm >= C:
+            return m, lsum, wsum
+        wm = w[tm] if use_w else 1.0        # a product of two floats rounds once either way
+        wi[m] = wm
+        losses[m] = -(wm * rows[m, tm])
+        lsum += losses[m]
+        wsum += wi[m]
+    return -1, lsum, wsum
+
+
+def nll_rows(rows, t, w, ignore_index):
+    """Per-row NLL losses and target weights of ``rows`` (M, C) for targets ``t`` (M,) int64
+    (see _nll_rows); returns (losses, wi, first bad row or -1, sum of losses, sum of wi)."""
+    M = rows.shape[0]
+    losses = np.empty(M, dtype=rows.dtype)
+    wi = np.empty(M, dtype=rows.dtype)
+    bad, lsum, wsum = _nll_rows(losses, wi, rows, t, rows[0] if w is None else w,
+                                w is not None, ignore_index) if M else (-1, 0.0, 0.0)
+    return losses, wi, bad, lsum, wsum
+
+
+@njit(**EXACT)
+def _nll_grad_rows(g, t, wi, gl, sd, per_row, ignore_index):
+    # g (M, C) zeros on entry: g[m, t[m]] = -(wi[m] * gl[m]) in g's dtype (per_row), else
+    # -(wi[m] * sd) in float64, rounded to g's dtype; rows with ignore_index stay 0
+    for m in range(t.shape[0]):
+        tm = t[m]
+        if tm == ignore_index:
+            continue
+        if per_row:
+            g[m, tm] = -(wi[m] * gl[m])
+        else:
+            g[m, tm] = -(wi[m] * sd)
+
+
+def nll_grad(shape, t, wi, gl, sd, ignore_index):
+    """The gradient of an NLL loss with respect to its (M, C) rows: ``gl`` (M,) per-row
+    gradients of the loss, or None and the scalar factor ``sd`` (float64)."""
+    g = np.zeros(shape, dtype=wi.dtype)
+    if shape[0]:
+        _nll_grad_rows(g, t, wi, wi if gl is None else gl, float(sd), gl is not None,
+                       ignore_index)
+    return g
