@@ -309,18 +309,23 @@ class SGD(Optimizer):
     def step(self):
         """One update of every parameter that has a gradient (on the GPU for parameters
         there, see :meth:`fastconv.nn.Module.to` and the module's GPU example)."""
+        scalars = {}                  # (group, dtype) -> the kernel's scalars, once per step
         for g, p, state in self._params_with_grad():
             if not isinstance(p.data, np.ndarray):
                 self._step_gpu(g, p, state)
                 continue
             lr, mom, damp, wd = g["lr"], g["momentum"], g["dampening"], g["weight_decay"]
-            if _fused_ok(p, state.get("momentum_buffer") if mom != 0 else None):
-                buf = state.get("momentum_buffer")
+            buf = state.get("momentum_buffer")
+            if _fused_ok(p, buf if mom != 0 else None):
+                key = (id(g), p.data.dtype.char)
+                sc = scalars.get(key)
+                if sc is None:
+                    sc = scalars[key] = nn_act.sgd_scalars(p.data.dtype, lr, wd, mom, damp,
+                                                           g["nesterov"], g["maximize"])
                 first = mom != 0 and buf is None
                 if first:
                     buf = state["momentum_buffer"] = np.empty_like(p.data)
-                nn_act.sgd_update(p.data, p.grad, buf, lr, wd, mom, damp, g["nesterov"],
-                                  g["maximize"], first)
+                nn_act.sgd_update(p.data, p.grad, buf, sc, first)
                 continue
             d = p.grad if not g["maximize"] else -p.grad
             if wd != 0:

@@ -213,15 +213,22 @@ def _sgd_update(p, g, buf, lr, wd, mom, damp1, flags):
         p[i] = p[i] - d if unit_lr else p[i] - lr * d
 
 
-def sgd_update(p, g, buf, lr, weight_decay, momentum, dampening, nesterov, maximize, first):
-    """In-place SGD step on C-contiguous float arrays of one dtype (``buf``: the momentum
-    buffer, written on the first step; ignored without momentum). Scalars are rounded to
-    the arrays' dtype first, as NumPy does with Python floats."""
-    t = p.dtype.type
-    flags = (1 * bool(maximize) | 2 * (weight_decay != 0) | 4 * (momentum != 0) | 8 * bool(first)
+def sgd_scalars(dtype, lr, weight_decay, momentum, dampening, nesterov, maximize):
+    """A parameter group's options for :func:`sgd_update` on arrays of ``dtype``: scalars
+    rounded to the dtype first, as NumPy does with Python floats, and the flags."""
+    t = np.dtype(dtype).type
+    flags = (1 * bool(maximize) | 2 * (weight_decay != 0) | 4 * (momentum != 0)
              | 16 * (dampening != 0) | 32 * bool(nesterov) | 64 * (lr == 1))
-    _sgd_update(p.reshape(-1), g.reshape(-1), (p if buf is None else buf).reshape(-1), t(lr),
-                t(weight_decay), t(momentum), t(1 - dampening), flags)
+    return t(lr), t(weight_decay), t(momentum), t(1 - dampening), flags
+
+
+def sgd_update(p, g, buf, scalars, first):
+    """In-place SGD step on C-contiguous float arrays of one dtype (``buf``: the momentum
+    buffer, written on the first step; ignored without momentum; ``scalars`` from
+    :func:`sgd_scalars`)."""
+    lr, wd, mom, damp1, flags = scalars
+    _sgd_update(p.reshape(-1), g.reshape(-1), (p if buf is None else buf).reshape(-1), lr, wd,
+                mom, damp1, flags | (8 if first else 0))
 
 
 # -- negative log-likelihood ------------------------------------------------------------------
