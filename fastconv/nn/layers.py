@@ -454,16 +454,17 @@ class MaxPool2d(Module):
     _fuses_next = True
 
     def _forward_fused(self, nxt, x):
-        """``nxt(self(x))``, in one pass when ``nxt`` is a ReLU and this is MaxPool2d(2) on a
-        host array (what :class:`Sequential` runs for the pair): both layers keep what their
-        own backward needs, and :meth:`_backward_fused` does both backwards in one pass."""
+        """``nxt(self(x))`` in one pass when ``nxt`` is a ReLU and this is MaxPool2d(2) on a
+        host array of a shape seen before (what :class:`Sequential` asks for the pair), else
+        NotImplemented. Both layers keep what their own backward needs, and
+        :meth:`_backward_fused` does both backwards in one pass."""
         if (type(self) is not MaxPool2d or type(nxt) is not ReLU or self.return_indices
-                or on_gpu(x)):
-            return nxt(self(x))
+                or type(x) is not np.ndarray):
+            return NotImplemented
         a = F.float_array(x, "MaxPool2d")
         geo = self._geometry.get(a.shape)
         if geo is None or not geo[-1]:
-            return nxt(self(a))
+            return NotImplemented
         H, W = a.shape[-2:]
         shape = a.shape[:-2] + geo[4]
         y, code = pool.maxpool2x2_fwd(a.reshape(-1, H, W), relu=True)

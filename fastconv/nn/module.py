@@ -618,8 +618,10 @@ class Module:
         return ctx
 
     # fusion with the next module (nn.Sequential) -----------------------------------------
-    _fuses_next = False    # True: Sequential runs this module and the next one through
-                           # _forward_fused(next, x) and _backward_fused(next, grad, input_grad)
+    # True: Sequential first offers this module and the next one to
+    # _forward_fused(next, x) and _backward_fused(next, grad_output, input_grad), which run
+    # the pair in one pass or return NotImplemented (then each module runs on its own)
+    _fuses_next = False
 
     # printing --------------------------------------------------------------------------
     def extra_repr(self):
@@ -699,11 +701,13 @@ class Sequential(Module):
         while i < n:
             m = mods[i]
             if m._fuses_next and i + 1 < n:   # e.g. MaxPool2d(2) then ReLU: one pass
-                x = m._forward_fused(mods[i + 1], x)
-                i += 2
-            else:
-                x = m(x)
-                i += 1
+                y = m._forward_fused(mods[i + 1], x)
+                if y is not NotImplemented:
+                    x = y
+                    i += 2
+                    continue
+            x = m(x)
+            i += 1
         return x
 
     def backward(self, grad_output, input_grad=True):

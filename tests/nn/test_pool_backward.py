@@ -321,3 +321,28 @@ def test_sequential_fusion_keeps_the_errors_and_modes():
     y = seq(x)
     np.testing.assert_array_equal(y, np.maximum(F.max_pool2d(np.maximum(F.max_pool2d(x, 2), 0),
                                                              2, ceil_mode=True), 0))
+
+
+def test_sequential_fusion_pairs_and_fallbacks():
+    # (pool, pool, relu): the second pool fuses with the ReLU; a 3x3 pool, a pool before
+    # Flatten and a list input (not an ndarray) are not fused; all give the layers' results
+    x = np.random.default_rng(4).standard_normal((2, 2, 12, 12)).astype(np.float32)
+    for mods in ([nn.MaxPool2d(2), nn.MaxPool2d(2), nn.ReLU()],
+                 [nn.MaxPool2d(3), nn.ReLU(), nn.Flatten()],
+                 [nn.MaxPool2d(2), nn.Flatten(), nn.ReLU()]):
+        seq = nn.Sequential(*mods)
+        for _ in range(2):
+            y = seq(x.tolist())
+            h = x
+            for m in mods:
+                h = m(h)
+            np.testing.assert_array_equal(y, h)
+            go = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
+            want = go
+            for m in mods[::-1]:
+                want = m.backward(want)
+            seq(x)
+            fused = [type(m).__name__ for m in mods if "relu_y" in m._ctx]
+            assert fused == (["MaxPool2d"] if mods[2].__class__ is nn.ReLU
+                             and isinstance(mods[1], nn.MaxPool2d) else [])
+            np.testing.assert_array_equal(seq.backward(go), want)
