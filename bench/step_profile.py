@@ -1,6 +1,8 @@
 """Per-layer profile of one MNIST training step (the network of examples/mnist.py, batch
 64): forward and backward of every layer in ms, best over the timed steps, with the
-same steps' totals in PyTorch (2 threads) for reference.
+same steps' totals in PyTorch (2 threads) for reference. The per-layer rows call each
+layer on its own; the Sequential row times the same steps through the model, which runs
+MaxPool2d(2) and the ReLU after it as one pass each way.
 
     python bench/step_profile.py [--steps 30] [--data-dir /path/to/mnist] [--threads 2]
 """
@@ -78,7 +80,17 @@ def profile_fastconv(x, y):
         if s:
             fwd, bwd = np.minimum(fwd, tf), np.minimum(bwd, tb)
             rest, step = min(rest, t_rest), min(step, total)
-    return mods, fwd, bwd, rest, step
+    seq = np.inf                  # the same steps through Sequential (fused layer pairs)
+    for s in range(ARGS.steps + 1):
+        i0 = (s * B) % (len(x) - B + 1)
+        t0 = time.perf_counter()
+        loss_fn(model(x[i0:i0 + B]), y[i0:i0 + B])
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+        opt.zero_grad()
+        if s:
+            seq = min(seq, time.perf_counter() - t0)
+    return mods, fwd, bwd, rest, step, seq
 
 
 def torch_step(x, y):
@@ -109,16 +121,19 @@ def torch_step(x, y):
 
 def main():
     x, y = images(max(ARGS.batch_size * 4, 256))
-    mods, fwd, bwd, rest, step = profile_fastconv(x, y)
+    mods, fwd, bwd, rest, step, seq = profile_fastconv(x, y)
     print(f"| layer | forward ms | backward ms |\n|---|---|---|")
     for m, f, b in zip(mods, fwd, bwd):
         print(f"| {m!r} | {f * 1e3:.3f} | {b * 1e3:.3f} |")
     print(f"| loss + optimiser | {rest * 1e3:.3f} | |")
     print(f"| sum of best parts | {(fwd.sum() + bwd.sum() + rest) * 1e3:.3f} | |")
     print(f"| best whole step | {step * 1e3:.3f} | |")
+    print(f"| best whole step, model(x) / model.backward (Sequential: MaxPool2d(2) + ReLU "
+          f"fused) | {seq * 1e3:.3f} | |")
     t = torch_step(x, y)
     if t is not None:
-        print(f"| torch best whole step | {t * 1e3:.3f} | (ratio {step / t:.2f}x) |")
+        print(f"| torch best whole step | {t * 1e3:.3f} | (ratio {step / t:.2f}x; "
+              f"Sequential {seq / t:.2f}x) |")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 
 from ._arrays import is_gpu_array
+from .cpu import nn_act
 from .nn.module import Parameter, host_copy, zero_
 
 __all__ = ["Optimizer", "SGD", "Adam"]
@@ -222,6 +223,17 @@ class Optimizer:
         return "\n".join(lines)
 
 
+def _fused_ok(p, buf):
+    """Whether SGD's one-pass kernel can update ``p``: C-contiguous float arrays of one dtype
+    and shape (else the NumPy formulation, which it reproduces, runs)."""
+    data, grad = p.data, p.grad
+    return (data.dtype.char in "fd" and data.flags.c_contiguous and data.flags.writeable
+            and type(grad) is np.ndarray and grad.dtype == data.dtype
+            and grad.shape == data.shape and grad.flags.c_contiguous
+            and (buf is None or (type(buf) is np.ndarray and buf.dtype == data.dtype
+                                 and buf.shape == data.shape and buf.flags.c_contiguous)))
+
+
 def _gpu_state(a):
     """A device copy of host state (momentum buffers, moments) for a parameter on the GPU."""
     from .cuda import runtime as rt
@@ -297,11 +309,24 @@ class SGD(Optimizer):
     def step(self):
         """One update of every parameter that has a gradient (on the GPU for parameters
         there, see :meth:`fastconv.nn.Module.to` and the module's GPU example)."""
+        scalars = {}                  # (group, dtype) -> the kernel's scalars, once per step
         for g, p, state in self._params_with_grad():
             if not isinstance(p.data, np.ndarray):
                 self._step_gpu(g, p, state)
                 continue
             lr, mom, damp, wd = g["lr"], g["momentum"], g["dampening"], g["weight_decay"]
+            buf = state.get("momentum_buffer")
+            if _fused_ok(p, buf if mom != 0 else None):
+                key = (id(g), p.data.dtype.char)
+                sc = scalars.get(key)
+                if sc is None:
+                    sc = scalars[key] = nn_act.sgd_scalars(p.data.dtype, lr, wd, mom, damp,
+                                                           g["nesterov"], g["maximize"])
+                first = mom != 0 and buf is None
+                if first:
+                    buf = state["momentum_buffer"] = np.empty_like(p.data)
+                nn_act.sgd_update(p.data, p.grad, buf, sc, first)
+                continue
             d = p.grad if not g["maximize"] else -p.grad
             if wd != 0:
                 d = d + wd * p.data

@@ -67,6 +67,33 @@ def run_torch(cls, kw, steps=5, dtype=np.float32):
     return [p.detach().numpy() for p in params]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw", SGD_CASES + [dict(lr=1.0, momentum=0.5, dampening=0.5)], ids=str)
+def test_sgd_fused_kernel_equals_the_numpy_formulation(kw, dtype, monkeypatch):
+    """SGD's one-pass kernel (cpu/nn_act.sgd_update) gives bit for bit what the NumPy
+    formulation does, momentum buffer included."""
+    fused = run_ours(optim.SGD, kw, dtype=dtype)
+    monkeypatch.setattr(optim, "_fused_ok", lambda p, buf: False)
+    plain = run_ours(optim.SGD, kw, dtype=dtype)
+    for a, b in zip(fused, plain):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sgd_takes_the_numpy_path_for_other_layouts():
+    # a gradient of another dtype, or non-contiguous data: the general formulation
+    p = nn.Parameter(np.ones((3, 4), np.float32))
+    q = nn.Parameter(np.ones((4, 3), np.float32))
+    q.data = q.data.T                      # non-contiguous view
+    opt = optim.SGD([p, q], lr=0.5, momentum=0.5)
+    for _ in range(2):
+        p.grad = np.ones((3, 4), np.float64)
+        q.grad = np.ones((3, 4), np.float32)
+        opt.step()
+    np.testing.assert_array_equal(p.data, np.full((3, 4), 1 - 0.5 - 0.75, np.float32))
+    np.testing.assert_array_equal(q.data, p.data)
+
+
 @needs_torch
 @pytest.mark.parametrize("kw", SGD_CASES, ids=str)
 def test_sgd_matches_torch(kw):

@@ -19,9 +19,10 @@ Wrappers (``fastconv.nn.functional``) validate and allocate; kernels only comput
 import numpy as np
 from numba import njit, prange
 
-from ._common import JIT
+from ._common import JIT, U, n_tasks_target
 
 PARALLEL_MIN = 1 << 20    # elements visited (windows x window size) before going parallel
+PARALLEL_MIN_2X2 = 1 << 20   # input elements before MaxPool2d(2)'s kernels go parallel
 
 
 # -- max pooling ------------------------------------------------------------------------------
@@ -178,22 +179,145 @@ def _maxpool2d_2x2_inside(out, idx, x, sH, sW, dH, dW):
     return nan
 
 
+# -- MaxPool2d(2): 2x2 windows, stride 2, no padding or dilation ---------------------------------
+# The layers' case gets its own kernels. The forward keeps, per window, a one-byte code
+# k = 2 * row + column of its maximum (a quarter of a float32 output; int64 indices are
+# built from it only when asked for), and the backward writes every input-gradient
+# element once from it, no zero-fill then scatter. Both are branch-free: the maximum of a
+# row pair is max(), which vectorises, where ``v if take else best`` compiles to branches
+# that do not. Ties and NaN follow PyTorch's scan (the first maximum in window order, the
+# last NaN): the row-first reduction below keeps the first maximum, and a window holding a
+# NaN (flagged, rare) makes the caller redo the call by the exact rule.
+# With ``relu`` the kernels compute ReLU(MaxPool2d(2)(x)) in the same pass (nn.Sequential
+# fuses the pair): the output is max(m, 0) and code bit 2 marks a window whose ReLU output
+# is <= 0, so that the backward sends its gradient nowhere (the backward of the pool alone
+# ignores that bit).
 @njit(**JIT)
-def _maxpool2d_2x2_s2(out, idx, x):
-    # MaxPool2d(2): as _maxpool2d_2x2_inside with stride 2 and dilation 1 as constants
-    P, H, W = x.shape
-    OH, OW = out.shape[1], out.shape[2]
+def _mp2_rows(out, code, x, p0, p1, H, W, OH, OW, relu):
+    # planes [p0, p1) of flat x (P * H * W); out, code flat (P * OH * OW). Returns whether
+    # a NaN was seen (then out and code are not by PyTorch's rule for those windows).
     nan = False
-    for p in range(P):
+    zero = out.dtype.type(0)
+    for p in range(p0, p1):
         for oh in range(OH):
-            h0 = 2 * oh
-            for ow in range(OW):
-                w0 = 2 * ow
-                best, bi, isn = _maxpool_2x2_taps(x, p, h0, h0 + 1, w0, w0 + 1, W)
-                nan = nan | isn
-                out[p, oh, ow] = best
-                idx[p, oh, ow] = bi
+            a0 = U((p * H + 2 * oh) * W)
+            a1 = a0 + U(W)
+            b = U((p * OH + oh) * OW)
+            for j in range(OW):
+                q = U(j)
+                i = U(2) * q
+                a = x[a0 + i]
+                v = x[a0 + i + U(1)]
+                c = x[a1 + i]
+                d = x[a1 + i + U(1)]
+                s0 = np.uint8(v > a)            # the first maximum of each row pair
+                m0 = max(a, v)
+                s1 = np.uint8(d > c)
+                m1 = max(c, d)
+                t = np.uint8(m1 > m0)           # row 1 only when strictly larger
+                m = max(m0, m1)
+                k = (t << np.uint8(1)) | (s0 ^ (t * (s0 ^ s1)))
+                if relu:
+                    out[b + q] = max(zero, m)   # m if m > 0 else +0
+                    code[b + q] = k | (np.uint8(m <= 0) << np.uint8(2))
+                else:
+                    out[b + q] = m
+                    code[b + q] = k
+                nan |= (a != a) | (v != v) | (c != c) | (d != d)
     return nan
+
+
+@njit(**JIT)
+def _mp2_rows_exact(out, code, x, p0, p1, H, W, OH, OW, relu):
+    # as _mp2_rows by PyTorch's rule also for windows holding NaN (the scalar scan)
+    for p in range(p0, p1):
+        for oh in range(OH):
+            a0 = (p * H + 2 * oh) * W
+            b = (p * OH + oh) * OW
+            for ow in range(OW):
+                best = x[a0 + 2 * ow]
+                k = 0
+                for t in range(1, 4):
+                    v = x[a0 + (t >> 1) * W + 2 * ow + (t & 1)]
+                    if v > best or v != v:
+                        best = v
+                        k = t
+                if relu and best <= 0:           # ReLU: NaN passes, as torch.relu
+                    best = 0
+                    k += 4
+                out[b + ow] = best
+                code[b + ow] = k
+
+
+@njit(**JIT)
+def _mp2_fwd(out, code, x, H, W, OH, OW, relu):
+    P = out.shape[0] // max(1, OH * OW)
+    if _mp2_rows(out, code, x, 0, P, H, W, OH, OW, relu):
+        _mp2_rows_exact(out, code, x, 0, P, H, W, OH, OW, relu)
+
+
+@njit(parallel=True, **JIT)
+def _mp2_fwd_par(out, code, x, H, W, OH, OW, relu, n_tasks):
+    P = out.shape[0] // max(1, OH * OW)
+    step = (P + n_tasks - 1) // n_tasks
+    for t in prange(n_tasks):
+        p0, p1 = t * step, min(P, (t + 1) * step)
+        if p0 < p1 and _mp2_rows(out, code, x, p0, p1, H, W, OH, OW, relu):
+            _mp2_rows_exact(out, code, x, p0, p1, H, W, OH, OW, relu)
+
+
+@njit(**JIT)
+def _mp2_bwd_rows(gx, go, code, p0, p1, H, W, OH, OW, mask):
+    # gx (flat P * H * W, written whole), go, code (flat P * OH * OW). gx and go are
+    # integer views of the float arrays: each input element gets its window's gradient
+    # bits or zero bits (a select by masking, which vectorises). mask: 3 for the pool
+    # alone, 7 to apply the fused ReLU's bit as well.
+    zero = gx.dtype.type(0)
+    for p in range(p0, p1):
+        for oh in range(OH):
+            a0 = U((p * H + 2 * oh) * W)
+            a1 = a0 + U(W)
+            b = U((p * OH + oh) * OW)
+            for j in range(OW):
+                q = U(j)
+                i = U(2) * q
+                k = code[b + q] & mask
+                g = go[b + q]
+                gx[a0 + i] = g & -gx.dtype.type(k == 0)
+                gx[a0 + i + U(1)] = g & -gx.dtype.type(k == 1)
+                gx[a1 + i] = g & -gx.dtype.type(k == 2)
+                gx[a1 + i + U(1)] = g & -gx.dtype.type(k == 3)
+            for w in range(2 * OW, W):          # an odd width's last column
+                gx[a0 + U(w)] = zero
+                gx[a1 + U(w)] = zero
+        for h in range(2 * OH, H):              # an odd height's last row
+            a = U((p * H + h) * W)
+            for w in range(W):
+                gx[a + U(w)] = zero
+
+
+@njit(**JIT)
+def _mp2_bwd(gx, go, code, H, W, OH, OW, mask):
+    _mp2_bwd_rows(gx, go, code, 0, gx.shape[0] // max(1, H * W), H, W, OH, OW, mask)
+
+
+@njit(parallel=True, **JIT)
+def _mp2_bwd_par(gx, go, code, H, W, OH, OW, mask, n_tasks):
+    P = gx.shape[0] // max(1, H * W)
+    step = (P + n_tasks - 1) // n_tasks
+    for t in prange(n_tasks):
+        _mp2_bwd_rows(gx, go, code, t * step, min(P, (t + 1) * step), H, W, OH, OW, mask)
+
+
+@njit(**JIT)
+def _mp2_indices(idx, code, W, OH, OW):
+    # the flat input index h * W + w of each window's maximum, from its code
+    n = idx.shape[0]
+    for o in range(n):
+        ow = o % OW
+        oh = (o // OW) % OH
+        k = code[o] & 3
+        idx[o] = (2 * oh + (k >> 1)) * W + 2 * ow + (k & 1)
 
 
 @njit(**JIT)
@@ -338,20 +462,78 @@ def _work(P, out_size, kernel):
     return P * out_size[0] * out_size[1] * kernel[0] * kernel[1]
 
 
+def is_2x2s2(kernel, stride, padding, dilation, in_size, out_size):
+    """Whether a max pooling is MaxPool2d(2)'s case: 2x2 windows at stride 2, no padding or
+    dilation, every window inside the input (what :func:`maxpool2x2_fwd` computes)."""
+    return (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
+            and tuple(dilation) == (1, 1) and tuple(out_size) == (in_size[0] // 2, in_size[1] // 2))
+
+
+def _n_tasks(P, elements):
+    """Parallel tasks for a 2x2 pooling pass over ``elements`` input elements (0: serial)."""
+    if elements < PARALLEL_MIN_2X2 or P < 2:
+        return 0
+    return min(P, n_tasks_target())
+
+
+def maxpool2x2_fwd(x, relu=False):
+    """MaxPool2d(2) on x (P, H, W) C-contiguous (see :func:`is_2x2s2`). Returns (out, code),
+    each (P, H // 2, W // 2); ``code`` (uint8) is ``2 * row + column`` of each window's
+    maximum (PyTorch's: the first maximum in window order, the last NaN). ``relu``: ``out``
+    is ReLU of the pooling, and code bit 2 marks the outputs ReLU set to 0."""
+    P, H, W = x.shape
+    OH, OW = H // 2, W // 2
+    out = np.empty((P, OH, OW), dtype=x.dtype)
+    code = np.empty((P, OH, OW), dtype=np.uint8)
+    n = _n_tasks(P, x.size)
+    args = (out.reshape(-1), code.reshape(-1), x.reshape(-1), H, W, OH, OW, bool(relu))
+    if n:
+        _mp2_fwd_par(*args, n)
+    else:
+        _mp2_fwd(*args)
+    return out, code
+
+
+def maxpool2x2_bwd(go, code, in_size, relu=False):
+    """The input gradient (P, H, W) of :func:`maxpool2x2_fwd` from ``go`` (P, OH, OW) C-contiguous
+    (float32 or float64) and the forward's ``code``: each window's gradient at its maximum,
+    zeros elsewhere. ``relu`` (the forward's ``relu`` too): ``go`` is the gradient of the
+    ReLU's output, and windows whose ReLU output was <= 0 send nothing."""
+    P, OH, OW = go.shape
+    H, W = in_size
+    gx = np.empty((P, H, W), dtype=go.dtype)
+    bits = np.int32 if go.dtype == np.float32 else np.int64
+    n = _n_tasks(P, gx.size)
+    args = (gx.reshape(-1).view(bits), go.reshape(-1).view(bits), code.reshape(-1),
+            H, W, OH, OW, 7 if relu else 3)
+    if n:
+        _mp2_bwd_par(*args, n)
+    else:
+        _mp2_bwd(*args)
+    return gx
+
+
+def maxpool2x2_indices(code, W):
+    """The flat indices ``h * W + w`` (int64, the shape of ``code`` (P, OH, OW)) of the maxima
+    that :func:`maxpool2x2_fwd` coded."""
+    idx = np.empty(code.shape, dtype=np.int64)
+    _mp2_indices(idx.reshape(-1), code.reshape(-1), W, code.shape[1], code.shape[2])
+    return idx
+
+
 def maxpool2d_fwd(x, out_size, kernel, stride, padding, dilation):
     """x: (P, H, W) C-contiguous. Returns (out, indices), each (P, OH, OW)."""
     P, H, W = x.shape
+    if is_2x2s2(kernel, stride, padding, dilation, (H, W), out_size):
+        out, code = maxpool2x2_fwd(x)
+        return out, maxpool2x2_indices(code, W)
     out = np.empty((P,) + tuple(out_size), dtype=x.dtype)
     idx = np.empty((P,) + tuple(out_size), dtype=np.int64)
     work = _work(P, out_size, kernel)
     (sH, sW), (dH, dW) = stride, dilation
     if (tuple(kernel) == (2, 2) and tuple(padding) == (0, 0) and work < PARALLEL_MIN
             and (out_size[0] - 1) * sH + dH < H and (out_size[1] - 1) * sW + dW < W):
-        if (sH, sW, dH, dW) == (2, 2, 1, 1):
-            nan = _maxpool2d_2x2_s2(out, idx, x)
-        else:
-            nan = _maxpool2d_2x2_inside(out, idx, x, sH, sW, dH, dW)
-        if not nan:
+        if not _maxpool2d_2x2_inside(out, idx, x, sH, sW, dH, dW):
             return out, idx
     k = _maxpool2d_fwd_par if work >= PARALLEL_MIN else _maxpool2d_fwd
     k(out, idx, x, *kernel, *stride, *padding, *dilation)

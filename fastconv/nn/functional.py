@@ -438,7 +438,7 @@ def _class_layout(fn, inp, target):
                          f"needs target shape {expected}")
     dim = 0 if inp.ndim == 1 else 1
     rows, back = _rows(inp, dim)
-    return rows, t.reshape(-1).astype(np.int64), back
+    return rows, t.reshape(-1).astype(np.int64, copy=False), back
 
 
 def _check_targets(fn, t, C, ignore_index):
@@ -463,24 +463,20 @@ def _nll(fn, logp, target, weight, ignore_index, reduction):
         raise ValueError(f"{fn}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     rows, t, back = _class_layout(fn, logp, target)
     M, C = rows.shape
-    _check_targets(fn, t, C, ignore_index)
     w = _check_weight(fn, weight, C, rows.dtype)
-    valid = t != ignore_index
-    tc = np.where(valid, t, 0)
-    wi = (np.ones(M, rows.dtype) if w is None else w[tc]) * valid
-    picked = rows[np.arange(M), tc]
-    losses = -(wi * picked)
+    losses, wi, bad, loss_sum, denom = nn_act.nll_rows(rows, t, w, ignore_index)
+    if bad >= 0:
+        _check_targets(fn, t, C, ignore_index)            # raises, naming the target
     if reduction == "none":
         loss = losses.reshape(target_shape(logp))
         denom = None
     elif reduction == "sum":
-        loss = float(losses.sum(dtype=np.float64))
+        loss = float(loss_sum)
         denom = 1.0
     else:
-        denom = float(wi.sum(dtype=np.float64))
-        loss = float(losses.sum(dtype=np.float64) / denom) if denom else float("nan")
-    return loss, (rows.shape, tc, wi, valid, denom, back, logp.dtype, reduction,
-                  target_shape(logp), fn)
+        loss = float(loss_sum / denom) if denom else float("nan")
+    return loss, (rows.shape, t, wi, denom, back, logp.dtype, reduction, target_shape(logp),
+                  fn, ignore_index)
 
 
 def target_shape(inp):
@@ -490,8 +486,7 @@ def target_shape(inp):
 def _nll_grad(ctx, grad=None):
     """dL/d(log-probabilities), in the input's layout. Rows whose target is ignore_index
     get zero gradient, also when no row is left for the mean (as PyTorch)."""
-    (M, C), tc, wi, valid, denom, back, dtype, reduction, loss_shape, fn = ctx
-    g = np.zeros((M, C), dtype=dtype)
+    (M, C), t, wi, denom, back, dtype, reduction, loss_shape, fn, ignore_index = ctx
     if reduction == "none":
         if grad is None:
             gl = np.ones(M, dtype)
@@ -502,20 +497,18 @@ def _nll_grad(ctx, grad=None):
                                  f"{loss_shape} (reduction='none'), got shape {ga.shape} and "
                                  f"dtype {ga.dtype}")
             gl = ga.astype(dtype).reshape(-1)
-        scale = -wi * gl
+        return nn_act.nll_grad((M, C), t, wi, gl, 0.0, ignore_index), back
+    if grad is None:
+        s = 1.0
     else:
-        if grad is None:
-            s = 1.0
-        else:
-            ga = np.asarray(grad)
-            if ga.ndim != 0 or ga.dtype.kind not in "biuf":
-                raise ValueError(f"{fn}: grad must be a real scalar for reduction="
-                                 f"{reduction!r}, got shape {ga.shape} and dtype {ga.dtype}")
-            s = float(ga)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(valid, -wi * (s / np.float64(denom)), 0).astype(dtype)
-    g[np.arange(M), tc] = scale
-    return g, back
+        ga = np.asarray(grad)
+        if ga.ndim != 0 or ga.dtype.kind not in "biuf":
+            raise ValueError(f"{fn}: grad must be a real scalar for reduction="
+                             f"{reduction!r}, got shape {ga.shape} and dtype {ga.dtype}")
+        s = float(ga)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sd = s / np.float64(denom)
+    return nn_act.nll_grad((M, C), t, wi, None, sd, ignore_index), back
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):

@@ -432,16 +432,62 @@ class MaxPool2d(Module):
         a = F.float_array(x, "MaxPool2d")
         geo = self._geometry.get(a.shape)
         if geo is None:
-            geo = F._pool_args("MaxPool2d", a.shape, self.kernel_size, self.stride, self.padding,
-                               self.dilation, self.ceil_mode)
+            k, s, p, d, out_size = F._pool_args("MaxPool2d", a.shape, self.kernel_size,
+                                                self.stride, self.padding, self.dilation,
+                                                self.ceil_mode)
+            geo = (k, s, p, d, out_size, pool.is_2x2s2(k, s, p, d, a.shape[-2:], out_size))
             self._geometry[a.shape] = geo
-        k, s, p, d, out_size = geo
+        k, s, p, d, out_size, two = geo
         H, W = a.shape[-2:]
-        y, idx = pool.maxpool2d_fwd(a.reshape(-1, H, W), out_size, k, s, p, d)
         shape = a.shape[:-2] + out_size
+        if two:             # MaxPool2d(2): one-byte argmax codes, indices only when asked for
+            y, code = pool.maxpool2x2_fwd(a.reshape(-1, H, W))
+            self._keep(code=code, shape=a.shape, out=shape, dtype=a.dtype)
+            if not self.return_indices:
+                return y.reshape(shape)
+            return y.reshape(shape), pool.maxpool2x2_indices(code, W).reshape(shape)
+        y, idx = pool.maxpool2d_fwd(a.reshape(-1, H, W), out_size, k, s, p, d)
         y, idx = y.reshape(shape), idx.reshape(shape)
         self._keep(idx=idx, shape=a.shape, dtype=a.dtype)
         return (y, idx) if self.return_indices else y
+
+    _fuses_next = True
+
+    def _forward_fused(self, nxt, x):
+        """``nxt(self(x))`` in one pass when ``nxt`` is a ReLU and this is MaxPool2d(2) on a
+        host array of a shape seen before (what :class:`Sequential` asks for the pair), else
+        NotImplemented. Both layers keep what their own backward needs, and
+        :meth:`_backward_fused` does both backwards in one pass."""
+        if (type(self) is not MaxPool2d or type(nxt) is not ReLU or self.return_indices
+                or type(x) is not np.ndarray):
+            return NotImplemented
+        a = F.float_array(x, "MaxPool2d")
+        geo = self._geometry.get(a.shape)
+        if geo is None or not geo[-1]:
+            return NotImplemented
+        H, W = a.shape[-2:]
+        shape = a.shape[:-2] + geo[4]
+        y, code = pool.maxpool2x2_fwd(a.reshape(-1, H, W), relu=True)
+        y = nxt._output(y.reshape(shape))
+        self._keep(code=code, shape=a.shape, out=shape, dtype=a.dtype, relu_y=y)
+        return y
+
+    def _backward_fused(self, nxt, grad_output, input_grad=True):
+        """``self.backward(nxt.backward(grad_output), input_grad)`` in one pass after a
+        :meth:`_forward_fused` of the pair; NotImplemented otherwise."""
+        y = self._ctx.get("relu_y")
+        if y is None or nxt._ctx.get("y") is not y or on_gpu(grad_output):
+            return NotImplemented
+        nxt._take()
+        ctx = self._take()
+        F.check_grad_shape("ReLU.backward", grad_output, y.shape)     # as ReLU's backward
+        if not input_grad:
+            return None
+        go = F.float_array(grad_output, "relu_backward", "grad_output").astype(y.dtype,
+                                                                            copy=False)
+        code, shape = ctx["code"], ctx["shape"]
+        return pool.maxpool2x2_bwd(go.reshape(code.shape), code, shape[-2:],
+                                   relu=True).reshape(shape)
 
     def backward(self, grad_output, input_grad=True):
         ctx = self._take()
@@ -453,7 +499,12 @@ class MaxPool2d(Module):
         # the gradient in the input's dtype, as PyTorch
         go = F.float_array(grad_output, "MaxPool2d.backward", "grad_output")
         go = go.astype(ctx.get("dtype", go.dtype), copy=False)
-        return F.max_pool2d_backward(go, ctx["idx"], ctx["shape"])
+        code = ctx.get("code")
+        if code is None:
+            return F.max_pool2d_backward(go, ctx["idx"], ctx["shape"])
+        F.check_grad_shape("MaxPool2d.backward", go, ctx["out"])
+        shape = ctx["shape"]
+        return pool.maxpool2x2_bwd(go.reshape(code.shape), code, shape[-2:]).reshape(shape)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "

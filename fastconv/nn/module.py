@@ -617,6 +617,12 @@ class Module:
         object.__setattr__(self, "_ctx", {})
         return ctx
 
+    # fusion with the next module (nn.Sequential) -----------------------------------------
+    # True: Sequential first offers this module and the next one to
+    # _forward_fused(next, x) and _backward_fused(next, grad_output, input_grad), which run
+    # the pair in one pass or return NotImplemented (then each module runs on its own)
+    _fuses_next = False
+
     # printing --------------------------------------------------------------------------
     def extra_repr(self):
         """The text inside ``Name(...)`` in the repr (layers override it)."""
@@ -690,8 +696,18 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for m in self._modules.values():
+        mods = list(self._modules.values())
+        i, n = 0, len(mods)
+        while i < n:
+            m = mods[i]
+            if m._fuses_next and i + 1 < n:   # e.g. MaxPool2d(2) then ReLU: one pass
+                y = m._forward_fused(mods[i + 1], x)
+                if y is not NotImplemented:
+                    x = y
+                    i += 2
+                    continue
             x = m(x)
+            i += 1
         return x
 
     def backward(self, grad_output, input_grad=True):
@@ -703,6 +719,14 @@ class Sequential(Module):
         """
         mods = list(self._modules.values())
         g = grad_output
-        for i in range(len(mods) - 1, -1, -1):
+        i = len(mods) - 1
+        while i >= 0:
+            if i > 0 and mods[i - 1]._fuses_next:     # a pair the forward fused
+                r = mods[i - 1]._backward_fused(mods[i], g, input_grad or i > 1)
+                if r is not NotImplemented:
+                    g = r
+                    i -= 2
+                    continue
             g = mods[i].backward(g, input_grad=input_grad or i > 0)
+            i -= 1
         return g

@@ -191,3 +191,158 @@ def test_large_problem_takes_the_parallel_kernel():
     for q, (g, i) in enumerate(zip(go.reshape(32, -1), idx.reshape(32, -1))):
         np.add.at(want[q], i[i >= 0], g[i >= 0].astype(np.float64))
     np.testing.assert_allclose(gx.reshape(32, -1), want, rtol=1e-5, atol=1e-5)
+
+
+# --- MaxPool2d(2): the one-byte argmax kernels (cpu/pool.maxpool2x2_*) ------------------
+@st.composite
+def two_by_two_problems(draw):
+    """MaxPool2d(2)-shaped problems: odd and even sizes, ties, NaN, +-inf, both dtypes,
+    floor and ceil mode (ceil on an odd size is not the 2x2 kernel's case: the general
+    kernel must take it)."""
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)),
+             draw(st.integers(2, 13)), draw(st.integers(2, 13)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    x = (rng.integers(-2, 3, shape) if draw(st.booleans())
+         else rng.standard_normal(shape)).astype(dtype)
+    for _ in range(draw(st.integers(0, 4))):
+        x.reshape(-1)[draw(st.integers(0, x.size - 1))] = draw(
+            st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0]))
+    return x, draw(st.booleans()), draw(st.booleans())
+
+
+@PROPERTY
+@given(two_by_two_problems())
+def test_maxpool2x2_matches_the_window_loop(problem):
+    from fastconv.cpu import pool
+    x, ceil_mode, parallel = problem
+    k = s = (2, 2)
+    out_size = geometry(x, k, s, (0, 0), (1, 1), ceil_mode)
+    event("2x2 kernel" if pool.is_2x2s2(k, s, (0, 0), (1, 1), x.shape[2:], out_size)
+          else "general kernel")
+    go = np.random.default_rng(0).standard_normal(x.shape[:2] + out_size).astype(x.dtype)
+    go.reshape(-1)[0] = np.inf                       # goes to one element only, no NaN
+    y_ref, idx_ref, gx_ref = reference_max_pool(x, go, k, s, (0, 0), (1, 1), out_size)
+    with pytest.MonkeyPatch.context() as mp:
+        if parallel:
+            mp.setattr(pool, "PARALLEL_MIN_2X2", 1)
+        for return_indices in (False, True):
+            layer = nn.MaxPool2d(2, ceil_mode=ceil_mode, return_indices=return_indices)
+            out = layer(x)
+            y = out[0] if return_indices else out
+            np.testing.assert_array_equal(y, y_ref.astype(x.dtype))
+            if return_indices:
+                np.testing.assert_array_equal(out[1], idx_ref)
+            gx = layer.backward(go)
+            assert gx.dtype == x.dtype and gx.shape == x.shape
+            np.testing.assert_array_equal(gx, gx_ref.astype(x.dtype))
+            assert not np.signbit(gx[gx == 0]).any()     # zeros, not -0 (as PyTorch)
+        y2, idx2 = F.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=True)
+        np.testing.assert_array_equal(idx2, idx_ref)
+        np.testing.assert_array_equal(y2, y)
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed (optional oracle)")
+@PROPERTY
+@given(two_by_two_problems())
+def test_maxpool2x2_matches_torch(problem):
+    x, ceil_mode, _ = problem
+    t = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.max_pool2d(t, 2, ceil_mode=ceil_mode)
+    go = np.random.default_rng(1).standard_normal(tuple(yt.shape)).astype(x.dtype)
+    yt.backward(torch.tensor(go))
+    layer = nn.MaxPool2d(2, ceil_mode=ceil_mode)
+    np.testing.assert_array_equal(layer(x), yt.detach().numpy())
+    np.testing.assert_array_equal(layer.backward(go), t.grad.numpy())
+
+
+def test_maxpool2x2_backward_checks_the_gradient_shape():
+    layer = nn.MaxPool2d(2)
+    layer(np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError,
+                       match=r"MaxPool2d.backward: grad_output has shape \(2, 3, 4, 5\)"):
+        layer.backward(np.zeros((2, 3, 4, 5), np.float32))
+
+
+# --- nn.Sequential runs MaxPool2d(2) + ReLU in one pass ---------------------------------
+@PROPERTY
+@given(two_by_two_problems())
+def test_sequential_fused_pool_relu_equals_the_layers_one_by_one(problem):
+    x, ceil_mode, parallel = problem
+    from fastconv.cpu import pool
+    go = np.random.default_rng(2).standard_normal(
+        x.shape[:2] + geometry(x, (2, 2), (2, 2), (0, 0), (1, 1), ceil_mode)).astype(x.dtype)
+    go.reshape(-1)[-1] = np.nan                   # passes where the output is not <= 0
+    with pytest.MonkeyPatch.context() as mp:
+        if parallel:
+            mp.setattr(pool, "PARALLEL_MIN_2X2", 1)
+        p1, r1 = nn.MaxPool2d(2, ceil_mode=ceil_mode), nn.ReLU()
+        want_y = r1(p1(x))
+        want_gx = p1.backward(r1.backward(go))
+        seq = nn.Sequential(nn.MaxPool2d(2, ceil_mode=ceil_mode), nn.ReLU())
+        for _ in range(2):                        # the first call also plans the geometry
+            y = seq(x)
+            np.testing.assert_array_equal(y, want_y)
+            assert y.dtype == x.dtype
+            gx = seq.backward(go)
+            assert gx.dtype == x.dtype and gx.shape == x.shape
+            np.testing.assert_array_equal(gx, want_gx)
+        # the layers' own backwards still work after a fused forward
+        seq(x)
+        np.testing.assert_array_equal(seq[0].backward(seq[1].backward(go)), want_gx)
+        seq(x)
+        assert seq.backward(go, input_grad=False) is None
+    if torch is not None:
+        t = torch.tensor(x, requires_grad=True)
+        yt = torch.relu(torch.nn.functional.max_pool2d(t, 2, ceil_mode=ceil_mode))
+        yt.backward(torch.tensor(go))
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_array_equal(gx, t.grad.numpy())
+
+
+def test_sequential_fusion_keeps_the_errors_and_modes():
+    seq = nn.Sequential(nn.MaxPool2d(2), nn.ReLU())
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    seq(x)
+    seq(x)
+    with pytest.raises(ValueError, match=r"grad_output has shape \(2, 3, 3, 4\)"):
+        seq.backward(np.ones((2, 3, 3, 4), np.float32))
+    with pytest.raises(RuntimeError, match="nothing saved"):
+        seq.backward(np.ones((2, 3, 3, 3), np.float32))         # the contexts were consumed
+    seq.eval()
+    y = seq(x)
+    np.testing.assert_array_equal(y, np.maximum(F.max_pool2d(x, 2), 0))
+    with pytest.raises(RuntimeError, match="nothing saved"):
+        seq.backward(np.ones_like(y))
+    seq.train()
+    # an inplace ReLU, and a ReLU shared by two places: the same results as one by one
+    relu = nn.ReLU(inplace=True)
+    seq = nn.Sequential(nn.MaxPool2d(2), relu, nn.MaxPool2d(2, ceil_mode=True), relu)
+    y = seq(x)
+    np.testing.assert_array_equal(y, np.maximum(F.max_pool2d(np.maximum(F.max_pool2d(x, 2), 0),
+                                                             2, ceil_mode=True), 0))
+
+
+def test_sequential_fusion_pairs_and_fallbacks():
+    # (pool, pool, relu): the second pool fuses with the ReLU; a 3x3 pool, a pool before
+    # Flatten and a list input (not an ndarray) are not fused; all give the layers' results
+    x = np.random.default_rng(4).standard_normal((2, 2, 12, 12)).astype(np.float32)
+    for mods in ([nn.MaxPool2d(2), nn.MaxPool2d(2), nn.ReLU()],
+                 [nn.MaxPool2d(3), nn.ReLU(), nn.Flatten()],
+                 [nn.MaxPool2d(2), nn.Flatten(), nn.ReLU()]):
+        seq = nn.Sequential(*mods)
+        for _ in range(2):
+            y = seq(x.tolist())
+            h = x
+            for m in mods:
+                h = m(h)
+            np.testing.assert_array_equal(y, h)
+            go = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
+            want = go
+            for m in mods[::-1]:
+                want = m.backward(want)
+            seq(x)
+            fused = [type(m).__name__ for m in mods if "relu_y" in m._ctx]
+            assert fused == (["MaxPool2d"] if mods[2].__class__ is nn.ReLU
+                             and isinstance(mods[1], nn.MaxPool2d) else [])
+            np.testing.assert_array_equal(seq.backward(go), want)
