@@ -25,6 +25,7 @@ input's line shifted by the tap's offset. Register tiles of output channels x ta
 are summed at the end (see _direct_bwd_weight).
 """
 import functools
+import math
 
 import numba
 import numpy as np
@@ -639,7 +640,7 @@ def _aligned(shape, dtype, key=None):
     """An uninitialised C-contiguous array starting on a VECTOR_BYTES boundary (the
     thread's workspace ``key`` when given, see _common.workspace)."""
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape))
+    n = math.prod(int(s) for s in shape)
     extra = VECTOR_BYTES // dtype.itemsize
     buf = np.empty(n + extra, dtype) if key is None else workspace(key, (n + extra,), dtype)
     k = (-buf.ctypes.data % VECTOR_BYTES) // dtype.itemsize
