@@ -13,7 +13,10 @@ The weight-gradient tile (grad_tile) is sized to the host's registers too.
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba import njit
 from numba.extending import intrinsic
+
+from ._common import JIT
 
 
 
@@ -312,6 +315,15 @@ def vector_width(itemsize):
 
 grad_tile_host = grad_tile(GRAD_ROWS, GRAD_TAPS)
 grad_tile_alt = grad_tile(GRAD_ALT_ROWS, GRAD_ALT_TAPS)
+
+
+@njit(inline="always", **JIT)
+def grad_tile_of(alt, acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi):
+    """The weight-gradient tile of the host's second shape (``alt``) or its main one."""
+    if alt:
+        grad_tile_alt(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
+    else:
+        grad_tile_host(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
 
 
 def _vec_copy_intrinsic():

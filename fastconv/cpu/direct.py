@@ -33,7 +33,7 @@ from numba import get_thread_id, njit, prange
 
 from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
 from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, LONG_TILE_BYTES,
-                    TILE_BYTES, VECTOR_BYTES, grad_tile_alt, grad_tile_host, tile4, tile4_add,
+                    TILE_BYTES, VECTOR_BYTES, grad_tile_of, tile4, tile4_add,
                     tile4_long, tile4_long_add, tile_width, vec_copy,
                     vector_width)
 from . import minor
@@ -252,15 +252,6 @@ def _fill_lines(buf, d0, tmp, go, n, o0, nr, od, s0, segl, Wq, R):
             vec_copy(buf, d0 + (sv * R + j) * V, tmp, sv * V)
 
 
-@njit(inline="always", **JIT)
-def _gtile(alt, acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi):
-    # the weight-gradient tile of the task's shape (cpu/_simd.grad_tile)
-    if alt:
-        grad_tile_alt(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
-    else:
-        grad_tile_host(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
-
-
 @njit(parallel=True, **JIT)
 def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, alt, rb, nchunk,
                        chunk, seg, scratch, gbuf, tbuf):
@@ -336,14 +327,14 @@ def _direct_bwd_weight(part, go, xf, off, omax, xs_n, xs_g, xs_od, Wq, Lp, alt, 
                             a0 = (b * rb + c) * K
                             g0 = c * ni * gi
                             if safe >= nv:
-                                _gtile(alt, acc, a0, buf, g0, xf, xb + s0, off, t0,
-                                       nv, ni, gi, xs_n)
+                                grad_tile_of(alt, acc, a0, buf, g0, xf, xb + s0, off,
+                                             t0, nv, ni, gi, xs_n)
                                 continue
-                            _gtile(alt, acc, a0, buf, g0, xf, xb + s0, off, t0,
-                                   nv, ni - 1, gi, xs_n)
+                            grad_tile_of(alt, acc, a0, buf, g0, xf, xb + s0, off, t0,
+                                         nv, ni - 1, gi, xs_n)
                             sf = max(safe, 0)
                             gl0 = g0 + (ni - 1) * gi
-                            _gtile(alt, acc, a0, buf, gl0, xf, xl, off, t0, sf, 1, 0, 0)
+                            grad_tile_of(alt, acc, a0, buf, gl0, xf, xl, off, t0, sf, 1, 0, 0)
                             for k in range(RT):     # the rest up to L, one lane each
                                 xo = xl + off[t0 + k % TB]
                                 j = k // TB

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._spec import out_size
 from ._common import workspace
-from .direct import direct_bwd_weight, direct_fwd, embed
+from .direct import direct_bwd_weight, direct_fwd
 from .fft import abs_max, fft_fwd
 from .im2col import im2col_bwd_input, im2col_bwd_weight, im2col_fwd
 from . import winograd

@@ -24,13 +24,11 @@ import functools
 import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
-
-from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
-from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, HOST_AVX512,
-                    VECTOR_BYTES, _tile_intrinsic, grad_tile_alt, grad_tile_host)
-
 from numba.extending import intrinsic
 
+from ._common import JIT, n_tasks_target, serial_if_small, workspace
+from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, HOST_AVX512,
+                    VECTOR_BYTES, _tile_intrinsic, grad_tile_of)
 from ._wino_ir import transpose_block
 
 _transpose = transpose_block()
@@ -358,14 +356,6 @@ def _go_minor(gm, go, N, O, R):
                                go, s0 + n0 * O * P + w0, O * P, OW - w0, min(V, N - n0))
 
 
-@njit(inline="always", **JIT)
-def _gtile(alt, acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi):
-    if alt:
-        grad_tile_alt(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
-    else:
-        grad_tile_host(acc, a0, gl, g0, xr, x0, off, t0, n, ni, gi, xi)
-
-
 @njit(parallel=True, **JIT)
 def _minor_bwd_weight(part, gm, xm, off, dims, alt, scratch):
     # part: (nsplit, G, nob*R, ntb*TB) partial sums over the output rows of each split;
@@ -404,7 +394,7 @@ def _minor_bwd_weight(part, gm, xm, off, dims, alt, scratch):
             oh = row % OH
             x0 = ((g * Cg * Dp + od * sd) * Hp + oh * sh) * Wp * Np
             g0 = ((g * nob + ob) * rows + row) * rowsz
-            _gtile(alt, acc, 0, gm, g0, xm, x0, off, b * TB, n, ni, gi, xi)
+            grad_tile_of(alt, acc, 0, gm, g0, xm, x0, off, b * TB, n, ni, gi, xi)
         for k in range(R * TB):
             part[sp, g, ob * R + k // TB, b * TB + k % TB] = acc[k * V:(k + 1) * V].sum()
 
