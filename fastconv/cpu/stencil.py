@@ -632,9 +632,6 @@ def _extended(buf, x, r0, nr, c0, nc, pt, pl, mode, fill):
     # buf[:nr, :nc] = rows [r0, r0 + nr) x columns [c0, c0 + nc) of x extended by pt
     # rows before and pl columns before (and as far as needed after) with ``mode``
     H, W = x.shape
-    cidx = np.empty(nc, np.int64)
-    for c in range(nc):
-        cidx[c] = _src(c0 + c - pl, W, mode)
     for r in range(nr):
         sr = _src(r0 + r - pt, H, mode)
         if sr < 0:
@@ -642,8 +639,12 @@ def _extended(buf, x, r0, nr, c0, nc, pt, pl, mode, fill):
                 buf[r, c] = fill
         else:
             for c in range(nc):
-                sc = cidx[c]
-                buf[r, c] = x[sr, sc] if sc >= 0 else fill
+                p = c0 + c - pl
+                if p >= 0 and p < W:
+                    buf[r, c] = x[sr, p]
+                else:
+                    sc = _src(p, W, mode)
+                    buf[r, c] = x[sr, sc] if sc >= 0 else fill
 
 
 @njit(**JIT)
@@ -672,21 +673,11 @@ def _from_extension(out, oi, R, oj0, oj1, x, pt, pl, mode, fill, w, b0, tw, nt, 
     _rows(out, oi, R, oj0, oj1, buf, 0, 0, w, b0, tw, nt)
 
 
-@njit(**JIT)
-def _edge_columns(out, oi, R, c0, c1, lo, hi, x, pt, pl, mode, fill, w, b0, tw, nt, buf):
-    # output columns [c0, c1) of rows [oi, oi + R), which read the extension (within the
-    # task's strip [lo, hi)): by the definition when that is cheaper than copying the
-    # input of a whole tile, else from a copy widened to a tile (reaching into the
-    # interior, whose outputs it recomputes)
-    kh, kw = w.shape
-    if (c1 - c0) * R * kh * kw <= (R + kh - 1) * (tw + kw - 1):
-        _edge_definition(out, oi, R, c0, c1, x, pt, pl, mode, fill, w, b0)
-        return
-    if c0 == lo:
-        c1 = min(hi, max(c1, c0 + tw))
-    else:
-        c0 = max(lo, min(c0, c1 - tw))
-    _from_extension(out, oi, R, c0, c1, x, pt, pl, mode, fill, w, b0, tw, nt, buf)
+@njit(inline="always", **JIT)
+def _by_definition(ncols, R, kh, kw, tw):
+    # a few edge columns: the definition costs less than copying their rows' input,
+    # widened to a tile, into a buffer (R output rows' share of it)
+    return ncols * R * kh * kw <= R * (tw + kw - 1)
 
 
 @njit(parallel=True, **JIT)
@@ -699,8 +690,9 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt):
     # (kh + R - 1 of them, cw + kw - 1 wide) stay in L1 while the block below reuses
     # kh - 1 of them. The last row block and column tile overlap their neighbours.
     # Blocks whose input lies inside x read it in place; those reading the extension
-    # (the edge rows, and the edge columns of the others) read a copy of it in a small
-    # per-task buffer, or for a few edge columns of a small kernel run the definition.
+    # read a copy of it in a small per-task buffer: the edge rows' blocks a copy of
+    # their rows, the others' edge columns one copy of the columns for the whole task
+    # (for a few edge columns of a small kernel, the definition instead).
     # With nt, the tiles' aligned stores are non-temporal.
     N, G, OH, OW = out.shape
     H, W = x.shape[2], x.shape[3]
@@ -721,20 +713,38 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt):
         if j1 - j0 < tw and OW >= tw:        # a short last strip: start it a tile earlier
             j0 = j1 - tw
         ob, xb, wb, b0 = out[n, g], x[n, g], w[g], bias[g]
-        # the strip's columns whose inputs lie inside x
+        # the strip's columns whose inputs lie inside x: [ja, jb)
         ja = max(j0, pl)
         jb = min(j1, pl + W - kw + 1)
+        inner = jb - ja >= min(tw, j1 - j0)
         buf = np.empty((R + kh - 1 if ext else 0, j1 - j0 + kw - 1 if ext else 0), x.dtype)
-        for rb in range(q * gb, min((q + 1) * gb, nrb)):
+        # edge columns of a larger kernel: the task's rows of the input they read (widened
+        # to a tile, reaching into the interior, whose outputs they recompute), copied once
+        rb0, rb1 = q * gb, min((q + 1) * gb, nrb)
+        ia = min(rb0 * R, OH - R)
+        nr = min((rb1 - 1) * R, OH - R) + R - ia + kh - 1
+        left = inner and ja > j0 and not _by_definition(ja - j0, R, kh, kw, tw)
+        right = inner and jb < j1 and not _by_definition(j1 - jb, R, kh, kw, tw)
+        le = min(j1, max(ja, j0 + tw))
+        rs = max(j0, min(jb, j1 - tw))
+        lbuf = np.empty((nr if left else 0, le - j0 + kw - 1 if left else 0), x.dtype)
+        rbuf = np.empty((nr if right else 0, j1 - rs + kw - 1 if right else 0), x.dtype)
+        if left:
+            _extended(lbuf, xb, ia, nr, j0, le - j0 + kw - 1, pt, pl, mode, fill)
+        if right:
+            _extended(rbuf, xb, ia, nr, rs, j1 - rs + kw - 1, pt, pl, mode, fill)
+        for rb in range(rb0, rb1):
             i = min(rb * R, OH - R)
-            if i >= pt and i + R + kh - 1 <= pt + H and jb - ja >= min(tw, j1 - j0):
+            if i >= pt and i + R + kh - 1 <= pt + H and inner:
                 _rows(ob, i, R, ja, jb, xb, i - pt, ja - pl, wb, b0, tw, nt)
-                if ja > j0:
-                    _edge_columns(ob, i, R, j0, ja, j0, j1, xb, pt, pl, mode, fill, wb, b0,
-                                  tw, nt, buf)
-                if jb < j1:
-                    _edge_columns(ob, i, R, jb, j1, j0, j1, xb, pt, pl, mode, fill, wb, b0,
-                                  tw, nt, buf)
+                if left:
+                    _rows(ob, i, R, j0, le, lbuf, i - ia, 0, wb, b0, tw, nt)
+                elif ja > j0:
+                    _edge_definition(ob, i, R, j0, ja, xb, pt, pl, mode, fill, wb, b0)
+                if right:
+                    _rows(ob, i, R, rs, j1, rbuf, i - ia, 0, wb, b0, tw, nt)
+                elif jb < j1:
+                    _edge_definition(ob, i, R, jb, j1, xb, pt, pl, mode, fill, wb, b0)
             else:
                 _from_extension(ob, i, R, j0, j1, xb, pt, pl, mode, fill, wb, b0, tw, nt, buf)
         if nt:
