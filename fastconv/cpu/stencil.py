@@ -82,7 +82,16 @@ def tile_width(itemsize):
     return VECTORS * lanes(itemsize)
 
 
-NT_MIN_BYTES = 4 << 20   # outputs at least this large are written with non-temporal stores
+# non-temporal stores by default for outputs of at least NT_MIN_BYTES of kernels of at
+# most NT_MAX_TAPS taps: none at present. Measured on the 2-core development machine
+# (float64 1024x1024 'same' right after a SciPy call, A/B in one process, shared and
+# noisy): alone, a parallel fill of a cold 8 MB buffer takes 0.26 ms non-temporal
+# against 0.58 ms; but in the stencil the gain did not hold up: +10 % to -8 % at 3x3
+# from run to run, 12-15 % slower at 5x5 and 7x7 (perhaps: a 4-row x 4-vector tile issues 16
+# line writes at once, more than the write-combining buffers drain), neutral for the
+# 1-D 101-tap signal. ``stencil2d(..., nt=True)`` still asks for them.
+NT_MIN_BYTES = 4 << 20
+NT_MAX_TAPS = 0
 
 
 def _store_tile(builder, stores, nt, isz):
@@ -786,7 +795,8 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None)
     a small copy. ``out``: (N, G, OH, OW), OH = H + top + bottom - kh + 1 and OW = W +
     left + right - kw + 1; ``x``: (N, G, H, W), any strides (rows of unit stride run in
     place); ``w``: (G, kh, kw). float32, float64 or int64. ``nt``: write the output with
-    non-temporal stores (default: when it has at least NT_MIN_BYTES). Returns ``out``."""
+    non-temporal stores (default: at least NT_MIN_BYTES of output and at most NT_MAX_TAPS
+    taps). Returns ``out``."""
     N, G, OH, OW = out.shape
     kh, kw = w.shape[1:]
     (pt, pb), (pl, pr) = pads if pads is not None else ((0, 0), (0, 0))
@@ -806,7 +816,7 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None)
     w = np.ascontiguousarray(w, dtype=out.dtype)
     bias = np.zeros(G, out.dtype) if bias is None else np.asarray(bias, out.dtype)
     if nt is None:
-        nt = out.nbytes >= NT_MIN_BYTES
+        nt = out.nbytes >= NT_MIN_BYTES and kh * kw <= NT_MAX_TAPS
     R = rows_for(kh, OH)
     tw = tile_width(out.itemsize)
     cw = _strip(OW, kh, kw, R, out.itemsize, tw)

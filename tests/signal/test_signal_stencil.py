@@ -56,7 +56,8 @@ def test_sweep_stencil_2d(problem, mode, boundary, fillvalue, name, strips):
     before = a.copy()
     with mock.patch.object(_memory, "choose", lambda *args: "direct"), \
             mock.patch.object(stencil, "L1_BYTES", 1 if strips else stencil.L1_BYTES), \
-            mock.patch.object(stencil, "NT_MIN_BYTES", 0 if strips else stencil.NT_MIN_BYTES):
+            mock.patch.object(stencil, "NT_MIN_BYTES", 0 if strips else stencil.NT_MIN_BYTES), \
+            mock.patch.object(stencil, "NT_MAX_TAPS", 10 ** 9 if strips else stencil.NT_MAX_TAPS):
         ours = getattr(signal, name)(a, b, mode, boundary, fillvalue)
     np.testing.assert_array_equal(a, before)
     assert_like(ours, ref, scale=10 * max(1, b.size) ** 0.5, inputs=(a, b))
@@ -122,7 +123,8 @@ def test_sweep_stencil_1d(problem, mode, name, strips):
         return
     before = a.copy(), b.copy()
     with mock.patch.object(stencil, "L1_BYTES", 1 if strips else stencil.L1_BYTES), \
-            mock.patch.object(stencil, "NT_MIN_BYTES", 0 if strips else stencil.NT_MIN_BYTES):
+            mock.patch.object(stencil, "NT_MIN_BYTES", 0 if strips else stencil.NT_MIN_BYTES), \
+            mock.patch.object(stencil, "NT_MAX_TAPS", 10 ** 9 if strips else stencil.NT_MAX_TAPS):
         ours = getattr(signal, name)(a, b, mode, method="direct")
     assert_like(ours, ref, scale=10 * max(1, b.size) ** 0.5, inputs=(a, b))
     np.testing.assert_array_equal(a, before[0])
