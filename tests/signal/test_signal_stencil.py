@@ -19,6 +19,12 @@ from test_signal import assert_like, make
 DTYPES = ["int64", "int16", "float32", "float64", "complex64", "complex128"]
 
 
+def nt_everywhere(on):
+    """Non-temporal stores at any size and kernel (off by default) when ``on``."""
+    return mock.patch.multiple(stencil, NT_MIN_BYTES=0 if on else stencil.NT_MIN_BYTES,
+                               NT_MAX_TAPS=10 ** 9 if on else stencil.NT_MAX_TAPS)
+
+
 def edge_widths():
     """Output widths around the full and half tiles of float32 and float64."""
     ws = {1, 2, 3}
@@ -56,8 +62,7 @@ def test_sweep_stencil_2d(problem, mode, boundary, fillvalue, name, strips):
     before = a.copy()
     with mock.patch.object(_memory, "choose", lambda *args: "direct"), \
             mock.patch.object(stencil, "L1_BYTES", 1 if strips else stencil.L1_BYTES), \
-            mock.patch.object(stencil, "NT_MIN_BYTES", 0 if strips else stencil.NT_MIN_BYTES), \
-            mock.patch.object(stencil, "NT_MAX_TAPS", 10 ** 9 if strips else stencil.NT_MAX_TAPS):
+            nt_everywhere(strips):
         ours = getattr(signal, name)(a, b, mode, boundary, fillvalue)
     np.testing.assert_array_equal(a, before)
     assert_like(ours, ref, scale=10 * max(1, b.size) ** 0.5, inputs=(a, b))
@@ -123,8 +128,7 @@ def test_sweep_stencil_1d(problem, mode, name, strips):
         return
     before = a.copy(), b.copy()
     with mock.patch.object(stencil, "L1_BYTES", 1 if strips else stencil.L1_BYTES), \
-            mock.patch.object(stencil, "NT_MIN_BYTES", 0 if strips else stencil.NT_MIN_BYTES), \
-            mock.patch.object(stencil, "NT_MAX_TAPS", 10 ** 9 if strips else stencil.NT_MAX_TAPS):
+            nt_everywhere(strips):
         ours = getattr(signal, name)(a, b, mode, method="direct")
     assert_like(ours, ref, scale=10 * max(1, b.size) ** 0.5, inputs=(a, b))
     np.testing.assert_array_equal(a, before[0])
