@@ -35,6 +35,7 @@ features as numba compiles for them. Floats, and integers with exact wrap-around
 arithmetic (int64: vpmullq on AVX-512DQ).
 """
 import functools
+import platform
 
 import numpy as np
 from llvmlite import ir
@@ -81,14 +82,69 @@ def tile_width(itemsize):
     return VECTORS * lanes(itemsize)
 
 
+# non-temporal stores by default for outputs of at least NT_MIN_BYTES of kernels of at
+# most NT_MAX_TAPS taps: none at present. Measured on the 2-core development machine
+# (float64 1024x1024 'same' right after a SciPy call, A/B in one process, shared and
+# noisy): alone, a parallel fill of a cold 8 MB buffer takes 0.26 ms non-temporal
+# against 0.58 ms; but in the stencil the gain did not hold up: +10 % to -8 % at 3x3
+# from run to run, 12-15 % slower at 5x5 and 7x7 (perhaps: a 4-row x 4-vector tile issues 16
+# line writes at once, more than the write-combining buffers drain), neutral for the
+# 1-D 101-tap signal. ``stencil2d(..., nt=True)`` still asks for them.
+NT_MIN_BYTES = 4 << 20
+NT_MAX_TAPS = 0
+
+
+def _store_tile(builder, stores, nt, isz):
+    """Store the tile's vectors: ``stores`` is a list of (element pointer, vector). When
+    ``nt`` (an i64 value) is nonzero and every pointer is aligned to a vector, with
+    non-temporal stores (straight to memory: a large output that the cache could not
+    keep anyway is written without first reading each line in, and a cold one without
+    the read from memory); otherwise ordinary ones."""
+    i64 = ir.IntType(64)
+    bits = None
+    for p, _ in stores:
+        a = builder.ptrtoint(p, i64)
+        bits = a if bits is None else builder.or_(bits, a)
+    aligned = builder.icmp_unsigned("==", builder.and_(bits, i64(VECTOR_BYTES - 1)), i64(0))
+    stream = builder.and_(aligned, builder.icmp_signed("!=", nt, i64(0)))
+    md = builder.module.add_metadata([ir.IntType(32)(1)])
+    with builder.if_else(stream) as (then, otherwise):
+        with then:
+            for p, v in stores:
+                st = builder.store(v, builder.bitcast(p, v.type.as_pointer()),
+                                   align=VECTOR_BYTES)
+                st.set_metadata("nontemporal", md)
+        with otherwise:
+            for p, v in stores:
+                builder.store(v, builder.bitcast(p, v.type.as_pointer()), align=isz)
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """Orders this thread's non-temporal stores before its later stores (the end of a
+    parallel task: the result is read by other threads after the join)."""
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
+            builder.call(fn, [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
 def _stencil_intrinsic(R, V):
-    def tile(typingctx, out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t):
+    def tile(typingctx, out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, nt_t):
         arrays = (out_t, x_t, w_t)
         if not (all(isinstance(a, types.Array) and a.ndim == 2 for a in arrays)
                 and w_t.layout == "C" and isinstance(out_t.dtype, (types.Float, types.Integer))
                 and x_t.dtype == out_t.dtype and w_t.dtype == out_t.dtype):
             return None
-        sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t)
+        sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, nt_t)
         return sig, lambda context, builder, s, args: _codegen(context, builder, s, args, R, V)
 
     tile.__name__ = tile.__qualname__ = f"stencil_tile_{R}x{V}"
@@ -212,24 +268,24 @@ def _codegen(context, builder, sig, args, R, V):
         r = builder.add(kh, i64(s))
         acc = row(xrow_at(r), {i: wrow_at(builder.sub(r, i64(i))) for i in range(s + 1, R)},
                   acc)
+    stores = []
     for i in range(R):
         orow = builder.gep(obase, [builder.mul(i64(i), rso)])
-        for k in range(V):
-            ptr = builder.bitcast(builder.gep(orow, [i64(k * L)]), vptr)
-            builder.store(acc[i * V + k], ptr, align=isz)
+        stores += [(builder.gep(orow, [i64(k * L)]), acc[i * V + k]) for k in range(V)]
+    _store_tile(builder, stores, cast(10), isz)
     return context.get_dummy_value()
 
 
 def _row_intrinsic(V):
     """A one-row tile of V vectors for kernels of one row (1-D signals): see
     :func:`_codegen_row`."""
-    def tile(typingctx, out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t):
+    def tile(typingctx, out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, nt_t):
         arrays = (out_t, x_t, w_t)
         if not (all(isinstance(a, types.Array) and a.ndim == 2 for a in arrays)
                 and w_t.layout == "C" and isinstance(out_t.dtype, (types.Float, types.Integer))
                 and x_t.dtype == out_t.dtype and w_t.dtype == out_t.dtype):
             return None
-        sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t)
+        sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, nt_t)
         return sig, lambda context, builder, s, args: _codegen_row(context, builder, s, args, V)
 
     tile.__name__ = tile.__qualname__ = f"stencil_row_{V}"
@@ -352,22 +408,22 @@ def _codegen_row(context, builder, sig, args, V):
     acc = loop(nb, [splat(b0)] * V, block, guarded=True)
     c0 = builder.mul(nb, i64(L))
     acc = loop(builder.sub(kw, c0), acc, tap, guarded=False)      # 1..L taps
-    for v in range(V):
-        builder.store(acc[v], builder.bitcast(builder.gep(obase, [i64(v * L)]), vptr),
-                      align=isz)
+    _store_tile(builder, [(builder.gep(obase, [i64(v * L)]), acc[v]) for v in range(V)],
+                cast(10), isz)
     return context.get_dummy_value()
 
 
 def _stream_intrinsic(R, S=1):
     """A one-row tile of R vectors (at S places ``dist`` columns apart) for long one-row
     kernels: see :func:`_codegen_stream`."""
-    def tile(typingctx, out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, d_t):
+    def tile(typingctx, out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, d_t,
+             nt_t):
         arrays = (out_t, x_t, w_t)
         if not (all(isinstance(a, types.Array) and a.ndim == 2 for a in arrays)
                 and w_t.layout == "C" and isinstance(out_t.dtype, (types.Float, types.Integer))
                 and x_t.dtype == out_t.dtype and w_t.dtype == out_t.dtype):
             return None
-        sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, d_t)
+        sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, d_t, nt_t)
         return sig, lambda context, builder, s, args: _codegen_stream(context, builder, s, args,
                                                                        R, S)
 
@@ -459,9 +515,8 @@ def _codegen_stream(context, builder, sig, args, R, S):
                 for k, a in enumerate(st)]
 
     acc = loop(builder.sub(kw, c0), acc, tap)
-    for k in range(R * S):
-        ptr = builder.gep(obases[k // R], [i64((k % R) * L)])
-        builder.store(acc[k], builder.bitcast(ptr, vptr), align=isz)
+    _store_tile(builder, [(builder.gep(obases[k // R], [i64((k % R) * L)]), acc[k])
+                          for k in range(R * S)], cast(11), isz)
     return context.get_dummy_value()
 
 
@@ -482,98 +537,179 @@ _s2 = _stream_intrinsic(STREAM_VECTORS, 2)
 
 
 @njit(inline="always", **JIT)
-def _tile(out, oi, oj, x, xi, xj, w, kh, kw, b0, R, wide):
+def _tile(out, oi, oj, x, xi, xj, w, kh, kw, b0, R, wide, nt):
     # out[oi + i, oj + j] = b0 + sum_{a, c} w[a, c] * x[xi + i + a, xj + j + c] for the
     # R rows i and the columns j of a full (wide) or half tile
     if wide:
         if R == 4:
-            _w4(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+            _w4(out, oi, oj, x, xi, xj, w, kh, kw, b0, nt)
         elif R == 3:
-            _w3(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+            _w3(out, oi, oj, x, xi, xj, w, kh, kw, b0, nt)
         elif R == 2:
-            _w2(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+            _w2(out, oi, oj, x, xi, xj, w, kh, kw, b0, nt)
         else:
-            _w1(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+            _w1(out, oi, oj, x, xi, xj, w, kh, kw, b0, nt)
     else:
         if R == 4:
-            _h4(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+            _h4(out, oi, oj, x, xi, xj, w, kh, kw, b0, nt)
         elif R == 3:
-            _h3(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+            _h3(out, oi, oj, x, xi, xj, w, kh, kw, b0, nt)
         elif R == 2:
-            _h2(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+            _h2(out, oi, oj, x, xi, xj, w, kh, kw, b0, nt)
         else:
-            _h1(out, oi, oj, x, xi, xj, w, kh, kw, b0)
+            _h1(out, oi, oj, x, xi, xj, w, kh, kw, b0, nt)
 
 
 @njit(**JIT)
-def _narrow_rows(out, x, w, b0, i0, i1, j0, j1):
-    # the definition, for columns [j0, j1) of rows [i0, i1) (outputs narrower than a
-    # vector)
+def _narrow_rows(out, oi, R, oj0, oj1, x, xi, xj0, w, b0):
+    # the definition, for columns [oj0, oj1) of output rows [oi, oi + R) (outputs
+    # narrower than a vector); output (oi + i, oj0 + j) reads x from (xi + i, xj0 + j)
     kh, kw = w.shape
-    for i in range(i0, i1):
-        for j in range(j0, j1):
+    for i in range(R):
+        for j in range(oj1 - oj0):
             s = b0
             for a in range(kh):
                 for c in range(kw):
-                    s += w[a, c] * x[i + a, j + c]
+                    s += w[a, c] * x[xi + i + a, xj0 + j + c]
+            out[oi + i, oj0 + j] = s
+
+
+@njit(**JIT)
+def _rows(out, oi, R, oj0, oj1, x, xi, xj0, w, b0, tw, nt):
+    # output rows [oi, oi + R) x columns [oj0, oj1), output (oi + i, oj0 + j) reading x
+    # from (xi + i, xj0 + j): tiles from oj0, the last one overlapping its neighbour (its
+    # outputs recomputed and overwritten) where the columns are not a multiple of the
+    # tile; half tiles below a full tile, the definition below a half tile
+    kh, kw = w.shape
+    dx = xj0 - oj0
+    if kh == 1:                     # 1-D: the one-row tiles where they fit
+        lanes = tw // VECTORS
+        sw = lanes * STREAM_VECTORS
+        if (kw - 1) // lanes >= STREAM_VECTORS and oj1 - oj0 >= sw:
+            half = (oj1 - oj0) // sw // 2          # tile t with tile t + half
+            for t in range(half):
+                j = oj0 + t * sw
+                _s2(out, oi, j, x, xi, j + dx, w, kh, kw, b0, half * sw, nt)
+            j = oj0 + 2 * half * sw
+            while j + sw <= oj1:
+                _s1(out, oi, j, x, xi, j + dx, w, kh, kw, b0, 0, nt)
+                j += sw
+            if j < oj1:
+                _s1(out, oi, oj1 - sw, x, xi, oj1 - sw + dx, w, kh, kw, b0, 0, nt)
+            return
+        rw = lanes * ROW_VECTORS
+        if oj1 - oj0 >= rw:
+            j = oj0
+            while j + rw <= oj1:
+                _r1(out, oi, j, x, xi, j + dx, w, kh, kw, b0, nt)
+                j += rw
+            if j < oj1:
+                _r1(out, oi, oj1 - rw, x, xi, oj1 - rw + dx, w, kh, kw, b0, nt)
+            return
+    wide = oj1 - oj0 >= tw
+    if not wide:
+        tw = tw * HALF // VECTORS
+        if oj1 - oj0 < tw:
+            _narrow_rows(out, oi, R, oj0, oj1, x, xi, xj0, w, b0)
+            return
+    j = oj0
+    while j + tw <= oj1:
+        _tile(out, oi, j, x, xi, j + dx, w, kh, kw, b0, R, wide, nt)
+        j += tw
+    if j < oj1:
+        _tile(out, oi, oj1 - tw, x, xi, oj1 - tw + dx, w, kh, kw, b0, R, wide, nt)
+
+
+@njit(inline="always", **JIT)
+def _src(p, n, mode):
+    # index into an axis of length n of position p of the extended axis (p < 0 or
+    # p >= n outside): the same position, -1 for the fill value (mode 0), wrapped
+    # (mode 1, 'circular') or mirrored with the edge sample repeated (mode 2,
+    # 'symmetric'); as fastconv._pad.source_index
+    if p >= 0 and p < n:
+        return p
+    if mode == 0:
+        return -1
+    if mode == 1:
+        return p % n
+    q = p % (2 * n)
+    return q if q < n else 2 * n - 1 - q
+
+
+@njit(**JIT)
+def _extended(buf, x, r0, nr, c0, nc, pt, pl, mode, fill):
+    # buf[:nr, :nc] = rows [r0, r0 + nr) x columns [c0, c0 + nc) of x extended by pt
+    # rows before and pl columns before (and as far as needed after) with ``mode``
+    H, W = x.shape
+    for r in range(nr):
+        sr = _src(r0 + r - pt, H, mode)
+        if sr < 0:
+            for c in range(nc):
+                buf[r, c] = fill
+        else:
+            for c in range(nc):
+                p = c0 + c - pl
+                if p >= 0 and p < W:
+                    buf[r, c] = x[sr, p]
+                else:
+                    sc = _src(p, W, mode)
+                    buf[r, c] = x[sr, sc] if sc >= 0 else fill
+
+
+@njit(**JIT)
+def _edge_definition(out, oi, R, oj0, oj1, x, pt, pl, mode, fill, w, b0):
+    # the definition with the extension read in place, for output rows [oi, oi + R) x
+    # columns [oj0, oj1): a few edge columns of a small kernel
+    H, W = x.shape
+    kh, kw = w.shape
+    for i in range(oi, oi + R):
+        for j in range(oj0, oj1):
+            s = b0
+            for a in range(kh):
+                sr = _src(i + a - pt, H, mode)
+                for c in range(kw):
+                    sc = _src(j + c - pl, W, mode)
+                    s += w[a, c] * (x[sr, sc] if sr >= 0 and sc >= 0 else fill)
             out[i, j] = s
 
 
 @njit(**JIT)
-def _rows(out, x, w, b0, i0, R, j0, j1, tw):
-    # output rows [i0, i0 + R) x columns [j0, j1): tiles from j0, the last one
-    # overlapping its neighbour (its outputs recomputed and overwritten) where the
-    # columns are not a multiple of the tile; half tiles below a full tile, the
-    # definition below a half tile
+def _from_extension(out, oi, R, oj0, oj1, x, pt, pl, mode, fill, w, b0, tw, nt, buf):
+    # output rows [oi, oi + R) x columns [oj0, oj1) from a copy of the extended input
+    # they read, in buf (at least R + kh - 1 rows of oj1 - oj0 + kw - 1 columns)
     kh, kw = w.shape
-    if kh == 1:                     # 1-D: the one-row tiles where they fit
-        lanes = tw // VECTORS
-        sw = lanes * STREAM_VECTORS
-        if (kw - 1) // lanes >= STREAM_VECTORS and j1 - j0 >= sw:
-            half = (j1 - j0) // sw // 2          # tile t with tile t + half
-            for t in range(half):
-                _s2(out, i0, j0 + t * sw, x, i0, j0 + t * sw, w, kh, kw, b0, half * sw)
-            j = j0 + 2 * half * sw
-            while j + sw <= j1:
-                _s1(out, i0, j, x, i0, j, w, kh, kw, b0, 0)
-                j += sw
-            if j < j1:
-                _s1(out, i0, j1 - sw, x, i0, j1 - sw, w, kh, kw, b0, 0)
-            return
-        rw = lanes * ROW_VECTORS
-        if j1 - j0 >= rw:
-            j = j0
-            while j + rw <= j1:
-                _r1(out, i0, j, x, i0, j, w, kh, kw, b0)
-                j += rw
-            if j < j1:
-                _r1(out, i0, j1 - rw, x, i0, j1 - rw, w, kh, kw, b0)
-            return
-    wide = j1 - j0 >= tw
-    if not wide:
-        tw = tw * HALF // VECTORS
-        if j1 - j0 < tw:
-            _narrow_rows(out, x, w, b0, i0, i0 + R, j0, j1)
-            return
-    j = j0
-    while j + tw <= j1:
-        _tile(out, i0, j, x, i0, j, w, kh, kw, b0, R, wide)
-        j += tw
-    if j < j1:
-        _tile(out, i0, j1 - tw, x, i0, j1 - tw, w, kh, kw, b0, R, wide)
+    _extended(buf, x, oi, R + kh - 1, oj0, oj1 - oj0 + kw - 1, pt, pl, mode, fill)
+    _rows(out, oi, R, oj0, oj1, buf, 0, 0, w, b0, tw, nt)
+
+
+@njit(inline="always", **JIT)
+def _by_definition(ncols, R, kh, kw, tw):
+    # a few edge columns: the definition costs less than copying their rows' input,
+    # widened to a tile, into a buffer (R output rows' share of it)
+    return ncols * R * kh * kw <= R * (tw + kw - 1)
 
 
 @njit(parallel=True, **JIT)
-def _stencil2d(out, x, w, bias, R, cw, gb, tw):
-    # out: (N, G, OH, OW)   x: (N, G, >= OH + kh - 1, >= OW + kw - 1)   w: (G, kh, kw)
-    # unit column strides. Tasks: (image, channel, strip of cw columns, group of gb
-    # blocks of R output rows). A task walks down its strip block by block: the strip's
-    # input rows (kh + R - 1 of them, cw + kw - 1 wide) stay in L1 while the block below
-    # reuses kh - 1 of them. The last row block and column tile overlap their neighbours.
+def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt):
+    # out: (N, G, OH, OW)   x: (N, G, H, W), extended by pt rows before and pl columns
+    # before (and after: up to OH + kh - 1 rows, OW + kw - 1 columns) by ``mode``
+    # (0: the value ``fill``, 1: wrapped, 2: mirrored)   w: (G, kh, kw); unit column
+    # strides. Tasks: (image, channel, strip of cw columns, group of gb blocks of R
+    # output rows). A task walks down its strip block by block: the strip's input rows
+    # (kh + R - 1 of them, cw + kw - 1 wide) stay in L1 while the block below reuses
+    # kh - 1 of them. The last row block and column tile overlap their neighbours.
+    # Blocks whose input lies inside x read it in place; those reading the extension
+    # read a copy of it in a small per-task buffer: the edge rows' blocks a copy of
+    # their rows, the others' edge columns one copy of the columns for the whole task
+    # (for a few edge columns of a small kernel, the definition instead).
+    # With nt, the tiles' aligned stores are non-temporal.
     N, G, OH, OW = out.shape
+    H, W = x.shape[2], x.shape[3]
+    kh, kw = w.shape[1], w.shape[2]
     nrb = (OH + R - 1) // R
     ns = (OW + cw - 1) // cw
     ng = (nrb + gb - 1) // gb
+    ext = pt > 0 or pl > 0 or OH + kh - 1 > pt + H or OW + kw - 1 > pl + W
     for task in prange(N * G * ns * ng):
         q = task % ng
         r = task // ng
@@ -586,8 +722,42 @@ def _stencil2d(out, x, w, bias, R, cw, gb, tw):
         if j1 - j0 < tw and OW >= tw:        # a short last strip: start it a tile earlier
             j0 = j1 - tw
         ob, xb, wb, b0 = out[n, g], x[n, g], w[g], bias[g]
-        for rb in range(q * gb, min((q + 1) * gb, nrb)):
-            _rows(ob, xb, wb, b0, min(rb * R, OH - R), R, j0, j1, tw)
+        # the strip's columns whose inputs lie inside x: [ja, jb)
+        ja = max(j0, pl)
+        jb = min(j1, pl + W - kw + 1)
+        inner = jb - ja >= min(tw, j1 - j0)
+        buf = np.empty((R + kh - 1 if ext else 0, j1 - j0 + kw - 1 if ext else 0), x.dtype)
+        # edge columns of a larger kernel: the task's rows of the input they read (widened
+        # to a tile, reaching into the interior, whose outputs they recompute), copied once
+        rb0, rb1 = q * gb, min((q + 1) * gb, nrb)
+        ia = min(rb0 * R, OH - R)
+        nr = min((rb1 - 1) * R, OH - R) + R - ia + kh - 1
+        left = inner and ja > j0 and not _by_definition(ja - j0, R, kh, kw, tw)
+        right = inner and jb < j1 and not _by_definition(j1 - jb, R, kh, kw, tw)
+        le = min(j1, max(ja, j0 + tw))
+        rs = max(j0, min(jb, j1 - tw))
+        lbuf = np.empty((nr if left else 0, le - j0 + kw - 1 if left else 0), x.dtype)
+        rbuf = np.empty((nr if right else 0, j1 - rs + kw - 1 if right else 0), x.dtype)
+        if left:
+            _extended(lbuf, xb, ia, nr, j0, le - j0 + kw - 1, pt, pl, mode, fill)
+        if right:
+            _extended(rbuf, xb, ia, nr, rs, j1 - rs + kw - 1, pt, pl, mode, fill)
+        for rb in range(rb0, rb1):
+            i = min(rb * R, OH - R)
+            if i >= pt and i + R + kh - 1 <= pt + H and inner:
+                _rows(ob, i, R, ja, jb, xb, i - pt, ja - pl, wb, b0, tw, nt)
+                if left:
+                    _rows(ob, i, R, j0, le, lbuf, i - ia, 0, wb, b0, tw, nt)
+                elif ja > j0:
+                    _edge_definition(ob, i, R, j0, ja, xb, pt, pl, mode, fill, wb, b0)
+                if right:
+                    _rows(ob, i, R, rs, j1, rbuf, i - ia, 0, wb, b0, tw, nt)
+                elif jb < j1:
+                    _edge_definition(ob, i, R, jb, j1, xb, pt, pl, mode, fill, wb, b0)
+            else:
+                _from_extension(ob, i, R, j0, j1, xb, pt, pl, mode, fill, wb, b0, tw, nt, buf)
+        if nt:
+            _store_fence()
 
 
 L1_BYTES = 24 << 10      # input of one strip (kh + R - 1 rows): half of a typical L1
@@ -595,10 +765,17 @@ L1_BYTES = 24 << 10      # input of one strip (kh + R - 1 rows): half of a typic
 
 def _strip(OW, kh, kw, R, isz, tw):
     """Columns of one strip: whole tiles whose input rows fit L1_BYTES (at least one
-    tile; the whole width when that fits)."""
+    tile; the whole width when that fits), as even as whole tiles allow: numba hands
+    each thread an equal share of the tasks, so a narrow last strip would leave one
+    thread with less work (1024 columns of float64 at k = 3: 480 + 480 + 64, one thread
+    doing 70 % of the work, against 352 + 352 + 320)."""
     cols = L1_BYTES // ((kh + R - 1) * isz) - (kw - 1)
     cw = max(tw, cols // tw * tw)
-    return OW if cw >= OW else cw
+    if cw >= OW:
+        return OW
+    ns = -(-OW // cw)
+    even = -(-OW // ns)
+    return -(-even // tw) * tw
 
 
 def rows_for(kh, OH):
@@ -606,24 +783,40 @@ def rows_for(kh, OH):
     return max(1, min(ROWS, kh, OH))
 
 
-def stencil2d(out, x, w, bias=None):
-    """``out[n, g] = bias[g] + valid correlation of x[n, g] with w[g]`` (see the module
-    docstring). ``out``: (N, G, OH, OW), OH = H - kh + 1 and OW = W - kw + 1; ``x``:
-    (N, G, H, W), any strides (rows of unit stride run in place); ``w``: (G, kh, kw). float32,
-    float64 or int64; returns ``out``."""
+EXTENSIONS = {"fill": 0, "zeros": 0, "circular": 1, "wrap": 1, "symmetric": 2, "symm": 2}
+
+
+def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None):
+    """``out[n, g] = bias[g] + valid correlation of xe[n, g] with w[g]`` (see the module
+    docstring), ``xe`` being ``x`` extended by ``pads = ((top, bottom), (left, right))``
+    (default none) with ``boundary``: 'fill' (the value ``fill``), 'circular' ('wrap')
+    or 'symmetric' ('symm'), as scipy.signal.convolve2d's boundaries. The extension is
+    never materialised: blocks of outputs reading only ``x`` read it in place, the edges
+    a small copy. ``out``: (N, G, OH, OW), OH = H + top + bottom - kh + 1 and OW = W +
+    left + right - kw + 1; ``x``: (N, G, H, W), any strides (rows of unit stride run in
+    place); ``w``: (G, kh, kw). float32, float64 or int64. ``nt``: write the output with
+    non-temporal stores (default: at least NT_MIN_BYTES of output and at most NT_MAX_TAPS
+    taps). Returns ``out``."""
     N, G, OH, OW = out.shape
     kh, kw = w.shape[1:]
+    (pt, pb), (pl, pr) = pads if pads is not None else ((0, 0), (0, 0))
     if out.size == 0:
         return out
-    assert x.shape[:2] == (N, G) and x.shape[2] == OH + kh - 1 and x.shape[3] == OW + kw - 1
+    assert x.shape[:2] == (N, G) and x.shape[2] + pt + pb == OH + kh - 1 \
+        and x.shape[3] + pl + pr == OW + kw - 1 and min(pt, pb, pl, pr) >= 0, \
+        (out.shape, x.shape, w.shape, pads)
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        assert boundary in ("fill", "zeros"), boundary
     if out.strides[3] != out.itemsize and OW > 1:
         tmp = np.empty(out.shape, out.dtype)
-        out[...] = stencil2d(tmp, x, w, bias)
+        out[...] = stencil2d(tmp, x, w, bias, pads, boundary, fill, nt=False)
         return out
-    if x.strides[3] != x.itemsize:
+    if x.strides[3] != x.itemsize and x.shape[3] > 1:
         x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w, dtype=out.dtype)
     bias = np.zeros(G, out.dtype) if bias is None else np.asarray(bias, out.dtype)
+    if nt is None:
+        nt = out.nbytes >= NT_MIN_BYTES and kh * kw <= NT_MAX_TAPS
     R = rows_for(kh, OH)
     tw = tile_width(out.itemsize)
     cw = _strip(OW, kh, kw, R, out.itemsize, tw)
@@ -631,5 +824,6 @@ def stencil2d(out, x, w, bias=None):
     tasks = N * G * -(-OW // cw)
     gb = max(1, nrb // max(1, -(-n_tasks_target() // tasks)))   # row blocks per task
     with serial_if_small(N * G * OH * OW * kh * kw):
-        _stencil2d(out, x, w, bias, R, cw, gb, tw)
+        _stencil2d(out, x, w, bias, pt, pl, EXTENSIONS[boundary], out.dtype.type(fill),
+                   R, cw, gb, tw, bool(nt))
     return out

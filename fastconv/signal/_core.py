@@ -44,7 +44,7 @@ from .._pad import pad as _pad_modes
 from .._spec import _prod
 from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small, workspace
 from ..cpu.fft import workers
-from ..cpu.stencil import stencil2d, tile_width
+from ..cpu.stencil import stencil2d
 from .._pad import source_index as _pad_index
 from . import _buffers
 
@@ -137,7 +137,8 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
     if nsp == 0:
         res = xs * ks.reshape(1, plan.G)
     elif method == "direct":
-        res = _direct_regions(xs, ks, plan, boundary, fill) if nsp <= 3 else None
+        res = (_direct_window(xs, ks, plan, boundary, fill) if nsp <= 2 else
+               _direct_regions(xs, ks, plan, boundary, fill) if nsp == 3 else None)
         if res is None:
             xp = pad(xs, plan.pads, boundary, fill)
             res = _direct(xp, ks) if nsp <= 3 else _direct_folded(xp, ks, plan.out)
@@ -219,13 +220,34 @@ def _direct_stencil(xp, ks, out=None):
     return (rr - ii) + 1j * (ri + ir)
 
 
+def _direct_window(xs, ks, plan, boundary, fill):
+    """The direct method in 1-D and 2-D for real data: one call of the stencil kernel on
+    ``xs`` itself, which reads the padding in place (blocks of outputs inside the input
+    from it, the edges from small copies; no padded copy of the input) and writes every
+    output once, into a pooled result. None for complex data (the padded path) and for
+    empty inputs that a boundary would wrap or mirror."""
+    if xs.dtype.kind == "c" or ks.dtype.kind == "c" or (xs.size == 0 and boundary != "fill"):
+        return None
+    one_d = len(plan.n) == 1
+    res = _buffers.empty((plan.N, plan.G) + tuple(plan.out), xs.dtype)
+    if one_d:
+        stencil2d(res[:, :, None, :], xs[:, :, None, :],
+                  np.ascontiguousarray(ks.reshape(plan.G, 1, plan.k[0])), None,
+                  ((0, 0),) + plan.pads, boundary, fill)
+    else:
+        stencil2d(res, xs, np.ascontiguousarray(ks.reshape((plan.G,) + plan.k)), None,
+                  plan.pads, boundary, fill)
+    return res
+
+
 REGIONS_MIN_OUTPUTS = 1 << 17   # smaller problems: one padded copy and one kernel call
 # (the five kernel calls of the split cost more than the copy up to ~256x256: 305 vs
 # 135 us for 256x256 k = 5, 0.80 vs 0.99 ms the other way at 512x512 k = 3)
 
 
 def _direct_regions(xs, ks, plan, boundary, fill):
-    """The direct method without padding the whole input: the outputs whose windows lie
+    """The direct method in 3-D (1-D and 2-D: :func:`_direct_window`, a single kernel
+    call) without padding the whole input: the outputs whose windows lie
     inside ``xs`` (the interior box) are computed from ``xs`` itself, written in place
     into the result; the shell around it, axis by axis, from small padded slabs. Saves a
     copy of the input (and its page faults). None when not applicable (complex data,
@@ -253,20 +275,11 @@ def _direct_regions(xs, ks, plan, boundary, fill):
 
     compute(lo, hi)                                   # the interior: x itself
     box_lo, box_hi = [0] * nsp, list(plan.out)
-    # slabs along the rows at least one register tile wide (reaching into the interior,
-    # whose outputs they recompute): narrower ones would take the kernel's scalar path
-    wide = tile_width(res.itemsize) if nsp <= 2 else 1
     for a in range(nsp):                              # the shell, slab by slab
-        last = a == nsp - 1
         for l, h in ((box_lo[a], lo[a]), (hi[a], box_hi[a])):
             if h > l:
                 rlo, rhi = list(box_lo), list(box_hi)
                 rlo[a], rhi[a] = l, h
-                if last and h - l < wide:
-                    if l == box_lo[a]:
-                        rhi[a] = max(h, min(l + wide, box_hi[a]))
-                    else:
-                        rlo[a] = min(l, max(h - wide, box_lo[a]))
                 compute(rlo, rhi)
         box_lo[a], box_hi[a] = lo[a], hi[a]
     return res

@@ -74,6 +74,100 @@ def test_stencil_tile_edges(dtype, data):
     assert (frame[~inner] == 77).all()
 
 
+def extended(x, pads, boundary, fill):
+    """x (N, G, H, W) extended by pads ((top, bottom), (left, right)): scipy's
+    convolve2d boundaries, through fastconv._pad's index maps."""
+    from fastconv._pad import source_index
+    mode = {"fill": "zeros", "circular": "circular", "symmetric": "symmetric"}[boundary]
+    for axis, (b, a) in zip((2, 3), pads):
+        idx = source_index(x.shape[axis], b, a, mode)
+        x = np.take(x, np.maximum(idx, 0), axis=axis)
+        if boundary == "fill":
+            shape = [1] * 4
+            shape[axis] = idx.size
+            x = np.where((idx >= 0).reshape(shape), x, np.asarray(fill, x.dtype))
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@PROPERTY
+@given(data=st.data())
+def test_stencil_extension_edges(dtype, data):
+    """The extension read in place (``pads``, ``boundary``): widths around the tiles,
+    heights around the row blocks, pads from none to more than the input (kernels larger
+    than the image), every boundary, one-column strips (tiny L1 budget) or whole rows,
+    ordinary or non-temporal stores, strided rows, 1-D (one-row) kernels; against the
+    kernel on the explicitly extended input and against SciPy; nothing outside ``out``
+    is written and ``x`` is left as it was."""
+    isz = np.dtype(dtype).itemsize
+    tw = stencil.tile_width(isz)
+    half = tw * stencil.HALF // stencil.VECTORS
+    lanes = stencil.lanes(isz)
+    W = data.draw(st.sampled_from(edge_sizes(tw, half) + [3 * lanes * stencil.STREAM_VECTORS]))
+    H = data.draw(st.integers(1, 2 * stencil.ROWS + 3))
+    kh = data.draw(st.sampled_from([1, 2, 3, 5, H, H + 2]))
+    kw = data.draw(st.sampled_from([1, 2, 3, 4, 9, 4 * lanes + 1, (4 * lanes + 1) * 2, W,
+                                    W + 3]))
+    boundary = data.draw(st.sampled_from(["fill", "circular", "symmetric"]))
+    pt, pb = (data.draw(st.integers(0, kh + 1)) for _ in range(2))
+    pl, pr = (data.draw(st.integers(0, kw + 1)) for _ in range(2))
+    OH, OW = H + pt + pb - kh + 1, W + pl + pr - kw + 1
+    if OH < 1 or OW < 1:
+        return
+    fill = data.draw(st.integers(-3, 3))
+    nt = data.draw(st.sampled_from([None, True, False]))
+    N, G = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    big = rng.integers(-9, 10, (N, G, H + 2, W + 3)).astype(dtype)
+    x = big[:, :, 1:H + 1, 2:W + 2]
+    before = x.copy()
+    w = rng.integers(-9, 10, (G, kh, kw)).astype(dtype)
+    bias = rng.integers(-9, 10, G).astype(dtype)
+    frame = np.full((N, G, OH + 2, OW + 4), 77, dtype=dtype)
+    out = frame[:, :, 1:OH + 1, 2:OW + 2]
+    l1 = stencil.L1_BYTES
+    try:
+        if data.draw(st.booleans()):
+            stencil.L1_BYTES = 1                      # strips of one tile
+        stencil.stencil2d(out, x, w, bias, ((pt, pb), (pl, pr)), boundary, fill, nt=nt)
+    finally:
+        stencil.L1_BYTES = l1
+    want = reference(extended(x, ((pt, pb), (pl, pr)), boundary, fill), w, bias)
+    check(out, want, dtype)
+    if N == G == 1 and pt == pb == pl == pr == 0:
+        np.testing.assert_array_equal(
+            want[0, 0], ss.correlate2d(x[0, 0].astype(want.dtype), w[0].astype(want.dtype),
+                                       "valid") + bias[0])
+    inner = np.zeros(frame.shape, bool)
+    inner[:, :, 1:OH + 1, 2:OW + 2] = True
+    assert (frame[~inner] == 77).all()
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("boundary", ["fill", "circular", "symmetric"])
+def test_stencil_extension_large_float(boundary, rng):
+    """A 1024-wide float64 image (the benchmark's rows) and a long 1-D signal, pads of
+    'same' mode, non-temporal stores on a pooled-size output, against scipy.signal."""
+    x = rng.standard_normal((1, 1, 70, 1024))
+    for k in (3, 7, 15):
+        w = rng.standard_normal((1, k, k + 2))
+        pads = ((k // 2, (k - 1) // 2), ((k + 2) // 2, (k + 1) // 2))
+        out = np.empty((1, 1, 70, 1024))
+        stencil.stencil2d(out, x, w, None, pads, boundary, 0.5, nt=True)
+        want = ss.correlate2d(x[0, 0], w[0], "same", {"circular": "wrap",
+                                                       "symmetric": "symm"}.get(boundary,
+                                                                                "fill"), 0.5)
+        np.testing.assert_allclose(out[0, 0], want, rtol=0, atol=1e-12 * k * k)
+    s = rng.standard_normal((1, 1, 1, 300001))
+    w = rng.standard_normal((1, 1, 101))
+    out = np.empty((1, 1, 1, 300001))
+    stencil.stencil2d(out, s, w, None, ((0, 0), (50, 50)), boundary, 0.0, nt=True)
+    np.testing.assert_allclose(out[0, 0, 0], reference(extended(s, ((0, 0), (50, 50)),
+                                                                boundary, 0.0), w,
+                                                       np.zeros(1))[0, 0, 0],
+                               rtol=0, atol=1e-11)
+
+
 def row_sizes(rw, sw):
     """Output widths around the one-row tiles (and the multi-row tiles' half tile)."""
     return sorted({n for t in (rw, 2 * rw, sw, 2 * sw, 3 * sw, 4 * sw)

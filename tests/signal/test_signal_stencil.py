@@ -12,12 +12,17 @@ from hypothesis import strategies as st
 
 from fastconv import signal
 from fastconv.cpu import stencil
-from fastconv.signal import _core as core
 from fastconv.signal import _memory
 
 from test_signal import assert_like, make
 
 DTYPES = ["int64", "int16", "float32", "float64", "complex64", "complex128"]
+
+
+def nt_everywhere(on):
+    """Non-temporal stores at any size and kernel (off by default) when ``on``."""
+    return mock.patch.multiple(stencil, NT_MIN_BYTES=0 if on else stencil.NT_MIN_BYTES,
+                               NT_MAX_TAPS=10 ** 9 if on else stencil.NT_MAX_TAPS)
 
 
 def edge_widths():
@@ -45,17 +50,21 @@ def images(draw):
 @given(images(), st.sampled_from(["full", "same", "valid"]),
        st.sampled_from(["fill", "wrap", "symm"]), st.integers(-3, 3),
        st.sampled_from(["convolve2d", "correlate2d"]), st.booleans())
-def test_sweep_stencil_2d(problem, mode, boundary, fillvalue, name, regions):
-    """convolve2d/correlate2d forced onto the direct method (with and without the
-    interior/shell split) against SciPy's."""
+def test_sweep_stencil_2d(problem, mode, boundary, fillvalue, name, strips):
+    """convolve2d/correlate2d forced onto the direct method (the stencil kernel reading
+    the boundary's extension in place) against SciPy's; ``strips``: strips of one tile
+    (a tiny L1 budget: edges in every task) and non-temporal stores at any size."""
     a, b = problem
     try:
         ref = getattr(ss, name)(a, b, mode, boundary, fillvalue)
     except ValueError:
         return
+    before = a.copy()
     with mock.patch.object(_memory, "choose", lambda *args: "direct"), \
-            mock.patch.object(core, "REGIONS_MIN_OUTPUTS", 1 if regions else 10 ** 9):
+            mock.patch.object(stencil, "L1_BYTES", 1 if strips else stencil.L1_BYTES), \
+            nt_everywhere(strips):
         ours = getattr(signal, name)(a, b, mode, boundary, fillvalue)
+    np.testing.assert_array_equal(a, before)
     assert_like(ours, ref, scale=10 * max(1, b.size) ** 0.5, inputs=(a, b))
 
 
@@ -80,7 +89,7 @@ def test_sweep_stencil_nd(problem, mode, name, one_d):
 
 def test_large_image_all_paths(rng):
     """A 1024-wide image, kernels 3..31, float64 'same' with each boundary: the interior
-    in place and the shell from slabs, as in the benchmark."""
+    read in place, the edges from the kernel's small copies, as in the benchmark."""
     x = rng.standard_normal((300, 1024))
     for k in (3, 8, 15, 31):
         h = rng.standard_normal((k, k + 2))
@@ -88,6 +97,42 @@ def test_large_image_all_paths(rng):
             with mock.patch.object(_memory, "choose", lambda *args: "direct"):
                 ours = signal.convolve2d(x, h, "same", boundary)
             assert_like(ours, ss.convolve2d(x, h, "same", boundary), scale=k)
+
+
+@st.composite
+def signals(draw):
+    """1-D signals around the stencil kernel's strips (of a tiny L1 budget: one tile) and
+    one-row tiles, kernels around their blocks of taps, up to longer than the signal."""
+    lanes = stencil.lanes(8)
+    sw = lanes * stencil.STREAM_VECTORS
+    n = draw(st.sampled_from(sorted({t + d for t in (1, sw, 3 * sw, 8 * sw, 1000)
+                                     for d in (-1, 0, 1) if t + d > 0})))
+    m = draw(st.sampled_from(sorted({1, 2, 3, lanes + 1, sw + 1, sw + lanes + 2, 101,
+                                     n, n + 3})))
+    d1, d2 = draw(st.sampled_from(DTYPES)), draw(st.sampled_from(DTYPES))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    return make(rng, (n,), d1), make(rng, (m,), d2)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(signals(), st.sampled_from(["full", "same", "valid"]),
+       st.sampled_from(["convolve", "correlate"]), st.booleans())
+def test_sweep_stencil_1d(problem, mode, name, strips):
+    """convolve/correlate(method='direct') of 1-D signals (the zero padding read in
+    place) against SciPy's direct method, with strips of one tile and non-temporal
+    stores at any size or the defaults; the inputs are left as they were."""
+    a, b = problem
+    try:
+        ref = getattr(ss, name)(a, b, mode, method="direct")
+    except ValueError:
+        return
+    before = a.copy(), b.copy()
+    with mock.patch.object(stencil, "L1_BYTES", 1 if strips else stencil.L1_BYTES), \
+            nt_everywhere(strips):
+        ours = getattr(signal, name)(a, b, mode, method="direct")
+    assert_like(ours, ref, scale=10 * max(1, b.size) ** 0.5, inputs=(a, b))
+    np.testing.assert_array_equal(a, before[0])
+    np.testing.assert_array_equal(b, before[1])
 
 
 def test_result_pool_recycles_dropped_results():
