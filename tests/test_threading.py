@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fastconv import _config
+
 ROOT = str(Path(__file__).resolve().parent.parent)
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs PyTorch")
@@ -53,7 +55,8 @@ def test_threading_info_alone():
     info = out["info"]
     assert info["numba_threading_layer"] == "omp" and info["numba_threads"] >= 1
     assert info["note"] is None
-    assert info["openmp_runtime"] and info["openmp_wait_policy"] == "OMP_WAIT_POLICY=PASSIVE"
+    assert info["openmp_runtime"] and info["openmp_wait_policy"] == ", ".join(
+        f"{k}={v}" for k, v in _config.WAIT_ENV.items())
     assert info["openmp_private"] == hasattr(os, "RTLD_DEEPBIND")
     # the wait policy went to fastconv's own runtime only: the process environment,
     # read by every OpenMP library loaded later, is left as it was
