@@ -131,7 +131,8 @@ def main():
             if op in entry.delegate:             # another entry's kernel (and constants)
                 continue
             ran = [k for k, (_, t) in enumerate(rows) if np.isfinite(t[op][a])]
-            names = list(entry.cpu_features(rows[ran[0]][0], op))
+            # every feature any row counts (an algorithm's paths count different ones)
+            names = list(dict.fromkeys(n for k in ran for n in entry.cpu_features(rows[k][0], op)))
             A = np.array([[entry.cpu_features(rows[k][0], op).get(n, 0.0) for n in names]
                           for k in ran])
             y = np.array([rows[k][1][op][a] for k in ran])
