@@ -679,7 +679,8 @@ def _from_extension(out, oi, R, oj0, oj1, x, pt, pl, mode, fill, w, b0, tw, nt, 
     # they read, in buf (at least R + kh - 1 rows of oj1 - oj0 + kw - 1 columns)
     kh, kw = w.shape
     _extended(buf, x, oi, R + kh - 1, oj0, oj1 - oj0 + kw - 1, pt, pl, mode, fill)
-    _rows(out, oi, R, oj0, oj1, buf, 0, 0, w, b0, tw, nt)
+    z = oi - oi                 # 0, typed int64: a literal 0 would compile _rows again
+    _rows(out, oi, R, oj0, oj1, buf, z, z, w, b0, tw, nt)
 
 
 @njit(inline="always", **JIT)
@@ -746,12 +747,13 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt):
             i = min(rb * R, OH - R)
             if i >= pt and i + R + kh - 1 <= pt + H and inner:
                 _rows(ob, i, R, ja, jb, xb, i - pt, ja - pl, wb, b0, tw, nt)
+                z = i - i       # 0, typed int64: a literal 0 would compile _rows again
                 if left:
-                    _rows(ob, i, R, j0, le, lbuf, i - ia, 0, wb, b0, tw, nt)
+                    _rows(ob, i, R, j0, le, lbuf, i - ia, z, wb, b0, tw, nt)
                 elif ja > j0:
                     _edge_definition(ob, i, R, j0, ja, xb, pt, pl, mode, fill, wb, b0)
                 if right:
-                    _rows(ob, i, R, rs, j1, rbuf, i - ia, 0, wb, b0, tw, nt)
+                    _rows(ob, i, R, rs, j1, rbuf, i - ia, z, wb, b0, tw, nt)
                 elif jb < j1:
                     _edge_definition(ob, i, R, jb, j1, xb, pt, pl, mode, fill, wb, b0)
             else:
