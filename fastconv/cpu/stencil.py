@@ -94,6 +94,45 @@ NT_MIN_BYTES = 4 << 20
 NT_MAX_TAPS = 0
 
 
+def _phi_loop(builder, n, state, body, name, guarded=False):
+    """for t in range(n): state = body(t, state), as one LLVM loop whose state (a list of
+    values) lives in phi nodes, i.e. registers; returns the final state. n >= 1 unless
+    ``guarded`` (then n may be 0 and the state passes through unchanged)."""
+    i64 = ir.IntType(64)
+    pre = builder.block
+    head = builder.append_basic_block(f"{name}.loop")
+    done = builder.append_basic_block(f"{name}.done")
+    if guarded:
+        builder.cbranch(builder.icmp_signed(">", n, i64(0)), head, done)
+    else:
+        builder.branch(head)
+    builder.position_at_end(head)
+    t = builder.phi(i64)
+    t.add_incoming(i64(0), pre)
+    phis = []
+    for s in state:
+        p = builder.phi(s.type)
+        p.add_incoming(s, pre)
+        phis.append(p)
+    new = body(t, phis)
+    t1 = builder.add(t, i64(1))
+    latch = builder.block
+    t.add_incoming(t1, latch)
+    for p, v in zip(phis, new):
+        p.add_incoming(v, latch)
+    builder.cbranch(builder.icmp_signed("<", t1, n), head, done)
+    builder.position_at_end(done)
+    if not guarded:
+        return new                          # the loop ran at least once: its last values
+    res = []
+    for s, v in zip(state, new):
+        p = builder.phi(s.type)
+        p.add_incoming(s, pre)
+        p.add_incoming(v, latch)
+        res.append(p)
+    return res
+
+
 def _store_tile(builder, stores, nt, isz):
     """Store the tile's vectors: ``stores`` is a list of (element pointer, vector). When
     ``nt`` (an i64 value) is nonzero and every pointer is aligned to a vector, with
@@ -195,27 +234,7 @@ def _codegen(context, builder, sig, args, R, V):
     def loop(n, state, body):
         """for t in range(n): state = body(t, state) (n >= 1), as one LLVM loop whose
         state (a list of vectors) lives in phi nodes: registers."""
-        pre = builder.block
-        head = builder.append_basic_block("st.loop")
-        done = builder.append_basic_block("st.done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        t = builder.phi(i64)
-        t.add_incoming(i64(0), pre)
-        phis = []
-        for s in state:
-            p = builder.phi(s.type)
-            p.add_incoming(s, pre)
-            phis.append(p)
-        new = body(t, phis)
-        t1 = builder.add(t, i64(1))
-        latch = builder.block
-        t.add_incoming(t1, latch)
-        for p, v in zip(phis, new):
-            p.add_incoming(v, latch)
-        builder.cbranch(builder.icmp_signed("<", t1, n), head, done)
-        builder.position_at_end(done)
-        return new                         # the loop runs at least once: its last values
+        return _phi_loop(builder, n, state, body, "st")
 
     def row(xrow, taps, acc):
         """One input row: for each kernel column c, its V vectors feed the active output
@@ -352,38 +371,7 @@ def _codegen_row(context, builder, sig, args, V):
     def loop(n, state, body, guarded):
         """for t in range(n): state = body(t, state), state in phi nodes (registers);
         ``guarded``: n may be 0."""
-        pre = builder.block
-        head = builder.append_basic_block("row.loop")
-        done = builder.append_basic_block("row.done")
-        if guarded:
-            builder.cbranch(builder.icmp_signed(">", n, i64(0)), head, done)
-        else:
-            builder.branch(head)
-        builder.position_at_end(head)
-        t = builder.phi(i64)
-        t.add_incoming(i64(0), pre)
-        phis = []
-        for s in state:
-            p = builder.phi(s.type)
-            p.add_incoming(s, pre)
-            phis.append(p)
-        new = body(t, phis)
-        t1 = builder.add(t, i64(1))
-        latch = builder.block
-        t.add_incoming(t1, latch)
-        for p, v in zip(phis, new):
-            p.add_incoming(v, latch)
-        builder.cbranch(builder.icmp_signed("<", t1, n), head, done)
-        builder.position_at_end(done)
-        if not guarded:
-            return new
-        res = []
-        for s, v in zip(state, new):
-            p = builder.phi(s.type)
-            p.add_incoming(s, pre)
-            p.add_incoming(v, latch)
-            res.append(p)
-        return res
+        return _phi_loop(builder, n, state, body, "row", guarded)
 
     def block(m, acc):
         base = builder.gep(xbase, [builder.mul(m, i64(L))])
@@ -459,27 +447,7 @@ def _codegen_stream(context, builder, sig, args, R, S):
 
     def loop(n, state, body):
         """for t in range(n) (n >= 1): state = body(t, state), state in phi nodes."""
-        pre = builder.block
-        head = builder.append_basic_block("stream.loop")
-        done = builder.append_basic_block("stream.done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        t = builder.phi(i64)
-        t.add_incoming(i64(0), pre)
-        phis = []
-        for st in state:
-            p = builder.phi(st.type)
-            p.add_incoming(st, pre)
-            phis.append(p)
-        new = body(t, phis)
-        t1 = builder.add(t, i64(1))
-        latch = builder.block
-        t.add_incoming(t1, latch)
-        for p, v in zip(phis, new):
-            p.add_incoming(v, latch)
-        builder.cbranch(builder.icmp_signed("<", t1, n), head, done)
-        builder.position_at_end(done)
-        return new
+        return _phi_loop(builder, n, state, body, "stream")
 
     def step(u, active, acc):
         """Input vector u (i64) feeds the output vectors ``active`` (block u - v) of
