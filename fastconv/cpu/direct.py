@@ -577,7 +577,10 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     alt = grad_alt(Og, T)
     R, TB = grad_shape(alt)
     if minor_wgrad_pays(N, G, Cg, Og, go.shape[2:], kernel, stride, xp.shape[2:], xp.dtype):
-        return minor.minor_bwd_weight(xp, go, kernel, stride, dilation, groups, alt, R, TB)
+        Np = minor.lanes(N, xp.dtype.itemsize)
+        Hp, Wp = xp.shape[3], xp.shape[4]
+        off = _tap_blocks(Cg, KD, KH, KW, Dp, Hp * Wp * Np, Wp * Np, *dilation, 1, 1, TB, Np)[0]
+        return minor.minor_bwd_weight(xp, go, kernel, stride, groups, off, alt, R, TB)
     ntb = -(-T // TB)
     off, omax = _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw, TB)
     if sh > 1 or sw > 1:
@@ -615,13 +618,14 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
 
 
 @functools.lru_cache(maxsize=256)
-def _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw, TB):
-    """The weight gradient's tap list (see _offsets) padded to whole blocks of TB taps
-    (padding taps read tap 0; their sums are dropped) and each block's largest offset."""
+def _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw, TB, nm=1):
+    """The weight gradient's tap list (see _offsets; nm: images innermost, as in
+    cpu/minor.py) padded to whole blocks of TB taps (padding taps read tap 0; their sums
+    are dropped) and each block's largest offset."""
     T = Cg * KD * KH * KW
     ntb = -(-T // TB)
     off = np.zeros(ntb * TB, dtype=np.int64)
-    off[:T] = _offsets(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw, 1)
+    off[:T] = _offsets(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw, nm)
     omax = off.reshape(ntb, TB).max(axis=1)
     off.flags.writeable = omax.flags.writeable = False
     return off, omax

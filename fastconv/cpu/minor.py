@@ -20,6 +20,7 @@ input vectors, in the weight-gradient tiles of cpu/_simd.py; the lanes hold part
 over the images.
 """
 import functools
+import math
 
 import numba
 import numpy as np
@@ -120,12 +121,12 @@ def _run(R, nvs, add, acc, p0, xm, base, off, wg, t0, t1, V):
 
 @njit(parallel=True, **JIT)
 def _minor_fwd(out, shape, xm, wp, off, bias, dims, scratch, nvs, CC, merge):
-    # out: flat, of ``shape`` (N, O, OD, OH, OW); xm: the input's nonzero window (C, Dx, Hx, Wx, Np) flat,
-    # at (ad, ah, aw) of the zero-padded input; wp[g, ob, t, j], off[t]: the weight as
-    # taps in channel chunks of CC (see _pack); dims = (Dx, Hx, Wx, Np, KD, KH, KW, sd,
-    # sh, sw, dd, dh, dw, groups, ad, ah, aw); nvs: the vector counts of the lane chunks
-    # of one position; merge: whole rows of taps of one depth run at once (a position
-    # whose columns all read inside the window; CC = Cg). Tasks: (group, block of 4
+    # out: flat, of ``shape`` (N, O, OD, OH, OW); xm: the input's nonzero window
+    # (C, Dx, Hx, Wx, Np) flat, at (ad, ah, aw) of the zero-padded input; wp[g, ob, t, j],
+    # off[t]: the weight as taps in channel chunks of CC (see _pack); dims = (Dx, Hx, Wx,
+    # Np, KD, KH, KW, sd, sh, sw, dd, dh, dw, groups, ad, ah, aw); nvs: the vector counts
+    # of the lane chunks of one position; merge: whole rows of taps of one depth run at once (a position
+    # whose columns all read inside the window; CC = Cg). Tasks: (group, block of R
     # output channels, output row).
     N, O, OD, OH, OW = shape
     Dx, Hx, Wx, Np, KD, KH, KW, sd, sh, sw, dd, dh, dw, G, ad, ah, aw = dims
@@ -267,7 +268,7 @@ def _pack(w, groups, Dp, Hp, Wp, Np, dd, dh, dw, CC, R=4):
     """The weight as taps in chunks of CC channels: t = ((kd*KH + kh)*Cg + c0)*KW
     + kw*cc + (c - c0) for the chunk c0 <= c < c0 + cc (cc = min(CC, Cg - c0)), so that
     a chunk's columns are one run; off[t] is the tap's offset in xm from the position's
-    first input, wp[g, ob, t, j] its weight for output channel g*Og + 4*ob + j (zero past
+    first input, wp[g, ob, t, j] its weight for output channel g*Og + R*ob + j (zero past
     the group's last channel)."""
     O, Cg, KD, KH, KW = w.shape
     Og = O // groups
@@ -399,11 +400,12 @@ def _minor_bwd_weight(part, gm, xm, off, dims, alt, scratch):
             part[sp, g, ob * R + k // TB, b * TB + k % TB] = acc[k * V:(k + 1) * V].sum()
 
 
-def minor_bwd_weight(xp, go, kernel, stride, dilation, groups, alt, R, TB):
+def minor_bwd_weight(xp, go, kernel, stride, groups, off, alt, R, TB):
     """The direct weight gradient (see cpu/direct.direct_bwd_weight) with the images in
     the lanes: gw[o, c, k] = sum_{n, p} go[n, o, p] * xp[n, g*Cg + c, p*stride + k*dilation],
     in register tiles of R channels x TB taps (cpu/_simd.grad_tile, ``alt``: the second
-    shape)."""
+    shape); ``off``: the taps' offsets in the images-innermost input, padded to whole
+    blocks of TB (direct._tap_blocks)."""
     N, O, OD, OH, OW = go.shape
     C, Dp, Hp, Wp = xp.shape[1:]
     G = groups
@@ -416,9 +418,8 @@ def minor_bwd_weight(xp, go, kernel, stride, dilation, groups, alt, R, TB):
     gm = workspace("minor_go", (G, nob, OD, OH, OW, Np // V, R, V), xp.dtype)
     with serial_if_small(gm.size):
         _go_minor(gm, np.ascontiguousarray(go).reshape(-1), N, O, R)
-    T = Cg * _prod(kernel)
+    T = Cg * math.prod(kernel)
     ntb = -(-T // TB)
-    off = _grad_offsets(Cg, *kernel, Dp, Hp, Wp, Np, *dilation, TB)
     tasks = G * nob * ntb
     nsplit = max(1, min(OD * OH, -(-n_tasks_target() // tasks)))
     part = np.empty((nsplit, G, nob * R, ntb * TB), dtype=xp.dtype)
@@ -428,25 +429,3 @@ def minor_bwd_weight(xp, go, kernel, stride, dilation, groups, alt, R, TB):
         _minor_bwd_weight(part, gm.reshape(-1), xm.reshape(-1), off, dims, alt, scratch)
     gw = part.sum(axis=0) if nsplit > 1 else part[0]
     return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
-
-
-def _prod(t):
-    p = 1
-    for v in t:
-        p *= int(v)
-    return p
-
-
-@functools.lru_cache(maxsize=256)
-def _grad_offsets(Cg, KD, KH, KW, Dp, Hp, Wp, Np, dd, dh, dw, TB):
-    """The weight's taps (c, kd, kh, kw) as offsets in xm, padded to whole blocks of TB
-    (padding taps read tap 0; their sums are dropped)."""
-    c = np.arange(Cg).reshape(-1, 1, 1, 1)
-    kd = np.arange(KD).reshape(1, -1, 1, 1) * dd
-    kh = np.arange(KH).reshape(1, 1, -1, 1) * dh
-    kw = np.arange(KW).reshape(1, 1, 1, -1) * dw
-    T = Cg * KD * KH * KW
-    off = np.zeros(-(-T // TB) * TB, dtype=np.int64)
-    off[:T] = ((((c * Dp + kd) * Hp + kh) * Wp + kw) * Np).ravel()
-    off.flags.writeable = False
-    return off
