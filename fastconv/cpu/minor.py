@@ -125,9 +125,9 @@ def _minor_fwd(out, shape, xm, wp, off, bias, dims, scratch, nvs, CC, merge):
     # (C, Dx, Hx, Wx, Np) flat, at (ad, ah, aw) of the zero-padded input; wp[g, ob, t, j],
     # off[t]: the weight as taps in channel chunks of CC (see _pack); dims = (Dx, Hx, Wx,
     # Np, KD, KH, KW, sd, sh, sw, dd, dh, dw, groups, ad, ah, aw); nvs: the vector counts
-    # of the lane chunks of one position; merge: whole rows of taps of one depth run at once (a position
-    # whose columns all read inside the window; CC = Cg). Tasks: (group, block of R
-    # output channels, output row).
+    # of the lane chunks of one position; merge: whole rows of taps of one depth run at
+    # once (a position whose columns all read inside the window; CC = Cg). Tasks:
+    # (group, block of R output channels, output row).
     N, O, OD, OH, OW = shape
     Dx, Hx, Wx, Np, KD, KH, KW, sd, sh, sw, dd, dh, dw, G, ad, ah, aw = dims
     Og = O // G
