@@ -22,7 +22,7 @@ from ._common import workspace
 from .direct import direct_bwd_weight, direct_fwd
 from .fft import abs_max, fft_fwd
 from .im2col import im2col_bwd_input, im2col_bwd_weight, im2col_fwd
-from . import winograd
+from . import minor, winograd
 
 
 class Kernels(NamedTuple):
@@ -110,7 +110,10 @@ def input_grad_by_forward(fwd, go, w, padded_size, stride, dilation, groups):
     k*d = a_k*s + r, so per phase it is a stride-1 correlation of grad_out (padded by
     max a_k in front) with those taps' weights flipped and transposed, at dilation
     d / gcd(s, d). Each tap is used by one phase: no work on inserted zeros (stride^nd
-    of it otherwise) and no scatter-add."""
+    of it otherwise) and no scatter-add. A non-finite weight takes direct_input_grad (the
+    zeros around grad_out would turn it into NaN where no true term reaches)."""
+    if not math.isfinite(abs_max(w)):
+        return direct_input_grad(go, w, padded_size, stride, dilation, groups)
     N, O = go.shape[:2]
     C = w.shape[1] * groups
     dims = polyphase(go.shape[2:], stride, dilation, w.shape[2:], padded_size)
@@ -141,7 +144,10 @@ def direct_input_grad(go, w, padded_size, stride, dilation, groups):
     each phase on the grid of its own outputs: grad_out sits in rows and columns of that
     width, shifted by the phase's last tap, so that the forward's line (cpu/direct.py)
     reads the zeros of the row gaps where a wider padded grid would need extra columns,
-    and every position of the line is an output (no wrap-around columns to drop)."""
+    and every position of the line is an output (no wrap-around columns to drop).
+    A non-finite weight always takes cpu/minor.py's kernel, which sums only the taps that
+    reach grad_out: on the zero-padded lines inf or NaN times 0 would be NaN where no true
+    term is (im2col's GEMM and the definition have none)."""
     N, O = go.shape[:2]
     C = w.shape[1] * groups
     if N == 0:
@@ -152,6 +158,7 @@ def direct_input_grad(go, w, padded_size, stride, dilation, groups):
     gxp = None
     zero = np.zeros(C, dtype=go.dtype)
     dl = tuple(d[2] for d in dims)
+    exact = not math.isfinite(abs_max(w))
     for phase in itertools.product(*(ph for _, _, _, ph in dims)):
         # u: rows of the phase's output width M, grad_out at (a_last...) and, for the
         # line's reads past the last row, one zero row more
@@ -161,8 +168,11 @@ def direct_input_grad(go, w, padded_size, stride, dilation, groups):
             wt[:, :, phase[0][1]::phase[0][2], phase[1][1]::phase[1][2], phase[2][1]::phase[2][2]]
             [:, :, :phase[0][3], :phase[1][3], :phase[2][3]][:, :, ::-1, ::-1, ::-1])
         out = np.empty((N, C) + M, dtype=go.dtype)
-        direct_fwd(go, sub, zero, (1, 1, 1), dl, groups, out, tuple(p[4] for p in phase),
-                   ushape)
+        origin = tuple(p[4] for p in phase)
+        if exact:
+            minor.minor_fwd(go, sub, zero, (1, 1, 1), dl, groups, out, origin)
+        else:
+            direct_fwd(go, sub, zero, (1, 1, 1), dl, groups, out, origin, ushape)
         if stride == (1, 1, 1):
             return out
         if gxp is None:
