@@ -7,6 +7,7 @@ singleton spatial axes, so one kernel serves every rank.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -30,25 +31,25 @@ class ConvSpec:
     out_dtype: np.dtype          # returned dtype
     batched: bool = True
 
-    # -- derived sizes -------------------------------------------------
-    @property
+    # -- derived sizes (cached: the spec is frozen, the layers ask every step) ----
+    @cached_property
     def padded_size(self) -> tuple:
         return tuple(n + b + a for n, (b, a) in zip(self.in_size, self.padding))
 
-    @property
+    @cached_property
     def effective_kernel(self) -> tuple:
         return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilation))
 
-    @property
+    @cached_property
     def out_size(self) -> tuple:
         return out_size(self.padded_size, self.kernel, self.stride, self.dilation)
 
-    @property
+    @cached_property
     def out_shape(self) -> tuple:
         shape = (self.C_out,) + self.out_size
         return (self.N,) + shape if self.batched else shape
 
-    @property
+    @cached_property
     def flops(self) -> int:
         """Multiply-adds x 2 of the direct definition."""
         return (2 * self.N * self.C_out * _prod(self.out_size)
@@ -59,20 +60,24 @@ class ConvSpec:
         """Prefix a per-axis tuple with ``fill`` up to 3 axes."""
         return (fill,) * (3 - self.nd) + tuple(t)
 
-    @property
+    @cached_property
     def stride3(self):
         return self.lift(self.stride)
 
-    @property
+    @cached_property
     def dilation3(self):
         return self.lift(self.dilation)
 
-    @property
+    @cached_property
     def padding3(self):
         return self.lift(self.padding, (0, 0))
 
     def key(self) -> tuple:
         """Hashable identity of the problem (for autotune caches)."""
+        return self._key
+
+    @cached_property
+    def _key(self) -> tuple:
         return (self.nd, self.N, self.C_in, self.in_size, self.C_out, self.kernel,
                 self.stride, self.padding, self.dilation, self.groups,
                 self.padding_mode, self.dtype.name)

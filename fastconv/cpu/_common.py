@@ -1,6 +1,9 @@
 """Settings shared by the CPU kernels."""
 import contextlib
+import functools
 import threading
+
+import math
 
 import numba
 import numpy as np
@@ -37,6 +40,39 @@ def serial_if_small(work: int):
         numba.set_num_threads(n)
 
 
+@contextlib.contextmanager
+def reuse(store: dict, save: bool):
+    """A layer's saved transforms: within, the kernels' layout transforms of an operand
+    (see :func:`kept`) are put into ``store`` (``save``, the layer's forward) or found
+    there again for the very same array object (the backward), as PyTorch saves tensors
+    for the backward. The transform is of the values at the forward, the point whose
+    gradient the backward computes."""
+    prev = getattr(_tls, "store", None)
+    _tls.store = (store, save)
+    try:
+        yield
+    finally:
+        _tls.store = prev
+
+
+def kept(key: str, src, make):
+    """``make(fresh)``, the transform ``key`` of array ``src``, or the one saved for this
+    object under :func:`reuse` (``fresh``: whether the result must be an array of its own,
+    not a workspace, because it is being saved)."""
+    scope = getattr(_tls, "store", None)
+    if scope is None:
+        return make(False)
+    store, save = scope
+    hit = store.get(key)
+    if hit is not None and hit[0] is src:
+        return hit[1]
+    if not save:
+        return make(False)
+    val = make(True)
+    store[key] = (src, val)
+    return val
+
+
 WORKSPACE_CAP_BYTES = 64 << 20   # largest scratch buffer kept between calls, per thread
 _tls = threading.local()
 
@@ -62,3 +98,27 @@ def workspace(key: str, shape, dtype) -> np.ndarray:
     if buf is None or buf.nbytes < nbytes:
         buf = bufs[key] = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
     return buf[:nbytes].view(dtype).reshape(shape)
+
+
+def pack_weight(w, groups, R, perm=None):
+    """The register tiles' weight layout: wp[g, ob, t, j] = w[g*Og + R*ob + j, tap perm[t]]
+    (taps flat over (C/g, k...); perm None: in order), zero past a group's last channel.
+    One gather a call through an index cached per shape."""
+    src = _pack_index(groups, w.shape[0], math.prod(w.shape[1:]), R,
+                      None if perm is None else perm.tobytes())
+    wz = np.empty(w.size + 1, dtype=w.dtype)     # the weights, then the padding's zero
+    wz[:-1] = w.reshape(-1)
+    wz[-1] = 0
+    return wz[src]
+
+
+@functools.lru_cache(maxsize=256)
+def _pack_index(groups, O, T, R, perm):
+    Og = O // groups
+    nob = -(-Og // R)
+    taps = np.arange(T) if perm is None else np.frombuffer(perm, dtype=np.int64)
+    src = np.full((groups, nob * R, taps.size), O * T, dtype=np.intp)
+    src[:, :Og] = np.arange(O).reshape(groups, Og, 1) * T + taps
+    src = np.ascontiguousarray(src.reshape(groups, nob, R, -1).transpose(0, 1, 3, 2))
+    src.flags.writeable = False
+    return src

@@ -31,7 +31,7 @@ import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
-from ._common import JIT, U, n_tasks_target, serial_if_small, workspace
+from ._common import JIT, U, n_tasks_target, pack_weight, serial_if_small, workspace
 from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, LONG_TILE_BYTES,
                     TILE_BYTES, VECTOR_BYTES, grad_tile_of, tile4, tile4_add,
                     tile4_long, tile4_long_add, tile_width, vec_copy,
@@ -381,8 +381,8 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out, origin=None, padded=N
     if origin is None:
         origin, padded = (0, 0, 0), xp.shape[2:]
     window = tuple(zip(origin, xp.shape[2:]))
-    if minor_pays(N, groups, w.shape[1], O // groups, out.shape[2:], w.shape[2:], stride,
-                  dilation, padded, window, out.dtype):
+    if minor_pays(N, groups, w.shape[1], O // groups, out.shape[2:], w.shape[2:],
+                  tuple(stride), tuple(dilation), tuple(padded), window, out.dtype):
         return minor.minor_fwd(xp, w, bias, stride, dilation, groups, out, origin)
     if tuple(padded) != xp.shape[2:]:
         u = workspace("direct_u", xp.shape[:2] + tuple(padded), xp.dtype)
@@ -430,6 +430,7 @@ def _one_channel(xp, w, stride, dilation, groups):
             and xp.dtype in (np.float32, np.float64, np.int64))
 
 
+@functools.lru_cache(maxsize=4096)      # (a shape's answer: asked on every call)
 def minor_pays(N, G, Cg, Og, out, kernel, stride, dilation, padded, window, dtype):
     """Whether the batch-minor kernels (cpu/minor.py: images in the lanes, each position
     summing only the taps that read inside ``window``) beat the line kernels here: their
@@ -441,6 +442,7 @@ def minor_pays(N, G, Cg, Og, out, kernel, stride, dilation, padded, window, dtyp
         < line_macs(N, G, Cg, Og, out, kernel, stride, padded, dtype.itemsize)
 
 
+@functools.lru_cache(maxsize=4096)
 def minor_macs(N, G, Cg, Og, out, kernel, stride, dilation, padded, window, dtype):
     """The batch-minor forward's multiply-adds in line-tile units (inf where it does not
     run: dtypes other than float32/float64, a single image)."""
@@ -535,12 +537,7 @@ def _pack(w, groups, Dp, HWp, Wp, dd, dh, dw, sh, sw, nm=1):
     kh*dh is row kh*dh // sh of phase kh*dh % sh (columns alike). Batch-minor images
     (nm > 1, see _direct_fwd) put nm elements between neighbouring columns."""
     O, Cg, KD, KH, KW = w.shape
-    Og = O // groups
-    nob = -(-Og // 4)
-    T = Cg * KD * KH * KW
-    wp = np.zeros((groups, nob * 4, T), dtype=w.dtype)
-    wp[:, :Og] = w.reshape(groups, Og, T)
-    wp = np.ascontiguousarray(wp.reshape(groups, nob, 4, T).transpose(0, 1, 3, 2))
+    wp = pack_weight(w, groups, 4)
     return _offsets(Cg, KD, KH, KW, Dp, HWp, Wp, dd, dh, dw, sh, sw, nm), wp
 
 

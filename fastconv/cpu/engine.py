@@ -83,6 +83,7 @@ def transpose_weight(w, groups):
     return np.ascontiguousarray(wt[:, :, ::-1, ::-1, ::-1])
 
 
+@functools.lru_cache(maxsize=1024)     # (tuples; asked on every call of a shape)
 def polyphase(out_size, stride, dilation, kernel, padded_size):
     """The polyphase plan of the adjoint, per spatial axis: (P, U, dl, phases) where
     grad_out sits at [P, P + out) of a zero line of U, dl is the phases' dilation and
@@ -100,8 +101,8 @@ def polyphase(out_size, stride, dilation, kernel, padded_size):
             if ks and M:
                 phases.append((r, ks[0], step, len(ks), ks[-1] * d // s, M))
         U = max([P + o] + [P - a + M + (J - 1) * dl for r, k0, st, J, a, M in phases])
-        dims.append((P, U, dl, phases))
-    return dims
+        dims.append((P, U, dl, tuple(phases)))
+    return tuple(dims)
 
 
 def input_grad_by_forward(fwd, go, w, padded_size, stride, dilation, groups):

@@ -27,7 +27,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 from numba.extending import intrinsic
 
-from ._common import JIT, n_tasks_target, serial_if_small, workspace
+from ._common import JIT, kept, n_tasks_target, pack_weight, serial_if_small, workspace
 from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, HOST_AVX512,
                     VECTOR_BYTES, _tile_intrinsic, grad_tile_of)
 from ._wino_ir import transpose_block
@@ -231,12 +231,16 @@ def chunks(Np, itemsize, R=4):
 
 
 def to_minor(xp):
-    """xp (N, C, D, H, W) -> (C, D, H, W, Np), images innermost (a thread's workspace)."""
-    N, C, D, H, W = xp.shape
-    xm = workspace("minor_x", (C, D, H, W, lanes(N, xp.dtype.itemsize)), xp.dtype)
-    with serial_if_small(xm.size):
-        _to_minor(xm, xp)
-    return xm
+    """xp (N, C, D, H, W) -> (C, D, H, W, Np), images innermost (a thread's workspace, or
+    a layer's saved copy: _common.reuse)."""
+    def make(fresh):
+        N, C, D, H, W = xp.shape
+        shape = (C, D, H, W, lanes(N, xp.dtype.itemsize))
+        xm = np.empty(shape, xp.dtype) if fresh else workspace("minor_x", shape, xp.dtype)
+        with serial_if_small(xm.size):
+            _to_minor(xm, xp)
+        return xm
+    return kept("minor_x", xp, make)
 
 
 def minor_fwd(x, w, bias, stride, dilation, groups, out, origin=(0, 0, 0)):
@@ -271,13 +275,8 @@ def _pack(w, groups, Dp, Hp, Wp, Np, dd, dh, dw, CC, R=4):
     first input, wp[g, ob, t, j] its weight for output channel g*Og + R*ob + j (zero past
     the group's last channel)."""
     O, Cg, KD, KH, KW = w.shape
-    Og = O // groups
-    nob = -(-Og // R)
     off, perm = _taps(Cg, KD, KH, KW, Dp, Hp, Wp, Np, dd, dh, dw, CC)
-    wp = np.zeros((groups, nob * R, perm.size), dtype=w.dtype)
-    wp[:, :Og] = w.reshape(groups, Og, -1)[:, :, perm]
-    wp = np.ascontiguousarray(wp.reshape(groups, nob, R, -1).transpose(0, 1, 3, 2))
-    return off, wp
+    return off, pack_weight(w, groups, R, perm)
 
 
 @functools.lru_cache(maxsize=256)

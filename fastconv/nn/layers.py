@@ -12,6 +12,7 @@ from .._validate import (check_algorithm, check_groups_divide, check_int, check_
                          check_padding_mode, check_precision, conv_spec, int_tuple)
 from ..dispatch import ALGORITHM_NAMES, precision_scope
 from ..cpu import nn_act, pool
+from ..cpu._common import reuse
 from . import functional as F
 from . import init
 from .module import Module, Parameter, as_generator, check_float_dtype, on_gpu
@@ -102,6 +103,9 @@ class Conv2d(Module):
     Input ``(N, C_in, H, W)`` or ``(C_in, H, W)``, cast to the layer's dtype; output
     ``(N, C_out, H_out, W_out)`` with
     ``H_out = floor((H + pad_top + pad_bottom - dH (kH - 1) - 1) / sH) + 1``.
+    In train mode the forward keeps its input (and a transposed copy where its kernel
+    made one) for the backward: do not modify the input in place in between (PyTorch
+    raises there; here the backward would mix the old and the new values).
 
     Examples
     --------
@@ -190,10 +194,12 @@ class Conv2d(Module):
         spec = plan.spec
         xb = x if plan.batched else x[None]
         xp5 = _pipeline.pad5(spec, xb) if plan.padded else xb.reshape(plan.xp5_shape)
-        y = _pipeline.forward5(spec, xp5, w.reshape(plan.w5_shape),
-                               None if self.bias is None else self.bias.data, self.algorithm,
-                               precision=self.precision)
-        self._keep(xp5=xp5, plan=plan)
+        saved = {}      # the kernels' transforms of xp5 that the weight gradient reuses
+        with reuse(saved, self.training):
+            y = _pipeline.forward5(spec, xp5, w.reshape(plan.w5_shape),
+                                   None if self.bias is None else self.bias.data,
+                                   self.algorithm, precision=self.precision)
+        self._keep(xp5=xp5, plan=plan, saved=saved)
         y = y.reshape(plan.y_shape)
         return y if plan.batched else y[0]
 
@@ -212,9 +218,9 @@ class Conv2d(Module):
         F.check_grad_shape("Conv2d.backward", go, spec.out_shape)
         go5 = go.reshape(plan.go5_shape)
         if self.weight.requires_grad:
-            self.weight.accumulate(_pipeline.weight_grad5(spec, xp5, go5, self.algorithm,
-                                                          self.precision)
-                                   .reshape(w.shape))
+            with reuse(ctx["saved"], False):
+                gw = _pipeline.weight_grad5(spec, xp5, go5, self.algorithm, self.precision)
+            self.weight.accumulate(gw.reshape(w.shape))
         if self.bias is not None and self.bias.requires_grad:
             N, O = go5.shape[:2]
             self.bias.accumulate(nn_act.channel_sums(go5.reshape(N, O, math.prod(go5.shape[2:]))))
