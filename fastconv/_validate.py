@@ -6,6 +6,7 @@ arrays already converted to the compute dtype; nothing below them validates.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import replace
 
@@ -115,7 +116,30 @@ def conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups, pa
     w = as_array(weight, "weight", fn)
     b = None if bias is None else as_array(bias, "bias", fn)
     dtype, out_dtype = compute_dtypes(fn, {"input": x, "weight": w, "bias": b})
+    args = (fn, nd, x.shape, w.shape, None if b is None else b.shape, dtype, out_dtype,
+            stride, padding, dilation, groups, padding_mode)
+    # the shapes' checks and spec, cached where the arguments are plain ints, strings and
+    # tuples of them (so that True or 1.0 never hit the answer cached for 1)
+    spec = (_shape_spec if all(_plain(a) for a in args[7:]) else _shape_spec.__wrapped__)(*args)
+    xb = x if spec.batched else x[None]
+    xb = xb.astype(dtype, copy=False)
+    w = w.astype(dtype, copy=False)
+    if b is not None:
+        b = b.astype(dtype, copy=False)
+    return spec, xb, w, b
 
+
+def _plain(v):
+    return type(v) is int or type(v) is str or (type(v) is tuple and all(map(_plain, v)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape_spec(fn, nd, x_shape, w_shape, b_shape, dtype, out_dtype, stride, padding, dilation,
+                groups, padding_mode):
+    """conv_spec's checks of the shapes and parameters, and the ConvSpec."""
+    x = _Shape(x_shape)
+    w = _Shape(w_shape)
+    b = None if b_shape is None else _Shape(b_shape)
     if x.ndim not in (nd + 1, nd + 2):
         raise ValueError(f"{fn}: input must be {nd + 2}-D (N, C_in, {_AXES[nd][1:-1]}) or "
                          f"{nd + 1}-D unbatched, got shape {x.shape}")
@@ -124,12 +148,12 @@ def conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups, pa
                          f"{_AXES[nd][1:-1].replace('H', 'kH').replace('W', 'kW').replace('D', 'kD').replace('L', 'kL')}), "
                          f"got shape {w.shape}")
     batched = x.ndim == nd + 2
-    xb = x if batched else x[None]
+    xb_shape = x.shape if batched else (1,) + x.shape
     groups = check_int(fn, "groups", groups, 1)
     check_padding_mode(fn, padding_mode)
 
-    N, C_in = xb.shape[:2]
-    in_size = tuple(int(v) for v in xb.shape[2:])
+    N, C_in = xb_shape[:2]
+    in_size = tuple(int(v) for v in xb_shape[2:])
     C_out, C_per_group = w.shape[:2]
     kernel = tuple(int(v) for v in w.shape[2:])
     if C_in == 0:
@@ -174,11 +198,15 @@ def conv_spec(fn, nd, input, weight, bias, stride, padding, dilation, groups, pa
                   zip(stride, spec.padded_size, spec.effective_kernel))
     if reach != stride:
         spec = replace(spec, stride=reach)
-    xb = xb.astype(dtype, copy=False)
-    w = w.astype(dtype, copy=False)
-    if b is not None:
-        b = b.astype(dtype, copy=False)
-    return spec, xb, w, b
+    return spec
+
+
+class _Shape:
+    """What _shape_spec reads of an array: its shape and rank."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.ndim = len(self.shape)
 
 
 def check_int(fn, name, value, minimum):

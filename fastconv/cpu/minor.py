@@ -230,6 +230,11 @@ def chunks(Np, itemsize, R=4):
     return tuple(nv // k + (i < nv % k) for i in range(k))
 
 
+#: multiply-adds' worth of one element transposed, for serial_if_small: 2 threads halve
+#: a 50k-element transpose already (5 -> 3 us, 64x1x28x28) when the workers are awake
+MOVE_COST = 8
+
+
 def to_minor(xp):
     """xp (N, C, D, H, W) -> (C, D, H, W, Np), images innermost (a thread's workspace, or
     a layer's saved copy: _common.reuse)."""
@@ -237,7 +242,7 @@ def to_minor(xp):
         N, C, D, H, W = xp.shape
         shape = (C, D, H, W, lanes(N, xp.dtype.itemsize))
         xm = np.empty(shape, xp.dtype) if fresh else workspace("minor_x", shape, xp.dtype)
-        with serial_if_small(xm.size):
+        with serial_if_small(MOVE_COST * xm.size):
             _to_minor(xm, xp)
         return xm
     return kept("minor_x", xp, make)
@@ -415,7 +420,7 @@ def minor_bwd_weight(xp, go, kernel, stride, groups, off, alt, R, TB):
     Np = xm.shape[-1]
     nob = -(-Og // R)
     gm = workspace("minor_go", (G, nob, OD, OH, OW, Np // V, R, V), xp.dtype)
-    with serial_if_small(gm.size):
+    with serial_if_small(MOVE_COST * gm.size):
         _go_minor(gm, np.ascontiguousarray(go).reshape(-1), N, O, R)
     T = Cg * math.prod(kernel)
     ntb = -(-T // TB)
