@@ -137,3 +137,16 @@ def test_layer_keeps_a_non_finite_pixel_local(bad, rng):
     layer.backward(np.ones_like(y))
     gw = fc.grad.conv2d_weight(x, layer.weight.shape, np.ones_like(want), algorithm="direct")
     np.testing.assert_array_equal(np.isnan(layer.weight.grad), np.isnan(gw))
+
+
+@pytest.mark.parametrize("name, good, bad", [
+    ("stride", 1, True), ("stride", 1, 1.0), ("stride", (1, 1), (1, True)),
+    ("dilation", 1, np.float64(1)), ("groups", 1, True), ("padding", (0, 1), (0, 1.0))])
+def test_checks_run_after_the_same_shape_was_cached(name, good, bad):
+    # conv_spec caches its shape checks per plain arguments: a value equal to a cached one
+    # (True == 1 == 1.0) must still be checked, not take the cached answer
+    x, w = np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3))
+    want = fc.conv2d(x, w, **{name: good})
+    with pytest.raises(TypeError, match=name):
+        fc.conv2d(x, w, **{name: bad})
+    np.testing.assert_array_equal(fc.conv2d(x, w, **{name: good}), want)

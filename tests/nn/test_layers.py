@@ -166,6 +166,27 @@ def test_conv2d_input_grad_false_skips_and_weight_matches_public_api():
     np.testing.assert_allclose(conv.bias.grad, G.sum(axis=(0, 2, 3)), rtol=1e-12)
 
 
+def test_conv2d_weight_grad_reuses_only_its_own_forwards_transpose():
+    # the lanes kernels (many images, small planes: MNIST's conv2) keep the forward's
+    # transposed input for the weight gradient: it must be that of the latest forward,
+    # in train mode only, and the layer's results those of the public functions
+    from fastconv.cpu import direct
+    conv = nn.Conv2d(10, 20, 5, rng=0)
+    x1, x2 = rand((64, 10, 12, 12), 0, np.float32), rand((64, 10, 12, 12), 1, np.float32)
+    assert direct.minor_pays(64, 1, 10, 20, (1, 8, 8), (1, 5, 5), (1, 1, 1), (1, 1, 1),
+                             (1, 12, 12), ((0, 1), (0, 12), (0, 12)), np.dtype(np.float32))
+    conv(x1)
+    y = conv(x2)
+    fastconv.conv2d(x1, conv.weight.data)          # the workspace now holds x1's transpose
+    G = rand(y.shape, 2, np.float32)
+    conv.backward(G, input_grad=False)
+    np.testing.assert_array_equal(conv.weight.grad,
+                                  fastconv.grad.conv2d_weight(x2, conv.weight.shape, G))
+    conv.eval()
+    conv(x1)
+    assert conv._ctx == {}                        # eval mode keeps nothing
+
+
 @pytest.mark.parametrize("algorithm", ["direct", "im2col", "fft"])
 def test_conv2d_layer_runs_the_public_api_path(algorithm):
     kw = dict(stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2), groups=2,
