@@ -22,7 +22,9 @@ from numba import njit, prange
 from ._common import JIT, U, n_tasks_target
 
 PARALLEL_MIN = 1 << 20    # elements visited (windows x window size) before going parallel
-PARALLEL_MIN_2X2 = 1 << 20   # input elements before MaxPool2d(2)'s kernels go parallel
+PARALLEL_MIN_2X2 = 1 << 15   # input elements before MaxPool2d(2)'s kernels go parallel
+# (with fastconv's OpenMP workers spinning briefly between regions, see _config: MNIST's
+# first pool, 368k elements, 71 -> 35 us forward and 88 -> 45 us backward; 82k: 28 -> 18)
 
 
 # -- max pooling ------------------------------------------------------------------------------
