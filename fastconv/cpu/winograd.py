@@ -472,7 +472,8 @@ def _wgrad(dU, xT, gT, m, N, D, C, O, groups, th, tw, Hx, Wx, Hg, Wg, Lw, TB, OC
 @njit(parallel=True, **JIT)
 def _filter_grad(gw, dU, G):
     """gw[g*Og + o, c] = G^T (sum over threads of dU[:, g, :, o, c]) G, in float64 (the
-    adjoint of the filter transform U = G w G^T)."""
+    adjoint of the filter transform U = G w G^T). Every loop runs along the channels c
+    (contiguous in dU, vectorised); the result is transposed into gw at the end."""
     nt, groups, A2, _, _ = dU.shape
     O, Cg = gw.shape[0], gw.shape[1]
     Og = O // groups
@@ -480,29 +481,29 @@ def _filter_grad(gw, dU, G):
     for task in prange(O):
         g = task // Og
         o = task - g * Og
-        u = np.empty((alpha, alpha, Cg))             # (one allocation per output channel)
-        v = np.empty((3, alpha, Cg))
-        for a in range(alpha):
-            for b in range(alpha):
+        u = np.zeros((A2, Cg))                       # (per output channel: small)
+        for th in range(nt):
+            for ab in range(A2):
                 for c in range(Cg):
-                    u[a, b, c] = dU[0, g, a * alpha + b, o, c]
-                for th in range(1, nt):
+                    u[ab, c] += dU[th, g, ab, o, c]
+        v = np.zeros((3, alpha, Cg))                 # v = G^T u
+        for i in range(3):
+            for a in range(alpha):
+                ga = G[a, i]
+                for b in range(alpha):
                     for c in range(Cg):
-                        u[a, b, c] += dU[th, g, a * alpha + b, o, c]
-        for i in range(3):                                    # v = G^T u, then v G
-            for b in range(alpha):
-                for c in range(Cg):
-                    acc = 0.0
-                    for a in range(alpha):
-                        acc += G[a, i] * u[a, b, c]
-                    v[i, b, c] = acc
+                        v[i, b, c] += ga * u[a * alpha + b, c]
+        r = np.zeros((3, 3, Cg))                     # r = v G
         for i in range(3):
             for j in range(3):
-                for c in range(Cg):
-                    acc = 0.0
-                    for b in range(alpha):
-                        acc += v[i, b, c] * G[b, j]
-                    gw[task, c, 0, i, j] = acc
+                for b in range(alpha):
+                    gb = G[b, j]
+                    for c in range(Cg):
+                        r[i, j, c] += v[i, b, c] * gb
+        for c in range(Cg):
+            for i in range(3):
+                for j in range(3):
+                    gw[task, c, 0, i, j] = r[i, j, c]
 
 
 def wgrad_chunks(m, Cg, Og, itemsize):
