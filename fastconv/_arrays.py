@@ -2,6 +2,8 @@
 stand-ins that carry an array's shape and dtype without its data."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -29,8 +31,14 @@ def resolve_device(fn, device, *arrays) -> str:
 
 
 def proxy(shape, dtype):
-    """A zero-strided array of the given shape and dtype: validation without memory."""
-    return np.broadcast_to(np.zeros((), dtype=dtype), tuple(int(s) for s in shape))
+    """A zero-strided array of the given shape and dtype: validation without memory
+    (read-only, so one per shape and dtype serves every call)."""
+    return _proxy(tuple(int(s) for s in shape), np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _proxy(shape, dtype):
+    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
 
 
 def shape_proxy(a, name="argument", fn="fastconv"):

@@ -77,8 +77,12 @@ WORKSPACE_CAP_BYTES = 64 << 20   # largest scratch buffer kept between calls, pe
 _tls = threading.local()
 
 
+ALIGN_BYTES = 64     # workspaces start on a cache line (and on any vector's width)
+
+
 def workspace(key: str, shape, dtype) -> np.ndarray:
-    """An uninitialised scratch array that this thread reuses from call to call.
+    """An uninitialised scratch array that this thread reuses from call to call, starting
+    on an ALIGN_BYTES boundary (those of at most WORKSPACE_CAP_BYTES).
 
     Fresh large allocations are returned to the OS when freed, so every call would
     page-fault its scratch memory in again (about as slow as the copy that fills it).
@@ -96,7 +100,10 @@ def workspace(key: str, shape, dtype) -> np.ndarray:
         bufs = _tls.bufs = {}
     buf = bufs.get(key)
     if buf is None or buf.nbytes < nbytes:
-        buf = bufs[key] = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+        size = max(nbytes, 1 << 16)
+        raw = np.empty(size + ALIGN_BYTES, dtype=np.uint8)
+        skip = -raw.ctypes.data % ALIGN_BYTES
+        buf = bufs[key] = raw[skip:skip + size]
     return buf[:nbytes].view(dtype).reshape(shape)
 
 

@@ -26,12 +26,14 @@ are summed at the end (see _direct_bwd_weight).
 """
 import functools
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
-from ._common import JIT, U, n_tasks_target, pack_weight, serial_if_small, workspace
+from ._common import (ALIGN_BYTES, JIT, U, n_tasks_target, pack_weight, serial_if_small,
+                      workspace)
 from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, LONG_TILE_BYTES,
                     TILE_BYTES, VECTOR_BYTES, grad_tile_of, tile4, tile4_add,
                     tile4_long, tile4_long_add, tile_width, vec_copy,
@@ -558,60 +560,96 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     gw[o, c, k] = sum_{n, p} go[n, o, p] * xp[n, g*Cg + c, p*stride + k*dilation]."""
     N, O, OD, OH, OW = go.shape
     C, Dp = xp.shape[1], xp.shape[2]
-    sd, sh, sw = stride
     KD, KH, KW = kernel
     G = groups
     Cg, Og = C // G, O // G
-    isz = xp.dtype.itemsize
-    V = vector_width(isz)
-    # the input's phases (strides > 1, as the forward) or the input itself, flat
-    Hq, Wq = -(-xp.shape[3] // sh), -(-xp.shape[4] // sw)
-    HWq = Hq * Wq
-    L = (OH - 1) * Wq + OW
-    Lp = -(-L // V) * V
     T = Cg * KD * KH * KW
     # the tile shape that pads the channels and taps least (ties: the main one)
     alt = grad_alt(Og, T)
     R, TB = grad_shape(alt)
-    if minor_wgrad_pays(N, G, Cg, Og, go.shape[2:], kernel, stride, xp.shape[2:], xp.dtype):
+    if minor_wgrad_pays(N, G, Cg, Og, go.shape[2:], tuple(kernel), tuple(stride), xp.shape[2:],
+                        xp.dtype):
         Np = minor.lanes(N, xp.dtype.itemsize)
         Hp, Wp = xp.shape[3], xp.shape[4]
         off = _tap_blocks(Cg, KD, KH, KW, Dp, Hp * Wp * Np, Wp * Np, *dilation, 1, 1, TB, Np)[0]
         return minor.minor_bwd_weight(xp, go, kernel, stride, groups, off, alt, R, TB)
-    ntb = -(-T // TB)
-    off, omax = _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw, TB)
+    sd, sh, sw = stride
+    nth = numba.get_num_threads()
+    p = _line_wgrad_plan(xp.shape, go.shape, tuple(kernel), tuple(stride), tuple(dilation), G,
+                         xp.dtype, alt, nth, n_tasks_target(), GRAD_ROW_BLOCKS, GRAD_SEG_BYTES,
+                         GRAD_CHUNK)
     if sh > 1 or sw > 1:
         xf = _phase_split(xp, sh, sw).reshape(-1)
     else:
         xf = np.ascontiguousarray(xp).reshape(-1)
-    go = np.ascontiguousarray(go)
+    part = np.empty(p.part, dtype=xp.dtype)
+    scratch = _aligned(p.scratch, xp.dtype, "wgrad_acc")
+    gbuf = _aligned(p.gbuf, xp.dtype, "wgrad_lines")
+    tbuf = workspace("wgrad_line", p.tbuf, xp.dtype)
+    with serial_if_small(p.work):
+        _direct_bwd_weight(part, np.ascontiguousarray(go), xf, p.off, p.omax, *p.args, alt,
+                           p.rb, p.nchunk, p.chunk, p.seg, scratch, gbuf, tbuf)
+    gw = part.sum(axis=0) if p.part[0] > 1 else part[0]
+    return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
+
+
+class _WgradPlan(NamedTuple):
+    off: np.ndarray          # the tap list (_tap_blocks) and each block's largest offset
+    omax: np.ndarray
+    args: tuple              # the kernel's strides: xs_n, xs_g, xs_od, Wq, Lp
+    rb: int
+    nchunk: int
+    chunk: int
+    seg: int
+    part: tuple              # shapes: the partial sums, the scratch buffers
+    scratch: tuple
+    gbuf: tuple
+    tbuf: tuple
+    work: int                # multiply-adds (for serial_if_small)
+
+
+@functools.lru_cache(maxsize=256)
+def _line_wgrad_plan(xshape, gshape, kernel, stride, dilation, G, dtype, alt, nth, target,
+                     row_blocks, seg_bytes, max_chunk):
+    """The line weight gradient's decomposition (every shape-only quantity of a call of
+    direct_bwd_weight; the module's tuning constants are arguments, so that changing
+    them takes effect)."""
+    N, O, OD, OH, OW = gshape
+    C, Dp = xshape[1], xshape[2]
+    sd, sh, sw = stride
+    KD, KH, KW = kernel
+    Cg, Og = C // G, O // G
+    isz = dtype.itemsize
+    V = vector_width(isz)
+    # the input's phases (strides > 1, as the forward) or the input itself, flat
+    Hq, Wq = -(-xshape[3] // sh), -(-xshape[4] // sw)
+    HWq = Hq * Wq
+    L = (OH - 1) * Wq + OW
+    Lp = -(-L // V) * V
+    T = Cg * KD * KH * KW
+    R, TB = grad_shape(alt)
+    ntb = -(-T // TB)
+    off, omax = _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, *dilation, sh, sw, TB)
     nob = -(-Og // R)
     Rp = nob * R
-    # tasks: GRAD_ROW_BLOCKS channel blocks (sharing the input rows) x chunks of at most
-    # GRAD_CHUNK tap blocks; when the cores need more tasks the images split into partial
+    # tasks: row_blocks channel blocks (sharing the input rows) x chunks of at most
+    # max_chunk tap blocks; when the cores need more tasks the images split into partial
     # sums first (each chunk lays its grad_out rows out again, a split only adds a small
     # partial sum), then the chunks get smaller
-    target = n_tasks_target()
     # (lines shorter than a segment read little input per tile: one block, more images)
-    rb = max(1, min(GRAD_ROW_BLOCKS if Lp * isz >= GRAD_SEG_BYTES else 1, nob))
+    rb = max(1, min(row_blocks if Lp * isz >= seg_bytes else 1, nob))
     blocks = G * -(-nob // rb)
-    nchunk = -(-ntb // GRAD_CHUNK)
+    nchunk = -(-ntb // max_chunk)
     nsplit = min(N, max(1, -(-target // (blocks * nchunk))))
     nchunk = min(ntb, max(nchunk, -(-target // (blocks * nsplit))))
     chunk = -(-ntb // nchunk)
     nchunk = -(-ntb // chunk)
-    part = np.empty((nsplit, G, Rp, ntb * TB), dtype=xp.dtype)
-    seg = max(V, GRAD_SEG_BYTES // rb // isz // V * V)  # lines shorter: seg // Lp images
-    nth = numba.get_num_threads()
-    scratch = _aligned((nth, chunk * rb * R * TB * V), xp.dtype, "wgrad_acc")
-    gbuf = _aligned((nth, rb * seg * R), xp.dtype, "wgrad_lines")
-    tbuf = workspace("wgrad_line", (nth, seg), xp.dtype)
-    with serial_if_small(N * O * OD * L * T):
-        _direct_bwd_weight(part, go, xf, off, omax, C * sh * sw * Dp * HWq,
-                           Cg * sh * sw * Dp * HWq, sd * HWq, Wq, Lp, alt, rb, nchunk,
-                           chunk, seg, scratch, gbuf, tbuf)
-    gw = part.sum(axis=0) if nsplit > 1 else part[0]
-    return np.ascontiguousarray(gw[:, :Og, :T]).reshape((O, Cg) + tuple(kernel))
+    seg = max(V, seg_bytes // rb // isz // V * V)  # lines shorter: seg // Lp images
+    return _WgradPlan(off, omax, (C * sh * sw * Dp * HWq, Cg * sh * sw * Dp * HWq, sd * HWq,
+                                  Wq, Lp),
+                      rb, nchunk, chunk, seg, (nsplit, G, Rp, ntb * TB),
+                      (nth, chunk * rb * R * TB * V), (nth, rb * seg * R), (nth, seg),
+                      N * O * OD * L * T)
 
 
 @functools.lru_cache(maxsize=256)
@@ -631,6 +669,10 @@ def _tap_blocks(Cg, KD, KH, KW, Dp, HWq, Wq, dd, dh, dw, sh, sw, TB, nm=1):
 def _aligned(shape, dtype, key=None):
     """An uninitialised C-contiguous array starting on a VECTOR_BYTES boundary (the
     thread's workspace ``key`` when given, see _common.workspace)."""
+    if key is not None and VECTOR_BYTES <= ALIGN_BYTES:
+        buf = workspace(key, shape, dtype)       # (aligned unless beyond the cap)
+        if buf.ctypes.data % VECTOR_BYTES == 0:
+            return buf
     dtype = np.dtype(dtype)
     n = math.prod(int(s) for s in shape)
     extra = VECTOR_BYTES // dtype.itemsize
