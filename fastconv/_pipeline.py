@@ -13,7 +13,7 @@ import numpy as np
 from . import dispatch
 from ._pad import pad, pad_adjoint
 from ._spec import ConvSpec, lift5
-from .cpu import engine
+from .cpu import direct, engine
 from .cpu._common import workspace
 from .cpu.fft import all_finite
 
@@ -69,6 +69,20 @@ def weight_grad5(spec: ConvSpec, xp5, go5, algorithm="auto", precision=None):
 
     return run(dispatch.plan(spec, "weight_grad", algorithm, "cpu", run, _finite(xp5, go5),
                              precision))
+
+
+def weight_grad_keeps_transpose(spec: ConvSpec, algorithm="auto", precision=None) -> bool:
+    """Whether the weight gradient of ``spec`` runs direct's images-in-lanes kernel, which
+    reads the input transposed as the lanes forward makes it: then a layer's forward
+    keeps that transpose for its backward (cpu/_common.reuse), else it keeps nothing."""
+    try:
+        entry = dispatch.plan(spec, "weight_grad", algorithm, "cpu", None, None, precision)
+    except ValueError:             # (an explicit algorithm that cannot: the backward says so)
+        return False
+    G = spec.groups
+    return entry.name == "direct" and direct.minor_wgrad_pays(
+        spec.N, G, spec.C_in // G, spec.C_out // G, spec.lift(spec.out_size),
+        spec.lift(spec.kernel), spec.stride3, spec.lift(spec.padded_size), spec.dtype)
 
 
 def unpad_grad(spec: ConvSpec, gxp5):

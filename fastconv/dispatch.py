@@ -42,6 +42,7 @@ from ._validate import PRECISIONS, check_device, check_op, check_precision, conv
 from ._version import __version__
 from .cpu import direct, im2col, minor, winograd
 from .cpu import engine as cpu_engine
+from .cpu._common import reuse
 from .cuda import cost as cuda_cost
 
 OPS = ("forward", "input_grad", "weight_grad")
@@ -827,14 +828,17 @@ def _autotune(spec: ConvSpec, op: str, device: str, run: Callable,
         if (device, key) in _memory:
             return _memory[(device, key)]
     times = {}
-    for entry in candidates(spec, device, precision):
-        run(entry)                               # warm-up (compiles on first use)
-        best = math.inf
-        for _ in range(3):
-            t0 = time.perf_counter()
-            run(entry)
-            best = min(best, time.perf_counter() - t0)
-        times[entry.name] = best
+    # (outside a layer's saved transforms, cpu/_common.reuse: the public calls, which
+    # share this cache entry, pay for their transposes)
+    with reuse({}, False):
+        for entry in candidates(spec, device, precision):
+            run(entry)                           # warm-up (compiles on first use)
+            best = math.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                run(entry)
+                best = min(best, time.perf_counter() - t0)
+            times[entry.name] = best
     winner = min(times, key=times.get)
     with _lock:
         _memory[(device, key)] = winner

@@ -282,3 +282,29 @@ def test_set_autotune_off_writes_nothing(rng, fresh_dispatch):
     fc.set_autotune(False)
     fc.conv2d(rng.standard_normal((1, 2, 8, 8)), rng.standard_normal((3, 2, 3, 3)))
     assert not (fresh_dispatch / "autotune.json").exists()
+
+
+def test_autotune_times_a_layer_as_the_public_call_runs(fresh_dispatch, monkeypatch):
+    # nn.Conv2d keeps the lanes kernel's transposed input for its weight gradient
+    # (cpu/_common.reuse); autotune's timing runs must not find it (the public calls that
+    # share the cache entry pay for the transpose), and the layer still saves it
+    from fastconv import nn
+    from fastconv.cpu import _common, minor
+    seen = []
+    real = minor.to_minor
+
+    def spy(xp):
+        seen.append(getattr(_common._tls, "store", None))
+        return real(xp)
+
+    monkeypatch.setattr(minor, "to_minor", spy)
+    fc.set_autotune(True)
+    conv = nn.Conv2d(10, 20, 5, rng=0)
+    x = np.random.default_rng(0).standard_normal((64, 10, 12, 12)).astype(np.float32)
+    conv(x)
+    timed = [s for s in seen if s is not None and s[1] is False and not s[0]]
+    assert timed, "autotune timed the lanes kernel outside a cleared scope"
+    assert all(s is None or s[0] == {} or s[0] is conv._ctx["saved"] for s in seen)
+    assert "minor_x" in conv._ctx["saved"]
+    conv.backward(np.ones((64, 20, 8, 8), np.float32), input_grad=False)
+    fc.set_autotune(False)

@@ -110,13 +110,25 @@ def workspace(key: str, shape, dtype) -> np.ndarray:
 def pack_weight(w, groups, R, perm=None):
     """The register tiles' weight layout: wp[g, ob, t, j] = w[g*Og + R*ob + j, tap perm[t]]
     (taps flat over (C/g, k...); perm None: in order), zero past a group's last channel.
-    One gather a call through an index cached per shape."""
-    src = _pack_index(groups, w.shape[0], math.prod(w.shape[1:]), R,
-                      None if perm is None else perm.tobytes())
+    Small weights (the per-call cost matters): one gather through an index cached per
+    shape; large ones: built directly (no index kept alive)."""
+    O = w.shape[0]
+    T = w.size // O if O else 0
+    if w.size > PACK_INDEX_MAX:
+        Og = O // groups
+        nob = -(-Og // R)
+        taps = w.reshape(groups, Og, T) if perm is None else w.reshape(groups, Og, T)[:, :, perm]
+        wp = np.zeros((groups, nob * R, taps.shape[2]), dtype=w.dtype)
+        wp[:, :Og] = taps
+        return np.ascontiguousarray(wp.reshape(groups, nob, R, -1).transpose(0, 1, 3, 2))
+    src = _pack_index(groups, O, T, R, None if perm is None else perm.tobytes())
     wz = np.empty(w.size + 1, dtype=w.dtype)     # the weights, then the padding's zero
     wz[:-1] = w.reshape(-1)
     wz[-1] = 0
     return wz[src]
+
+
+PACK_INDEX_MAX = 1 << 16     # weight elements up to which pack_weight caches an index
 
 
 @functools.lru_cache(maxsize=256)
@@ -124,7 +136,7 @@ def _pack_index(groups, O, T, R, perm):
     Og = O // groups
     nob = -(-Og // R)
     taps = np.arange(T) if perm is None else np.frombuffer(perm, dtype=np.int64)
-    src = np.full((groups, nob * R, taps.size), O * T, dtype=np.intp)
+    src = np.full((groups, nob * R, taps.size), O * T, dtype=np.int32)
     src[:, :Og] = np.arange(O).reshape(groups, Og, 1) * T + taps
     src = np.ascontiguousarray(src.reshape(groups, nob, R, -1).transpose(0, 1, 3, 2))
     src.flags.writeable = False

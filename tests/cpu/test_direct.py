@@ -136,3 +136,36 @@ def test_images_in_lanes_keep_non_finite_values_local(op, value, rng):
         np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
         fin = np.isfinite(want)
         np.testing.assert_allclose(got[fin], want[fin], rtol=1e-10, atol=1e-10)
+
+
+@PROPERTY
+@given(data=st.data())
+def test_pack_weight_cached_index_and_direct_build_agree(data):
+    # the tile weight layout (cpu/_common.pack_weight) by its cached gather index (small
+    # weights) and built directly (large ones): the same array, zero past each group's
+    # last channel, defined by wp[g, ob, t, j] = w[g*Og + R*ob + j, perm[t]]
+    from fastconv.cpu import _common
+    groups = data.draw(st.integers(1, 3))
+    Og = data.draw(st.integers(1, 11))
+    T = data.draw(st.integers(1, 30))
+    R = data.draw(st.sampled_from([4, 5]))
+    w = np.arange(groups * Og * T, dtype=np.float32).reshape(groups * Og, T) + 1
+    perm = (np.random.default_rng(T).permutation(T).astype(np.int64)
+            if data.draw(st.booleans()) else None)
+    cached = _common.pack_weight(w, groups, R, perm)
+    old = _common.PACK_INDEX_MAX
+    try:
+        _common.PACK_INDEX_MAX = 0
+        built = _common.pack_weight(w, groups, R, perm)
+    finally:
+        _common.PACK_INDEX_MAX = old
+    taps = np.arange(T) if perm is None else perm
+    nob = -(-Og // R)
+    want = np.zeros((groups, nob, T, R), np.float32)
+    for g in range(groups):
+        for ob in range(nob):
+            for j in range(R):
+                if ob * R + j < Og:
+                    want[g, ob, :, j] = w[g * Og + ob * R + j, taps]
+    np.testing.assert_array_equal(cached, want)
+    np.testing.assert_array_equal(built, want)

@@ -182,9 +182,26 @@ def test_conv2d_weight_grad_reuses_only_its_own_forwards_transpose():
     conv.backward(G, input_grad=False)
     np.testing.assert_array_equal(conv.weight.grad,
                                   fastconv.grad.conv2d_weight(x2, conv.weight.shape, G))
+    assert conv._ctx == {}
+    conv(x1)
+    assert "minor_x" in conv._ctx["saved"]
     conv.eval()
     conv(x1)
     assert conv._ctx == {}                        # eval mode keeps nothing
+    conv.train()
+    conv.weight.requires_grad = False             # a frozen weight: no weight gradient
+    conv(x1)
+    assert conv._ctx["saved"] == {}
+    # a layer whose forward takes the lanes kernel but whose weight gradient does not
+    # keeps nothing either
+    conv = nn.Conv2d(10, 20, 3, groups=2, rng=0)
+    x = rand((32, 10, 10, 10), 3, np.float32)
+    assert direct.minor_pays(32, 2, 5, 10, (1, 8, 8), (1, 3, 3), (1, 1, 1), (1, 1, 1),
+                             (1, 10, 10), ((0, 1), (0, 10), (0, 10)), np.dtype(np.float32))
+    assert not direct.minor_wgrad_pays(32, 2, 5, 10, (1, 8, 8), (1, 3, 3), (1, 1, 1),
+                                       (1, 10, 10), np.dtype(np.float32))
+    conv(x)
+    assert conv._ctx["saved"] == {}
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "im2col", "fft"])
