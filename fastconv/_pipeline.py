@@ -71,16 +71,13 @@ def weight_grad5(spec: ConvSpec, xp5, go5, algorithm="auto", precision=None):
                              precision))
 
 
-def weight_grad_keeps_transpose(spec: ConvSpec, algorithm="auto", precision=None) -> bool:
-    """Whether the weight gradient of ``spec`` runs direct's images-in-lanes kernel, which
-    reads the input transposed as the lanes forward makes it: then a layer's forward
-    keeps that transpose for its backward (cpu/_common.reuse), else it keeps nothing."""
-    try:
-        entry = dispatch.plan(spec, "weight_grad", algorithm, "cpu", None, None, precision)
-    except ValueError:             # (an explicit algorithm that cannot: the backward says so)
-        return False
+def lanes_weight_grad(spec: ConvSpec) -> bool:
+    """Whether direct's weight gradient of ``spec`` runs the images-in-lanes kernel, which
+    reads the input transposed as the lanes forward makes it: a layer whose forward ran
+    that kernel keeps the transpose for its backward then (cpu/_common.reuse; wasted in
+    the rare case that the weight gradient's plan picks another algorithm)."""
     G = spec.groups
-    return entry.name == "direct" and direct.minor_wgrad_pays(
+    return direct.minor_wgrad_pays(
         spec.N, G, spec.C_in // G, spec.C_out // G, spec.lift(spec.out_size),
         spec.lift(spec.kernel), spec.stride3, spec.lift(spec.padded_size), spec.dtype)
 

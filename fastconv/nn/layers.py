@@ -196,8 +196,7 @@ class Conv2d(Module):
         xp5 = _pipeline.pad5(spec, xb) if plan.padded else xb.reshape(plan.xp5_shape)
         saved = {}      # the kernels' transforms of xp5 that the weight gradient reuses
         with reuse(saved, self.training and self.weight.requires_grad
-                   and _pipeline.weight_grad_keeps_transpose(spec, self.algorithm,
-                                                             self.precision)):
+                   and _pipeline.lanes_weight_grad(spec)):
             y = _pipeline.forward5(spec, xp5, w.reshape(plan.w5_shape),
                                    None if self.bias is None else self.bias.data,
                                    self.algorithm, precision=self.precision)
