@@ -6,12 +6,14 @@ arrays run :mod:`fastconv._pipeline`, GPU arrays :mod:`fastconv.cuda.api`, Dask 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import _pipeline
 from ._arrays import is_dask_array, is_gpu_array, proxy, resolve_device, shape_proxy
 from ._spec import out_size
-from ._validate import (as_array, check_algorithm, check_grad_output, check_out,
+from ._validate import (_plain, as_array, check_algorithm, check_grad_output, check_out,
                         check_precision, compute_dtypes, conv_spec, input_size, transpose_args,
                         weight_size)
 from .dispatch import ALGORITHM_NAMES, precision_scope
@@ -157,18 +159,24 @@ def input_grad(nd, fn, input_size_, weight, grad_output, stride, padding, dilati
     """dL/dinput of conv{nd}d, for a given dL/doutput. Returns (grad, spec)."""
     check_algorithm(fn, algorithm, ALGORITHM_NAMES)
     precision = check_precision(fn, precision)
-    if is_gpu_array(weight) or is_gpu_array(grad_output):
-        from .cuda import api as cuda_api
-        with precision_scope(precision):
-            return cuda_api.input_grad(nd, fn, input_size_, weight, grad_output, stride,
-                                       padding, dilation, groups, padding_mode, algorithm)
-    w = as_array(weight, "weight", fn)
-    go = as_array(grad_output, "grad_output", fn)
-    size = input_size(fn, nd, input_size_, go.shape)
-    dtype, _ = compute_dtypes(fn, {"weight": w, "grad_output": go})
-    spec, _, w, _ = conv_spec(fn, nd, proxy(size, np.result_type(w, go)), w, None,
-                              stride, padding, dilation, groups, padding_mode)
-    check_grad_output(fn, go.shape, spec)
+    if _host_pair(weight, grad_output, input_size_, stride, padding, dilation, groups,
+                  padding_mode):
+        spec, size = _grad_spec("input", nd, fn, weight.shape, weight.dtype, input_size_,
+                                grad_output.shape, grad_output.dtype, stride, padding,
+                                dilation, groups, padding_mode)
+        w, go = weight.astype(spec.dtype, copy=False), grad_output
+    else:
+        if is_gpu_array(weight) or is_gpu_array(grad_output):
+            from .cuda import api as cuda_api
+            with precision_scope(precision):
+                return cuda_api.input_grad(nd, fn, input_size_, weight, grad_output, stride,
+                                           padding, dilation, groups, padding_mode, algorithm)
+        w = as_array(weight, "weight", fn)
+        go = as_array(grad_output, "grad_output", fn)
+        spec, size = _grad_spec.__wrapped__("input", nd, fn, w.shape, w.dtype, input_size_,
+                                            go.shape, go.dtype, stride, padding, dilation,
+                                            groups, padding_mode)
+        w = w.astype(spec.dtype, copy=False)
     if spec.N == 0:
         return np.zeros(size, dtype=spec.out_dtype), spec
     gx = _pipeline.input_grad(spec, go, w, algorithm, precision)
@@ -180,20 +188,58 @@ def weight_grad(nd, fn, input, weight_size_, grad_output, stride, padding, dilat
     """dL/dweight of conv{nd}d."""
     check_algorithm(fn, algorithm, ALGORITHM_NAMES)
     precision = check_precision(fn, precision)
-    if is_gpu_array(input) or is_gpu_array(grad_output):
-        from .cuda import api as cuda_api
-        with precision_scope(precision):
-            return cuda_api.weight_grad(nd, fn, input, weight_size_, grad_output, stride,
-                                        padding, dilation, groups, padding_mode, algorithm)
-    wsize = weight_size(fn, nd, weight_size_)
-    x = as_array(input, "input", fn)
-    go = as_array(grad_output, "grad_output", fn)
-    compute_dtypes(fn, {"input": x, "grad_output": go})
-    spec, x, _, _ = conv_spec(fn, nd, x, proxy(wsize, np.result_type(x, go)),
-                              None, stride, padding, dilation, groups, padding_mode)
-    check_grad_output(fn, go.shape, spec)
+    if _host_pair(input, grad_output, weight_size_, stride, padding, dilation, groups,
+                  padding_mode):
+        spec, wsize = _grad_spec("weight", nd, fn, input.shape, input.dtype, weight_size_,
+                                 grad_output.shape, grad_output.dtype, stride, padding,
+                                 dilation, groups, padding_mode)
+        x, go = input, grad_output
+    else:
+        if is_gpu_array(input) or is_gpu_array(grad_output):
+            from .cuda import api as cuda_api
+            with precision_scope(precision):
+                return cuda_api.weight_grad(nd, fn, input, weight_size_, grad_output, stride,
+                                            padding, dilation, groups, padding_mode, algorithm)
+        weight_size(fn, nd, weight_size_)          # (its errors first, as ever)
+        x = as_array(input, "input", fn)
+        go = as_array(grad_output, "grad_output", fn)
+        spec, wsize = _grad_spec.__wrapped__("weight", nd, fn, x.shape, x.dtype, weight_size_,
+                                             go.shape, go.dtype, stride, padding, dilation,
+                                             groups, padding_mode)
+    x = (x if spec.batched else x[None]).astype(spec.dtype, copy=False)
     gw = _pipeline.weight_grad(spec, x, go, algorithm, precision)
     return gw.reshape(wsize).astype(spec.out_dtype, copy=False)
+
+
+def _host_pair(a, go, *params):
+    """Whether a gradient call takes the cached checks: two NumPy arrays and plain
+    parameters (ints, strings and tuples of them: see _validate._plain)."""
+    return type(a) is np.ndarray and type(go) is np.ndarray and all(map(_plain, params))
+
+
+@functools.lru_cache(maxsize=512)
+def _grad_spec(kind, nd, fn, a_shape, a_dtype, size, go_shape, go_dtype, stride, padding,
+               dilation, groups, padding_mode):
+    """The checks of a gradient call by shapes and dtypes (of the weight for an input
+    gradient, of the input for a weight gradient, and of grad_output), on stand-ins:
+    (spec, the result's shape). Errors are raised, never cached."""
+    a, go = proxy(a_shape, a_dtype), proxy(go_shape, go_dtype)
+    if kind == "input":
+        as_array(a, "weight", fn)
+        as_array(go, "grad_output", fn)
+        shape = input_size(fn, nd, size, go_shape)
+        compute_dtypes(fn, {"weight": a, "grad_output": go})
+        spec = conv_spec(fn, nd, proxy(shape, np.result_type(a, go)), a, None, stride,
+                         padding, dilation, groups, padding_mode)[0]
+    else:
+        shape = weight_size(fn, nd, size)
+        as_array(a, "input", fn)
+        as_array(go, "grad_output", fn)
+        compute_dtypes(fn, {"input": a, "grad_output": go})
+        spec = conv_spec(fn, nd, a, proxy(shape, np.result_type(a, go)), None, stride,
+                         padding, dilation, groups, padding_mode)[0]
+    check_grad_output(fn, go_shape, spec)
+    return spec, shape
 
 
 def conv_transposend(nd, fn, input, weight, bias, stride, padding, output_padding, groups,

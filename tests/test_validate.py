@@ -150,3 +150,31 @@ def test_checks_run_after_the_same_shape_was_cached(name, good, bad):
     with pytest.raises(TypeError, match=name):
         fc.conv2d(x, w, **{name: bad})
     np.testing.assert_array_equal(fc.conv2d(x, w, **{name: good}), want)
+
+
+def test_gradient_checks_cached_by_shape_give_the_uncached_answers():
+    # fastconv._conv caches a gradient call's checks per shapes, dtypes and plain
+    # parameters: lists and numpy ints take the uncached path, with the same results;
+    # errors are raised on every call, and a new dtype is checked anew
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    go = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    gw = fc.grad.conv2d_weight(x, (4, 3, 3, 3), go)
+    gx = fc.grad.conv2d_input((2, 3, 8, 8), w, go)
+    for size in ([4, 3, 3, 3], (np.int64(4), 3, 3, 3)):
+        np.testing.assert_array_equal(fc.grad.conv2d_weight(x, size, go, stride=[1, 1]), gw)
+    np.testing.assert_array_equal(fc.grad.conv2d_input([2, 3, 8, 8], w, go), gx)
+    np.testing.assert_allclose(fc.grad.conv2d_input((2, 3, 8, 8), w, go.tolist()), gx,
+                               rtol=1e-5, atol=1e-5)          # (a list: float64)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="grad_output"):
+            fc.grad.conv2d_weight(x, (4, 3, 3, 3), go[:, :, :5])
+        with pytest.raises(ValueError, match="grad_output"):
+            fc.grad.conv2d_input((2, 3, 8, 8), w, go[:, :3])
+        with pytest.raises(TypeError, match="complex"):
+            fc.grad.conv2d_weight(x.astype(np.complex64), (4, 3, 3, 3), go)
+        with pytest.raises(TypeError, match="stride"):
+            fc.grad.conv2d_input((2, 3, 8, 8), w, go, stride=True)
+    assert fc.grad.conv2d_weight(x.astype(np.float64), (4, 3, 3, 3), go).dtype == np.float64
+    assert fc.grad.conv2d_input((3, 8, 8), w, go[0]).shape == (3, 8, 8)
