@@ -13,7 +13,7 @@ import numpy as np
 from . import dispatch
 from ._pad import pad, pad_adjoint
 from ._spec import ConvSpec, lift5
-from .cpu import direct, engine
+from .cpu import engine
 from .cpu._common import workspace
 from .cpu.fft import all_finite
 
@@ -69,17 +69,6 @@ def weight_grad5(spec: ConvSpec, xp5, go5, algorithm="auto", precision=None):
 
     return run(dispatch.plan(spec, "weight_grad", algorithm, "cpu", run, _finite(xp5, go5),
                              precision))
-
-
-def lanes_weight_grad(spec: ConvSpec) -> bool:
-    """Whether direct's weight gradient of ``spec`` runs the images-in-lanes kernel, which
-    reads the input transposed as the lanes forward makes it: a layer whose forward ran
-    that kernel keeps the transpose for its backward then (cpu/_common.reuse; wasted in
-    the rare case that the weight gradient's plan picks another algorithm)."""
-    G = spec.groups
-    return direct.minor_wgrad_pays(
-        spec.N, G, spec.C_in // G, spec.C_out // G, spec.lift(spec.out_size),
-        spec.lift(spec.kernel), spec.stride3, spec.lift(spec.padded_size), spec.dtype)
 
 
 def unpad_grad(spec: ConvSpec, gxp5):

@@ -111,6 +111,16 @@ def _dims(spec: ConvSpec):
             spec.lift(spec.out_size))
 
 
+def lanes_weight_grad(spec: ConvSpec) -> bool:
+    """Whether direct's weight gradient of ``spec`` runs cpu/minor.py's images-in-lanes
+    kernel (direct.minor_wgrad_pays): what its cost features count, and whether a layer
+    whose forward ran the lanes kernel keeps the input's transpose for its backward
+    (cpu/_common.reuse; wasted in the rare case that the plan picks another algorithm)."""
+    _, G, Cg, Og, k3, o3 = _dims(spec)
+    return direct.minor_wgrad_pays(spec.N, G, Cg, Og, o3, k3, spec.stride3,
+                                   spec.lift(spec.padded_size), spec.dtype)
+
+
 def _direct_counts(isz, N, G, Cg, Og, kernel, out, wq, in_bytes, phase_bytes):
     """Counts of one cpu/direct.py forward: N images, G groups of Cg -> Og channels, a
     3-D kernel and output, rows of wq columns (of the phases for strides > 1)."""
@@ -194,7 +204,7 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
     T = Cg * kd * kh * kw
     R, TB = direct.grad_shape(direct.grad_alt(Og, T))
     nob, ntb = -(-Og // R), -(-T // TB)
-    if direct.minor_wgrad_pays(spec.N, G, Cg, Og, o3, k3, spec.stride3, padded, spec.dtype):
+    if lanes_weight_grad(spec):
         # cpu/minor.py: the same tile steps along output rows of the batch's vectors
         # (lanes rounded up), after transposing the input and grad_out
         blocks = G * nob * ntb

@@ -1,9 +1,8 @@
 """Settings shared by the CPU kernels."""
 import contextlib
 import functools
-import threading
-
 import math
+import threading
 
 import numba
 import numpy as np
@@ -115,12 +114,7 @@ def pack_weight(w, groups, R, perm=None):
     O = w.shape[0]
     T = w.size // O if O else 0
     if w.size > PACK_INDEX_MAX:
-        Og = O // groups
-        nob = -(-Og // R)
-        taps = w.reshape(groups, Og, T) if perm is None else w.reshape(groups, Og, T)[:, :, perm]
-        wp = np.zeros((groups, nob * R, taps.shape[2]), dtype=w.dtype)
-        wp[:, :Og] = taps
-        return np.ascontiguousarray(wp.reshape(groups, nob, R, -1).transpose(0, 1, 3, 2))
+        return _tile_layout(w.reshape(O, T), groups, R, perm, 0)
     src = _pack_index(groups, O, T, R, None if perm is None else perm.tobytes())
     wz = np.empty(w.size + 1, dtype=w.dtype)     # the weights, then the padding's zero
     wz[:-1] = w.reshape(-1)
@@ -131,13 +125,23 @@ def pack_weight(w, groups, R, perm=None):
 PACK_INDEX_MAX = 1 << 16     # weight elements up to which pack_weight caches an index
 
 
-@functools.lru_cache(maxsize=256)
-def _pack_index(groups, O, T, R, perm):
+def _tile_layout(w2, groups, R, perm, fill):
+    """pack_weight's layout of ``w2`` (O, T), ``fill`` past a group's last channel."""
+    O, T = w2.shape
     Og = O // groups
     nob = -(-Og // R)
-    taps = np.arange(T) if perm is None else np.frombuffer(perm, dtype=np.int64)
-    src = np.full((groups, nob * R, taps.size), O * T, dtype=np.int32)
-    src[:, :Og] = np.arange(O).reshape(groups, Og, 1) * T + taps
-    src = np.ascontiguousarray(src.reshape(groups, nob, R, -1).transpose(0, 1, 3, 2))
+    taps = w2.reshape(groups, Og, T)
+    if perm is not None:
+        taps = taps[:, :, perm]
+    wp = np.full((groups, nob * R, taps.shape[2]), fill, dtype=w2.dtype)
+    wp[:, :Og] = taps
+    return np.ascontiguousarray(wp.reshape(groups, nob, R, -1).transpose(0, 1, 3, 2))
+
+
+@functools.lru_cache(maxsize=256)
+def _pack_index(groups, O, T, R, perm):
+    # the layout of the weights' flat indices, O*T (wz's zero) past the channels
+    src = _tile_layout(np.arange(O * T, dtype=np.int32).reshape(O, T), groups, R,
+                       None if perm is None else np.frombuffer(perm, dtype=np.int64), O * T)
     src.flags.writeable = False
     return src

@@ -10,7 +10,7 @@ from .. import _pipeline
 from .._arrays import proxy
 from .._validate import (check_algorithm, check_groups_divide, check_int, check_padding,
                          check_padding_mode, check_precision, conv_spec, int_tuple)
-from ..dispatch import ALGORITHM_NAMES, precision_scope
+from ..dispatch import ALGORITHM_NAMES, lanes_weight_grad, precision_scope
 from ..cpu import nn_act, pool
 from ..cpu._common import reuse
 from . import functional as F
@@ -196,7 +196,7 @@ class Conv2d(Module):
         xp5 = _pipeline.pad5(spec, xb) if plan.padded else xb.reshape(plan.xp5_shape)
         saved = {}      # the kernels' transforms of xp5 that the weight gradient reuses
         with reuse(saved, self.training and self.weight.requires_grad
-                   and _pipeline.lanes_weight_grad(spec)):
+                   and lanes_weight_grad(spec)):
             y = _pipeline.forward5(spec, xp5, w.reshape(plan.w5_shape),
                                    None if self.bias is None else self.bias.data,
                                    self.algorithm, precision=self.precision)
