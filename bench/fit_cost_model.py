@@ -4,7 +4,8 @@ Times every algorithm and op (forward, input_grad, weight_grad) on the benchmark
 shapes (bench/cases.py) and a random grid of convolution shapes, then fits, per
 algorithm and op, the non-negative constants that turn the operation/byte counts of each
 registry entry's ``cpu_features(spec, op)`` into seconds (least squares on relative
-error), and writes them to ``fastconv/cost_model.json``. Run it on an otherwise idle machine of the class
+error), and writes them to this host class's section of ``fastconv/cost_model.json``
+(``avx512`` or ``avx2``; the other sections are kept). Run it on an otherwise idle machine of the class
 you deploy to:
 
     python bench/fit_cost_model.py [--cases 60] [--seed 0] [--dry-run] [--times t.json]
@@ -159,10 +160,20 @@ def main():
               f"{int(np.sum(np.array(slow) <= 1.1))}/{len(rows)}")
     print(json.dumps(model, indent=1))
     if not args.dry_run:
-        with atomic_write(dispatch._MODEL_FILE, "w") as fh:
-            json.dump({"_comment": f"fitted by bench/fit_cost_model.py on {dispatch._cpu_model()}",
-                       **model}, fh, indent=1)
-        print(f"wrote {dispatch._MODEL_FILE}")
+        write_section(model)
+
+
+def write_section(model):
+    """Replace this host class's section of cost_model.json, keeping the others."""
+    with open(dispatch._MODEL_FILE) as fh:
+        data = json.load(fh)
+    data["hosts"][dispatch.HOST_CLASS] = {
+        "_fitted_on": dispatch._cpu_model(),
+        "_comment": f"fitted by bench/fit_cost_model.py on {time.strftime('%Y-%m-%d')}",
+        **model}
+    with atomic_write(dispatch._MODEL_FILE, "w") as fh:
+        json.dump(data, fh, indent=1)
+    print(f"wrote the {dispatch.HOST_CLASS} section of {dispatch._MODEL_FILE}")
 
 
 if __name__ == "__main__":

@@ -299,12 +299,16 @@ def _cost_model():
     if not isinstance(data, dict):
         info["status"] = "unreadable (not a JSON object)"
         return info
-    meta = {k: v for k, v in data.items() if not isinstance(v, dict) or k.startswith("_")}
-    info["algorithms"] = ", ".join(k for k, v in data.items()
+    cls, section = dispatch._model_section(data)
+    info["host class"] = (f"{dispatch.HOST_CLASS} (reads the {cls} section)" if cls else
+                          f"{dispatch.HOST_CLASS} (no section fitted: built-in defaults)")
+    info["algorithms"] = ", ".join(k for k, v in section.items()
                                    if isinstance(v, dict) and not k.startswith("_"))
+    meta = {k: v for k, v in section.items()
+            if (not isinstance(v, dict) or k.startswith("_")) and k != "_fitted_on"}
     for k, v in meta.items():
         info[k.lstrip("_")] = v if not isinstance(v, (dict, list)) else json.dumps(v)
-    fitted_on = _fitted_on(data)
+    fitted_on = _fitted_on(section)
     if fitted_on:
         here = cpu_model()
         same = all(w.lower() in here.lower() for w in fitted_on.split())

@@ -11,9 +11,10 @@ then the one non-finite rule (``auto`` never runs an algorithm that would spread
 or inf over operands that hold one). Tests, benchmarks and ``choose_algorithm`` read the
 registry, so adding an algorithm is adding an entry.
 
-The CPU constants live in ``cost_model.json`` next to this file;
-``python bench/fit_cost_model.py`` re-times the kernels, refits them (non-negative least
-squares) and rewrites that file. Autotuning (``set_autotune(True)`` or
+The CPU constants live in ``cost_model.json`` next to this file, one section per host
+class (``avx512``, ``avx2``: the vector width the kernels are built for, which moves every
+algorithm's speed and so the crossovers); ``python bench/fit_cost_model.py`` re-times the
+kernels, refits them (non-negative least squares) and rewrites this host's section. Autotuning (``set_autotune(True)`` or
 ``FASTCONV_AUTOTUNE=1``) times every candidate the first time a problem is seen and
 keeps the winner in memory and in ``$FASTCONV_CACHE_DIR/autotune.json``, keyed by the
 device (CPU model or GPU name), numba version and fastconv version.
@@ -43,6 +44,7 @@ from ._version import __version__
 from .cpu import direct, im2col, minor, winograd
 from .cpu import engine as cpu_engine
 from .cpu._common import reuse
+from .cpu._simd import HOST_AVX512
 from .cuda import cost as cuda_cost
 
 OPS = ("forward", "input_grad", "weight_grad")
@@ -73,6 +75,7 @@ _DEFAULT_MODEL = {
                "input_grad": {"overhead": 4.0e-5, "flop": 1.2e-11, "col_byte": 5e-10,
                               "col_byte_strided": 1e-9, "out_byte": 1e-10},
                "weight_grad": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "flop": 1.2e-11,
+                               "gather_byte_big": 1.2e-11, "flop_big": 1.2e-11,
                                "out_byte": 1e-10}},
     "fft": {op: _FORWARD_DEFAULTS["fft"] for op in OPS},
     # the input gradient runs the forward's kernel; the weight gradient is im2col's
@@ -81,14 +84,31 @@ _DEFAULT_MODEL = {
 }
 
 
+HOST_CLASS = "avx512" if HOST_AVX512 else "avx2"    # the cost model's section for this CPU
+
+
+def _model_section(data) -> tuple:
+    """(host class, constants) of a cost_model.json's content: the section fitted for
+    this host's class (``data["hosts"][HOST_CLASS]``), else another class's (the nearest
+    measurement there is); (None, {}) when there is none."""
+    hosts = data.get("hosts") if isinstance(data, dict) else None
+    if isinstance(hosts, dict):
+        for cls in [HOST_CLASS] + sorted(k for k in hosts if k != HOST_CLASS):
+            if isinstance(hosts.get(cls), dict):
+                return cls, hosts[cls]
+    return None, {}
+
+
 def _load_model() -> dict:
-    """{algorithm: {op: {feature: seconds per unit}}}: the fitted constants over the
-    defaults (a file without per-op entries fits the forward only)."""
+    """{algorithm: {op: {feature: seconds per unit}}}: the fitted constants of this
+    host's class (:func:`_model_section`) over the defaults (a file without per-op
+    entries fits the forward only)."""
     try:
         with open(_MODEL_FILE) as fh:
-            model = json.load(fh)
+            data = json.load(fh)
     except (OSError, ValueError):
-        model = {}
+        data = {}
+    _, model = _model_section(data)
     out = {}
     for name, ops in _DEFAULT_MODEL.items():
         fitted = model.get(name, {})
@@ -245,7 +265,11 @@ def im2col_features(spec: ConvSpec, op: str = "forward") -> dict:
             strided = _prod(spec.stride) > 1
             return {"overhead": 1.0, "flop": flop, "col_byte": 0.0 if strided else col_bytes,
                     "col_byte_strided": col_bytes if strided else 0.0, "out_byte": in_bytes}
-        return {"overhead": 1.0, "gather_byte": col_bytes, "flop": flop, "out_byte": out_bytes}
+        # (large images: the forward's tiles per thread, each GEMM into a partial sum)
+        return {"overhead": 1.0, "gather_byte": 0.0 if big else col_bytes,
+                "gather_byte_big": col_bytes if big else 0.0,
+                "flop": 0.0 if big else flop, "flop_big": im2col_flop if big else 0.0,
+                "out_byte": out_bytes}
     return {"overhead": 1.0, "gather_byte": 0.0 if big else col_bytes,
             "gather_byte_big": col_bytes if big else 0.0,
             "flop": 0.0 if big else im2col_flop, "flop_big": im2col_flop if big else 0.0,

@@ -93,6 +93,32 @@ def test_cpu_cost_model_is_per_op(op, x_shape, w_shape, kw):
         assert est[name] > 0
 
 
+@pytest.mark.parametrize("hosts, read", [
+    ({"avx512": {"direct": {"forward": {"line": 1.0}}},
+      "avx2": {"direct": {"forward": {"line": 2.0}}}}, "here"),
+    ({"other": {"direct": {"forward": {"line": 3.0}}}}, "other"),
+    ({}, None),
+])
+def test_cost_model_section_per_host_class(tmp_path, monkeypatch, hosts, read):
+    """cost_model.json holds one model per host class (the vector width the kernels
+    are built for); the planner reads its own host's, else the nearest there is, else
+    the built-in defaults."""
+    import json
+    here = dispatch.HOST_CLASS
+    if read == "here":           # this host's section first or second in the file
+        hosts = {cls: hosts["avx512" if cls == here else "avx2"]
+                 for cls in sorted(hosts, reverse=here == "avx512")}
+    path = tmp_path / "cost_model.json"
+    path.write_text(json.dumps({"_comment": "t", "hosts": hosts}))
+    monkeypatch.setattr(dispatch, "_MODEL_FILE", path)
+    line = dispatch._load_model()["direct"]["forward"]["line"]
+    expect = {"here": 1.0, "other": 3.0, None: dispatch._DEFAULT_MODEL["direct"]["forward"]["line"]}
+    assert line == expect[read]
+    assert dispatch._model_section(json.loads(path.read_text()))[0] == \
+        {"here": here, "other": "other", None: None}[read]
+    assert dispatch.HOST_CLASS == ("avx512" if dispatch.HOST_AVX512 else "avx2")
+
+
 @pytest.mark.parametrize("x_shape,w_shape,kw", SHAPES)
 def test_conv2d_layer_picks_what_choose_algorithm_picks(plans, x_shape, w_shape, kw, rng):
     layer = nn.Conv2d(x_shape[1], w_shape[0], w_shape[2:], groups=kw.get("groups", 1),

@@ -230,6 +230,28 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _row_tiles(N, rows, row_bytes):
+    """(tiles, nr): tiles of whole output rows of one image, (n, first row), of at most
+    nr rows (CHUNK_BYTES of column matrix)."""
+    nr = max(1, min(rows, CHUNK_BYTES // max(row_bytes, 1)))
+    return [(n, r0) for n in range(N) for r0 in range(0, rows, nr)], nr
+
+
+def _per_thread(threads, ntiles, worker):
+    """[worker(tiles) for each of our threads]: the threads pull tile indices < ntiles
+    from one shared counter as they finish (next() is atomic), with NumPy's BLAS
+    single-threaded (the caller's _blas.single_threaded block)."""
+    nxt = itertools.count()
+
+    def run(_):
+        return worker(itertools.takewhile(lambda t: t < ntiles, iter(nxt.__next__, None)))
+
+    pool = _executor(threads)
+    futures = [pool.submit(run, i) for i in range(threads)]
+    concurrent.futures.wait(futures)     # all done (even if one failed) before BLAS is reset
+    return [f.result() for f in futures]
+
+
 def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
     """BLAS single-threaded: each of our threads takes tiles of CHUNK_BYTES of column
     matrix (whole output rows of one image), gathers the tile and multiplies it straight
@@ -237,16 +259,12 @@ def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
     N, O, OD, OH, OW = out.shape
     G, Og, R = wm.shape
     rows = OD * OH
-    nr = max(1, min(rows, CHUNK_BYTES // (G * R * OW * xp.dtype.itemsize)))
-    tiles = [(n, r0) for n in range(N) for r0 in range(0, rows, nr)]
+    tiles, nr = _row_tiles(N, rows, G * R * OW * xp.dtype.itemsize)
     b = bias.reshape(G, Og, 1)
-    nxt = itertools.count()          # next() is atomic: threads pull tiles as they finish
 
-    def worker(_):
+    def worker(mine):
         col = workspace("col", (1, G, R, nr * OW), xp.dtype)
-        for t in iter(nxt.__next__, None):
-            if t >= len(tiles):
-                return
+        for t in mine:
             n, r0 = tiles[t]
             m = min(nr, rows - r0)
             c = col[:, :, :, :m * OW]
@@ -255,11 +273,34 @@ def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
             np.matmul(wm, c[0], out=dst)
             dst += b
 
-    pool = _executor(threads)
-    futures = [pool.submit(worker, i) for i in range(threads)]
-    concurrent.futures.wait(futures)     # all done (even if one failed) before BLAS is reset
-    for f in futures:
-        f.result()
+    _per_thread(threads, len(tiles), worker)
+
+
+def _wgrad_image_per_thread(xp, go, gw, threads, kernel, stride, dilation):
+    """gw (G, Og, R) = sum over tiles of grad_out's tile @ the tile's column matrix^T:
+    each of our threads gathers its tiles (as _fwd_image_per_thread) and accumulates
+    their single-threaded GEMMs into a partial sum of its own; the partials are added."""
+    N, O, OD, OH, OW = go.shape
+    G, Og, R = gw.shape
+    rows = OD * OH
+    tiles, nr = _row_tiles(N, rows, G * R * OW * xp.dtype.itemsize)
+
+    def worker(mine):
+        col = workspace("col", (1, G, R, nr * OW), xp.dtype)
+        prod = workspace("gemm", (G, Og, R), xp.dtype)
+        acc = np.zeros((G, Og, R), xp.dtype)
+        for t in mine:
+            n, r0 = tiles[t]
+            m = min(nr, rows - r0)
+            c = col[:, :, :, :m * OW]
+            _im2col_serial(c, xp, n, r0, OH, OW, *kernel, *stride, *dilation)
+            g = go[n].reshape(G, Og, rows * OW)[:, :, r0 * OW:(r0 + m) * OW]
+            np.matmul(g, c[0].transpose(0, 2, 1), out=prod)
+            acc += prod
+        return acc
+
+    for acc in _per_thread(threads, len(tiles), worker):
+        gw += acc
 
 
 def im2col_bwd_input(go, w, padded_size, stride, dilation, groups):
@@ -291,6 +332,12 @@ def im2col_bwd_weight(xp, go, kernel, stride, dilation, groups):
     rows = OD * OH
     P = rows * OW
     gw = np.zeros((G, O // G, R), dtype=xp.dtype)
+    threads = numba.get_num_threads()
+    if threads > 1 and G * R * P * xp.dtype.itemsize >= BATCH_BELOW_BYTES:
+        with _blas.single_threaded() as ok:
+            if ok:
+                _wgrad_image_per_thread(xp, go, gw, threads, kernel, stride, dilation)
+                return gw.reshape((O, Cg) + tuple(kernel))
     nb = max(1, min(N, COL_BUDGET_BYTES // max(G * R * P * xp.dtype.itemsize, 1)))
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)

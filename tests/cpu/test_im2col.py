@@ -75,14 +75,21 @@ def test_im2col_tiles_per_thread(groups, n_images, tile_rows, monkeypatch, rng):
     monkeypatch.setattr(im2col, "CHUNK_BYTES", tile_rows * 4 // groups * 12 * OW * groups * 4)
     want = naive.conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
     calls = []
-    tiled = im2col._fwd_image_per_thread
-    monkeypatch.setattr(im2col, "_fwd_image_per_thread", lambda *a: calls.append(1) or tiled(*a))
+    for name in ("_fwd_image_per_thread", "_wgrad_image_per_thread"):
+        tiled = getattr(im2col, name)
+        monkeypatch.setattr(im2col, name, lambda *a, f=tiled, n=name: calls.append(n) or f(*a))
     api = _blas._api()
     before = api[1]() if api else None
     got = fc.conv3d(x, w, b, **kw, algorithm="im2col")
     assert_close(got, want)
+    # the weight gradient: the same tiles, each thread's GEMMs summed into its own part
+    gy = rng.standard_normal(got.shape)
+    want_gw = naive.conv_weight_grad(x.astype(np.float64), w.shape, gy, **kw)
+    gw = fc.grad.conv3d_weight(x, w.shape, gy.astype(np.float32), **kw, algorithm="im2col")
+    assert_close(gw, want_gw)
     if api and numba.get_num_threads() > 1:
-        assert calls and api[1]() == before
+        assert calls == ["_fwd_image_per_thread", "_wgrad_image_per_thread"]
+        assert api[1]() == before
 
 
 def _im2col_tiles_in_child(queue):
