@@ -9,6 +9,7 @@ error), and writes them to this host class's section of ``fastconv/cost_model.js
 you deploy to:
 
     python bench/fit_cost_model.py [--cases 60] [--seed 0] [--dry-run] [--times t.json]
+                                   [--ops input_grad weight_grad]
 
 It prints, per op, how often the refitted model picks the measured-fastest algorithm and
 the mean and worst slowdown of its picks against the fastest.
@@ -82,6 +83,8 @@ def main():
     ap.add_argument("--dry-run", action="store_true", help="fit and report, do not write")
     ap.add_argument("--times", help="JSON file of measured times: reused when it exists "
                     "(to try other features without re-timing), written otherwise")
+    ap.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS),
+                    help="refit these ops only; the others keep this host's constants")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     # the benchmark's layer shapes (bench/cases.py) first, then random ones
@@ -125,11 +128,15 @@ def main():
         rows.append((spec, times))
 
     model = {a: {} for a in ALGOS}
+    current = dispatch._MODEL
     wt = np.where(np.arange(len(rows)) < len(fixed), LAYER_WEIGHT, 1.0)
     for a in ALGOS:
         entry = dispatch.REGISTRY[a]
         for op in OPS:
             if op in entry.delegate:             # another entry's kernel (and constants)
+                continue
+            if op not in args.ops:
+                model[a][op] = dict(current[a][op])
                 continue
             ran = [k for k, (_, t) in enumerate(rows) if np.isfinite(t[op][a])]
             # every feature any row counts (an algorithm's paths count different ones)
@@ -160,16 +167,19 @@ def main():
               f"{int(np.sum(np.array(slow) <= 1.1))}/{len(rows)}")
     print(json.dumps(model, indent=1))
     if not args.dry_run:
-        write_section(model)
+        write_section(model, args.ops)
 
 
-def write_section(model):
+def write_section(model, ops):
     """Replace this host class's section of cost_model.json, keeping the others."""
     with open(dispatch._MODEL_FILE) as fh:
         data = json.load(fh)
+    cls, _ = dispatch._model_section(data)
+    kept = [op for op in OPS if op not in ops]
     data["hosts"][dispatch.HOST_CLASS] = {
         "_fitted_on": dispatch._cpu_model(),
-        "_comment": f"fitted by bench/fit_cost_model.py on {time.strftime('%Y-%m-%d')}",
+        "_comment": f"fitted by bench/fit_cost_model.py on {time.strftime('%Y-%m-%d')}" + (
+            f"; {', '.join(kept)} kept from the {cls} section (--ops)" if kept else ""),
         **model}
     with atomic_write(dispatch._MODEL_FILE, "w") as fh:
         json.dump(data, fh, indent=1)

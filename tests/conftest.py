@@ -256,8 +256,6 @@ import numpy as np
 from llvmlite import binding
 from llvmlite.binding.targets import FeatureMap
 feats = binding.get_host_cpu_features()
-if not feats.get("avx2"):
-    print("ok"); raise SystemExit
 avx2 = FeatureMap({k: (v and not k.startswith("avx512")) for k, v in feats.items()})
 binding.get_host_cpu_features = lambda: avx2    # numba compiles for it too
 """
@@ -270,6 +268,10 @@ def run_on_emulated_avx2(body, cache_dir):
     tests' modules (naive) importable; assert it succeeded."""
     import subprocess
     import textwrap
+
+    from fastconv.cpu import _simd
+    if not _simd.HOST_AVX512:       # (its cold compile costs CI a minute for nothing)
+        pytest.skip("the host has no AVX-512: the suite itself runs the AVX2 paths")
     tests = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir),
                PYTHONPATH=os.pathsep.join([os.path.dirname(tests), tests,
