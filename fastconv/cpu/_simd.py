@@ -182,13 +182,28 @@ tile4_long_add.__doc__ = """tile4_long_add: like tile4_long, adding to acc."""
 # A weight-gradient tile: GRAD_ROWS output channels x GRAD_TAPS taps of vector
 # accumulators; per step it loads the GRAD_ROWS grad_out vectors once and each tap's
 # input vector once: 4 x 6 + 4 + 1 = 29 of AVX-512's 32 registers (measured faster than
-# 8 x 3 and level with 6 x 4), 4 x 2 + 4 + 1 = 13 of AVX2's 16. grad_out comes
+# 8 x 3 and level with 6 x 4), 3 x 4 + 3 + 1 = 16 of AVX2's 16. grad_out comes
 # row-interleaved (the rows' vectors of one step adjacent), so that one pointer serves
 # all rows and the loop keeps few general registers live.
-# A second shape per host for small weights whose channels and taps it divides better
+# A second shape per host for weights whose channels and taps it divides better
 # (mnist.conv1: 10 x 25 is 2 x 5 tiles of 5 x 5, 3 x 5 of 4 x 6 with 44 % padding):
-# 5 x 5 + 5 + 1 = 31 registers on AVX-512, 3 x 3 + 3 + 1 = 13 on AVX2.
-GRAD_TILES = {"avx512": (4, 6), "avx2": (4, 2), "avx512_alt": (5, 5), "avx2_alt": (3, 3)}
+# 5 x 5 + 5 + 1 = 31 registers on AVX-512, 2 x 5 + 2 + 1 = 13 on AVX2. The shape with
+# the lower grad_tile_cost runs (cpu/direct.grad_alt).
+# On an AMD EPYC (Zen 3, AVX2), in one process: 3 x 4 ran the stem's weight gradient
+# 21 % faster than the earlier 4 x 2, resnet's 15 %; 2 x 5 ran mnist.conv1's 16-18 %
+# faster than 4 x 2 and 3 x 3 (no padding).
+GRAD_TILES = {"avx512": (4, 6), "avx2": (3, 4), "avx512_alt": (5, 5), "avx2_alt": (2, 5)}
+
+
+def grad_tile_cost(rows, taps):
+    """Half-cycles of one step of a rows x taps weight-gradient tile: its rows*taps FMAs
+    at two a cycle, or its rows + taps vector loads at one a cycle (the input's are
+    unaligned), whichever bounds it. AVX-512's tiles are bound by their FMAs, AVX2's by
+    their loads (measured on Zen 3: 3 x 4 beat 2 x 5 by 15 % on the stem, where it pads
+    2 % more)."""
+    return max(rows * taps, 2 * (rows + taps))
+
+
 GRAD_ROWS, GRAD_TAPS = GRAD_TILES["avx512" if HOST_AVX512 else "avx2"]
 GRAD_ALT_ROWS, GRAD_ALT_TAPS = GRAD_TILES["avx512_alt" if HOST_AVX512 else "avx2_alt"]
 

@@ -35,7 +35,7 @@ from numba import get_thread_id, njit, prange
 from ._common import (ALIGN_BYTES, JIT, U, n_tasks_target, pack_weight, serial_if_small,
                       workspace)
 from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, LONG_TILE_BYTES,
-                    TILE_BYTES, VECTOR_BYTES, grad_tile_of, tile4, tile4_add,
+                    TILE_BYTES, VECTOR_BYTES, grad_tile_cost, grad_tile_of, tile4, tile4_add,
                     tile4_long, tile4_long_add, tile_width, vec_copy,
                     vector_width)
 from . import minor
@@ -476,10 +476,12 @@ MINOR_OUT_COST = 6.0   # line-tile multiply-adds per output cpu/minor.py transpo
 
 
 def grad_alt(Og, T):
-    """Whether the weight gradient takes the host's second tile shape: the one that pads
-    the channels and taps least (ties: the main one), unless GRAD_SHAPE forces one."""
-    alt = (-(-Og // GRAD_ALT_ROWS) * GRAD_ALT_ROWS * -(-T // GRAD_ALT_TAPS) * GRAD_ALT_TAPS
-           < -(-Og // GRAD_ROWS) * GRAD_ROWS * -(-T // GRAD_TAPS) * GRAD_TAPS)
+    """Whether the weight gradient takes the host's second tile shape: the one whose
+    tiles over the channels and taps cost least (_simd.grad_tile_cost; ties: the main
+    one), unless GRAD_SHAPE forces one."""
+    def cost(R, TB):
+        return -(-Og // R) * -(-T // TB) * grad_tile_cost(R, TB)
+    alt = cost(GRAD_ALT_ROWS, GRAD_ALT_TAPS) < cost(GRAD_ROWS, GRAD_TAPS)
     return {"main": False, "alt": True}.get(GRAD_SHAPE, alt)
 
 

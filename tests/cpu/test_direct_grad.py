@@ -151,6 +151,34 @@ def test_polyphase_plan_uses_every_tap_once(k, s, d, o, extra):
         assert P - a_last >= 0 and P - a_last + M + (J - 1) * dl <= U
 
 
+@pytest.mark.parametrize("host", ["avx512", "avx2"])
+def test_weight_gradient_tile_choice(host, monkeypatch):
+    """The weight gradient runs the host's tile shape whose tiles cost least: on
+    AVX-512 (tiles bound by their FMAs) the one that pads the channels and taps least;
+    on AVX2 (bound by their loads) the one with fewer tiles: the stem's 64 x 147 takes
+    3 x 4 (814 tiles; 2 x 5 would pad less but take 960), mnist.conv1's 10 x 25 takes
+    2 x 5 (25 tiles, no padding)."""
+    from fastconv.cpu import _simd, direct
+    main, alt = _simd.GRAD_TILES[host], _simd.GRAD_TILES[host + "_alt"]
+    monkeypatch.setattr(direct, "GRAD_ROWS", main[0])
+    monkeypatch.setattr(direct, "GRAD_TAPS", main[1])
+    monkeypatch.setattr(direct, "GRAD_ALT_ROWS", alt[0])
+    monkeypatch.setattr(direct, "GRAD_ALT_TAPS", alt[1])
+    for Og in range(1, 70, 3):
+        for T in (1, 9, 25, 27, 147, 250, 576):
+            pads = [-(-Og // r) * r * -(-T // t) * t for r, t in (main, alt)]
+            tiles = [-(-Og // r) * -(-T // t) for r, t in (main, alt)]
+            if host == "avx512":
+                assert direct.grad_alt(Og, T) == (pads[1] < pads[0])
+            else:
+                assert direct.grad_alt(Og, T) == (tiles[1] < tiles[0])
+    if host == "avx2":
+        assert direct.grad_shape(direct.grad_alt(64, 147)) == (3, 4)
+        assert direct.grad_shape(direct.grad_alt(10, 25)) == (2, 5)
+    monkeypatch.setattr(direct, "GRAD_SHAPE", "alt")
+    assert direct.grad_alt(64, 576)
+
+
 def test_avx2_tile_shape_in_a_subprocess(tmp_path):
     """A host without AVX-512 (emulated: LLVM told the CPU has none) gets the
     16-register weight-gradient tile; its forward and gradients are right.
