@@ -252,6 +252,19 @@ def _per_thread(threads, ntiles, worker):
     return [f.result() for f in futures]
 
 
+def _gathered(xp, tiles, nr, rows, G, R, OH, OW, kernel, stride, dilation, mine):
+    """Per tile index in ``mine``: (image, its output columns as a slice of the image's
+    rows * OW, the column matrix (G, R, columns)), gathered into this thread's workspace
+    (valid until the next tile)."""
+    col = workspace("col", (1, G, R, nr * OW), xp.dtype)
+    for t in mine:
+        n, r0 = tiles[t]
+        m = min(nr, rows - r0)
+        c = col[:, :, :, :m * OW]
+        _im2col_serial(c, xp, n, r0, OH, OW, *kernel, *stride, *dilation)
+        yield n, slice(r0 * OW, (r0 + m) * OW), c[0]
+
+
 def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
     """BLAS single-threaded: each of our threads takes tiles of CHUNK_BYTES of column
     matrix (whole output rows of one image), gathers the tile and multiplies it straight
@@ -263,14 +276,10 @@ def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
     b = bias.reshape(G, Og, 1)
 
     def worker(mine):
-        col = workspace("col", (1, G, R, nr * OW), xp.dtype)
-        for t in mine:
-            n, r0 = tiles[t]
-            m = min(nr, rows - r0)
-            c = col[:, :, :, :m * OW]
-            _im2col_serial(c, xp, n, r0, OH, OW, *kernel, *stride, *dilation)
-            dst = out[n].reshape(G, Og, rows * OW)[:, :, r0 * OW:(r0 + m) * OW]
-            np.matmul(wm, c[0], out=dst)
+        for n, cols, c in _gathered(xp, tiles, nr, rows, G, R, OH, OW, kernel, stride,
+                                    dilation, mine):
+            dst = out[n].reshape(G, Og, rows * OW)[:, :, cols]
+            np.matmul(wm, c, out=dst)
             dst += b
 
     _per_thread(threads, len(tiles), worker)
@@ -286,16 +295,12 @@ def _wgrad_image_per_thread(xp, go, gw, threads, kernel, stride, dilation):
     tiles, nr = _row_tiles(N, rows, G * R * OW * xp.dtype.itemsize)
 
     def worker(mine):
-        col = workspace("col", (1, G, R, nr * OW), xp.dtype)
         prod = workspace("gemm", (G, Og, R), xp.dtype)
         acc = np.zeros((G, Og, R), xp.dtype)
-        for t in mine:
-            n, r0 = tiles[t]
-            m = min(nr, rows - r0)
-            c = col[:, :, :, :m * OW]
-            _im2col_serial(c, xp, n, r0, OH, OW, *kernel, *stride, *dilation)
-            g = go[n].reshape(G, Og, rows * OW)[:, :, r0 * OW:(r0 + m) * OW]
-            np.matmul(g, c[0].transpose(0, 2, 1), out=prod)
+        for n, cols, c in _gathered(xp, tiles, nr, rows, G, R, OH, OW, kernel, stride,
+                                    dilation, mine):
+            np.matmul(go[n].reshape(G, Og, rows * OW)[:, :, cols], c.transpose(0, 2, 1),
+                      out=prod)
             acc += prod
         return acc
 
