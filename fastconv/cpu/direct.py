@@ -34,9 +34,9 @@ from numba import get_thread_id, njit, prange
 
 from ._common import (ALIGN_BYTES, JIT, U, n_tasks_target, pack_weight, serial_if_small,
                       workspace)
-from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, LONG_TILE_BYTES,
-                    TILE_BYTES, VECTOR_BYTES, grad_tile_cost, grad_tile_of, tile4, tile4_add,
-                    tile4_long, tile4_long_add, tile_width, vec_copy,
+from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, HOST_AVX512,
+                    LONG_TILE_BYTES, TILE_BYTES, VECTOR_BYTES, grad_tile_cost, grad_tile_of,
+                    tile4, tile4_add, tile4_long, tile4_long_add, tile_width, vec_copy,
                     vector_width)
 from . import minor
 from .stencil import stencil2d
@@ -471,7 +471,15 @@ def line_macs(N, G, Cg, Og, out, kernel, stride, padded, itemsize):
     return lines * G * -(-Og // 4) * 4 * -(-line // tw) * tw * Cg * kd * kh * kw
 
 
-MINOR_MAC_COST = 1.3   # line-tile multiply-adds per multiply-add of cpu/minor.py's tiles
+# line-tile multiply-adds per multiply-add of cpu/minor.py's forward tiles: 1.3 on
+# AVX-512; on AVX2 (an AMD EPYC, Zen 3: forward A/B over ten small-plane shapes, one
+# process) the lanes ran 1.0-1.7x slower than the lines where 1.3 had them 10-18 %
+# faster (mnist.conv2 0.73 against 0.57 ms; mnist.conv1's input gradient 2.0 against
+# 0.79): their 4 x 3-vector tiles (16 registers) reuse each load less than AVX-512's
+# 4 x 4. 1.8 keeps the lanes where they won there (mnist.conv2's input gradient 0.99
+# against 1.28 ms)
+MINOR_MAC_COST = 1.3 if HOST_AVX512 else 1.8
+MINOR_WGRAD_MAC_COST = 1.3   # the same for the weight gradient's tiles (both hosts)
 MINOR_OUT_COST = 6.0   # line-tile multiply-adds per output cpu/minor.py transposes back
 
 
@@ -500,7 +508,7 @@ def minor_wgrad_pays(N, G, Cg, Og, out, kernel, stride, padded, dtype):
     V = vector_width(dtype.itemsize)
     wq = -(-padded[2] // stride[2])
     line = -(-((oh - 1) * wq + ow) // V) * V
-    return MINOR_MAC_COST * minor.lanes(N, dtype.itemsize) * oh * ow < N * line
+    return MINOR_WGRAD_MAC_COST * minor.lanes(N, dtype.itemsize) * oh * ow < N * line
 
 
 def batch_minor(N, line, itemsize):
