@@ -86,6 +86,8 @@ def main():
     ap.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS),
                     help="refit these ops only; the others keep this host's constants")
     args = ap.parse_args()
+    if not args.dry_run:
+        read_model_file()
     rng = np.random.default_rng(args.seed)
     # the benchmark's layer shapes (bench/cases.py) first, then random ones
     fixed = [((N, C, H, W), (O, C, k, k), dict(stride=s, padding=p, groups=1))
@@ -170,16 +172,29 @@ def main():
         write_section(model, args.ops)
 
 
+def read_model_file():
+    """cost_model.json's content, with its "hosts" sections (checked before any timing,
+    so that a fit is not lost at the end)."""
+    try:
+        with open(dispatch._MODEL_FILE) as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        data = {}
+    if not isinstance(data, dict) or not isinstance(data.setdefault("hosts", {}), dict):
+        raise SystemExit(f"{dispatch._MODEL_FILE}: not a cost model file (no 'hosts' object)")
+    return data
+
+
 def write_section(model, ops):
     """Replace this host class's section of cost_model.json, keeping the others."""
-    with open(dispatch._MODEL_FILE) as fh:
-        data = json.load(fh)
-    cls, _ = dispatch._model_section(data)
+    data = read_model_file()
+    cls = dispatch._model_section(data)[0]
+    source = f"the {cls} section" if cls else "the built-in defaults"
     kept = [op for op in OPS if op not in ops]
     data["hosts"][dispatch.HOST_CLASS] = {
         "_fitted_on": dispatch._cpu_model(),
         "_comment": f"fitted by bench/fit_cost_model.py on {time.strftime('%Y-%m-%d')}" + (
-            f"; {', '.join(kept)} kept from the {cls} section (--ops)" if kept else ""),
+            f"; {', '.join(kept)} kept from {source} (--ops)" if kept else ""),
         **model}
     with atomic_write(dispatch._MODEL_FILE, "w") as fh:
         json.dump(data, fh, indent=1)

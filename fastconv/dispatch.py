@@ -84,17 +84,21 @@ _DEFAULT_MODEL = {
 }
 
 
-HOST_CLASS = "avx512" if HOST_AVX512 else "avx2"    # the cost model's section for this CPU
+# the cost model's section for this CPU (hosts without AVX-512 run the 32-byte-vector
+# kernels: the avx2 section), then the sections to read when it has none, nearest first
+HOST_CLASS = "avx512" if HOST_AVX512 else "avx2"
+_NEAREST = {"avx512": ("avx2",), "avx2": ("avx512",)}
 
 
 def _model_section(data) -> tuple:
     """(host class, constants) of a cost_model.json's content: the section fitted for
-    this host's class (``data["hosts"][HOST_CLASS]``), else another class's (the nearest
-    measurement there is); (None, {}) when there is none."""
+    this host's class (``data["hosts"][HOST_CLASS]``), else the other class's (the nearest
+    measurement there is, _NEAREST); (None, {}) when there is none (empty sections
+    count as none)."""
     hosts = data.get("hosts") if isinstance(data, dict) else None
     if isinstance(hosts, dict):
-        for cls in [HOST_CLASS] + sorted(k for k in hosts if k != HOST_CLASS):
-            if isinstance(hosts.get(cls), dict):
+        for cls in (HOST_CLASS,) + _NEAREST.get(HOST_CLASS, ()):
+            if isinstance(hosts.get(cls), dict) and hosts[cls]:
                 return cls, hosts[cls]
     return None, {}
 
@@ -216,7 +220,7 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
                 total[k] = total.get(k, 0.0) + v
         return total
     # weight_grad (cpu/direct.direct_bwd_weight): grad_tile steps of R x TB vector FMAs
-    # (the host's tile shape that pads least) along lines of the (phases') padded-width
+    # (the host's tile shape whose tiles cost least, direct.grad_alt) along lines of the (phases') padded-width
     # grid, one call per segment and tap block, grad_out's lines laid out per segment
     kd, kh, kw = k3
     od, oh, ow = o3

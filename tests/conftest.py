@@ -281,3 +281,17 @@ def run_on_emulated_avx2(body, cache_dir):
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ok" in out.stdout
+
+
+@pytest.fixture
+def lanes_costs(monkeypatch):
+    """direct.minor_pays with AVX-512's lanes cost on every host (AVX2 hosts price the
+    lanes forward higher and would run MNIST's conv2 on the lines): for tests of what
+    happens around the lanes kernels at those shapes."""
+    from fastconv.cpu import direct
+    monkeypatch.setattr(direct, "MINOR_MAC_COST", 1.3)
+    for f in (direct.minor_pays, direct.minor_macs):
+        f.cache_clear()
+    yield
+    for f in (direct.minor_pays, direct.minor_macs):
+        f.cache_clear()

@@ -284,7 +284,7 @@ def test_set_autotune_off_writes_nothing(rng, fresh_dispatch):
     assert not (fresh_dispatch / "autotune.json").exists()
 
 
-def test_autotune_times_a_layer_as_the_public_call_runs(fresh_dispatch, monkeypatch):
+def test_autotune_times_a_layer_as_the_public_call_runs(fresh_dispatch, monkeypatch, lanes_costs):
     # nn.Conv2d keeps the lanes kernel's transposed input for its weight gradient
     # (cpu/_common.reuse); autotune's timing runs must not find it (the public calls that
     # share the cache entry pay for the transpose), and the layer still saves it

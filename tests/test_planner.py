@@ -98,6 +98,7 @@ def test_cpu_cost_model_is_per_op(op, x_shape, w_shape, kw):
       "avx2": {"direct": {"forward": {"line": 2.0}}}}, "here"),
     ({"other": {"direct": {"forward": {"line": 3.0}}}}, "other"),
     ({}, None),
+    ({"unknown": {"direct": {"forward": {"line": 4.0}}}}, None),
 ])
 def test_cost_model_section_per_host_class(tmp_path, monkeypatch, hosts, read):
     """cost_model.json holds one model per host class (the vector width the kernels
@@ -105,18 +106,21 @@ def test_cost_model_section_per_host_class(tmp_path, monkeypatch, hosts, read):
     the built-in defaults."""
     import json
     here = dispatch.HOST_CLASS
-    if read == "here":           # this host's section first or second in the file
+    if read == "other":          # the other x86 class's section, and an empty one of ours
+        other = "avx2" if here == "avx512" else "avx512"
+        hosts = {here: {}, other: hosts["other"]}
+    if read == "here":           # this host's section second in the file, after the other's
         hosts = {cls: hosts["avx512" if cls == here else "avx2"]
-                 for cls in sorted(hosts, reverse=here == "avx512")}
+                 for cls in sorted(hosts, key=lambda c: c == here)}
     path = tmp_path / "cost_model.json"
     path.write_text(json.dumps({"_comment": "t", "hosts": hosts}))
     monkeypatch.setattr(dispatch, "_MODEL_FILE", path)
     line = dispatch._load_model()["direct"]["forward"]["line"]
     expect = {"here": 1.0, "other": 3.0, None: dispatch._DEFAULT_MODEL["direct"]["forward"]["line"]}
     assert line == expect[read]
+    other = "avx2" if here == "avx512" else "avx512"
     assert dispatch._model_section(json.loads(path.read_text()))[0] == \
-        {"here": here, "other": "other", None: None}[read]
-    assert dispatch.HOST_CLASS == ("avx512" if dispatch.HOST_AVX512 else "avx2")
+        {"here": here, "other": other, None: None}[read]
 
 
 @pytest.mark.parametrize("x_shape,w_shape,kw", SHAPES)

@@ -574,7 +574,7 @@ def direct_bwd_weight(xp, go, kernel, stride, dilation, groups):
     G = groups
     Cg, Og = C // G, O // G
     T = Cg * KD * KH * KW
-    # the tile shape that pads the channels and taps least (ties: the main one)
+    # the tile shape whose tiles over the channels and taps cost least (ties: the main one)
     alt = grad_alt(Og, T)
     R, TB = grad_shape(alt)
     if minor_wgrad_pays(N, G, Cg, Og, go.shape[2:], tuple(kernel), tuple(stride), xp.shape[2:],
@@ -696,4 +696,4 @@ GRAD_CHUNK = 128        # most tap blocks per weight-gradient task (each task la
 GRAD_SEG_BYTES = 8192   # bytes of one grad_out row segment, divided among the row blocks
                         # (GRAD_ROWS x GRAD_ROW_BLOCKS rows stay in L1)
 GRAD_ROW_BLOCKS = 2     # channel blocks per task
-GRAD_SHAPE = "auto"     # the weight-gradient tile: "auto" (less padding), "main" or "alt"
+GRAD_SHAPE = "auto"     # the weight-gradient tile: "auto" (grad_alt), "main" or "alt"

@@ -4,7 +4,8 @@ over groups by ``np.matmul``).
 Small images share one GEMM per block of images (the column matrix is built in blocks,
 so memory stays bounded). Large images are cut into tiles of whole output rows: each of
 our threads gathers a tile and multiplies it by a single-threaded GEMM straight into the
-output while the tile is still in cache. NumPy's BLAS runs single-threaded during such
+output while the tile is still in cache (the weight gradient: into a partial sum of the
+thread's own). NumPy's BLAS runs single-threaded during such
 a call (threadpoolctl, see cpu/_blas.py); a BLAS that cannot be set keeps the blocked path.
 
 Backward: ``col2im`` scatter-adds ``W^T @ grad_out`` into the padded input gradient;
@@ -237,13 +238,17 @@ def _row_tiles(N, rows, row_bytes):
     return [(n, r0) for n in range(N) for r0 in range(0, rows, nr)], nr
 
 
-def _per_thread(threads, ntiles, worker):
-    """[worker(tiles) for each of our threads]: the threads pull tile indices < ntiles
-    from one shared counter as they finish (next() is atomic), with NumPy's BLAS
-    single-threaded (the caller's _blas.single_threaded block)."""
+def _per_thread(threads, ntiles, worker, static=False):
+    """[worker(tiles) for each of our threads, in thread order], with NumPy's BLAS
+    single-threaded (the caller's _blas.single_threaded block): the threads pull tile
+    indices < ntiles from one shared counter as they finish (next() is atomic), or with
+    ``static`` thread i takes tiles i, i + threads, ... (the same tiles in the same
+    order on every call: partial sums that add up the same)."""
     nxt = itertools.count()
 
-    def run(_):
+    def run(i):
+        if static:
+            return worker(range(i, ntiles, threads))
         return worker(itertools.takewhile(lambda t: t < ntiles, iter(nxt.__next__, None)))
 
     pool = _executor(threads)
@@ -288,7 +293,9 @@ def _fwd_image_per_thread(xp, wm, bias, out, threads, kernel, stride, dilation):
 def _wgrad_image_per_thread(xp, go, gw, threads, kernel, stride, dilation):
     """gw (G, Og, R) = sum over tiles of grad_out's tile @ the tile's column matrix^T:
     each of our threads gathers its tiles (as _fwd_image_per_thread) and accumulates
-    their single-threaded GEMMs into a partial sum of its own; the partials are added."""
+    their single-threaded GEMMs into a partial sum of its own; the partials are added in
+    thread order. The tiles are dealt out statically, so that a call's sums run in the
+    same order every time (the same bits, as the blocked path gives)."""
     N, O, OD, OH, OW = go.shape
     G, Og, R = gw.shape
     rows = OD * OH
@@ -304,7 +311,7 @@ def _wgrad_image_per_thread(xp, go, gw, threads, kernel, stride, dilation):
             acc += prod
         return acc
 
-    for acc in _per_thread(threads, len(tiles), worker):
+    for acc in _per_thread(threads, len(tiles), worker, static=True):
         gw += acc
 
 

@@ -166,7 +166,7 @@ def test_conv2d_input_grad_false_skips_and_weight_matches_public_api():
     np.testing.assert_allclose(conv.bias.grad, G.sum(axis=(0, 2, 3)), rtol=1e-12)
 
 
-def test_conv2d_weight_grad_reuses_only_its_own_forwards_transpose():
+def test_conv2d_weight_grad_reuses_only_its_own_forwards_transpose(lanes_costs):
     # the lanes kernels (many images, small planes: MNIST's conv2) keep the forward's
     # transposed input for the weight gradient: it must be that of the latest forward,
     # in train mode only, and the layer's results those of the public functions
