@@ -198,6 +198,7 @@ def write_section(model, ops):
         **model}
     with atomic_write(dispatch._MODEL_FILE, "w") as fh:
         json.dump(data, fh, indent=1)
+        fh.write("\n")
     print(f"wrote the {dispatch.HOST_CLASS} section of {dispatch._MODEL_FILE}")
 
 

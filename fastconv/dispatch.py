@@ -44,7 +44,7 @@ from ._version import __version__
 from .cpu import direct, im2col, minor, winograd
 from .cpu import engine as cpu_engine
 from .cpu._common import reuse
-from .cpu._simd import HOST_AVX512
+from .cpu._simd import HOST_CLASS
 from .cuda import cost as cuda_cost
 
 OPS = ("forward", "input_grad", "weight_grad")
@@ -84,9 +84,9 @@ _DEFAULT_MODEL = {
 }
 
 
-# the cost model's section for this CPU (hosts without AVX-512 run the 32-byte-vector
-# kernels: the avx2 section), then the sections to read when it has none, nearest first
-HOST_CLASS = "avx512" if HOST_AVX512 else "avx2"
+# the cost model's section for this CPU is HOST_CLASS's (cpu/_simd.py: hosts without
+# AVX-512 run the 32-byte-vector kernels, the avx2 section); when it has none, these,
+# nearest first
 _NEAREST = {"avx512": ("avx2",), "avx2": ("avx512",)}
 
 

@@ -30,6 +30,7 @@ def _host_avx512():
 
 
 HOST_AVX512 = _host_avx512()
+HOST_CLASS = "avx512" if HOST_AVX512 else "avx2"   # the name of this host's tunings
 TILE_VECTORS = 3       # output vectors per channel in one tile
 VECTOR_BYTES = 64 if HOST_AVX512 else 32   # the host's widest vectors (bytes)
 
@@ -204,8 +205,8 @@ def grad_tile_cost(rows, taps):
     return max(rows * taps, 2 * (rows + taps))
 
 
-GRAD_ROWS, GRAD_TAPS = GRAD_TILES["avx512" if HOST_AVX512 else "avx2"]
-GRAD_ALT_ROWS, GRAD_ALT_TAPS = GRAD_TILES["avx512_alt" if HOST_AVX512 else "avx2_alt"]
+GRAD_ROWS, GRAD_TAPS = GRAD_TILES[HOST_CLASS]
+GRAD_ALT_ROWS, GRAD_ALT_TAPS = GRAD_TILES[HOST_CLASS + "_alt"]
 
 
 def _grad_tile_intrinsic(rows, taps, name, vector_bytes):
