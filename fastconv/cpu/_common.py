@@ -21,6 +21,26 @@ def n_tasks_target() -> int:
     return 8 * max(1, numba.get_num_threads())
 
 
+def any_layout(kernel, arrays, *args):
+    """``kernel(*arrays, *args)``, the ``arrays`` typed as writable arrays of any layout
+    ('A'; the kernel must not write to those it is given read-only).
+
+    numba compiles a kernel once per combination of its arguments' types, and an array's
+    type includes its layout (C-contiguous or strided) and whether it is read-only. Large
+    kernels (tens of seconds to compile) that read strides anyway are called through
+    this, so that each compiles once per dtype, whatever the operands it is given (and
+    reuses that compilation from numba's cache)."""
+    sig = tuple(numba.typeof(a).copy(layout="A", readonly=False) for a in arrays) + tuple(
+        numba.typeof(a) for a in args)
+    entry = _ENTRIES.get((kernel, sig))
+    if entry is None:
+        entry = _ENTRIES[(kernel, sig)] = kernel.compile(sig)
+    return entry(*arrays, *args)
+
+
+_ENTRIES = {}     # (kernel, signature) -> its compiled entry point
+
+
 SERIAL_BELOW = 1 << 17   # multiply-adds: below this, waking worker threads costs more
 
 

@@ -227,7 +227,8 @@ def chunks(Np, itemsize, R=4):
     as they come)."""
     nv = Np * itemsize // VECTOR_BYTES
     k = -(-nv // MAX_VECTORS[R])
-    return tuple(nv // k + (i < nv % k) for i in range(k))
+    # an array, not a tuple: a tuple's length is part of its type, one compile per count
+    return np.array([nv // k + (i < nv % k) for i in range(k)], dtype=np.int64)
 
 
 #: multiply-adds' worth of one element transposed, for serial_if_small: 2 threads halve

@@ -43,7 +43,7 @@ from numba import config, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._common import JIT, n_tasks_target, serial_if_small
+from ._common import JIT, any_layout, n_tasks_target, serial_if_small
 
 
 @functools.lru_cache(maxsize=1)
@@ -695,7 +695,10 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt):
         ja = max(j0, pl)
         jb = min(j1, pl + W - kw + 1)
         inner = jb - ja >= min(tw, j1 - j0)
-        buf = np.empty((R + kh - 1 if ext else 0, j1 - j0 + kw - 1 if ext else 0), x.dtype)
+        # the buffers as views of any layout ([:, :]), like x's planes: the tiles are
+        # then compiled once (in _rows), not once for views and once for whole arrays
+        buf = np.empty((R + kh - 1 if ext else 0, j1 - j0 + kw - 1 if ext else 0),
+                       x.dtype)[:, :]
         # edge columns of a larger kernel: the task's rows of the input they read (widened
         # to a tile, reaching into the interior, whose outputs they recompute), copied once
         rb0, rb1 = q * gb, min((q + 1) * gb, nrb)
@@ -705,8 +708,9 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt):
         right = inner and jb < j1 and not _by_definition(j1 - jb, R, kh, kw, tw)
         le = min(j1, max(ja, j0 + tw))
         rs = max(j0, min(jb, j1 - tw))
-        lbuf = np.empty((nr if left else 0, le - j0 + kw - 1 if left else 0), x.dtype)
-        rbuf = np.empty((nr if right else 0, j1 - rs + kw - 1 if right else 0), x.dtype)
+        lbuf = np.empty((nr if left else 0, le - j0 + kw - 1 if left else 0), x.dtype)[:, :]
+        rbuf = np.empty((nr if right else 0, j1 - rs + kw - 1 if right else 0),
+                        x.dtype)[:, :]
         if left:
             _extended(lbuf, xb, ia, nr, j0, le - j0 + kw - 1, pt, pl, mode, fill)
         if right:
@@ -794,6 +798,6 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None)
     tasks = N * G * -(-OW // cw)
     gb = max(1, nrb // max(1, -(-n_tasks_target() // tasks)))   # row blocks per task
     with serial_if_small(N * G * OH * OW * kh * kw):
-        _stencil2d(out, x, w, bias, pt, pl, EXTENSIONS[boundary], out.dtype.type(fill),
-                   R, cw, gb, tw, bool(nt))
+        any_layout(_stencil2d, (out, x), w, bias, pt, pl, EXTENSIONS[boundary],
+                   out.dtype.type(fill), R, cw, gb, tw, bool(nt))
     return out

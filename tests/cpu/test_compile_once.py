@@ -1,0 +1,84 @@
+"""The large kernels compile once per dtype: the layout of an operand (C-contiguous,
+strided, read-only) and the number of lane chunks are not part of the types they are
+compiled for (each compile of the stencil kernel takes ~20 s on a 2-core machine)."""
+import numpy as np
+import pytest
+import scipy.signal as ss
+
+import fastconv as fc
+import naive
+from fastconv.cpu import minor, stencil
+from fastconv.cpu._common import any_layout
+
+
+def _sigs(kernel, dtype):
+    return [s for s in kernel.signatures if str(s[0].dtype) == np.dtype(dtype).name]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_stencil_compiles_once_for_every_layout(dtype, rng):
+    """C-contiguous, strided, reversed and read-only inputs, whole and strided outputs,
+    with and without an extension read in place: every one right (against SciPy), all
+    on one compiled kernel whose arrays are typed 'A'."""
+    big = rng.standard_normal((1, 1, 24, 44)).astype(dtype)
+    w = rng.standard_normal((1, 3, 5)).astype(dtype)
+    ro = big[:, :, 2:22, 2:42].copy()
+    ro.flags.writeable = False
+    inputs = [big[:, :, 2:22, 2:42].copy(), big[:, :, 2:22, 2:42],
+              big[:, :, 21:1:-1, 2:42], ro]
+    for x in inputs:
+        for pads in (None, ((1, 1), (2, 2))):
+            OH, OW = (18, 36) if pads is None else (20, 40)
+            frame = np.zeros((1, 1, OH + 2, OW + 3), dtype)
+            for out in (np.empty((1, 1, OH, OW), dtype), frame[:, :, 1:-1, 2:-1]):
+                stencil.stencil2d(out, x, w, None, pads)
+                want = ss.correlate2d(x[0, 0].astype(np.float64), w[0].astype(np.float64),
+                                      "valid" if pads is None else "same")
+                np.testing.assert_allclose(out[0, 0], want, rtol=0,
+                                           atol=100 * np.finfo(dtype).eps * np.abs(want).max())
+    sigs = _sigs(stencil._stencil2d, dtype)
+    assert len(sigs) == 1, sigs
+    assert sigs[0][0].layout == sigs[0][1].layout == "A" and sigs[0][1].mutable
+
+
+def test_any_layout_calls_the_kernel_on_the_arrays_given(rng):
+    """The entry point it calls computes on the strided, read-only arrays themselves."""
+    a = rng.standard_normal((6, 8))
+    b = a[::2, 1::3]
+    b.setflags(write=False)
+    out = np.zeros((3, 3))
+    any_layout(_copy_scaled, (out, b), 2.0)
+    np.testing.assert_array_equal(out, 2.0 * b)
+    assert all(s[0].layout == "A" for s in _copy_scaled.signatures)
+
+
+def _numba_copy_scaled():
+    from numba import njit
+
+    @njit
+    def copy_scaled(out, x, s):
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                out[i, j] = s * x[i, j]
+    return copy_scaled
+
+
+_copy_scaled = _numba_copy_scaled()
+
+
+def test_minor_forward_compiles_once_for_any_lane_chunks(rng):
+    """Batches with one, two or three lane chunks per position (cpu/minor.chunks) run on
+    one compiled images-in-lanes forward, each against the naive reference."""
+    counts = set()
+    for N in (3, 40, 100):
+        Np = minor.lanes(N, 8)
+        counts.add(minor.chunks(Np, 8).size)
+        x = rng.standard_normal((N, 2, 7, 9))
+        w = rng.standard_normal((5, 2, 3, 3))
+        with pytest.MonkeyPatch.context() as mp:
+            from fastconv.cpu import direct
+            mp.setattr(direct, "minor_pays", lambda *a: True)
+            got = fc.conv2d(x, w, padding=1, algorithm="direct")
+        np.testing.assert_allclose(got, naive.conv(x, w, padding=1), rtol=1e-12, atol=1e-12)
+    assert len(counts) >= 2, counts
+    assert len(_sigs(minor._minor_fwd, np.float64)) == 1
