@@ -23,22 +23,36 @@ def n_tasks_target() -> int:
 
 def any_layout(kernel, arrays, *args):
     """``kernel(*arrays, *args)``, the ``arrays`` typed as writable arrays of any layout
-    ('A'; the kernel must not write to those it is given read-only).
+    ('A'; the kernel must not write to those it is given read-only, and the caller must
+    check that those it writes are writable).
 
     numba compiles a kernel once per combination of its arguments' types, and an array's
     type includes its layout (C-contiguous or strided) and whether it is read-only. Large
-    kernels (tens of seconds to compile) that read strides anyway are called through
+    kernels (20-30 s to compile on 2 cores) that read strides anyway are called through
     this, so that each compiles once per dtype, whatever the operands it is given (and
-    reuses that compilation from numba's cache)."""
-    sig = tuple(numba.typeof(a).copy(layout="A", readonly=False) for a in arrays) + tuple(
-        numba.typeof(a) for a in args)
-    entry = _ENTRIES.get((kernel, sig))
+    reuses that compilation from numba's cache). A call costs a few microseconds more
+    than the dispatcher's own: the entry point is looked up by the arguments' dtypes,
+    dimensions and flags, and the numba types are made only on a miss."""
+    key = (kernel, tuple((a.dtype, a.ndim) for a in arrays), tuple(map(_cheap_type, args)))
+    entry = _ENTRIES.get(key)
     if entry is None:
-        entry = _ENTRIES[(kernel, sig)] = kernel.compile(sig)
+        if not hasattr(kernel, "compile"):           # NUMBA_DISABLE_JIT: plain Python
+            return kernel(*arrays, *args)
+        sig = tuple(numba.typeof(a).copy(layout="A", readonly=False) for a in arrays) + tuple(
+            numba.typeof(a) for a in args)
+        entry = _ENTRIES[key] = kernel.compile(sig)
     return entry(*arrays, *args)
 
 
-_ENTRIES = {}     # (kernel, signature) -> its compiled entry point
+def _cheap_type(a):
+    # what decides an argument's numba type, quicker to get than the type itself
+    if isinstance(a, np.ndarray):
+        f = a.flags
+        return a.dtype, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable
+    return type(a)
+
+
+_ENTRIES = {}     # (kernel, argument descriptions) -> the compiled entry point
 
 
 SERIAL_BELOW = 1 << 17   # multiply-adds: below this, waking worker threads costs more

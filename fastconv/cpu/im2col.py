@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _blas
-from ._common import JIT, U, any_layout, workspace
+from ._common import JIT, U, workspace
 
 COL_BUDGET_BYTES = 48 << 20   # largest column matrix held at once
 BATCH_BELOW_BYTES = 1 << 20   # images with a smaller column matrix share one GEMM
@@ -173,7 +173,7 @@ def _gather(xp, n0, nb, row0, nrows, G, R, OH, OW, kernel, stride, dilation, sta
     else:
         col = workspace("col", (G, R, nb * L), xp.dtype)
         col4 = col.reshape(G, R, nb, L).transpose(2, 0, 1, 3)
-    any_layout(_im2col, (col4,), xp, n0, row0, OH, OW, *kernel, *stride, *dilation)
+    _im2col(col4, xp, n0, row0, OH, OW, *kernel, *stride, *dilation)
     return col
 
 
@@ -266,7 +266,7 @@ def _gathered(xp, tiles, nr, rows, G, R, OH, OW, kernel, stride, dilation, mine)
         n, r0 = tiles[t]
         m = min(nr, rows - r0)
         c = col[:, :, :, :m * OW]
-        any_layout(_im2col_serial, (c,), xp, n, r0, OH, OW, *kernel, *stride, *dilation)
+        _im2col_serial(c, xp, n, r0, OH, OW, *kernel, *stride, *dilation)
         yield n, slice(r0 * OW, (r0 + m) * OW), c[0]
 
 

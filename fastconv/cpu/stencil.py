@@ -97,7 +97,7 @@ NT_MAX_TAPS = 0
 def _no_unroll(branch):
     """Mark the latch ``branch`` of a loop so that LLVM does not unroll it. The tiles'
     loops already run many independent multiply-adds per step: unrolled, the kernel was
-    8x the code, compiled in 22.6 s instead of 13.7 (float64, 2 cores) and ran 5-20 %
+    8x the code, compiled in 22.6 s instead of 12.8-13.7 (float64, 2 cores) and ran 5-20 %
     slower on 2-D images (as fast on the 1-D signal). (cpu/_simd.py's direct tiles ran
     5-15 % faster unrolled, so they stay so.)"""
     module = branch.parent.parent.module
@@ -655,6 +655,13 @@ def _edge_definition(out, oi, R, oj0, oj1, x, pt, pl, mode, fill, w, b0):
             out[i, j] = s
 
 
+@njit(inline="always", **JIT)
+def _scratch(rows, cols, dtype):
+    # a per-task buffer, as a view of any layout ([:, :]) like x's planes: the tiles are
+    # then compiled once (in _rows), not once for such views and once for whole arrays
+    return np.empty((rows, cols), dtype)[:, :]
+
+
 @njit(**JIT)
 def _from_extension(out, oi, R, oj0, oj1, x, pt, pl, mode, fill, w, b0, tw, nt, buf):
     # output rows [oi, oi + R) x columns [oj0, oj1) from a copy of the extended input
@@ -709,10 +716,7 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt):
         ja = max(j0, pl)
         jb = min(j1, pl + W - kw + 1)
         inner = jb - ja >= min(tw, j1 - j0)
-        # the buffers as views of any layout ([:, :]), like x's planes: the tiles are
-        # then compiled once (in _rows), not once for views and once for whole arrays
-        buf = np.empty((R + kh - 1 if ext else 0, j1 - j0 + kw - 1 if ext else 0),
-                       x.dtype)[:, :]
+        buf = _scratch(R + kh - 1 if ext else 0, j1 - j0 + kw - 1 if ext else 0, x.dtype)
         # edge columns of a larger kernel: the task's rows of the input they read (widened
         # to a tile, reaching into the interior, whose outputs they recompute), copied once
         rb0, rb1 = q * gb, min((q + 1) * gb, nrb)
@@ -722,9 +726,8 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt):
         right = inner and jb < j1 and not _by_definition(j1 - jb, R, kh, kw, tw)
         le = min(j1, max(ja, j0 + tw))
         rs = max(j0, min(jb, j1 - tw))
-        lbuf = np.empty((nr if left else 0, le - j0 + kw - 1 if left else 0), x.dtype)[:, :]
-        rbuf = np.empty((nr if right else 0, j1 - rs + kw - 1 if right else 0),
-                        x.dtype)[:, :]
+        lbuf = _scratch(nr if left else 0, le - j0 + kw - 1 if left else 0, x.dtype)
+        rbuf = _scratch(nr if right else 0, j1 - rs + kw - 1 if right else 0, x.dtype)
         if left:
             _extended(lbuf, xb, ia, nr, j0, le - j0 + kw - 1, pt, pl, mode, fill)
         if right:
@@ -790,6 +793,8 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None)
     (pt, pb), (pl, pr) = pads if pads is not None else ((0, 0), (0, 0))
     if out.size == 0:
         return out
+    if not out.flags.writeable:
+        raise ValueError(f"stencil2d: out (shape {out.shape}) is read-only")
     assert x.shape[:2] == (N, G) and x.shape[2] + pt + pb == OH + kh - 1 \
         and x.shape[3] + pl + pr == OW + kw - 1 and min(pt, pb, pl, pr) >= 0, \
         (out.shape, x.shape, w.shape, pads)
@@ -801,8 +806,10 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None)
         return out
     if x.strides[3] != x.itemsize and x.shape[3] > 1:
         x = np.ascontiguousarray(x)
-    w = np.ascontiguousarray(w, dtype=out.dtype)
-    bias = np.zeros(G, out.dtype) if bias is None else np.asarray(bias, out.dtype)
+    # C-contiguous and writable (small copies where not): the kernel's one compile per
+    # dtype (any_layout) covers the images, these are typed as they come
+    w = np.require(w, out.dtype, ["C", "W"])
+    bias = np.zeros(G, out.dtype) if bias is None else np.require(bias, out.dtype, ["C", "W"])
     if nt is None:
         nt = out.nbytes >= NT_MIN_BYTES and kh * kw <= NT_MAX_TAPS
     R = rows_for(kh, OH)
