@@ -103,7 +103,9 @@ def _no_unroll(branch):
     module = branch.parent.parent.module
     hint = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
     loop_id = ir.MDValue(module, [hint], name=str(len(module.metadata)))
-    loop_id.operands = (loop_id, hint)      # a loop's id names itself first
+    # a loop's id names itself first (so llvmlite cannot hash or compare this node: it
+    # recurses into its operands; use it only as the branch's metadata, as here)
+    loop_id.operands = (loop_id, hint)
     branch.set_metadata("llvm.loop", loop_id)
 
 
