@@ -220,8 +220,9 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
                 total[k] = total.get(k, 0.0) + v
         return total
     # weight_grad (cpu/direct.direct_bwd_weight): grad_tile steps of R x TB vector FMAs
-    # (the host's tile shape whose tiles cost least, direct.grad_alt) along lines of the (phases') padded-width
-    # grid, one call per segment and tap block, grad_out's lines laid out per segment
+    # (the host's tile shape whose tiles cost least, direct.grad_alt) along lines of the
+    # (phases') padded-width grid, one call per segment and tap block, grad_out's lines
+    # laid out per segment
     kd, kh, kw = k3
     od, oh, ow = o3
     V = direct.vector_width(isz)

@@ -4,6 +4,7 @@ compiled for (each compile of the stencil kernel took 20-30 s on a 2-core machin
 import numpy as np
 import pytest
 import scipy.signal as ss
+from numba import njit
 
 import fastconv as fc
 import naive
@@ -65,18 +66,11 @@ def test_any_layout_calls_the_kernel_on_the_arrays_given(rng):
     assert all(s[0].layout == "A" for s in _copy_scaled.signatures)
 
 
-def _numba_copy_scaled():
-    from numba import njit
-
-    @njit
-    def copy_scaled(out, x, s):
-        for i in range(x.shape[0]):
-            for j in range(x.shape[1]):
-                out[i, j] = s * x[i, j]
-    return copy_scaled
-
-
-_copy_scaled = _numba_copy_scaled()
+@njit
+def _copy_scaled(out, x, s):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = s * x[i, j]
 
 
 def test_minor_forward_compiles_once_for_any_lane_chunks(rng):
