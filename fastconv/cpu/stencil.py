@@ -12,7 +12,8 @@ that is (R + kh - 1) * V loads for R * kh * V fused multiply-adds, instead of on
 per multiply-add. The rows a tile walks fall in three phases -- the first R - 1 feed a
 growing set of output rows, the steady middle all R, the last R - 1 a shrinking set --
 so R <= kh; each phase is generated with its rows' sets known at compile time. Outputs
-narrower than a tile take half-width tiles, narrower than that the definition.
+narrower than a tile take half-width tiles, narrower than that the definition; the rest
+of a row after whole tiles takes a half tile where one covers it.
 
 Kernels of one row (1-D signals) have no rows to share loads between; their tile is one
 row of ROW_VECTORS vectors whose taps run in blocks of one vector's lanes: the V + 1
@@ -24,7 +25,8 @@ multi-row tile runs 2-D ones, with vectors for rows: it walks the input vectors 
 shifts each pair once per tap of a block, and feeds every output vector of the tile that
 uses the shifted input (block u - v) with its own broadcast weight -- L - 1 shuffles per
 STREAM_VECTORS * L multiply-adds instead of per ROW_VECTORS, and at two places of the
-row at once, so that each weight broadcast feeds two multiply-adds.
+row at once, so that each weight broadcast feeds two multiply-adds. (Below 64-byte
+vectors that tile loads each shifted input unaligned instead: SHIFT_BY_LOADS.)
 
 Tasks are strips of columns whose input rows fit in L1, walked downwards block by block
 (the block below reuses kh - 1 of the rows); each tile prefetches the R rows the next
@@ -67,10 +69,14 @@ def vector_bytes():
 
 VECTOR_BYTES = vector_bytes()
 # AVX-512 has 32 vector registers: 4 x 4 accumulators + 4 inputs + 1 weight; AVX/SSE 16:
-# 4 x 2 accumulators + 2 + 1 (at least 8 independent chains hide the FMA latency)
+# 4 x 3 accumulators + 3 + 1 (at least 8 independent chains hide the FMA latency). Half
+# tiles (HALF vectors) take outputs narrower than a tile and the rest of a row that a
+# half tile covers. AVX2 tiles of 3 vectors against 2, 1024x1024 'same' in alternating
+# processes (AMD Zen 3, ms): float64 k=5 1.15-1.22 vs 1.35-1.38, k=7 1.60-1.66 vs
+# 1.77-1.78, k=15 6.55-6.72 vs 7.07-7.16; float32 k=7 0.94-0.99 vs 1.09, k=15 3.12 vs 3.30.
 ROWS = 4
-VECTORS = 4 if VECTOR_BYTES == 64 else 2
-HALF = max(1, VECTORS // 2)
+VECTORS = 4 if VECTOR_BYTES == 64 else 3
+HALF = 2 if VECTOR_BYTES == 64 else 1
 
 
 def lanes(itemsize):
@@ -92,6 +98,15 @@ def tile_width(itemsize):
 # 1-D 101-tap signal. ``stencil2d(..., nt=True)`` still asks for them.
 NT_MIN_BYTES = 4 << 20
 NT_MAX_TAPS = 0
+
+# How the one-row tiles (1-D signals) make a tap's shifted input: by shifting a pair of
+# aligned vectors in registers (a lane shuffle) at 64-byte vectors, where every other
+# load would straddle two cache lines; by one unaligned load at 32 bytes and less. On the
+# AVX2 development machine (AMD Zen 3), 1e6 samples x 101 taps in one process, best of
+# blocks, twice: loads 83-88 GFLOP/s float64 against 72-75 with shuffles (there a
+# two-source lane shift is two shuffles, on a pipe the FMAs use), float32 125-149
+# against 122. AVX-512 kept the shuffles it was built with (``valign``, one shuffle).
+SHIFT_BY_LOADS = VECTOR_BYTES < 64
 
 
 def _no_unroll(branch):
@@ -417,9 +432,10 @@ def _codegen_row(context, builder, sig, args, V):
     return context.get_dummy_value()
 
 
-def _stream_intrinsic(R, S=1):
+def _stream_intrinsic(R, S=1, loads=SHIFT_BY_LOADS):
     """A one-row tile of R vectors (at S places ``dist`` columns apart) for long one-row
-    kernels: see :func:`_codegen_stream`."""
+    kernels, shifted inputs by unaligned ``loads`` or by shuffles: see
+    :func:`_codegen_stream`."""
     def tile(typingctx, out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, d_t,
              nt_t):
         arrays = (out_t, x_t, w_t)
@@ -429,13 +445,13 @@ def _stream_intrinsic(R, S=1):
             return None
         sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, d_t, nt_t)
         return sig, lambda context, builder, s, args: _codegen_stream(context, builder, s, args,
-                                                                       R, S)
+                                                                       R, S, loads)
 
-    tile.__name__ = tile.__qualname__ = f"stencil_stream_{R}x{S}"
+    tile.__name__ = tile.__qualname__ = f"stencil_stream_{R}x{S}{'_loads' if loads else ''}"
     return intrinsic(tile)
 
 
-def _codegen_stream(context, builder, sig, args, R, S):
+def _codegen_stream(context, builder, sig, args, R, S, loads):
     """One output row, R vectors of L lanes, for kernels of one row with at least R whole
     blocks of L taps (nb = (kw - 1) // L >= R). The 1-D correlation as a 2-D one on
     vectors: output vector v takes input vector u = v + j with the taps of block j, and
@@ -445,7 +461,8 @@ def _codegen_stream(context, builder, sig, args, R, S):
     j = u - v) takes it with its own broadcast weight: L - 1 shuffles per R * L
     multiply-adds (the one-row tile: per V * L). Ramp-up, steady and ramp-down phases as
     in :func:`_codegen`; the last 1..L taps load their inputs per tap (never past the
-    input the tile needs)."""
+    input the tile needs). With ``loads`` each shifted input is one unaligned load
+    instead of a shuffle of the pair (see SHIFT_BY_LOADS)."""
     (dt, i64, i32, isz, L, vty, vptr, fma, cast, W, b0, kw, obase0, xbase0,
      rso, rsx) = _row_setup(context, builder, sig, args)
     dist = cast(10)
@@ -468,14 +485,18 @@ def _codegen_stream(context, builder, sig, args, R, S):
     def step(u, active, acc):
         """Input vector u (i64) feeds the output vectors ``active`` (block u - v) of
         each place q (accumulator q * R + v)."""
-        pairs = [(vload(xb, builder.mul(u, i64(L))),
-                  vload(xb, builder.mul(builder.add(u, i64(1)), i64(L)))) for xb in xbases]
+        ul = builder.mul(u, i64(L))
+        pairs = [] if loads else [
+            (vload(xb, ul), vload(xb, builder.add(ul, i64(L)))) for xb in xbases]
         acc = list(acc)
         wrows = {v: builder.gep(W.data, [builder.mul(builder.sub(u, i64(v)), i64(L))])
                  for v in active}
         for s in range(L):
-            shs = [a0 if s == 0 else builder.shuffle_vector(a0, a1, masks[s])
-                   for a0, a1 in pairs]
+            if loads:
+                shs = [vload(xb, builder.add(ul, i64(s))) for xb in xbases]
+            else:
+                shs = [a0 if s == 0 else builder.shuffle_vector(a0, a1, masks[s])
+                       for a0, a1 in pairs]
             for v in active:
                 wv = splat(builder.load(builder.gep(wrows[v], [i64(s)])))
                 for q, sh in enumerate(shs):
@@ -601,7 +622,11 @@ def _rows(out, oi, R, oj0, oj1, x, xi, xj0, w, b0, tw, nt):
         _tile(out, oi, j, x, xi, j + dx, w, kh, kw, b0, R, wide, nt)
         j += tw
     if j < oj1:
-        _tile(out, oi, oj1 - tw, x, xi, oj1 - tw + dx, w, kh, kw, b0, R, wide, nt)
+        hw = tw * HALF // VECTORS
+        if wide and oj1 - j <= hw:          # the rest fits a half tile
+            _tile(out, oi, oj1 - hw, x, xi, oj1 - hw + dx, w, kh, kw, b0, R, False, nt)
+        else:
+            _tile(out, oi, oj1 - tw, x, xi, oj1 - tw + dx, w, kh, kw, b0, R, wide, nt)
 
 
 @njit(inline="always", **JIT)

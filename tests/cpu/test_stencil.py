@@ -37,8 +37,10 @@ def check(got, want, dtype):
 
 
 def edge_sizes(tile, half):
-    """Lengths around a full and a half tile, and tiny ones."""
-    return sorted({n for t in (half, tile, 2 * tile) for n in (t - 1, t, t + 1)} | {1, 2, 5})
+    """Lengths around a full and a half tile, whole tiles and a half (the rest in a half
+    tile or an overlapping full one), and tiny ones."""
+    return sorted({n for t in (half, tile, 2 * tile, tile + half, 2 * tile + half)
+                   for n in (t - 1, t, t + 1)} | {1, 2, 5})
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -232,6 +234,63 @@ def test_stencil_row_tiles_every_edge(dtype, rng):
             check(out, reference(x, w, np.zeros(1, dtype)), dtype)
 
 
+_STREAM_TILES = {}
+
+
+def stream_tile_runner(S, loads):
+    """A kernel that runs the streaming one-row tile (S places, shifted inputs by
+    ``loads`` or by shuffles) once, output column oj reading x from column 0, with
+    places dist apart: the host runs
+    one of the two ways in stencil2d, this runs both on any host (compiling the tile
+    alone, not the whole stencil)."""
+    key = (S, loads)
+    if key not in _STREAM_TILES:
+        from numba import njit
+        tile = stencil._stream_intrinsic(stencil.STREAM_VECTORS, S, loads)
+
+        @njit
+        def run(out, oj, x, w, b0, dist):
+            tile(out, 0, oj, x, 0, 0, w, 1, w.shape[1], b0, dist, False)
+
+        _STREAM_TILES[key] = run
+    return _STREAM_TILES[key]
+
+
+@pytest.mark.parametrize("loads", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stream_tile_both_shifts(dtype, loads, rng):
+    """The streaming tile with its shifted inputs made by unaligned loads (hosts below
+    64-byte vectors) and by shuffles (AVX-512), one and two places, kernel lengths from
+    its least (STREAM_VECTORS whole blocks of taps) up: integers exactly, against the
+    reference; nothing read past the input the tile needs (NaN/huge values around it)
+    nor written outside its outputs."""
+    lanes = stencil.lanes(np.dtype(dtype).itemsize)
+    sv = stencil.STREAM_VECTORS
+    poison = np.nan if np.dtype(dtype).kind == "f" else np.iinfo(dtype).max
+    for S in (1, 2):
+        run = stream_tile_runner(S, loads)
+        for kw in sorted({sv * lanes + 1, sv * lanes + 2, (sv + 1) * lanes,
+                          (sv + 1) * lanes + 1, (sv + 3) * lanes + lanes - 1, 101}):
+            width = sv * lanes                   # outputs of one place
+            dist = width + 3                     # the places apart, not vector-aligned
+            OW = (S - 1) * dist + width
+            big = np.full((1, OW + kw - 1 + 2 * lanes), poison, dtype)
+            x = big[:, lanes:lanes + OW + kw - 1]
+            x[...] = rng.integers(-9, 10, x.shape)
+            w = rng.integers(-9, 10, (1, kw)).astype(dtype)
+            out = np.full((1, OW + 2 * lanes), 77, dtype)
+            run(out, lanes, x, w, dtype(3), dist)
+            want = reference(x.reshape(1, 1, 1, -1), w.reshape(1, 1, kw),
+                             np.full(1, 3, dtype))[0, 0]
+            for q in range(S):
+                got = out[:, lanes + q * dist:lanes + q * dist + width]
+                check(got, want[:, q * dist:q * dist + width], dtype)
+            written = np.zeros(out.shape, bool)
+            for q in range(S):
+                written[:, lanes + q * dist:lanes + q * dist + width] = True
+            assert (out[~written] == 77).all(), (S, kw)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stencil_float_values_and_strips(dtype, monkeypatch, rng):
     """Random floats (not only small integers) within a few ulps of float64; tiny L1
@@ -270,13 +329,13 @@ def test_vector_width_is_the_hosts():
 
 def test_avx2_tiles_in_a_subprocess(tmp_path):
     """A host without AVX-512 (emulated: LLVM told the CPU has none) gets 32-byte
-    vectors, 2-vector tiles and the row tile on 4-lane shifts; 2-D and 1-D results
+    vectors, 3-vector tiles and the row tile on 4-lane shifts; 2-D and 1-D results
     against SciPy, integers exactly. (Its own numba cache: compiled code is keyed by the
     CPU, not by this patch.)"""
     run_on_emulated_avx2("""
         import numpy as np, scipy.signal as ss
         from fastconv.cpu import stencil
-        assert stencil.VECTOR_BYTES == 32 and stencil.VECTORS == 2, stencil.VECTOR_BYTES
+        assert stencil.VECTOR_BYTES == 32 and stencil.VECTORS == 3, stencil.VECTOR_BYTES
         rng = np.random.default_rng(0)
         for dt in (np.float32, np.float64, np.int64):
             for (H, W, kh, kw) in [(9, 40, 3, 3), (6, 70, 5, 7), (1, 300, 1, 9),
