@@ -530,15 +530,38 @@ def _phase_split(xp, sh, sw, out=None):
     Hq, Wq = -(-Hp // sh), -(-Wp // sw)
     xq = (workspace("phases", (N, C, sh, sw, Dp, Hq, Wq), xp.dtype) if out is None
           else out.reshape(N, C, sh, sw, Dp, Hq, Wq))
-    if Hp % sh:
-        xq[:, :, :, :, :, Hq - 1] = 0
-    if Wp % sw:
-        xq[..., Wq - 1] = 0
-    for ph in range(sh):
-        for pw in range(sw):
-            src = xp[:, :, :, ph::sh, pw::sw]
-            xq[:, :, ph, pw, :, :src.shape[3], :src.shape[4]] = src
+    with serial_if_small(xq.size):
+        _split_rows(xq, xp)
     return xq.reshape(N, C * sh * sw, Dp, Hq, Wq)
+
+
+@njit(parallel=True, **JIT)
+def _split_rows(xq, xp):
+    # xq[n, c, ph, pw, d, i, j] = xp[n, c, d, i*sh + ph, j*sw + pw], zero past xp's edge:
+    # in parallel over the phases' rows (numpy's strided copies of the phases ran on one
+    # core: 1.35 ms of the stem's 16 ms weight gradient)
+    N, C, sh, sw, D, Hq, Wq = xq.shape
+    Hp, Wp = xp.shape[3], xp.shape[4]
+    for t in prange(N * C * D * Hq):
+        i = t % Hq
+        r = t // Hq
+        d = r % D
+        r = r // D
+        c = r % C
+        n = r // C
+        for ph in range(sh):
+            h = i * sh + ph
+            for pw in range(sw):
+                dst = xq[n, c, ph, pw, d, i]
+                if h >= Hp:
+                    dst[:] = 0
+                    continue
+                src = xp[n, c, d, h]
+                nj = (Wp - pw + sw - 1) // sw          # the columns of phase pw
+                for j in range(nj):
+                    dst[j] = src[j * sw + pw]
+                for j in range(nj, Wq):
+                    dst[j] = 0
 
 
 def _pack(w, groups, Dp, HWp, Wp, dd, dh, dw, sh, sw, nm=1):

@@ -169,3 +169,25 @@ def test_pack_weight_cached_index_and_direct_build_agree(data):
                     want[g, ob, :, j] = w[g * Og + ob * R + j, taps]
     np.testing.assert_array_equal(cached, want)
     np.testing.assert_array_equal(built, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_phase_split_matches_strided_slices(dtype, rng):
+    """The polyphase split (strided forward and weight gradient) against numpy's strided
+    slices: plane (c*sh + ph)*sw + pw holds xp[n, c, :, ph::sh, pw::sw], zero where a
+    phase is a row or column short; odd and even extents, depths, a strided input, and
+    a reused workspace holding another call's values."""
+    from fastconv.cpu import direct
+    for (N, C, D, H, W), (sh, sw) in [((2, 3, 1, 9, 11), (2, 2)), ((1, 2, 3, 7, 8), (3, 2)),
+                                      ((2, 1, 2, 5, 5), (1, 3)), ((1, 2, 1, 2, 1), (2, 2))]:
+        xp = rng.integers(-9, 10, (N, C, D, H, 2 * W)).astype(dtype)[..., ::2]
+        for _ in range(2):
+            got = direct._phase_split(xp, sh, sw)
+            Hq, Wq = -(-H // sh), -(-W // sw)
+            want = np.zeros((N, C, sh, sw, D, Hq, Wq), dtype)
+            for ph in range(sh):
+                for pw in range(sw):
+                    src = xp[:, :, :, ph::sh, pw::sw]
+                    want[:, :, ph, pw, :, :src.shape[3], :src.shape[4]] = src
+            np.testing.assert_array_equal(got, want.reshape(N, C * sh * sw, D, Hq, Wq))
+            xp = xp[..., ::-1].copy()
