@@ -105,7 +105,7 @@ def test_stencil_extension_edges(dtype, data):
     tw = stencil.tile_width(isz)
     half = tw * stencil.HALF // stencil.VECTORS
     lanes = stencil.lanes(isz)
-    W = data.draw(st.sampled_from(edge_sizes(tw, half) + [3 * lanes * stencil.STREAM_VECTORS]))
+    W = data.draw(st.sampled_from(edge_sizes(tw, half) + [3 * lanes * stencil.stream_vectors(isz)]))
     H = data.draw(st.integers(1, 2 * stencil.ROWS + 3))
     kh = data.draw(st.sampled_from([1, 2, 3, 5, H, H + 2]))
     kw = data.draw(st.sampled_from([1, 2, 3, 4, 9, 4 * lanes + 1, (4 * lanes + 1) * 2, W,
@@ -177,10 +177,10 @@ def row_sizes(rw, sw):
                   | {1, 2, 5, rw // 2})
 
 
-def tap_counts(lanes):
+def tap_counts(lanes, isz):
     """Kernel lengths around the one-row tiles' blocks of ``lanes`` taps, below and above
-    the streaming tile's STREAM_VECTORS whole blocks."""
-    sv = stencil.STREAM_VECTORS
+    the streaming tile's stream_vectors(isz) whole blocks."""
+    sv = stencil.stream_vectors(isz)
     return sorted({1, 2, 3} | {n for t in (lanes, 2 * lanes, 3 * lanes, sv * lanes,
                                            (sv + 1) * lanes, (sv + 3) * lanes)
                                for n in (t - 1, t, t + 1)})
@@ -197,8 +197,8 @@ def test_stencil_row_tile_edges(dtype, data):
     isz = np.dtype(dtype).itemsize
     lanes = stencil.lanes(isz)
     rw = lanes * stencil.ROW_VECTORS
-    OW = data.draw(st.sampled_from(row_sizes(rw, lanes * stencil.STREAM_VECTORS)))
-    kw = data.draw(st.sampled_from(tap_counts(lanes)))
+    OW = data.draw(st.sampled_from(row_sizes(rw, lanes * stencil.stream_vectors(isz))))
+    kw = data.draw(st.sampled_from(tap_counts(lanes, isz)))
     OH = data.draw(st.integers(1, 3))
     N, G = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
@@ -225,8 +225,8 @@ def test_stencil_row_tiles_every_edge(dtype, rng):
     as separate images would repeat the same tiles)."""
     isz = np.dtype(dtype).itemsize
     lanes = stencil.lanes(isz)
-    for kw in tap_counts(lanes):
-        for OW in row_sizes(lanes * stencil.ROW_VECTORS, lanes * stencil.STREAM_VECTORS):
+    for kw in tap_counts(lanes, isz):
+        for OW in row_sizes(lanes * stencil.ROW_VECTORS, lanes * stencil.stream_vectors(isz)):
             x = rng.integers(-9, 10, (1, 1, 1, OW + kw - 1)).astype(dtype)
             w = rng.integers(-9, 10, (1, 1, kw)).astype(dtype)
             out = np.empty((1, 1, 1, OW), dtype)
@@ -246,7 +246,7 @@ def stream_tile_runner(S, loads):
     key = (S, loads)
     if key not in _STREAM_TILES:
         from numba import njit
-        tile = stencil._stream_intrinsic(stencil.STREAM_VECTORS, S, loads)
+        tile = stencil._stream_intrinsic(S, loads)
 
         @njit
         def run(out, oj, x, w, b0, dist):
@@ -261,11 +261,11 @@ def stream_tile_runner(S, loads):
 def test_stream_tile_both_shifts(dtype, loads, rng):
     """The streaming tile with its shifted inputs made by unaligned loads (hosts below
     64-byte vectors) and by shuffles (AVX-512), one and two places, kernel lengths from
-    its least (STREAM_VECTORS whole blocks of taps) up: integers exactly, against the
+    its least (stream_vectors() whole blocks of taps) up: integers exactly, against the
     reference; nothing read past the input the tile needs (NaN/huge values around it)
     nor written outside its outputs."""
     lanes = stencil.lanes(np.dtype(dtype).itemsize)
-    sv = stencil.STREAM_VECTORS
+    sv = stencil.stream_vectors(np.dtype(dtype).itemsize)
     poison = np.nan if np.dtype(dtype).kind == "f" else np.iinfo(dtype).max
     for S in (1, 2):
         run = stream_tile_runner(S, loads)

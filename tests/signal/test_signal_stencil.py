@@ -104,7 +104,7 @@ def signals(draw):
     """1-D signals around the stencil kernel's strips (of a tiny L1 budget: one tile) and
     one-row tiles, kernels around their blocks of taps, up to longer than the signal."""
     lanes = stencil.lanes(8)
-    sw = lanes * stencil.STREAM_VECTORS
+    sw = lanes * stencil.stream_vectors(8)
     n = draw(st.sampled_from(sorted({t + d for t in (1, sw, 3 * sw, 8 * sw, 1000)
                                      for d in (-1, 0, 1) if t + d > 0})))
     m = draw(st.sampled_from(sorted({1, 2, 3, lanes + 1, sw + 1, sw + lanes + 2, 101,
