@@ -602,11 +602,14 @@ def _rows(out, oi, R, oj0, oj1, x, xi, xj0, w, b0, tw, nt):
         sv = STREAM_VECTORS_8BYTE if lanes * 8 == VECTOR_BYTES else STREAM_VECTORS
         sw = lanes * sv
         if (kw - 1) // lanes >= sv and oj1 - oj0 >= sw:
-            half = (oj1 - oj0) // sw // 2          # tile t with tile t + half
-            for t in range(half):
-                j = oj0 + t * sw
-                _s2(out, oi, j, x, xi, j + dx, w, kh, kw, b0, half * sw, nt)
-            j = oj0 + 2 * half * sw
+            # pairs of adjacent tiles (places sw apart): one input stream per task, not
+            # two half a strip apart; as fast or faster (1e6 x 101 float64, two runs:
+            # 2.07-2.08 against 2.09-2.15 ms), and no place distances near a multiple
+            # of 4 KB, whose loads and stores would share L1 sets
+            for t in range((oj1 - oj0) // sw // 2):
+                j = oj0 + 2 * t * sw
+                _s2(out, oi, j, x, xi, j + dx, w, kh, kw, b0, sw, nt)
+            j = oj0 + (oj1 - oj0) // sw // 2 * 2 * sw
             while j + sw <= oj1:
                 _s1(out, oi, j, x, xi, j + dx, w, kh, kw, b0, 0, nt)
                 j += sw
