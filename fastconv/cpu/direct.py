@@ -32,8 +32,8 @@ import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
-from ._common import (ALIGN_BYTES, JIT, U, n_tasks_target, pack_weight, serial_if_small,
-                      workspace)
+from ._common import (ALIGN_BYTES, JIT, U, any_layout, n_tasks_target, pack_weight,
+                      serial_if_small, workspace)
 from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, HOST_AVX512,
                     LONG_TILE_BYTES, TILE_BYTES, VECTOR_BYTES, grad_tile_cost, grad_tile_of,
                     tile4, tile4_add, tile4_long, tile4_long_add, tile_width, vec_copy,
@@ -531,7 +531,7 @@ def _phase_split(xp, sh, sw, out=None):
     xq = (workspace("phases", (N, C, sh, sw, Dp, Hq, Wq), xp.dtype) if out is None
           else out.reshape(N, C, sh, sw, Dp, Hq, Wq))
     with serial_if_small(xq.size):
-        _split_rows(xq, xp)
+        any_layout(_split_rows, (xq, xp))
     return xq.reshape(N, C * sh * sw, Dp, Hq, Wq)
 
 

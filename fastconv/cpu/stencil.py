@@ -99,9 +99,11 @@ def tile_width(itemsize):
 NT_MIN_BYTES = 4 << 20
 NT_MAX_TAPS = 0
 
-# How the one-row tiles (1-D signals) make a tap's shifted input: by shifting a pair of
-# aligned vectors in registers (a lane shuffle) at 64-byte vectors, where every other
-# load would straddle two cache lines; by one unaligned load at 32 bytes and less. On the
+# How the streaming one-row tile (1-D signals of at least stream_vectors() blocks of
+# taps) makes a tap's shifted input: by shifting a pair of aligned vectors in registers
+# (a lane shuffle) at 64-byte vectors, where every other load would straddle two cache
+# lines; by one unaligned load at 32 bytes and less (the shorter kernels' row tile, whose
+# inputs feed one multiply-add each, always shuffles: loads were slower there). On the
 # AVX2 development machine (AMD Zen 3), 1e6 samples x 101 taps in one process, best of
 # blocks, twice: loads 83-88 GFLOP/s float64 against 72-75 with shuffles (there a
 # two-source lane shift is two shuffles, on a pipe the FMAs use), float32 125-149
@@ -443,7 +445,7 @@ def _stream_intrinsic(S=1, loads=SHIFT_BY_LOADS):
                 and w_t.layout == "C" and isinstance(out_t.dtype, (types.Float, types.Integer))
                 and x_t.dtype == out_t.dtype and w_t.dtype == out_t.dtype):
             return None
-        R = stream_vectors(out_t.dtype.bitwidth // 8)
+        R = _stream_vectors(out_t.dtype.bitwidth // 8)
         sig = types.void(out_t, oi_t, oj_t, x_t, xi_t, xj_t, w_t, kh_t, kw_t, b0_t, d_t, nt_t)
         return sig, lambda context, builder, s, args: _codegen_stream(context, builder, s, args,
                                                                        R, S, loads)
@@ -527,7 +529,8 @@ def _codegen_stream(context, builder, sig, args, R, S, loads):
 
 
 # tiles of R = 1..ROWS output rows (R <= kh, R <= the output's height), VECTORS wide
-# and half that (for outputs narrower than a full tile: depthwise layers' 56-wide planes)
+# and HALF wide (outputs narrower than a full tile: depthwise layers' small planes; and
+# the rest of a row after whole tiles where a half tile covers it)
 _w1, _w2, _w3, _w4 = (_stencil_intrinsic(R, VECTORS) for R in range(1, ROWS + 1))
 _h1, _h2, _h3, _h4 = (_stencil_intrinsic(R, HALF) for R in range(1, ROWS + 1))
 # one-row kernels (1-D signals): 4 vectors, their inputs shifted in registers
@@ -542,13 +545,16 @@ _r1 = _row_intrinsic(ROW_VECTORS)
 # float32 ran level, and keeps 4 (5 would need 41 taps, not 33, for this tile)
 STREAM_VECTORS = 4
 STREAM_VECTORS_8BYTE = 4 if VECTOR_BYTES == 64 else 5      # 8-byte elements
-_s1 = _stream_intrinsic(1)
-_s2 = _stream_intrinsic(2)
 
 
-def stream_vectors(itemsize):
+def _stream_vectors(itemsize):
     """Vectors of the streaming tile for elements of ``itemsize`` bytes."""
     return STREAM_VECTORS_8BYTE if itemsize == 8 else STREAM_VECTORS
+
+
+stream_vectors = njit(inline="always", **JIT)(_stream_vectors)   # (in kernels too)
+_s1 = _stream_intrinsic(1)
+_s2 = _stream_intrinsic(2)
 
 
 @njit(inline="always", **JIT)
@@ -592,14 +598,16 @@ def _narrow_rows(out, oi, R, oj0, oj1, x, xi, xj0, w, b0):
 @njit(**JIT)
 def _rows(out, oi, R, oj0, oj1, x, xi, xj0, w, b0, tw, nt):
     # output rows [oi, oi + R) x columns [oj0, oj1), output (oi + i, oj0 + j) reading x
-    # from (xi + i, xj0 + j): tiles from oj0, the last one overlapping its neighbour (its
-    # outputs recomputed and overwritten) where the columns are not a multiple of the
-    # tile; half tiles below a full tile, the definition below a half tile
+    # from (xi + i, xj0 + j): tiles from oj0; the rest of the columns after whole tiles
+    # in a half tile where one covers it, else in a last tile overlapping its neighbour
+    # (its outputs recomputed and overwritten); half tiles below a full tile, the
+    # definition below a half tile. One-row kernels: the streaming tile in pairs of
+    # adjacent tiles, or the row tile, where they fit
     kh, kw = w.shape
     dx = xj0 - oj0
     if kh == 1:                     # 1-D: the one-row tiles where they fit
         lanes = tw // VECTORS
-        sv = STREAM_VECTORS_8BYTE if lanes * 8 == VECTOR_BYTES else STREAM_VECTORS
+        sv = stream_vectors(VECTOR_BYTES // lanes)
         sw = lanes * sv
         if (kw - 1) // lanes >= sv and oj1 - oj0 >= sw:
             # pairs of adjacent tiles (places sw apart): one input stream per task, not
@@ -626,8 +634,9 @@ def _rows(out, oi, R, oj0, oj1, x, xi, xj0, w, b0, tw, nt):
                 _r1(out, oi, oj1 - rw, x, xi, oj1 - rw + dx, w, kh, kw, b0, nt)
             return
     wide = oj1 - oj0 >= tw
+    hw = tw * HALF // VECTORS
     if not wide:
-        tw = tw * HALF // VECTORS
+        tw = hw
         if oj1 - oj0 < tw:
             _narrow_rows(out, oi, R, oj0, oj1, x, xi, xj0, w, b0)
             return
@@ -636,7 +645,6 @@ def _rows(out, oi, R, oj0, oj1, x, xi, xj0, w, b0, tw, nt):
         _tile(out, oi, j, x, xi, j + dx, w, kh, kw, b0, R, wide, nt)
         j += tw
     if j < oj1:
-        hw = tw * HALF // VECTORS
         if wide and oj1 - j <= hw:          # the rest fits a half tile
             _tile(out, oi, oj1 - hw, x, xi, oj1 - hw + dx, w, kh, kw, b0, R, False, nt)
         else:
@@ -694,6 +702,13 @@ def _edge_definition(out, oi, R, oj0, oj1, x, pt, pl, mode, fill, w, b0):
                     sc = _src(j + c - pl, W, mode)
                     s += w[a, c] * (x[sr, sc] if sr >= 0 and sc >= 0 else fill)
             out[i, j] = s
+
+
+@njit(inline="always", **JIT)
+def _in_place(i, R, kh, pt, H, inner):
+    # whether the block of output rows [i, i + R) reads its input inside x (rows and
+    # the strip's inner columns), in place; else from a copy of the extension (buf)
+    return i >= pt and i + R + kh - 1 <= pt + H and inner
 
 
 @njit(inline="always", **JIT)
@@ -756,16 +771,15 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt):
         ja = max(j0, pl)
         jb = min(j1, pl + W - kw + 1)
         inner = jb - ja >= min(tw, j1 - j0)
-        # edge columns of a larger kernel: the task's rows of the input they read (widened
-        # to a tile, reaching into the interior, whose outputs they recompute), copied once
         rb0, rb1 = q * gb, min((q + 1) * gb, nrb)
         copies = False                      # a block reads a copy of its rows: buf
         for rb in range(rb0, rb1):
-            i = min(rb * R, OH - R)
-            if not (i >= pt and i + R + kh - 1 <= pt + H and inner):
+            if not _in_place(min(rb * R, OH - R), R, kh, pt, H, inner):
                 copies = True
         buf = _scratch(R + kh - 1 if copies else 0, j1 - j0 + kw - 1 if copies else 0,
                        x.dtype)
+        # edge columns of a larger kernel: the task's rows of the input they read (widened
+        # to a tile, reaching into the interior, whose outputs they recompute), copied once
         ia = min(rb0 * R, OH - R)
         nr = min((rb1 - 1) * R, OH - R) + R - ia + kh - 1
         left = inner and ja > j0 and not _by_definition(ja - j0, R, kh, kw, tw)
@@ -780,7 +794,7 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt):
             _extended(rbuf, xb, ia, nr, rs, j1 - rs + kw - 1, pt, pl, mode, fill)
         for rb in range(rb0, rb1):
             i = min(rb * R, OH - R)
-            if i >= pt and i + R + kh - 1 <= pt + H and inner:
+            if _in_place(i, R, kh, pt, H, inner):
                 _rows(ob, i, R, ja, jb, xb, i - pt, ja - pl, wb, b0, tw, nt)
                 z = i - i       # 0, typed int64: a literal 0 would compile _rows again
                 if left:

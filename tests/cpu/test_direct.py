@@ -176,10 +176,12 @@ def test_phase_split_matches_strided_slices(dtype, rng):
     """The polyphase split (strided forward and weight gradient) against numpy's strided
     slices: plane (c*sh + ph)*sw + pw holds xp[n, c, :, ph::sh, pw::sw], zero where a
     phase is a row or column short; odd and even extents, depths, a strided input, and
-    a reused workspace holding another call's values."""
+    a reused workspace holding another call's values; one large enough to run in
+    parallel."""
     from fastconv.cpu import direct
     for (N, C, D, H, W), (sh, sw) in [((2, 3, 1, 9, 11), (2, 2)), ((1, 2, 3, 7, 8), (3, 2)),
-                                      ((2, 1, 2, 5, 5), (1, 3)), ((1, 2, 1, 2, 1), (2, 2))]:
+                                      ((2, 1, 2, 5, 5), (1, 3)), ((1, 2, 1, 2, 1), (2, 2)),
+                                      ((2, 3, 1, 229, 230), (2, 2))]:
         xp = rng.integers(-9, 10, (N, C, D, H, 2 * W)).astype(dtype)[..., ::2]
         for _ in range(2):
             got = direct._phase_split(xp, sh, sw)

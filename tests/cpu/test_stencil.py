@@ -240,9 +240,8 @@ _STREAM_TILES = {}
 def stream_tile_runner(S, loads):
     """A kernel that runs the streaming one-row tile (S places, shifted inputs by
     ``loads`` or by shuffles) once, output column oj reading x from column 0, with
-    places dist apart: the host runs
-    one of the two ways in stencil2d, this runs both on any host (compiling the tile
-    alone, not the whole stencil)."""
+    places dist apart: the host runs one of the two ways in stencil2d, this runs both
+    on any host (compiling the tile alone, not the whole stencil)."""
     key = (S, loads)
     if key not in _STREAM_TILES:
         from numba import njit
@@ -329,13 +328,15 @@ def test_vector_width_is_the_hosts():
 
 def test_avx2_tiles_in_a_subprocess(tmp_path):
     """A host without AVX-512 (emulated: LLVM told the CPU has none) gets 32-byte
-    vectors, 3-vector tiles and the row tile on 4-lane shifts; 2-D and 1-D results
-    against SciPy, integers exactly. (Its own numba cache: compiled code is keyed by the
-    CPU, not by this patch.)"""
+    vectors, 3-vector tiles, the row tile on 4-lane shifts and the streaming tile on
+    unaligned loads (5 vectors of 8-byte elements); 2-D and 1-D results against SciPy,
+    integers exactly. (Its own numba cache: compiled code is keyed by the CPU, not by
+    this patch.)"""
     run_on_emulated_avx2("""
         import numpy as np, scipy.signal as ss
         from fastconv.cpu import stencil
         assert stencil.VECTOR_BYTES == 32 and stencil.VECTORS == 3, stencil.VECTOR_BYTES
+        assert stencil.SHIFT_BY_LOADS and stencil.stream_vectors(8) == 5
         rng = np.random.default_rng(0)
         for dt in (np.float32, np.float64, np.int64):
             for (H, W, kh, kw) in [(9, 40, 3, 3), (6, 70, 5, 7), (1, 300, 1, 9),
