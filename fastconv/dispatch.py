@@ -41,7 +41,7 @@ from ._fileio import atomic_write
 from ._spec import ConvSpec, _prod
 from ._validate import PRECISIONS, check_device, check_op, check_precision, conv_spec, size_tuple
 from ._version import __version__
-from .cpu import direct, im2col, minor, winograd
+from .cpu import direct, im2col, minor, stencil, winograd
 from .cpu import engine as cpu_engine
 from .cpu._common import reuse
 from .cpu._simd import HOST_CLASS
@@ -57,14 +57,24 @@ _FORWARD_DEFAULTS = {
                "phase_byte": 3.4e-10, "minor_byte": 4.1e-10,
                # cpu/minor.py (images in the lanes): multiply-adds in line-tile units,
                # output rows, bytes transposed in and out
-               "lanes_mac": 7.5e-12, "lanes_row": 2e-8, "lanes_byte": 1.5e-10},
+               "lanes_mac": 7.5e-12, "lanes_row": 2e-8, "lanes_byte": 1.5e-10,
+               # cpu/stencil.py (depthwise): vector multiply-adds (1024x1024 k=7 signal
+               # kernel, float32 and float64), per plane, the definition's scalar ones, the
+               # padded input; fitted to 24 depthwise layers on the AVX2 host (N 1-32, C
+               # 32-512, 7x7 to 224x224, 3x3 and 5x5, float32/64: within 0.5-1.5x)
+               "stencil_mac": 1.1e-10, "stencil_plane": 2.0e-7, "stencil_scalar_mac": 1.3e-9,
+               "stencil_byte": 1.0e-10},
     "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "gather_byte_big": 1.2e-11,
                "flop": 1.2e-11, "flop_big": 1.2e-11, "out_byte": 1e-10},
     "fft": {"overhead": 1.0e-4, "fft_flop": 1.0e-10, "cmul": 1.0e-9},
+    # group_panel: fitted over the fitted sections' other constants to 20 depthwise
+    # layers on the AVX2 host (the other constants came from layers of many channels per
+    # group, where this term is ~1 %); alone they had put depthwise Winograd at 0.2-0.5x
+    # its time, and auto picked it over a stencil 2-3x faster
     "winograd": {"overhead": 1.0e-4, "in_tile": 2.5e-8, "out_tile": 1.5e-8,
-                 "gemm_mac": 1.5e-11},
+                 "gemm_mac": 1.5e-11, "group_panel": 7e-8},
     "winograd_f2": {"overhead": 1.0e-4, "in_tile": 0.8e-8, "out_tile": 0.5e-8,
-                    "gemm_mac": 1.5e-11},
+                    "gemm_mac": 1.5e-11, "group_panel": 4.5e-8},
 }
 _DEFAULT_MODEL = {
     "direct": {"forward": _FORWARD_DEFAULTS["direct"],
@@ -153,8 +163,9 @@ def _direct_counts(isz, N, G, Cg, Og, kernel, out, wq, in_bytes, phase_bytes):
     # 4 (a partial block costs a whole one), register tiles of tile_width outputs along
     # the line running all Cg*kD*kH*kW taps; lines shorter than a tile interleave the
     # images (batch-minor: one line for the whole batch, paid for with two transposes);
-    # single output channels (depthwise), and lines still shorter than a tile, take
-    # passes of 8 taps over each channel's accumulators instead
+    # single output channels (strided depthwise: unit strides run the stencil, see
+    # _stencil_counts), and lines still shorter than a tile, take passes of 8 taps over
+    # each channel's accumulators instead
     line = (oh - 1) * wq + ow
     minor = direct.batch_minor(N, line, isz)
     if minor:
@@ -186,8 +197,27 @@ def _direct_fwd_counts(spec, Cg, Og, kernel, out, stride, dilation, padded, wind
                                                padded, window, spec.dtype),
                 "lanes_byte": (N * G * Cg * _prod(n for _, n in window or zip(padded, padded))
                                + N * G * Og * _prod(out)) * isz}
+    if (Cg == 1 and Og == 1 and kernel[0] == 1 and stride == (1, 1, 1)
+            and dilation == (1, 1, 1) and spec.dtype in (np.float32, np.float64, np.int64)):
+        return _stencil_counts(isz, N * G * out[0], kernel, out, in_bytes)
     return _direct_counts(isz, N, G, Cg, Og, kernel, out,
                           -(-padded[2] // stride[2]), in_bytes, phase_bytes)
+
+
+def _stencil_counts(isz, planes, kernel, out, in_bytes):
+    """Counts of cpu/stencil.py on ``planes`` one-channel planes (direct.direct_fwd runs
+    it where each output channel reads one input channel at unit stride: depthwise
+    layers): its vector multiply-adds (outputs narrower than a half tile: the scalar
+    definition's), a cost per plane (a task's set-up and edges) and the padded input it
+    reads."""
+    (_, kh, kw), (_, oh, ow) = kernel, out
+    L = stencil.lanes(isz)
+    half = stencil.tile_width(isz) * stencil.HALF // stencil.VECTORS
+    narrow = ow < half
+    return {"overhead": 1.0, "stencil_plane": planes,
+            "stencil_mac": 0 if narrow else planes * oh * -(-ow // L) * kh * kw,
+            "stencil_scalar_mac": planes * oh * ow * kh * kw if narrow else 0,
+            "stencil_byte": in_bytes}
 
 
 def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
@@ -304,7 +334,11 @@ def _winograd_counts(spec: ConvSpec, m: int, op: str = "forward") -> dict:
     return {"overhead": 1.0, "in_tile": tiles * spec.C_in * chunks,
             "out_tile": tiles * spec.C_out,
             "gemm_mac": (m + 2) ** 2 * padded * G * Cg * -(-Og // winograd.GEMM_ROWS)
-            * winograd.GEMM_ROWS}
+            * winograd.GEMM_ROWS,
+            # a task per group and panel runs alpha^2 GEMMs: their set-up and the
+            # transforms' per-group passes, which few channels per group do not amortise
+            # (depthwise layers: 2-4x the other terms)
+            "group_panel": G * (padded // winograd.PANEL) * (m + 2) ** 2}
 
 
 def winograd_features(spec: ConvSpec, op: str = "forward", m: int = 4) -> dict:

@@ -93,6 +93,45 @@ def test_cpu_cost_model_is_per_op(op, x_shape, w_shape, kw):
         assert est[name] > 0
 
 
+def _cpu_spec(x_shape, w_shape, dtype=np.float32, stride=1, padding=0, groups=1):
+    from fastconv._arrays import proxy
+    from fastconv._validate import conv_spec
+    spec, *_ = conv_spec("t", 2, proxy(x_shape, dtype), proxy(w_shape, dtype), None, stride,
+                         padding, 1, groups, "zeros")
+    return spec
+
+
+def test_depthwise_costs_count_the_stencil_and_winograds_tasks():
+    """Unit-stride depthwise layers run the one-channel stencil (cpu/stencil.py): the
+    direct estimate counts its vector multiply-adds (the scalar definition's below half a
+    tile), its planes and the padded input it reads, for the forward and the input
+    gradient; strided ones keep the line kernel's passes. Winograd counts its tasks'
+    GEMM batches (groups x panels of tiles x alpha^2): a depthwise layer has C times those
+    of a dense layer of the same size."""
+    from fastconv.cpu import stencil, winograd
+    spec = _cpu_spec((8, 64, 28, 28), (64, 1, 3, 3), padding=1, groups=64)
+    f = dispatch.direct_features(spec, "forward")
+    lanes = stencil.lanes(4)
+    assert f["stencil_plane"] == 8 * 64 and f["stencil_scalar_mac"] == 0
+    assert f["stencil_mac"] == 8 * 64 * 28 * -(-28 // lanes) * 9
+    assert f["stencil_byte"] == 8 * 64 * 30 * 30 * 4 and "line" not in f
+    assert dispatch.direct_features(spec, "input_grad")["stencil_mac"] > 0
+    small = dispatch.direct_features(_cpu_spec((8, 64, 7, 7), (64, 1, 3, 3), padding=1,
+                                               groups=64), "forward")
+    half = stencil.tile_width(4) * stencil.HALF // stencil.VECTORS
+    assert 7 < half and small["stencil_mac"] == 0
+    assert small["stencil_scalar_mac"] == 8 * 64 * 7 * 7 * 9
+    strided = dispatch.direct_features(_cpu_spec((8, 64, 28, 28), (64, 1, 3, 3), stride=2,
+                                                 padding=1, groups=64), "forward")
+    assert "stencil_plane" not in strided and strided["pass"] > 0
+    dense = _cpu_spec((8, 64, 28, 28), (64, 64, 3, 3), padding=1)
+    for m, feats in ((4, dispatch.winograd_features), (2, dispatch.winograd_f2_features)):
+        tiles = 8 * (-(-28 // m)) ** 2
+        panels = -(-tiles // winograd.PANEL)
+        assert feats(spec)["group_panel"] == 64 * panels * (m + 2) ** 2
+        assert feats(dense)["group_panel"] == panels * (m + 2) ** 2
+
+
 @pytest.mark.parametrize("hosts, read", [
     ({"avx512": {"direct": {"forward": {"line": 1.0}}},
       "avx2": {"direct": {"forward": {"line": 2.0}}}}, "here"),
