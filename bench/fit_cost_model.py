@@ -32,6 +32,7 @@ from fastconv._validate import conv_spec
 ALGOS = tuple(dispatch.REGISTRY)
 LAYER_WEIGHT = 20.0      # weight of each benchmark layer shape in the fit
 LAYER_ROUNDS = 4         # timing rounds for each benchmark layer
+MIN_ROWS = 8             # fewest rows counting a feature for it to be refitted
 
 
 def random_case(rng):
@@ -146,9 +147,18 @@ def main():
             A = np.array([[entry.cpu_features(rows[k][0], op).get(n, 0.0) for n in names]
                           for k in ran])
             y = np.array([rows[k][1][op][a] for k in ran])
+            # features that too few rows count (a path few random shapes take: depthwise
+            # layers' stencil) keep their current constants instead of a fit on a few rows
+            keep = [j for j, n in enumerate(names)
+                    if np.count_nonzero(A[:, j]) < MIN_ROWS and n in current[a][op]]
+            fit = [j for j in range(len(names)) if j not in keep]
+            base = A[:, keep] @ np.array([current[a][op][names[j]] for j in keep]) \
+                if keep else np.zeros(len(y))
             # minimise relative error; the benchmark layers (first rows) count LAYER_WEIGHT times
-            coef, _ = nnls(A / y[:, None] * wt[ran][:, None], wt[ran])
-            model[a][op] = dict(zip(names, map(float, coef)))
+            w_ = wt[ran]
+            coef, _ = nnls(A[:, fit] / y[:, None] * w_[:, None], (1.0 - base / y) * w_)
+            model[a][op] = {**{names[j]: float(c) for j, c in zip(fit, coef)},
+                            **{names[j]: float(current[a][op][names[j]]) for j in keep}}
     dispatch._MODEL = {a: {op: dict(v) for op, v in ops.items()} for a, ops in model.items()}
     for op in OPS:
         hits, slow = 0, []

@@ -197,9 +197,9 @@ def _direct_fwd_counts(spec, Cg, Og, kernel, out, stride, dilation, padded, wind
                                                padded, window, spec.dtype),
                 "lanes_byte": (N * G * Cg * _prod(n for _, n in window or zip(padded, padded))
                                + N * G * Og * _prod(out)) * isz}
-    if (Cg == 1 and Og == 1 and kernel[0] == 1 and stride == (1, 1, 1)
-            and dilation == (1, 1, 1) and spec.dtype in (np.float32, np.float64, np.int64)):
-        return _stencil_counts(isz, N * G * out[0], kernel, out, in_bytes)
+    if direct.runs_stencil(G, Cg, Og, kernel, out, tuple(stride), tuple(dilation),
+                           tuple(padded), spec.dtype):
+        return _stencil_counts(isz, N * G, kernel, out, in_bytes)
     return _direct_counts(isz, N, G, Cg, Og, kernel, out,
                           -(-padded[2] // stride[2]), in_bytes, phase_bytes)
 
@@ -245,7 +245,7 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
             window = tuple((p[4], o) for p, o in zip(phase, o3))
             c = _direct_fwd_counts(spec, Og, Cg, J, M, (1, 1, 1), tuple(d[2] for d in dims),
                                    U, window, go_bytes, 0)
-            c["pad_byte"] = 2.0 * go_bytes if "line" in c else 0.0   # (lanes: no padding)
+            c["pad_byte"] = 0.0 if "lanes_mac" in c else 2.0 * go_bytes   # (lanes: no padding)
             for k, v in c.items():
                 total[k] = total.get(k, 0.0) + v
         return total

@@ -390,10 +390,8 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out, origin=None, padded=N
         u = workspace("direct_u", xp.shape[:2] + tuple(padded), xp.dtype)
         embed(u, xp, *origin)
         xp = u
-    if (_one_channel(xp, w, stride, dilation, groups)            # depthwise 2-D: cpu/stencil.py
-            and xp.shape[3] >= OH + kh - 1 and xp.shape[4] >= OW + kw - 1):
-        # (the input gradient's phases pass inputs of other extents than ``out``'s valid
-        # correlation: the stencil reads exactly that extent, the lines below any other)
+    if runs_stencil(groups, w.shape[1], O // groups, w.shape[2:], out.shape[2:],
+                    tuple(stride), tuple(dilation), xp.shape[2:], xp.dtype):
         stencil2d(out[:, :, 0], xp[:, :, 0, :OH + kh - 1, :OW + kw - 1], w[:, 0, 0], bias)
         return out
     Dp = xp.shape[2]
@@ -424,12 +422,16 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out, origin=None, padded=N
     return out
 
 
-def _one_channel(xp, w, stride, dilation, groups):
-    """Each output channel reads one input channel of 2-D planes (depthwise, one signal)
-    at unit stride and dilation: the one-channel stencil kernel's problem."""
-    return (w.shape[0] == groups and w.shape[1] == 1 and xp.shape[2] == w.shape[2] == 1
+def runs_stencil(G, Cg, Og, kernel, out, stride, dilation, padded, dtype):
+    """Whether direct_fwd runs the one-channel stencil (cpu/stencil.py; the cost model
+    asks this too): each output channel reads one input channel (depthwise, one signal)
+    of 2-D planes (depth 1) at unit stride and dilation, and the padded input covers the
+    valid correlation's extent (the input gradient's phases pass other extents: the
+    stencil reads exactly that extent, the line kernels any other)."""
+    return (Cg == 1 and Og == 1 and padded[0] == kernel[0] == 1
             and stride == (1, 1, 1) and dilation == (1, 1, 1)
-            and xp.dtype in (np.float32, np.float64, np.int64))
+            and np.dtype(dtype) in (np.float32, np.float64, np.int64)
+            and padded[1] >= out[1] + kernel[1] - 1 and padded[2] >= out[2] + kernel[2] - 1)
 
 
 @functools.lru_cache(maxsize=4096)      # (a shape's answer: asked on every call)
