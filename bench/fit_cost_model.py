@@ -152,8 +152,7 @@ def main():
             keep = [j for j, n in enumerate(names)
                     if np.count_nonzero(A[:, j]) < MIN_ROWS and n in current[a][op]]
             fit = [j for j in range(len(names)) if j not in keep]
-            base = A[:, keep] @ np.array([current[a][op][names[j]] for j in keep]) \
-                if keep else np.zeros(len(y))
+            base = A[:, keep] @ np.array([current[a][op][names[j]] for j in keep], float)
             # minimise relative error; the benchmark layers (first rows) count LAYER_WEIGHT times
             w_ = wt[ran]
             coef, _ = nnls(A[:, fit] / y[:, None] * w_[:, None], (1.0 - base / y) * w_)

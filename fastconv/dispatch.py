@@ -212,8 +212,7 @@ def _stencil_counts(isz, planes, kernel, out, in_bytes):
     reads."""
     (_, kh, kw), (_, oh, ow) = kernel, out
     L = stencil.lanes(isz)
-    half = stencil.tile_width(isz) * stencil.HALF // stencil.VECTORS
-    narrow = ow < half
+    narrow = ow < stencil.half_width(isz)
     return {"overhead": 1.0, "stencil_plane": planes,
             "stencil_mac": 0 if narrow else planes * oh * -(-ow // L) * kh * kw,
             "stencil_scalar_mac": planes * oh * ow * kh * kw if narrow else 0,

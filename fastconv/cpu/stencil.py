@@ -88,6 +88,11 @@ def tile_width(itemsize):
     return VECTORS * lanes(itemsize)
 
 
+def half_width(itemsize):
+    """Output columns of one half tile (narrower outputs run the scalar definition)."""
+    return HALF * lanes(itemsize)
+
+
 # non-temporal stores by default for outputs of at least NT_MIN_BYTES of kernels of at
 # most NT_MAX_TAPS taps: none at present. Measured on the 2-core development machine
 # (float64 1024x1024 'same' right after a SciPy call, A/B in one process, shared and

@@ -52,7 +52,7 @@ def test_stencil_tile_edges(dtype, data):
     is written."""
     isz = np.dtype(dtype).itemsize
     tw = stencil.tile_width(isz)
-    half = tw * stencil.HALF // stencil.VECTORS
+    half = stencil.half_width(isz)
     OW = data.draw(st.sampled_from(edge_sizes(tw, half)))
     OH = data.draw(st.integers(1, 2 * stencil.ROWS + 1))
     kh = data.draw(st.integers(1, 2 * stencil.ROWS + 2))
@@ -103,7 +103,7 @@ def test_stencil_extension_edges(dtype, data):
     is written and ``x`` is left as it was."""
     isz = np.dtype(dtype).itemsize
     tw = stencil.tile_width(isz)
-    half = tw * stencil.HALF // stencil.VECTORS
+    half = stencil.half_width(isz)
     lanes = stencil.lanes(isz)
     W = data.draw(st.sampled_from(edge_sizes(tw, half) + [3 * lanes * stencil.stream_vectors(isz)]))
     H = data.draw(st.integers(1, 2 * stencil.ROWS + 3))

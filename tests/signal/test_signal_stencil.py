@@ -30,7 +30,7 @@ def edge_widths():
     ws = {1, 2, 3}
     for isz in (4, 8):
         tw = stencil.tile_width(isz)
-        for t in (tw * stencil.HALF // stencil.VECTORS, tw, 2 * tw):
+        for t in (stencil.half_width(isz), tw, 2 * tw):
             ws |= {t - 1, t, t + 1}
     return sorted(ws)
 
