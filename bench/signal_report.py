@@ -214,7 +214,7 @@ def _fit_problem(s1, s2, mode, dtype):
     plan = core.make_plan(s1, s2, [core.window(mode, n, m) for n, m in zip(s1, s2)])
     isz = np.dtype(dtype).itemsize // (2 if np.dtype(dtype).kind == "c" else 1)  # real
     cplx = np.dtype(dtype).kind == "c"
-    return plan, features(plan, isz, cplx, cplx)
+    return plan, features(plan, isz, cplx, cplx, core.fast_fir() and not cplx)
 
 
 def fit(repeat, logs=()):

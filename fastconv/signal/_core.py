@@ -39,6 +39,7 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from .. import _config
 from ..cpu import engine as cpu_engine
 from .._pad import pad as _pad_modes
 from .._spec import _prod
@@ -164,6 +165,14 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
     return np.ascontiguousarray(res.transpose(np.argsort(plan.order)))
 
 
+def fast_fir() -> bool:
+    """Whether the direct method may run long 1-D kernels by the fast FIR algorithm
+    (:func:`fastconv.cpu.stencil.stencil2d`'s ``fir``: 3/4 of the multiply-adds, an
+    error relative to the terms of each output and its neighbours, as Winograd's): at
+    every precision level but "highest" (``fastconv.set_precision``)."""
+    return _config.PRECISION != "highest"
+
+
 def _direct(xp, ks, out=None):
     """Valid correlation of (N, G, *P) with (G, 1, *K) on the engine's direct kernel
     (into ``out``, a possibly strided (N, G, *O) view, for real inputs); in 1-D and 2-D
@@ -200,11 +209,11 @@ def _direct_stencil(xp, ks, out=None):
 
     def corr(x, w):                          # real x (M, G, *P), real w (G, 1, *K)
         r = _buffers.empty(x.shape[:2] + O, x.dtype)
-        stencil2d(rows(r), rows(x), taps(w))
+        stencil2d(rows(r), rows(x), taps(w), fir=fast_fir())
         return r
 
     if out is not None:
-        stencil2d(rows(out), rows(xp), taps(ks))
+        stencil2d(rows(out), rows(xp), taps(ks), fir=fast_fir())
         return out
     xc, kc = xp.dtype.kind == "c", ks.dtype.kind == "c"
     if not (xc or kc):
@@ -233,7 +242,7 @@ def _direct_window(xs, ks, plan, boundary, fill):
     if one_d:
         stencil2d(res[:, :, None, :], xs[:, :, None, :],
                   np.ascontiguousarray(ks.reshape(plan.G, 1, plan.k[0])), None,
-                  ((0, 0),) + plan.pads, boundary, fill)
+                  ((0, 0),) + plan.pads, boundary, fill, fir=fast_fir())
     else:
         stencil2d(res, xs, np.ascontiguousarray(ks.reshape((plan.G,) + plan.k)), None,
                   plan.pads, boundary, fill)

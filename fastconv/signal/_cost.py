@@ -17,6 +17,7 @@ import math
 
 import scipy.fft as sfft
 
+from ..cpu.stencil import fir_chunk, fir_macs
 from ._core import Plan, _ntiles, _prod, fft_lengths, oa_cost, tile_steps
 
 # seconds per unit of each feature (see features()): `python bench/signal_report.py --fit
@@ -59,19 +60,26 @@ CONSTANTS = {
 METHODS = ("direct", "fft", "oa")
 
 
-def features(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool) -> dict:
+def features(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool,
+             fir: bool = False) -> dict:
     """Feature counts per method (the regressors of the cost model).
 
     ``itemsize``: bytes of a real sample in the computation (8: float64/int64, 4: float32).
     Multiply-adds (direct) and ``n log2 n`` transform work (FFT) are counted separately
     for single and double precision, and for 1-D, 2-D (the stencil kernel) and 3-D or
     more (the engine's direct kernel) direct problems, since the kernels run at
-    different speeds on them."""
+    different speeds on them. ``fir``: real 1-D direct problems long enough for the
+    stencil's fast FIR path run it (fastconv.signal._core.fast_fir); their multiply-adds
+    are counted as what its time is worth in the direct tile's (stencil.fir_macs)."""
     cplx = x_complex or k_complex
     # direct runs complex on the real kernel: complex x complex is 4 real products
     macs = plan.macs * (4 if x_complex and k_complex else (2 if cplx else 1))
     f32 = itemsize <= 4
     rank = "_1d" if len(plan.n) <= 1 else ("" if len(plan.n) == 2 else "_3d")
+    if fir and rank == "_1d" and plan.n and not cplx:
+        C = fir_chunk(plan.k[0], itemsize)
+        if C and plan.out[0] >= C:
+            macs = plan.N * plan.G * plan.out[0] * fir_macs(plan.k[0])
     pad_bytes = plan.N * plan.G * _prod(plan.padded) * itemsize * (2 if x_complex else 1)
     direct = dict.fromkeys(CONSTANTS["direct"], 0.0)
     direct["overhead"] = 1.0
@@ -103,9 +111,10 @@ def features(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool) -> dic
     return feats
 
 
-def estimate(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool) -> dict:
-    """Estimated seconds per method."""
-    feats = features(plan, itemsize, x_complex, k_complex)
+def estimate(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool,
+             fir: bool = False) -> dict:
+    """Estimated seconds per method (``fir``: as :func:`features`)."""
+    feats = features(plan, itemsize, x_complex, k_complex, fir)
     est = {m: sum(CONSTANTS[m].get(f, 0.0) * v for f, v in feats[m].items())
            for m in METHODS if feats[m] is not None}
     est.setdefault("oa", est["fft"])

@@ -157,17 +157,19 @@ def choose(a, b, mode):
         if bound > 2 ** np.finfo(np.float64).nmant - 1:
             return "direct"
     cdt = fft_compute_dtype(fft_dtype(a.dtype, b.dtype))
+    fir = core.fast_fir() and "f" in (a.dtype.kind, b.dtype.kind)   # (a real float result)
     return _predict(a.shape, b.shape, mode, cdt.itemsize // (2 if cdt.kind == "c" else 1),
-                    a.dtype.kind == "c", b.dtype.kind == "c")
+                    a.dtype.kind == "c", b.dtype.kind == "c", fir)
 
 
 @lru_cache(maxsize=1024)
-def _predict(s1, s2, mode, itemsize, x_complex, k_complex):
-    """The cost model's choice for these shapes (``itemsize``: of one real sample)."""
+def _predict(s1, s2, mode, itemsize, x_complex, k_complex, fir=False):
+    """The cost model's choice for these shapes (``itemsize``: of one real sample;
+    ``fir``: long 1-D kernels run the fast FIR path, see _cost.features)."""
     plan = core.make_plan(s1, s2, [core.window(mode, n, m) for n, m in zip(s1, s2)])
     if plan.macs < core.SMALL_MACS:     # microseconds on one thread: the model's fitted
         return "direct"                 # overheads cannot tell such calls apart
-    est = estimate(plan, itemsize, x_complex, k_complex)
+    est = estimate(plan, itemsize, x_complex, k_complex, fir)
     return min(est, key=est.get)
 
 

@@ -237,19 +237,20 @@ def test_stencil_row_tiles_every_edge(dtype, rng):
 _STREAM_TILES = {}
 
 
-def stream_tile_runner(S, loads):
+def stream_tile_runner(S, loads, pairs=False):
     """A kernel that runs the streaming one-row tile (S places, shifted inputs by
-    ``loads`` or by shuffles) once, output column oj reading x from column 0, with
-    places dist apart: the host runs one of the two ways in stencil2d, this runs both
-    on any host (compiling the tile alone, not the whole stencil)."""
-    key = (S, loads)
+    ``loads`` or by shuffles; ``pairs``: the fast FIR algorithm's lane-paired taps) once,
+    output column oj reading x from column 0, with places dist apart: the host runs one
+    of the two ways in stencil2d, this runs both on any host (compiling the tile alone,
+    not the whole stencil)."""
+    key = (S, loads, pairs)
     if key not in _STREAM_TILES:
         from numba import njit
-        tile = stencil._stream_intrinsic(S, loads)
+        tile = stencil._stream_intrinsic(S, loads, pairs)
 
         @njit
-        def run(out, oj, x, w, b0, dist):
-            tile(out, 0, oj, x, 0, 0, w, 1, w.shape[1], b0, dist, False)
+        def run(out, oj, x, w, b0, dist, taps):
+            tile(out, 0, oj, x, 0, 0, w, 1, taps, b0, dist, False)
 
         _STREAM_TILES[key] = run
     return _STREAM_TILES[key]
@@ -278,7 +279,7 @@ def test_stream_tile_both_shifts(dtype, loads, rng):
             x[...] = rng.integers(-9, 10, x.shape)
             w = rng.integers(-9, 10, (1, kw)).astype(dtype)
             out = np.full((1, OW + 2 * lanes), 77, dtype)
-            run(out, lanes, x, w, dtype(3), dist)
+            run(out, lanes, x, w, dtype(3), dist, kw)
             want = reference(x.reshape(1, 1, 1, -1), w.reshape(1, 1, kw),
                              np.full(1, 3, dtype))[0, 0]
             for q in range(S):
@@ -288,6 +289,128 @@ def test_stream_tile_both_shifts(dtype, loads, rng):
             for q in range(S):
                 written[:, lanes + q * dist:lanes + q * dist + width] = True
             assert (out[~written] == 77).all(), (S, kw)
+
+
+@pytest.mark.parametrize("loads", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stream_tile_lane_pairs(dtype, loads, rng):
+    """The fast FIR algorithm's lane-paired streaming tile, ``out[j] = b0 + sum_c
+    W[c, j % 2] * x[j + 2c]`` (j from each place's first output), by loads and by
+    shuffles, one and two places, tap counts from its least (stream_vectors() blocks of
+    lanes / 2 taps) up: exact on small integers; nothing read past the input it needs
+    (NaN around it) nor written outside its outputs."""
+    lanes = stencil.lanes(np.dtype(dtype).itemsize)
+    sv = stencil.stream_vectors(np.dtype(dtype).itemsize)
+    B = lanes // 2
+    for S in (1, 2):
+        run = stream_tile_runner(S, loads, pairs=True)
+        for nk in sorted({sv * B + 1, sv * B + 2, (sv + 1) * B, (sv + 2) * B + B - 1, 51}):
+            width = sv * lanes
+            dist = width + 6                     # the places apart: even, not aligned
+            OW = (S - 1) * dist + width
+            big = np.full((1, OW + 2 * nk - 2 + 2 * lanes), np.nan, dtype)
+            x = big[:, lanes:lanes + OW + 2 * nk - 2]
+            x[...] = rng.integers(-9, 10, x.shape)
+            wl = rng.integers(-9, 10, (nk, 2)).astype(dtype)      # (even, odd) per tap
+            w = np.ascontiguousarray(np.tile(wl, (1, B)).reshape(1, nk * lanes))
+            out = np.full((1, OW + 2 * lanes), 77, dtype)
+            run(out, lanes, x, w, dtype(3), dist, nk)
+            written = np.zeros(out.shape, bool)
+            for q in range(S):
+                j = np.arange(width)
+                want = 3 + sum(wl[c, j % 2] * x[0, q * dist + j + 2 * c] for c in range(nk))
+                np.testing.assert_array_equal(out[0, lanes + q * dist:][:width], want)
+                written[:, lanes + q * dist:lanes + q * dist + width] = True
+            assert (out[~written] == 77).all(), (S, nk)
+
+
+def fir_case(rng, dtype, OW, kw, pads, N=1, G=1, OH=1):
+    W = OW + kw - 1 - sum(pads)
+    x = rng.standard_normal((N, G, OH, W)).astype(dtype)
+    w = rng.standard_normal((G, 1, kw)).astype(dtype)
+    bias = rng.standard_normal(G).astype(dtype)
+    return x, w, bias
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@PROPERTY
+@given(data=st.data())
+def test_fast_fir_matches_direct(dtype, data, monkeypatch):
+    """stencil2d's fast FIR path (fir=True) on one-row kernels against the float64
+    reference: chunks (made small here) and outputs just around their multiples, kernels
+    from the path's least taps up, even and odd, every boundary, padded and valid, several
+    images, channels and rows, a bias; the weights and bias alone decide nothing else.
+    Within the tests' tolerance of the data's scale, and never written outside ``out``."""
+    isz = np.dtype(dtype).itemsize
+    monkeypatch.setattr(stencil, "FIR_CHUNK_BYTES", data.draw(st.sampled_from([1, 4096])))
+    kw = data.draw(st.sampled_from([stencil.FIR_MIN_TAPS, stencil.FIR_MIN_TAPS + 1, 101, 150]))
+    C = stencil.fir_chunk(kw, isz)
+    assert C > 0
+    OW = data.draw(st.sampled_from([C - 1, C, C + 1, 2 * C - 1, 3 * C + 5]))
+    left = data.draw(st.sampled_from([0, 1, kw // 2, kw - 1]))
+    right = data.draw(st.sampled_from([0, (kw - 1) // 2, kw - 1]))
+    boundary = data.draw(st.sampled_from(["fill", "wrap", "symm"]))
+    N, G, OH = (data.draw(st.integers(1, 2)) for _ in range(3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    x, w, bias = fir_case(rng, dtype, OW, kw, (left, right), N, G, OH)
+    if x.shape[3] < max(left, right) and boundary != "fill":
+        return                                           # wrap/symm need that much input
+    big = np.full((N, G, OH, OW + 16), 77, dtype)
+    out = big[..., 8:8 + OW]
+    stencil.stencil2d(out, x, w, bias, ((0, 0), (left, right)), boundary, fill=0.5, fir=True)
+    mode = {"fill": "constant", "wrap": "wrap", "symm": "symmetric"}[boundary]
+    kw_pad = dict(constant_values=0.5) if mode == "constant" else {}
+    xe = np.pad(x.astype(np.float64), ((0, 0),) * 3 + ((left, right),), mode, **kw_pad)
+    check(out, reference(xe, w.astype(np.float64), bias.astype(np.float64)), dtype)
+    assert (big[..., :8] == 77).all() and (big[..., 8 + OW:] == 77).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_fir_nonfinite_and_overflow_like_direct(dtype, rng, monkeypatch):
+    """NaN and inf inputs, and finite data whose fast-FIR partial sums overflow where the
+    direct sums do not: the fast FIR path gives the direct path's values, NaN and inf
+    in the same places (those chunks are recomputed by the direct sums)."""
+    monkeypatch.setattr(stencil, "FIR_CHUNK_BYTES", 1)
+    kw = 101
+    C = stencil.fir_chunk(kw, np.dtype(dtype).itemsize)
+    OW = 6 * C
+    x, w, _ = fir_case(rng, dtype, OW, kw, (0, 0))
+    x[0, 0, 0, [C + 3, 3 * C + 50]] = [np.inf, -np.inf]
+    x[0, 0, 0, 4 * C + 7] = np.nan
+    x[0, 0, 0, 5 * C + 2] = np.inf
+    w[0, 0, 1] = 0                                      # inf * 0 = NaN there
+    out, ref = np.empty((2, 1, 1, 1, OW), dtype)
+    stencil.stencil2d(out, x, w, fir=True)
+    stencil.stencil2d(ref, x, w, fir=False)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(ref))
+    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(ref))
+    fin = np.isfinite(ref)
+    assert (~fin).any() and fin.any()
+    check(out[fin], ref[fin], dtype)
+    # alternating +-1 taps on data near the largest float: the direct sums stay near
+    # it, the even and odd phases' sums (51 and 50 terms) overflow
+    big = np.finfo(dtype).max / 4
+    xb = np.full((1, 1, 1, OW + kw - 1), big, dtype)
+    wb = np.where(np.arange(kw) % 2 == 0, 1, -1).astype(dtype).reshape(1, 1, kw)
+    stencil.stencil2d(out, xb, wb, fir=True)
+    stencil.stencil2d(ref, xb, wb, fir=False)
+    assert np.isfinite(ref).all()
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_fast_fir_applies_to_long_float_kernels_only():
+    """fir_chunk: 0 below FIR_MIN_TAPS and for kernels too short for the lane-paired
+    tile; a multiple of two of its tiles and of the combination's step otherwise."""
+    for isz in (4, 8):
+        lanes = stencil.lanes(isz)
+        unit = 2 * stencil.stream_vectors(isz) * lanes
+        assert stencil.fir_chunk(stencil.FIR_MIN_TAPS - 1, isz) == 0
+        for kw in (stencil.FIR_MIN_TAPS, 101, 1000):
+            C = stencil.fir_chunk(kw, isz)
+            if (kw + 1) // 2 - 1 >= stencil.stream_vectors(isz) * lanes // 2:
+                assert C % unit == 0 and C % (stencil.FIR_UNROLL * lanes) == 0 and C > 0
+    assert stencil.fir_macs(41) > 41 and stencil.fir_macs(201) < 0.9 * 201   # worth it long
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

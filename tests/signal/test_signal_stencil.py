@@ -128,11 +128,38 @@ def test_sweep_stencil_1d(problem, mode, name, strips):
         return
     before = a.copy(), b.copy()
     with mock.patch.object(stencil, "L1_BYTES", 1 if strips else stencil.L1_BYTES), \
-            nt_everywhere(strips):
+            mock.patch.object(stencil, "FIR_CHUNK_BYTES", 1 if strips else
+                              stencil.FIR_CHUNK_BYTES), nt_everywhere(strips):
         ours = getattr(signal, name)(a, b, mode, method="direct")
     assert_like(ours, ref, scale=10 * max(1, b.size) ** 0.5, inputs=(a, b))
     np.testing.assert_array_equal(a, before[0])
     np.testing.assert_array_equal(b, before[1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_long_1d_kernels_fast_fir_below_highest(dtype):
+    """Long 1-D kernels: the direct method runs the stencil's fast FIR path at the
+    "high" precision level (its result differs in rounding from the direct sums', within
+    the tolerance against SciPy) and the direct sums at "highest" (bit for bit what the
+    path switched off gives)."""
+    import fastconv as fc
+    rng = np.random.default_rng(5)
+    x = make(rng, (20000,), dtype)
+    h = make(rng, (121,), dtype)
+    ref = ss.convolve(x, h, "same", method="direct")
+    level = fc.get_precision()
+    try:
+        fc.set_precision("high")
+        fast = signal.convolve(x, h, "same", method="direct")
+        with mock.patch.object(stencil, "FIR_MIN_TAPS", 10 ** 9):
+            sums = signal.convolve(x, h, "same", method="direct")
+        fc.set_precision("highest")
+        highest = signal.convolve(x, h, "same", method="direct")
+    finally:
+        fc.set_precision(level)
+    assert_like(fast, ref, scale=10 * h.size ** 0.5, inputs=(x, h))
+    assert not np.array_equal(fast, sums)
+    np.testing.assert_array_equal(highest, sums)
 
 
 def test_result_pool_recycles_dropped_results():
