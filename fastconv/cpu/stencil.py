@@ -959,56 +959,74 @@ def _fir_combine(typingctx, y_t, yi_t, yj_t, a_t, q_t, b0_t, n_t):
 
 
 @njit(**JIT)
-def _fir_chunk(ob, oi, j0, C, xb, xi, xj0, wx, ws, b0, a2, s2, q2, tw):
+def _fir_chunk(ob, oi, j0, C, xb, xi, xj0, kw, wx, ws, b0, a2, s2, q2, tw):
     # Output row oi, columns [j0, j0 + C), of the one-row correlation with w (kw taps) by
     # the 2-parallel fast FIR algorithm (Karatsuba on the taps' even and odd phases),
-    # reading x's row xi from column xj0 in place (x[xj0 : xj0 + C + 2 nk - 1]). With
-    # we[k] = w[2k], wo[k] = w[2k + 1] (0 past the last tap), nk = ceil(kw / 2):
+    # reading x's row xi from column xj0 in place (the chunk's windows, x[xj0 : xj0 + C +
+    # kw - 1]). With we[k] = w[2k], wo[k] = w[2k + 1] (0 past the last tap), nk =
+    # ceil(kw / 2):
     #   A[j] = sum_k (we[k] if j even else wo[k]) * x[j + 2k]   (lane-paired tile, C + 1)
     #   Q[m] = sum_k (we[k] + wo[k]) * s[m + k],  s[m] = x[2m + 1] + x[2m + 2]   (C / 2)
-    #   out[2m] = b0 + A[2m] + A[2m + 1],  out[2m + 1] = b0 + Q[m] - A[2m + 2] - A[2m + 1]
-    # 1.5 nk multiply-adds per output instead of kw. wx: (1, nk * lanes) the lane
-    # weights, ws: (1, nk); a2, s2, q2: scratch rows (C + 1, C / 2 + nk - 1, C / 2).
-    # Returns False, having written nothing or garbage, where an input it reads or an
-    # output is not finite: Q - A - A turns an infinity into NaN (and may overflow where
-    # the direct sum does not), so the caller computes those chunks by the definition's
-    # sums. C: a multiple of two streaming tiles.
+    #   out[2m] = b0 + A[2m] + A[2m + 1],  out[2m + 1] = b0 + Q[m] - (A[2m + 1] + A[2m + 2])
+    # 1.5 nk multiply-adds per output instead of kw. An odd output's sums hold its
+    # neighbours' terms (w[c] x[j + c +- 1]), which cancel up to rounding: its error is
+    # relative to those terms too (for odd kw one input past its window, x[j + kw], is
+    # one of them), as Winograd's is relative to its tile's inputs. The chunk's last
+    # window ends at x[xj0 + C + kw - 2]; for odd kw, A[C] and the last s also take
+    # x[xj0 + C + kw - 1] (times we[nk - 1]) only to cancel it: 0 is used instead, and
+    # nothing past the windows is read. wx: (1, nk * lanes) the lane weights, ws: (1, nk);
+    # a2, s2, q2: scratch rows (C + 1, C / 2 + nk - 1, C / 2). Writes the whole chunk and
+    # returns whether every output is finite: a NaN or infinite input it reads reaches
+    # one (every input meets a weight in some A[j], j <= C, and 0 * inf is NaN), as does
+    # an overflow of its sums, so that the caller recomputes such chunks by the direct
+    # sums (Q - A - A would turn an infinity into NaN). C: a multiple of two streaming
+    # tiles and of the combination's step.
     nk = ws.shape[1]
     h = C // 2
     lanes = tw // VECTORS
-    xr = carray(_row_pointer(xb, xi, xj0), C + 2 * nk - 1)
+    xr = carray(_row_pointer(xb, xi, xj0), C + kw - 1)
     s = carray(_row_pointer(s2, 0, 0), h + nk - 1)
-    for m in range(h + nk - 1):
+    for m in range(h + nk - 2):
         s[m] = xr[2 * m + 1] + xr[2 * m + 2]
+    # x[C + 2 nk - 2]: the last window's last input (even kw), or past it (odd kw: 0)
+    far = xr[C + 2 * nk - 2] if kw % 2 == 0 else wx[0, 0] * 0
+    s[h + nk - 2] = xr[C + 2 * nk - 3] + far
     z = oi - oi                            # 0, typed int64 (as _rows' other calls)
     sw = lanes * stream_vectors(VECTOR_BYTES // lanes)
     line = 64 // (VECTOR_BYTES // lanes)    # elements per cache line
     for t in range(C // (2 * sw)):
         j = 2 * t * sw
         _p2(a2, z, j, xb, xi, xj0 + j, wx, z, nk, z, sw, False)
+        # the next chunk's input and output lines, while this one's multiply-adds run
+        # (its pass over s and its combination would wait on memory): 0.94-0.99x the
+        # time without, 1e6 x 101 float64, in three runs
         for p in range(0, 2 * sw, line):
             _prefetch(xb, xi, xj0 + C + j + p)
             _prefetch_w(ob, oi, j0 + C + j + p)
     a = carray(_row_pointer(a2, 0, 0), C + 1)
     e = wx[0, 0] * 0
-    for k in range(nk):                    # A[C], an even output: the taps we
+    for k in range(nk - 1):                # A[C], an even output: the taps we
         e += wx[0, k * lanes] * xr[C + 2 * k]
-    a[C] = e
-    _rows(q2, z, z + 1, z, z + h, s2, z, z, ws, e * 0, tw, False)
+    a[C] = e + wx[0, (nk - 1) * lanes] * far
+    _rows(q2, z, z + 1, z, z + h, s2, z, z, ws, wx[0, 0] * 0, tw, oi != oi)
     return _fir_combine(ob, oi, j0, a2, q2, b0, C)
 
 
 @njit(parallel=True, **JIT)
 def _fir1d(out, x, w, wx, ws, bias, pl, mode, fill, C, gc, tw, nt):
     # stencil2d's one-row kernels (kh = 1, no row padding) by the fast FIR algorithm:
-    # tasks are (image, channel, row, group of gc chunks of C columns); chunks inside x
-    # whose inputs and outputs are finite by _fir_chunk, the others (the edges, the last
-    # partial chunk) by _rows (in place) or from a copy of the extension, as _stencil2d
+    # tasks are (image, channel, row, group of gc chunks). The chunks: the first hd =
+    # min(pl, OW) columns (whose windows start in the padding), then C columns at a time
+    # from column hd (their windows in x from its first column). Chunks of C columns whose
+    # windows lie in x and whose outputs come out finite by _fir_chunk; the others (the
+    # edges, the last partial chunk) by the direct sums: _rows in place, or from a copy
+    # of the extension, as _stencil2d
     N, G, OH, OW = out.shape
     W = x.shape[3]
     kw = w.shape[2]
     nk = ws.shape[2]
-    nc = (OW + C - 1) // C
+    hd = min(pl, OW)
+    nc = (1 if hd > 0 else 0) + (OW - hd + C - 1) // C
     ntg = (nc + gc - 1) // gc
     for task in prange(N * G * OH * ntg):
         q = task % ntg
@@ -1024,13 +1042,18 @@ def _fir1d(out, x, w, wx, ws, bias, pl, mode, fill, C, gc, tw, nt):
         q2 = _scratch(1, C // 2, x.dtype)
         e2 = _scratch(1, C + kw - 1, x.dtype)
         for c in range(q * gc, min((q + 1) * gc, nc)):
-            j0 = c * C
-            j1 = min(j0 + C, OW)
+            if hd > 0:
+                j0 = 0 if c == 0 else hd + (c - 1) * C
+                j1 = hd if c == 0 else min(j0 + C, OW)
+            else:
+                j0 = c * C
+                j1 = min(j0 + C, OW)
             xj0 = j0 - pl
-            if j1 - j0 == C and xj0 >= 0 and xj0 + C + 2 * nk - 1 <= W:
-                if _fir_chunk(ob, i, j0, C, xb, i, xj0, wx[g], ws[g], b0, a2, s2, q2, tw):
+            inside = xj0 >= 0 and xj0 + j1 - j0 + kw - 1 <= W
+            if inside and j1 - j0 == C:
+                if _fir_chunk(ob, i, j0, C, xb, i, xj0, kw, wx[g], ws[g], b0, a2, s2, q2, tw):
                     continue
-            if xj0 >= 0 and xj0 + j1 - j0 + kw - 1 <= W:
+            if inside:
                 _rows(ob, i, z + 1, j0, j1, xb, i, xj0, wb, b0, tw, nt)
             else:
                 _from_extension(ob, i, z + 1, j0, j1, xb, z, pl, mode, fill, wb, b0, tw, nt,
@@ -1039,7 +1062,7 @@ def _fir1d(out, x, w, wx, ws, bias, pl, mode, fill, C, gc, tw, nt):
             _store_fence()
 
 
-FIR_CHUNK_BYTES = 16 << 10     # output columns of one fast-FIR chunk (its A row)
+FIR_CHUNK_BYTES = 16 << 10     # bytes of one fast-FIR chunk's outputs (its A row)
 FIR_UNROLL = 4                  # vectors per step of _fir_combine
 # The fast FIR path's time per output, in the direct tile's multiply-adds: FIR_MAC_SCALE
 # per multiply-add of its tiles (1.5 nk) plus FIR_PASS_MACS for its passes (s, the
@@ -1125,9 +1148,11 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None,
     place); ``w``: (G, kh, kw). float32, float64 or int64. ``nt``: write the output with
     non-temporal stores (default: at least NT_MIN_BYTES of output and at most NT_MAX_TAPS
     taps). ``fir``: one-row kernels of floats long enough for :func:`fir_chunk` may run
-    the 2-parallel fast FIR algorithm (:func:`_fir_chunk`: 3/4 of the multiply-adds; its
-    rounding error that of a direct sum over weights and inputs up to twice as large;
-    chunks with infinite or NaN inputs or outputs by the direct sums). Returns ``out``."""
+    the 2-parallel fast FIR algorithm (:func:`_fir_chunk`: 3/4 of the multiply-adds; the
+    error of an odd output relative to its own and its two neighbours' terms; chunks
+    with a NaN or infinite input or output by the direct sums, so that NaN and inf sit
+    where they put them, except that outputs whose direct sums overflow may come out
+    finite). Returns ``out``."""
     N, G, OH, OW = out.shape
     kh, kw = w.shape[1:]
     (pt, pb), (pl, pr) = pads if pads is not None else ((0, 0), (0, 0))
@@ -1142,7 +1167,7 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None,
         assert boundary in ("fill", "zeros"), boundary
     if out.strides[3] != out.itemsize and OW > 1:
         tmp = np.empty(out.shape, out.dtype)
-        out[...] = stencil2d(tmp, x, w, bias, pads, boundary, fill, nt=False)
+        out[...] = stencil2d(tmp, x, w, bias, pads, boundary, fill, nt=False, fir=fir)
         return out
     if x.strides[3] != x.itemsize and x.shape[3] > 1:
         x = np.ascontiguousarray(x)
@@ -1159,7 +1184,7 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None,
     if C and OW >= C:
         wx, ws = _fir_weights(w, lanes(out.itemsize))
         if np.isfinite(ws).all() and np.isfinite(bias).all():     # (else the direct sums)
-            nc = -(-OW // C)
+            nc = (pl > 0) + -(-(OW - min(pl, OW)) // C)          # chunks per row (_fir1d)
             ntg = max(1, -(-n_tasks_target() // (N * G * OH)))      # chunk groups per row
             with serial_if_small(N * G * OH * OW * kw):
                 any_layout(_fir1d, (out, x), w, wx, ws, bias, pl, EXTENSIONS[boundary],

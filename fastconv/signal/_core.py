@@ -39,8 +39,8 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from .. import _config
 from ..cpu import engine as cpu_engine
+from ..dispatch import _level
 from .._pad import pad as _pad_modes
 from .._spec import _prod
 from ..cpu._common import SERIAL_BELOW as SMALL_MACS, serial_if_small, workspace
@@ -168,9 +168,11 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
 def fast_fir() -> bool:
     """Whether the direct method may run long 1-D kernels by the fast FIR algorithm
     (:func:`fastconv.cpu.stencil.stencil2d`'s ``fir``: 3/4 of the multiply-adds, an
-    error relative to the terms of each output and its neighbours, as Winograd's): at
-    every precision level but "highest" (``fastconv.set_precision``)."""
-    return _config.PRECISION != "highest"
+    error relative to the terms of each output and its two neighbours, as Winograd's
+    to its tile's): at
+    every precision level but "highest" (``fastconv.set_precision``, or this thread's
+    ``dispatch.precision_scope``)."""
+    return _level(None) != "highest"
 
 
 def _direct(xp, ks, out=None):

@@ -369,7 +369,8 @@ def test_fast_fir_matches_direct(dtype, data, monkeypatch):
 def test_fast_fir_nonfinite_and_overflow_like_direct(dtype, rng, monkeypatch):
     """NaN and inf inputs, and finite data whose fast-FIR partial sums overflow where the
     direct sums do not: the fast FIR path gives the direct path's values, NaN and inf
-    in the same places (those chunks are recomputed by the direct sums)."""
+    in the same places (those chunks are recomputed by the direct sums). (The other way
+    round, outputs whose direct sums overflow may come out finite, as documented.)"""
     monkeypatch.setattr(stencil, "FIR_CHUNK_BYTES", 1)
     kw = 101
     C = stencil.fir_chunk(kw, np.dtype(dtype).itemsize)
@@ -397,6 +398,28 @@ def test_fast_fir_nonfinite_and_overflow_like_direct(dtype, rng, monkeypatch):
     stencil.stencil2d(ref, xb, wb, fir=False)
     assert np.isfinite(ref).all()
     np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("kw", [stencil.FIR_MIN_TAPS, 100, 101])
+def test_fast_fir_reads_only_the_windows(kw, rng, monkeypatch):
+    """Valid outputs of exactly one and two chunks: the fast FIR path runs every chunk
+    (its rounding differs from the direct sums'), odd kernels included, whose A[C] and
+    last pairwise sum would take the input one past the last window (0 instead); NaN
+    right after x's end (a view of a larger array) reaches no output."""
+    dtype = np.float64
+    C = stencil.fir_chunk(kw, 8)
+    for OW in (C, 2 * C):
+        big = np.full((1, 1, 1, OW + kw + 7), np.nan, dtype)
+        x = big[..., :OW + kw - 1]
+        x[...] = rng.standard_normal(x.shape)
+        w = rng.standard_normal((1, 1, kw))
+        out, ref = np.empty((2, 1, 1, 1, OW))
+        stencil.stencil2d(out, x, w, fir=True)
+        stencil.stencil2d(ref, x, w, fir=False)
+        assert np.isfinite(out).all()
+        check(out, ref, dtype)
+        last = slice(OW - C, OW)
+        assert not np.array_equal(out[..., last], ref[..., last])     # the path ran there
 
 
 def test_fast_fir_applies_to_long_float_kernels_only():
