@@ -1040,7 +1040,7 @@ def _fir1d(out, x, w, wx, ws, bias, pl, mode, fill, C, gc, tw, nt):
         a2 = _scratch(1, C + 1, x.dtype)
         s2 = _scratch(1, C // 2 + nk - 1, x.dtype)
         q2 = _scratch(1, C // 2, x.dtype)
-        e2 = _scratch(1, C + kw - 1, x.dtype)
+        e2 = _scratch(1, max(C, hd) + kw - 1, x.dtype)     # (the head: up to kw - 1 wide)
         for c in range(q * gc, min((q + 1) * gc, nc)):
             if hd > 0:
                 j0 = 0 if c == 0 else hd + (c - 1) * C

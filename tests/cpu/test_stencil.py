@@ -424,6 +424,27 @@ def test_fast_fir_reads_only_the_windows(kw, rng, monkeypatch):
         assert not np.array_equal(out[..., last], ref[..., last])     # the path ran there
 
 
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+def test_fast_fir_padding_wider_than_a_chunk(boundary, rng, monkeypatch):
+    """'full' padding of a long kernel with small chunks: the head columns (whose windows
+    start in the padding, kw - 1 of them) are wider than a chunk and run from one copy of
+    the extension; right, and nothing written outside ``out``."""
+    monkeypatch.setattr(stencil, "FIR_CHUNK_BYTES", 1)
+    kw = 257
+    C = stencil.fir_chunk(kw, 8)
+    assert C < kw - 1
+    x = rng.standard_normal((1, 1, 2, 3 * C + kw))
+    w = rng.standard_normal((1, 1, kw))
+    OW = x.shape[3] + kw - 1
+    big = np.full((1, 1, 2, OW + 16), 77.0)
+    out = big[..., 8:8 + OW]
+    stencil.stencil2d(out, x, w, None, ((0, 0), (kw - 1, kw - 1)), boundary, fir=True)
+    ref = np.empty_like(out)
+    stencil.stencil2d(ref, x, w, None, ((0, 0), (kw - 1, kw - 1)), boundary, fir=False)
+    check(out, ref, np.float64)
+    assert (big[..., :8] == 77).all() and (big[..., 8 + OW:] == 77).all()
+
+
 def test_fast_fir_applies_to_long_float_kernels_only():
     """fir_chunk: 0 below FIR_MIN_TAPS and for kernels too short for the lane-paired
     tile; a multiple of two of its tiles and of the combination's step otherwise."""
