@@ -81,11 +81,14 @@ def convolve(in1, in2, mode="full", method="auto"):
         inputs are swapped when `in2` is the larger); ``'same'`` ``n``, centred with
         respect to the full output.
     method : {'auto', 'direct', 'fft', 'oa'}, optional
-        ``'direct'``: the definition (exact for integers; 1-D float kernels of at least
-        81 taps by the 2-parallel fast FIR algorithm, 3/4 of the multiply-adds, at every
-        precision level but ``"highest"``, see ``fastconv.set_precision``: its odd
-        outputs' error is relative to their neighbours' terms too, NaN and inf sit where
-        the definition puts them); ``'fft'``: Fourier transforms;
+        ``'direct'``: the definition (exact for integers; float and complex kernels of
+        one row, at least 81 taps, along outputs of at least ~2000 (float64) or ~4000
+        (float32) samples by the 2-parallel fast FIR algorithm, 3/4 of the
+        multiply-adds, at every precision level but ``"highest"``, see
+        ``fastconv.set_precision``: its odd outputs' error is relative to their
+        neighbours' terms too; NaN and inf sit where the definition puts them, but
+        outputs whose sums overflow in the definition's order may come out finite);
+        ``'fft'``: Fourier transforms;
         ``'oa'``: Fourier transforms on overlapping tiles (overlap-add);
         ``'auto'`` (default): :func:`choose_conv_method`.
 

@@ -169,9 +169,8 @@ def fast_fir() -> bool:
     """Whether the direct method may run long 1-D kernels by the fast FIR algorithm
     (:func:`fastconv.cpu.stencil.stencil2d`'s ``fir``: 3/4 of the multiply-adds, an
     error relative to the terms of each output and its two neighbours, as Winograd's
-    to its tile's): at
-    every precision level but "highest" (``fastconv.set_precision``, or this thread's
-    ``dispatch.precision_scope``)."""
+    to its tile's): at every precision level but "highest" (``fastconv.set_precision``,
+    or this thread's ``dispatch.precision_scope``)."""
     return _level(None) != "highest"
 
 
