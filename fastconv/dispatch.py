@@ -209,10 +209,17 @@ def _stencil_counts(isz, planes, kernel, out, in_bytes):
     it where each output channel reads one input channel at unit stride: depthwise
     layers): its vector multiply-adds (outputs narrower than a half tile: the scalar
     definition's), a cost per plane (a task's set-up and edges) and the padded input it
-    reads."""
+    reads. Planes narrower than a half tile that stencil.whole_planes runs whole take
+    half tiles instead of the definition."""
     (_, kh, kw), (_, oh, ow) = kernel, out
     L = stencil.lanes(isz)
-    narrow = ow < stencil.half_width(isz)
+    hw = stencil.half_width(isz)
+    narrow = ow < hw
+    if narrow and stencil.whole_planes(planes, oh, ow, kh, kw, isz, False):
+        # (direct_fwd pads first: the planes reach the stencil unpadded) half tiles
+        return {"overhead": 1.0, "stencil_plane": planes,
+                "stencil_mac": planes * oh * (hw // L) * kh * kw, "stencil_scalar_mac": 0,
+                "stencil_byte": in_bytes}
     return {"overhead": 1.0, "stencil_plane": planes,
             "stencil_mac": 0 if narrow else planes * oh * -(-ow // L) * kh * kw,
             "stencil_scalar_mac": planes * oh * ow * kh * kw if narrow else 0,

@@ -103,8 +103,9 @@ def _cpu_spec(x_shape, w_shape, dtype=np.float32, stride=1, padding=0, groups=1)
 
 def test_depthwise_costs_count_the_stencil_and_winograds_tasks():
     """Unit-stride depthwise layers run the one-channel stencil (cpu/stencil.py): the
-    direct estimate counts its vector multiply-adds (the scalar definition's below half a
-    tile), its planes and the padded input it reads, for the forward and the input
+    direct estimate counts its vector multiply-adds (below half a tile: the half tiles of
+    planes run whole, else the scalar definition's), its planes and the padded input it
+    reads, for the forward and the input
     gradient; strided ones keep the line kernel's passes. Winograd counts its tasks'
     GEMM batches (groups x panels of tiles x alpha^2): a depthwise layer has C times those
     of a dense layer of the same size."""
@@ -117,8 +118,12 @@ def test_depthwise_costs_count_the_stencil_and_winograds_tasks():
     assert f["stencil_byte"] == 8 * 64 * 30 * 30 * 4 and "line" not in f
     small = dispatch.direct_features(_cpu_spec((8, 64, 7, 7), (64, 1, 3, 3), padding=1,
                                                groups=64), "forward")
-    assert 7 < stencil.half_width(4) and small["stencil_mac"] == 0
-    assert small["stencil_scalar_mac"] == 8 * 64 * 7 * 7 * 9
+    hw = stencil.half_width(4)
+    assert 7 < hw and small["stencil_scalar_mac"] == 0       # whole planes: half tiles
+    assert small["stencil_mac"] == 8 * 64 * 7 * (hw // lanes) * 9
+    few = dispatch.direct_features(_cpu_spec((1, 4, 7, 7), (4, 1, 3, 3), padding=1,
+                                             groups=4), "forward")
+    assert few["stencil_mac"] == 0 and few["stencil_scalar_mac"] == 4 * 7 * 7 * 9
     strided = dispatch.direct_features(_cpu_spec((8, 64, 28, 28), (64, 1, 3, 3), stride=2,
                                                  padding=1, groups=64), "forward")
     assert "stencil_plane" not in strided and strided["pass"] > 0

@@ -291,6 +291,50 @@ def test_stream_tile_both_shifts(dtype, loads, rng):
             assert (out[~written] == 77).all(), (S, kw)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@PROPERTY
+@given(data=st.data())
+def test_whole_small_planes(dtype, data):
+    """Enough small planes for the threads run whole from one copy of their extended
+    input (stencil.whole_planes): widths around the half tile (below it by half tiles on
+    the copy's wider rows), heights around the row blocks, kernels up to the plane,
+    padded or not, every boundary, a bias; against the reference (integers exactly) and
+    nothing written outside ``out``."""
+    from fastconv.cpu._common import n_tasks_target
+    isz = np.dtype(dtype).itemsize
+    hw = stencil.half_width(isz)
+    OW = data.draw(st.sampled_from(sorted({1, 2, hw - 1, hw, hw + 1, 2 * hw + 3})))
+    OH = data.draw(st.integers(1, 2 * stencil.ROWS + 1))
+    kh, kw = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
+    pads = data.draw(st.sampled_from([((0, 0), (0, 0)), ((1, 1), (1, 1)),
+                                      ((kh - 1, 0), (0, kw - 1)), ((kh // 2, (kh - 1) // 2),
+                                                                   (kw // 2, (kw - 1) // 2))]))
+    boundary = data.draw(st.sampled_from(["fill", "wrap", "symm"]))
+    H, W = OH + kh - 1 - sum(pads[0]), OW + kw - 1 - sum(pads[1])
+    if H < 1 or W < 1 or (boundary != "fill" and (H < max(pads[0]) or W < max(pads[1]))):
+        return
+    planes = n_tasks_target() + data.draw(st.integers(0, 3))
+    G = data.draw(st.sampled_from([1, 2, planes]))
+    N = -(-planes // G)
+    padded = max(max(pads[0]), max(pads[1])) > 0
+    assert stencil.whole_planes(N * G, OH, OW, kh, kw, isz, padded) == (padded or OW < hw)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    x = rng.integers(-9, 10, (N, G, H, W)).astype(dtype)
+    w = rng.integers(-9, 10, (G, kh, kw)).astype(dtype)
+    bias = rng.integers(-9, 10, G).astype(dtype)
+    big = np.full((N, G, OH + 2, OW + 2), 77, dtype)
+    out = big[:, :, 1:-1, 1:-1]
+    fill = 2
+    stencil.stencil2d(out, x, w, bias, pads, boundary, fill)
+    mode = {"fill": "constant", "wrap": "wrap", "symm": "symmetric"}[boundary]
+    extra = dict(constant_values=fill) if mode == "constant" else {}
+    xe = np.pad(x, ((0, 0), (0, 0)) + pads, mode, **extra)
+    check(out, reference(xe, w, bias), dtype)
+    inner = np.zeros(big.shape, bool)
+    inner[:, :, 1:-1, 1:-1] = True
+    assert (big[~inner] == 77).all()
+
+
 @pytest.mark.parametrize("loads", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stream_tile_lane_pairs(dtype, loads, rng):
