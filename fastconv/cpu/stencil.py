@@ -782,7 +782,7 @@ def _plane_from_copy(ob, xb, w, b0, pt, pl, mode, fill, R, tw, nt, buf, obuf):
         if OW >= hw:
             _rows(ob, i, R, z, z + OW, buf, i, z, w, b0, tw, nt)
         else:
-            _tile(obuf, i, z, buf, i, z, w, kh, kw, b0, R, False, nt)
+            _tile(obuf, i, z, buf, i, z, w, kh, kw, b0, R, False, R != R)   # (no nt: read back)
     if OW < hw:
         for i in range(OH):
             for j in range(OW):
@@ -829,6 +829,8 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt, whole):
             _plane_from_copy(ob, xb, wb, b0, pt, pl, mode, fill, R, tw, nt,
                              _scratch(OH + kh - 1, max(OW, hw) + kw - 1, x.dtype),
                              _scratch(OH if narrow else 0, hw if narrow else 0, x.dtype))
+            if nt:
+                _store_fence()
             continue
         # the strip's columns whose inputs lie inside x: [ja, jb)
         ja = max(j0, pl)

@@ -298,8 +298,8 @@ def test_whole_small_planes(dtype, data):
     """Enough small planes for the threads run whole from one copy of their extended
     input (stencil.whole_planes): widths around the half tile (below it by half tiles on
     the copy's wider rows), heights around the row blocks, kernels up to the plane,
-    padded or not, every boundary, a bias; against the reference (integers exactly) and
-    nothing written outside ``out``."""
+    padded or not, every boundary, a bias, non-temporal stores or not; against the
+    reference (integers exactly) and nothing written outside ``out``."""
     from fastconv.cpu._common import n_tasks_target
     isz = np.dtype(dtype).itemsize
     hw = stencil.half_width(isz)
@@ -325,7 +325,7 @@ def test_whole_small_planes(dtype, data):
     big = np.full((N, G, OH + 2, OW + 2), 77, dtype)
     out = big[:, :, 1:-1, 1:-1]
     fill = 2
-    stencil.stencil2d(out, x, w, bias, pads, boundary, fill)
+    stencil.stencil2d(out, x, w, bias, pads, boundary, fill, nt=data.draw(st.booleans()))
     mode = {"fill": "constant", "wrap": "wrap", "symm": "symmetric"}[boundary]
     extra = dict(constant_values=fill) if mode == "constant" else {}
     xe = np.pad(x, ((0, 0), (0, 0)) + pads, mode, **extra)
