@@ -777,6 +777,10 @@ def _plane_from_copy(ob, xb, w, b0, pt, pl, mode, fill, R, tw, nt, buf, obuf):
     hw = tw * HALF // VECTORS
     z = R - R
     _extended(buf, xb, z, OH + kh - 1, z, OW + kw - 1, pt, pl, mode, fill)
+    if OW < hw:                 # the half tiles' columns past the copy: zeros, not
+        for r in range(OH + kh - 1):    # leftovers (NaN or subnormal: slow, or FP flags)
+            for c in range(OW + kw - 1, hw + kw - 1):
+                buf[r, c] = 0
     for rb in range((OH + R - 1) // R):
         i = min(rb * R, OH - R)
         if OW >= hw:
@@ -802,8 +806,9 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt, whole):
     # read a copy of it in a small per-task buffer: the edge rows' blocks a copy of
     # their rows, the others' edge columns one copy of the columns for the whole task
     # (for a few edge columns of a small kernel, the definition instead). With
-    # ``whole`` (small padded planes, one task each: cw = OW, gb = all row blocks), the
-    # plane from one copy of its extended input (_plane_from_copy).
+    # ``whole`` (whole_planes: small padded planes, or planes narrower than a half tile;
+    # one task each: cw = OW, gb = all row blocks), the plane from one copy of its
+    # extended input (_plane_from_copy).
     # With nt, the tiles' aligned stores are non-temporal.
     N, G, OH, OW = out.shape
     H, W = x.shape[2], x.shape[3]
