@@ -214,15 +214,11 @@ def _stencil_counts(isz, planes, kernel, out, in_bytes):
     (_, kh, kw), (_, oh, ow) = kernel, out
     L = stencil.lanes(isz)
     hw = stencil.half_width(isz)
-    narrow = ow < hw
-    if narrow and stencil.whole_planes(planes, oh, ow, kh, kw, isz, False):
-        # (direct_fwd pads first: the planes reach the stencil unpadded) half tiles
-        return {"overhead": 1.0, "stencil_plane": planes,
-                "stencil_mac": planes * oh * (hw // L) * kh * kw, "stencil_scalar_mac": 0,
-                "stencil_byte": in_bytes}
+    # (direct_fwd pads first: the planes reach the stencil unpadded)
+    scalar = ow < hw and not stencil.whole_planes(planes, oh, ow, kh, kw, isz, False)
     return {"overhead": 1.0, "stencil_plane": planes,
-            "stencil_mac": 0 if narrow else planes * oh * -(-ow // L) * kh * kw,
-            "stencil_scalar_mac": planes * oh * ow * kh * kw if narrow else 0,
+            "stencil_mac": 0 if scalar else planes * oh * -(-max(ow, hw) // L) * kh * kw,
+            "stencil_scalar_mac": planes * oh * ow * kh * kw if scalar else 0,
             "stencil_byte": in_bytes}
 
 

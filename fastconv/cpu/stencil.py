@@ -54,6 +54,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._common import JIT, any_layout, n_tasks_target, serial_if_small
+from ._simd import _vector_ops
 
 
 @functools.lru_cache(maxsize=1)
@@ -204,6 +205,25 @@ def _store_tile(builder, stores, nt, isz):
                 builder.store(v, builder.bitcast(p, v.type.as_pointer()), align=isz)
 
 
+def _prefetch_line(builder, ptr, write):
+    """Prefetch the cache line at ``ptr`` into L1 (for writing if ``write``): a hint,
+    no fault past an array."""
+    i32, i8p = ir.IntType(32), ir.IntType(8).as_pointer()
+    pf = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+        "llvm.prefetch.p0i8")
+    builder.call(pf, [builder.bitcast(ptr, i8p), i32(int(write)), i32(3), i32(1)])
+
+
+def _item_pointer(context, builder, sig, args, k, inds):
+    """The address of element ``inds`` (LLVM values, or argument positions as ints) of
+    the array argument k of an intrinsic."""
+    A = context.make_array(sig.args[k])(context, builder, args[k])
+    inds = [context.cast(builder, args[i], sig.args[i], types.intp) if isinstance(i, int)
+            else i for i in inds]
+    return cgutils.get_item_pointer(context, builder, sig.args[k], A, inds)
+
+
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
@@ -240,21 +260,8 @@ def _codegen(context, builder, sig, args, R, V):
     out_t, x_t, w_t = sig.args[0], sig.args[3], sig.args[6]
     dt = out_t.dtype
     i64, i32 = ir.IntType(64), ir.IntType(32)
-    isz = dt.bitwidth // 8
-    L = VECTOR_BYTES // isz
-    ety = context.get_value_type(dt)
-    vty = ir.VectorType(ety, L)
-    vptr = vty.as_pointer()
-    is_float = isinstance(dt, types.Float)
-    if is_float:
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{L}f{isz * 8}")
-
-        def fma(a, b, c):
-            return builder.call(fn, [a, b, c])
-    else:                                   # exact integer arithmetic, wrapping like numpy
-        def fma(a, b, c):
-            return builder.add(builder.mul(a, b), c)
+    # (fma: exact integer arithmetic, wrapping like numpy, for integers)
+    isz, L, vty, vptr, fma = _vector_ops(context, builder, dt, VECTOR_BYTES)
 
     def cast(k):
         return context.cast(builder, args[k], sig.args[k], types.int64)
@@ -312,14 +319,11 @@ def _codegen(context, builder, sig, args, R, V):
     # prefetch the R input rows that the next block of output rows (below this tile)
     # adds, at this tile's columns: walking down a strip, those rows come from memory
     # rows apart, a pattern the hardware prefetchers do not follow
-    pf = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32,
-                                                        i32, i32]), "llvm.prefetch.p0i8")
     for p in range(R):
         prow = builder.bitcast(xrow_at(builder.add(kh, i64(R - 1 + p))),
                                ir.IntType(8).as_pointer())
         for m in range(V * VECTOR_BYTES // 64 + 1):
-            builder.call(pf, [builder.gep(prow, [i64(64 * m)]), i32(0), i32(3), i32(1)])
+            _prefetch_line(builder, builder.gep(prow, [i64(64 * m)]), False)
     acc = [splat(b0)] * (R * V)
     for r in range(R - 1):                 # ramp-up: input row r feeds rows 0..r
         acc = row(xrow_at(i64(r)), {i: wrow_at(i64(r - i)) for i in range(r + 1)}, acc)
@@ -365,20 +369,7 @@ def _row_setup(context, builder, sig, args):
     out_t, x_t, w_t = sig.args[0], sig.args[3], sig.args[6]
     dt = out_t.dtype
     i64, i32 = ir.IntType(64), ir.IntType(32)
-    isz = dt.bitwidth // 8
-    L = VECTOR_BYTES // isz
-    ety = context.get_value_type(dt)
-    vty = ir.VectorType(ety, L)
-    vptr = vty.as_pointer()
-    if isinstance(dt, types.Float):
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{L}f{isz * 8}")
-
-        def fma(a, b, c):
-            return builder.call(fn, [a, b, c])
-    else:
-        def fma(a, b, c):
-            return builder.add(builder.mul(a, b), c)
+    isz, L, vty, vptr, fma = _vector_ops(context, builder, dt, VECTOR_BYTES)
 
     def cast(k):
         return context.cast(builder, args[k], sig.args[k], types.int64)
@@ -765,16 +756,19 @@ def _by_definition(ncols, R, kh, kw, tw):
 
 
 @njit(**JIT)
-def _plane_from_copy(ob, xb, w, b0, pt, pl, mode, fill, R, tw, nt, buf, obuf):
-    # A whole small output plane (OH, OW) from one copy of its extended input in buf (at
-    # least OH + kh - 1 rows of max(OW, hw) + kw - 1 columns), instead of one copy per
-    # block of R rows (their kh - 1 shared rows copied again each time). Outputs narrower
-    # than a half tile (hw columns) are computed by half tiles into obuf (OH x hw; the
-    # columns past the copy's are scratch, feeding only the outputs past OW) and copied
+def _plane_from_copy(ob, xb, w, b0, pt, pl, mode, fill, R, tw, nt):
+    # A whole small output plane (OH, OW) from one copy of its extended input in buf
+    # (OH + kh - 1 rows of max(OW, hw) + kw - 1 columns), instead of one copy per block
+    # of R rows (their kh - 1 shared rows copied again each time). Outputs narrower than
+    # a half tile (hw columns) are computed by half tiles into obuf (OH x hw; the
+    # columns past the copy's are zeros, feeding only the outputs past OW) and copied
     # out, instead of by the scalar definition
     OH, OW = ob.shape
     kh, kw = w.shape
     hw = tw * HALF // VECTORS
+    narrow = OW < hw
+    buf = _scratch(OH + kh - 1, max(OW, hw) + kw - 1, xb.dtype)
+    obuf = _scratch(OH if narrow else 0, hw if narrow else 0, xb.dtype)
     z = R - R
     _extended(buf, xb, z, OH + kh - 1, z, OW + kw - 1, pt, pl, mode, fill)
     if OW < hw:                 # the half tiles' columns past the copy: zeros, not
@@ -829,11 +823,7 @@ def _stencil2d(out, x, w, bias, pt, pl, mode, fill, R, cw, gb, tw, nt, whole):
             j0 = j1 - tw
         ob, xb, wb, b0 = out[n, g], x[n, g], w[g], bias[g]
         if whole:
-            hw = tw * HALF // VECTORS
-            narrow = OW < hw
-            _plane_from_copy(ob, xb, wb, b0, pt, pl, mode, fill, R, tw, nt,
-                             _scratch(OH + kh - 1, max(OW, hw) + kw - 1, x.dtype),
-                             _scratch(OH if narrow else 0, hw if narrow else 0, x.dtype))
+            _plane_from_copy(ob, xb, wb, b0, pt, pl, mode, fill, R, tw, nt)
             if nt:
                 _store_fence()
             continue
@@ -890,9 +880,7 @@ def _row_pointer(typingctx, a_t, i_t, j_t):
         return None
 
     def codegen(context, builder, sig, args):
-        A = context.make_array(a_t)(context, builder, args[0])
-        inds = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])]
-        return cgutils.get_item_pointer(context, builder, a_t, A, inds)
+        return _item_pointer(context, builder, sig, args, 0, [1, 2])
 
     return types.CPointer(a_t.dtype)(a_t, i_t, j_t), codegen
 
@@ -905,17 +893,7 @@ def _prefetch_intrinsic(write):
             return None
 
         def codegen(context, builder, sig, args):
-            i32 = ir.IntType(32)
-            A = context.make_array(a_t)(context, builder, args[0])
-            inds = [context.cast(builder, v, t, types.intp)
-                    for v, t in zip(args[1:], sig.args[1:])]
-            p = cgutils.get_item_pointer(context, builder, a_t, A, inds)
-            pf = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(),
-                                                                i32, i32, i32]),
-                "llvm.prefetch.p0i8")
-            builder.call(pf, [builder.bitcast(p, ir.IntType(8).as_pointer()), i32(int(write)),
-                              i32(3), i32(1)])
+            _prefetch_line(builder, _item_pointer(context, builder, sig, args, 0, [1, 2]), write)
             return context.get_dummy_value()
 
         return types.void(a_t, i_t, j_t), codegen
@@ -943,29 +921,20 @@ def _fir_combine(typingctx, y_t, yi_t, yj_t, a_t, q_t, b0_t, n_t):
     def codegen(context, builder, sig, args):
         dt = y_t.dtype
         i64, i32 = ir.IntType(64), ir.IntType(32)
-        isz = dt.bitwidth // 8
-        L = VECTOR_BYTES // isz
         U = FIR_UNROLL
-        ety = context.get_value_type(dt)
-        vty, hty = ir.VectorType(ety, L), ir.VectorType(ety, L // 2)
-
-        def cast(k):
-            return context.cast(builder, args[k], sig.args[k], types.intp)
-
-        def row(k, i, j):
-            A = context.make_array(sig.args[k])(context, builder, args[k])
-            return cgutils.get_item_pointer(context, builder, sig.args[k], A, [i, j])
-
+        isz, L, vty, _, fma = _vector_ops(context, builder, dt, VECTOR_BYTES)
+        hty = ir.VectorType(vty.element, L // 2)
         zero = i64(0)
-        yp, ap, qp = row(0, cast(1), cast(2)), row(3, zero, zero), row(4, zero, zero)
+        yp = _item_pointer(context, builder, sig, args, 0, [1, 2])
+        ap = _item_pointer(context, builder, sig, args, 3, [zero, zero])
+        qp = _item_pointer(context, builder, sig, args, 4, [zero, zero])
+        n = context.cast(builder, args[6], sig.args[6], types.intp)
         b0 = context.cast(builder, args[5], sig.args[5], dt)
         undef = ir.Constant(vty, ir.Undefined)
         b0v = builder.shuffle_vector(builder.insert_element(undef, b0, i32(0)), undef,
                                      ir.Constant(ir.VectorType(i32, L), [0] * L))
         odd = ir.Constant(ir.VectorType(ir.IntType(1), L), [k % 2 for k in range(L)])
         twice = ir.Constant(ir.VectorType(i32, L), [k // 2 for k in range(L)])
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{L}f{isz * 8}")
         vzero = ir.Constant(vty, [0.0] * L)
 
         def load(ty, p, k):
@@ -982,10 +951,10 @@ def _fir_combine(typingctx, y_t, yi_t, yj_t, a_t, q_t, b0_t, n_t):
                 y = builder.fadd(b0v, builder.select(odd, builder.fsub(Q, P), P))
                 builder.store(y, builder.bitcast(builder.gep(yp, [j]), vty.as_pointer()),
                               align=isz)
-                res.append(builder.call(fma, [y, vzero, st[u]]))
+                res.append(fma(y, vzero, st[u]))
             return res
 
-        accs = _phi_loop(builder, builder.sdiv(cast(6), i64(U * L)), [vzero] * U, body,
+        accs = _phi_loop(builder, builder.sdiv(n, i64(U * L)), [vzero] * U, body,
                          "combine", guarded=True)
         acc = accs[0]
         for a in accs[1:]:
@@ -1117,19 +1086,21 @@ FIR_PASS_MACS = 18.0
 FIR_MIN_TAPS = 81
 
 
-def fir_chunk(kw, itemsize):
+def fir_chunk(kw, itemsize, OW=None):
     """Output columns per chunk of the fast FIR path for one-row kernels of ``kw`` taps
     and elements of ``itemsize`` bytes (a multiple of two lane-paired streaming tiles
     and of the combination's step), or 0 where that path does not apply: fewer than
-    FIR_MIN_TAPS taps, or fewer than the lane-paired tile's vectors' whole blocks of
-    taps (nk = ceil(kw / 2), blocks of lanes / 2)."""
+    FIR_MIN_TAPS taps, fewer than the lane-paired tile's vectors' whole blocks of taps
+    (nk = ceil(kw / 2), blocks of lanes / 2), or (given) ``OW`` output columns, fewer
+    than a chunk. (The signal cost model asks this too.)"""
     L = VECTOR_BYTES // itemsize
     R = _stream_vectors(itemsize)
     nk = (kw + 1) // 2
     if kw < FIR_MIN_TAPS or (nk - 1) // (L // 2) < R:
         return 0
     unit = 2 * R * L * FIR_UNROLL // math.gcd(2 * R, FIR_UNROLL)   # tile pairs, combine steps
-    return max(unit, FIR_CHUNK_BYTES // itemsize // unit * unit)
+    C = max(unit, FIR_CHUNK_BYTES // itemsize // unit * unit)
+    return 0 if OW is not None and OW < C else C
 
 
 def fir_macs(kw):
@@ -1247,9 +1218,9 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None,
         nt = out.nbytes >= NT_MIN_BYTES and kh * kw <= NT_MAX_TAPS
     R = rows_for(kh, OH)
     tw = tile_width(out.itemsize)
-    C = fir_chunk(kw, out.itemsize) if fir and kh == 1 and pt == pb == 0 \
+    C = fir_chunk(kw, out.itemsize, OW) if fir and kh == 1 and pt == pb == 0 \
         and out.dtype.kind == "f" else 0
-    if C and OW >= C:
+    if C:
         wx, ws, finite = _fir_weights(w, lanes(out.itemsize))
         if finite and (finite_bias or np.isfinite(bias).all()):   # (else the direct sums)
             nc = (pl > 0) + -(-(OW - min(pl, OW)) // C)          # chunks per row (_fir1d)
@@ -1258,13 +1229,14 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None,
                 any_layout(_fir1d, (out, x), w, wx, ws, bias, pl, EXTENSIONS[boundary],
                            out.dtype.type(fill), C, -(-nc // ntg), tw, bool(nt))
             return out
-    cw = _strip(OW, kh, kw, R, out.itemsize, tw)
     nrb = -(-OH // R)
-    tasks = N * G * -(-OW // cw)
-    gb = max(1, nrb // max(1, -(-n_tasks_target() // tasks)))   # row blocks per task
     whole = whole_planes(N * G, OH, OW, kh, kw, out.itemsize, max(pt, pb, pl, pr) > 0)
     if whole:
-        cw, gb = OW, nrb
+        cw, gb = OW, nrb                                        # a task per plane
+    else:
+        cw = _strip(OW, kh, kw, R, out.itemsize, tw)
+        tasks = N * G * -(-OW // cw)
+        gb = max(1, nrb // max(1, -(-n_tasks_target() // tasks)))   # row blocks per task
     with serial_if_small(N * G * OH * OW * kh * kw):
         any_layout(_stencil2d, (out, x), w, bias, pt, pl, EXTENSIONS[boundary],
                    out.dtype.type(fill), R, cw, gb, tw, bool(nt), whole)

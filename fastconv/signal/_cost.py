@@ -76,10 +76,9 @@ def features(plan: Plan, itemsize: int, x_complex: bool, k_complex: bool,
     macs = plan.macs * (4 if x_complex and k_complex else (2 if cplx else 1))
     f32 = itemsize <= 4
     rank = "_1d" if len(plan.n) <= 1 else ("" if len(plan.n) == 2 else "_3d")
-    if fir and rank == "_1d" and plan.n and not cplx:
-        C = fir_chunk(plan.k[0], itemsize)
-        if C and plan.out[0] >= C:
-            macs = plan.N * plan.G * plan.out[0] * fir_macs(plan.k[0])
+    if fir and rank == "_1d" and plan.n and not cplx and fir_chunk(plan.k[0], itemsize,
+                                                                   plan.out[0]):
+        macs = plan.N * plan.G * plan.out[0] * fir_macs(plan.k[0])
     pad_bytes = plan.N * plan.G * _prod(plan.padded) * itemsize * (2 if x_complex else 1)
     direct = dict.fromkeys(CONSTANTS["direct"], 0.0)
     direct["overhead"] = 1.0
