@@ -37,11 +37,17 @@ def pad5_scratch(spec: ConvSpec, x) -> np.ndarray:
                      lambda shape, dtype: workspace("pad_x", shape, dtype)), spec.nd)
 
 
-def forward5(spec: ConvSpec, xp5, w5, b, algorithm="auto", out5=None, precision=None):
-    """The 5-D forward result (``out5`` when given) in the compute dtype."""
+def forward5(spec: ConvSpec, xp5, w5, b, algorithm="auto", out5=None, precision=None,
+             unpadded=False):
+    """The 5-D forward result (``out5`` when given) in the compute dtype; ``unpadded``:
+    ``xp5`` is the input before its zero padding (engine.forward pads it, or the kernel
+    reads the padding in place)."""
+    window = (tuple(b for b, _ in spec.padding3), spec.lift(spec.padded_size)) if unpadded \
+        else (None, None)
+
     def run(entry, out=None):
         return engine.forward(xp5, w5, b, spec.stride3, spec.dilation3, spec.groups,
-                              entry.cpu_kernels, out)
+                              entry.cpu_kernels, out, *window)
 
     entry = dispatch.plan(spec, "forward", algorithm, "cpu", run, _finite(xp5, w5), precision)
     return run(entry, out5)
@@ -89,8 +95,13 @@ def grad_output5(spec: ConvSpec, go):
 def forward(spec: ConvSpec, x, w, b, algorithm="auto", out5=None, precision=None):
     """Pad, lift to 5-D, plan and run; the 5-D result in the compute dtype."""
     b = None if b is None else np.ascontiguousarray(b)
-    return forward5(spec, pad5_scratch(spec, x), np.ascontiguousarray(lift5(w, spec.nd)), b,
-                    algorithm, out5, precision)
+    w5 = np.ascontiguousarray(lift5(w, spec.nd))
+    if spec.padding_mode == "zeros" and spec.dtype in (np.float32, np.float64):
+        # zero padding is left to engine.forward: the kernels that read it in place
+        # (the depthwise channel-lane kernel) skip the padded copy
+        x5 = lift5(np.ascontiguousarray(x, dtype=spec.dtype), spec.nd)
+        return forward5(spec, x5, w5, b, algorithm, out5, precision, unpadded=True)
+    return forward5(spec, pad5_scratch(spec, x), w5, b, algorithm, out5, precision)
 
 
 def input_grad(spec: ConvSpec, go, w, algorithm="auto", precision=None):

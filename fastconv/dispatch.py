@@ -41,7 +41,7 @@ from ._fileio import atomic_write
 from ._spec import ConvSpec, _prod
 from ._validate import PRECISIONS, check_device, check_op, check_precision, conv_spec, size_tuple
 from ._version import __version__
-from .cpu import direct, im2col, minor, stencil, winograd
+from .cpu import depthwise, direct, im2col, minor, stencil, winograd
 from .cpu import engine as cpu_engine
 from .cpu._common import reuse
 from .cpu._simd import HOST_CLASS
@@ -63,7 +63,11 @@ _FORWARD_DEFAULTS = {
                # padded input; fitted to 24 depthwise layers on the AVX2 host (N 1-32, C
                # 32-512, 7x7 to 224x224, 3x3 and 5x5, float32/64: within 0.5-1.5x)
                "stencil_mac": 1.1e-10, "stencil_plane": 2.0e-7, "stencil_scalar_mac": 1.3e-9,
-               "stencil_byte": 1.0e-10},
+               "stencil_byte": 1.0e-10,
+               # cpu/depthwise.py (channels in the lanes): vector multiply-adds of its
+               # tiles, bytes transposed in and out, tasks; from the kernel alone on the
+               # AVX2 host (N=8, C=32-256, 7x7 to 112x112, 3x3 and 5x5, float32/64)
+               "dwlane_mac": 1.2e-10, "dwlane_byte": 2.5e-11, "dwlane_task": 1.5e-7},
     "im2col": {"overhead": 4.0e-5, "gather_byte": 1.0e-10, "gather_byte_big": 1.2e-11,
                "flop": 1.2e-11, "flop_big": 1.2e-11, "out_byte": 1e-10},
     "fft": {"overhead": 1.0e-4, "fft_flop": 1.0e-10, "cmul": 1.0e-9},
@@ -186,10 +190,19 @@ def _direct_counts(isz, N, G, Cg, Og, kernel, out, wq, in_bytes, phase_bytes):
 
 def _direct_fwd_counts(spec, Cg, Og, kernel, out, stride, dilation, padded, window,
                        in_bytes, phase_bytes):
-    """Counts of one cpu/direct.direct_fwd: cpu/minor.py's position tiles where
-    direct.minor_pays says they run (their multiply-adds in line-tile units, the images
-    transposed in and out), else the line kernels (_direct_counts)."""
+    """Counts of one cpu/direct.direct_fwd, asking what it asks in its order: the
+    channel-lane depthwise kernel where direct.runs_lanes says it runs (its tiles' vector
+    multiply-adds, bytes transposed, tasks: cpu/depthwise.work); cpu/minor.py's position
+    tiles where direct.minor_pays says so (their multiply-adds in line-tile units, the
+    images transposed in and out); the stencil (_stencil_counts); else the line kernels
+    (_direct_counts)."""
     isz, N, G = spec.dtype.itemsize, spec.N, spec.groups
+    if direct.runs_lanes(G, Cg, Og, kernel, out, tuple(stride), tuple(dilation),
+                         tuple(padded), spec.dtype):
+        macs, moved, tasks = depthwise.work(N, G, out[1:], kernel[1:], stride[1:],
+                                            padded[1:], isz)
+        return {"overhead": 1.0, "dwlane_mac": macs, "dwlane_byte": moved,
+                "dwlane_task": tasks}
     if direct.minor_pays(N, G, Cg, Og, out, kernel, stride, dilation, padded, window,
                          spec.dtype):
         return {"overhead": 1.0, "lanes_row": G * -(-Og // minor.rows(Og)) * out[0] * out[1],

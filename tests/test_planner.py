@@ -102,31 +102,38 @@ def _cpu_spec(x_shape, w_shape, dtype=np.float32, stride=1, padding=0, groups=1)
 
 
 def test_depthwise_costs_count_the_stencil_and_winograds_tasks():
-    """Unit-stride depthwise layers run the one-channel stencil (cpu/stencil.py): the
-    direct estimate counts its vector multiply-adds (below half a tile: the half tiles of
-    planes run whole, else the scalar definition's), its planes and the padded input it
-    reads, for the forward and the input
-    gradient; strided ones keep the line kernel's passes. Winograd counts its tasks'
-    GEMM batches (groups x panels of tiles x alpha^2): a depthwise layer has C times those
-    of a dense layer of the same size."""
-    from fastconv.cpu import stencil, winograd
-    spec = _cpu_spec((8, 64, 28, 28), (64, 1, 3, 3), padding=1, groups=64)
-    f = dispatch.direct_features(spec, "forward")
+    """Unit-stride depthwise layers of LANES_MAX_VECTORS vectors and wider run the
+    one-channel stencil (cpu/stencil.py): the direct estimate counts its vector
+    multiply-adds (below half a tile, for planes whose task buffer the channel-lane kernel
+    has no room for: the scalar definition's), its planes and the padded input it reads.
+    Narrower and strided ones run channels in the lanes (cpu/depthwise.py): its tiles'
+    vector multiply-adds (rows covered by tiles of 8, 4, 2, 1 positions), the bytes it
+    transposes, its tasks. Winograd counts its tasks' GEMM batches (groups x panels of
+    tiles x alpha^2): a depthwise layer has C times those of a dense layer of the same
+    size."""
+    from fastconv.cpu import depthwise, direct, stencil, winograd
     lanes = stencil.lanes(4)
+    W = direct.LANES_MAX_VECTORS * depthwise.lanes(4)
+    f = dispatch.direct_features(_cpu_spec((8, 64, 20, W), (64, 1, 3, 3), padding=1,
+                                           groups=64), "forward")
     assert f["stencil_plane"] == 8 * 64 and f["stencil_scalar_mac"] == 0
-    assert f["stencil_mac"] == 8 * 64 * 28 * -(-28 // lanes) * 9
-    assert f["stencil_byte"] == 8 * 64 * 30 * 30 * 4 and "line" not in f
+    assert f["stencil_mac"] == 8 * 64 * 20 * -(-W // lanes) * 9
+    assert f["stencil_byte"] == 8 * 64 * 22 * (W + 2) * 4 and "line" not in f
+    tall = depthwise.MAX_BUFFER_BYTES // (depthwise.lanes(4) * 4 * 9) + 1     # no room
+    few = dispatch.direct_features(_cpu_spec((1, 4, tall, 7), (4, 1, 3, 3), padding=1,
+                                             groups=4), "forward")
+    assert few["stencil_mac"] == 0 and few["stencil_scalar_mac"] == 4 * tall * 7 * 9
+    L = depthwise.lanes(4)
+    tasks = 8 * -(-64 // L)
     small = dispatch.direct_features(_cpu_spec((8, 64, 7, 7), (64, 1, 3, 3), padding=1,
                                                groups=64), "forward")
-    hw = stencil.half_width(4)
-    assert 7 < hw and small["stencil_scalar_mac"] == 0       # whole planes: half tiles
-    assert small["stencil_mac"] == 8 * 64 * 7 * (hw // lanes) * 9
-    few = dispatch.direct_features(_cpu_spec((1, 4, 7, 7), (4, 1, 3, 3), padding=1,
-                                             groups=4), "forward")
-    assert few["stencil_mac"] == 0 and few["stencil_scalar_mac"] == 4 * 7 * 7 * 9
+    assert "stencil_plane" not in small and small["dwlane_task"] == tasks
+    assert small["dwlane_mac"] == tasks * 7 * 8 * 9                   # a tile of 8 per row
+    assert small["dwlane_byte"] == 8 * 64 * (9 * 9 + 7 * 7) * 4
     strided = dispatch.direct_features(_cpu_spec((8, 64, 28, 28), (64, 1, 3, 3), stride=2,
                                                  padding=1, groups=64), "forward")
-    assert "stencil_plane" not in strided and strided["pass"] > 0
+    assert "stencil_plane" not in strided and strided["dwlane_mac"] == tasks * 14 * 16 * 9
+    spec = _cpu_spec((8, 64, 28, 28), (64, 1, 3, 3), padding=1, groups=64)
     dense = _cpu_spec((8, 64, 28, 28), (64, 64, 3, 3), padding=1)
     for m, feats in ((4, dispatch.winograd_features), (2, dispatch.winograd_f2_features)):
         tiles = 8 * (-(-28 // m)) ** 2

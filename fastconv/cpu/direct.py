@@ -38,7 +38,7 @@ from ._simd import (GRAD_ALT_ROWS, GRAD_ALT_TAPS, GRAD_ROWS, GRAD_TAPS, HOST_AVX
                     LONG_TILE_BYTES, TILE_BYTES, VECTOR_BYTES, grad_tile_cost, grad_tile_of,
                     tile4, tile4_add, tile4_long, tile4_long_add, tile_width, vec_copy,
                     vector_width)
-from . import minor
+from . import depthwise, minor
 from .stencil import stencil2d
 
 
@@ -362,16 +362,43 @@ def embed(u, src, d0, h0, w0):
     for t in prange(N * C):
         n = t // C
         c = t % C
+        # element loops, not slice assignments: those made views per row, which for
+        # small planes cost more than the copy (depthwise 3x3 padding, N=8, C=256, 7x7
+        # float32: 0.125 ms against ...)
         for d in range(D):
             for h in range(H):
                 row = u[n, c, d, h]
                 if d < d0 or d >= d0 + SD or h < h0 or h >= h0 + SH:
-                    row[:] = 0
+                    for j in range(U(W)):
+                        row[j] = 0
                     continue
                 s = src[n, c, d - d0, h - h0]
-                row[:w0] = 0
-                row[w0:w0 + SW] = s
-                row[w0 + SW:] = 0
+                for j in range(U(w0)):
+                    row[j] = 0
+                for j in range(U(SW)):
+                    row[w0 + j] = s[j]
+                for j in range(U(w0 + SW), U(W)):
+                    row[j] = 0
+
+
+def padded_copy(x, origin, padded, name="pad_x"):
+    """A zero array of spatial size ``padded`` holding ``x`` (N, C, D, H, W) at ``origin``,
+    in this thread's workspace ``name`` (valid until its next use)."""
+    u = workspace(name, x.shape[:2] + tuple(padded), x.dtype)
+    embed(u, x, *origin)
+    return u
+
+
+def direct_fwd_window(x, w, bias, stride, dilation, groups, out, origin, padded):
+    """The forward of a zero input of spatial size ``padded`` holding ``x`` at ``origin``
+    (engine.Kernels.forward_window): the channel-lane kernel reads the padding in place;
+    the others run on a padded copy, as the forward always did (the batch-minor kernel
+    given the window would skip the taps that read the padding, where a NaN or infinite
+    weight must meet its zeros)."""
+    if runs_lanes(groups, w.shape[1], w.shape[0] // groups, w.shape[2:], out.shape[2:],
+                  tuple(stride), tuple(dilation), tuple(padded), out.dtype):
+        return direct_fwd(x, w, bias, stride, dilation, groups, out, origin, padded)
+    return direct_fwd(padded_copy(x, origin, padded), w, bias, stride, dilation, groups, out)
 
 
 def direct_fwd(xp, w, bias, stride, dilation, groups, out, origin=None, padded=None):
@@ -383,13 +410,17 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out, origin=None, padded=N
     if origin is None:
         origin, padded = (0, 0, 0), xp.shape[2:]
     window = tuple(zip(origin, xp.shape[2:]))
-    if minor_pays(N, groups, w.shape[1], O // groups, out.shape[2:], w.shape[2:],
+    lanes = runs_lanes(groups, w.shape[1], O // groups, w.shape[2:], out.shape[2:],
+                       tuple(stride), tuple(dilation), tuple(padded), out.dtype)
+    if not lanes and minor_pays(N, groups, w.shape[1], O // groups, out.shape[2:], w.shape[2:],
                   tuple(stride), tuple(dilation), tuple(padded), window, out.dtype):
         return minor.minor_fwd(xp, w, bias, stride, dilation, groups, out, origin)
+    if lanes:                 # (reads the zero padding around xp in place)
+        depthwise.depthwise(out[:, :, 0], xp[:, :, 0], w[:, 0, 0], bias, tuple(stride[1:]),
+                            tuple(dilation[1:]), tuple(origin[1:]), tuple(padded[1:]))
+        return out
     if tuple(padded) != xp.shape[2:]:
-        u = workspace("direct_u", xp.shape[:2] + tuple(padded), xp.dtype)
-        embed(u, xp, *origin)
-        xp = u
+        xp = padded_copy(xp, origin, padded, "direct_u")
     if runs_stencil(groups, w.shape[1], O // groups, w.shape[2:], out.shape[2:],
                     tuple(stride), tuple(dilation), xp.shape[2:], xp.dtype):
         stencil2d(out[:, :, 0], xp[:, :, 0, :OH + kh - 1, :OW + kw - 1], w[:, 0, 0], bias)
@@ -420,6 +451,29 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out, origin=None, padded=N
         _direct_fwd(out, xs, wp, off, xp.shape[1] // groups * Dp * Hp * Wp * nm,
                     bias, Wp * nm, Hp * Wp * nm, sd, groups, seg, scratch, nm)
     return out
+
+
+#: stride-1 depthwise planes narrower than this many vectors run channels in the lanes
+#: (cpu/depthwise.py) rather than on the stencil; on the AVX2 host (Zen 3; N=8, C=32-256,
+#: 3x3 and 5x5, 7x7 to 112x112 planes, the kernels alone) the lanes took 0.25-0.8x the
+#: stencil's time up to 4-5 vectors (float32 28x28: 0.59x, float64 14x14: 0.71x), 1.0-1.3x
+#: from 7 (float32 56x56, float64 28x28)
+LANES_MAX_VECTORS = 5
+
+
+def runs_lanes(G, Cg, Og, kernel, out, stride, dilation, padded, dtype):
+    """Whether direct_fwd runs the channel-lane depthwise kernel (cpu/depthwise.py; the
+    cost model asks this too): each output channel reads one input channel (depthwise)
+    of 2-D float planes (depth 1) whose task buffer fits (depthwise.fits), strided or
+    dilated (the stencil runs neither), or at unit stride narrower than
+    LANES_MAX_VECTORS vectors."""
+    dtype = np.dtype(dtype)
+    if not (Cg == 1 and Og == 1 and padded[0] == kernel[0] == 1
+            and dtype in (np.float32, np.float64)
+            and depthwise.fits(padded[1:], dtype.itemsize)):
+        return False
+    unit = stride[1:] == (1, 1) and dilation[1:] == (1, 1)
+    return not unit or out[2] < LANES_MAX_VECTORS * depthwise.lanes(dtype.itemsize)
 
 
 def runs_stencil(G, Cg, Og, kernel, out, stride, dilation, padded, dtype):

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._spec import out_size
 from ._common import workspace
-from .direct import direct_bwd_weight, direct_fwd
+from .direct import direct_bwd_weight, direct_fwd, direct_fwd_window, padded_copy
 from .fft import abs_max, fft_fwd
 from .im2col import im2col_bwd_input, im2col_bwd_weight, im2col_fwd
 from . import minor, winograd
@@ -35,20 +35,33 @@ class Kernels(NamedTuple):
     #: gradient over a window ((start, size) per axis) of the padded input, or None where
     #: it cannot (then the full gradient is cropped)
     input_grad_window: Optional[Callable] = None
+    #: optional: (x, w, bias, stride, dilation, groups, out, origin, padded) -> out, the
+    #: forward of a zero input of spatial size ``padded`` holding x at ``origin``, its
+    #: padding read in place (without it, x is first copied into a padded array)
+    forward_window: Optional[Callable] = None
 
 
-def forward(xp, w, bias, stride, dilation, groups, kernels: Kernels, out=None):
-    """Valid cross-correlation of padded ``xp`` (N, C, D, H, W) with ``w`` (O, C/g, kD, kH, kW)."""
+def forward(xp, w, bias, stride, dilation, groups, kernels: Kernels, out=None, origin=None,
+            padded=None):
+    """Valid cross-correlation of padded ``xp`` (N, C, D, H, W) with ``w`` (O, C/g, kD, kH,
+    kW); with ``origin`` and ``padded``, of a zero input of spatial size ``padded``
+    holding ``xp`` at ``origin`` (zero padding, padded by the kernel or here)."""
     N = xp.shape[0]
     O = w.shape[0]
-    shape = (N, O) + out_size(xp.shape[2:], w.shape[2:], stride, dilation)
+    shape = (N, O) + out_size(xp.shape[2:] if padded is None else padded, w.shape[2:],
+                              stride, dilation)
     if out is None:
         out = np.empty(shape, dtype=xp.dtype)
     if bias is None:
         bias = np.zeros(O, dtype=xp.dtype)
     if N == 0:
         return out
-    return kernels.forward(xp, w, bias, tuple(stride), tuple(dilation), groups, out)
+    args = (tuple(stride), tuple(dilation), groups, out)
+    if padded is not None and tuple(padded) != xp.shape[2:]:
+        if kernels.forward_window is not None:
+            return kernels.forward_window(xp, w, bias, *args, tuple(origin), tuple(padded))
+        xp = padded_copy(xp, origin, padded)
+    return kernels.forward(xp, w, bias, *args)
 
 
 def backward_input(go, w, padded_size, stride, dilation, groups, kernels: Kernels,
@@ -216,7 +229,8 @@ def direct_weight_grad(xp, go, kernel, stride, dilation, groups):
     return gw
 
 
-DIRECT = Kernels(direct_fwd, direct_input_grad, direct_weight_grad)
+DIRECT = Kernels(direct_fwd, direct_input_grad, direct_weight_grad,
+                 forward_window=direct_fwd_window)
 IM2COL = Kernels(im2col_fwd, im2col_bwd_input, im2col_bwd_weight)
 FFT = Kernels(fft_fwd, functools.partial(input_grad_by_forward, fft_fwd),
               functools.partial(weight_grad_by_forward, fft_fwd))
