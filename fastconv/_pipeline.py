@@ -29,6 +29,11 @@ def pad5(spec: ConvSpec, x) -> np.ndarray:
     return lift5(pad(x, spec.padding, spec.padding_mode, spec.dtype), spec.nd)
 
 
+def unpadded5(spec: ConvSpec, x) -> np.ndarray:
+    """The C-contiguous 5-D input of ``spec`` for batched ``x``, before its padding."""
+    return lift5(np.ascontiguousarray(x, dtype=spec.dtype), spec.nd)
+
+
 def pad5_scratch(spec: ConvSpec, x) -> np.ndarray:
     """Like pad5, for a padded input used only during the call: zero padding goes into
     this thread's workspace (one parallel pass, see _pad.pad), instead of a fresh array
@@ -37,13 +42,23 @@ def pad5_scratch(spec: ConvSpec, x) -> np.ndarray:
                      lambda shape, dtype: workspace("pad_x", shape, dtype)), spec.nd)
 
 
+def unpadded_route(spec: ConvSpec) -> bool:
+    """Whether the input goes to the engine before its padding (zero padding of floats:
+    engine.forward / backward_weight pad it, or the kernel reads the padding in place)."""
+    return spec.padding_mode == "zeros" and spec.dtype in (np.float32, np.float64)
+
+
+def _window(spec: ConvSpec):
+    """(origin, padded size) of the unpadded input in the padded one, 3-D."""
+    return tuple(b for b, _ in spec.padding3), spec.lift(spec.padded_size)
+
+
 def forward5(spec: ConvSpec, xp5, w5, b, algorithm="auto", out5=None, precision=None,
              unpadded=False):
     """The 5-D forward result (``out5`` when given) in the compute dtype; ``unpadded``:
     ``xp5`` is the input before its zero padding (engine.forward pads it, or the kernel
     reads the padding in place)."""
-    window = (tuple(b for b, _ in spec.padding3), spec.lift(spec.padded_size)) if unpadded \
-        else (None, None)
+    window = _window(spec) if unpadded else (None, None)
 
     def run(entry, out=None):
         return engine.forward(xp5, w5, b, spec.stride3, spec.dilation3, spec.groups,
@@ -63,15 +78,16 @@ def input_grad5(spec: ConvSpec, go5, w5, algorithm="auto", precision=None, windo
                              precision))
 
 
-def weight_grad5(spec: ConvSpec, xp5, go5, algorithm="auto", precision=None):
-    """dL/dweight, (C_out, C_in/groups) + the 3-D kernel."""
+def weight_grad5(spec: ConvSpec, xp5, go5, algorithm="auto", precision=None, unpadded=False):
+    """dL/dweight, (C_out, C_in/groups) + the 3-D kernel; ``unpadded`` as in forward5."""
     if spec.N == 0:                      # an empty batch contributes nothing
         return np.zeros((spec.C_out, spec.C_in // spec.groups) + spec.lift(spec.kernel),
                         dtype=spec.dtype)
+    window = _window(spec) if unpadded else (None, None)
 
     def run(entry):
         return engine.backward_weight(xp5, go5, spec.lift(spec.kernel), spec.stride3,
-                                      spec.dilation3, spec.groups, entry.cpu_kernels)
+                                      spec.dilation3, spec.groups, entry.cpu_kernels, *window)
 
     return run(dispatch.plan(spec, "weight_grad", algorithm, "cpu", run, _finite(xp5, go5),
                              precision))
@@ -96,11 +112,11 @@ def forward(spec: ConvSpec, x, w, b, algorithm="auto", out5=None, precision=None
     """Pad, lift to 5-D, plan and run; the 5-D result in the compute dtype."""
     b = None if b is None else np.ascontiguousarray(b)
     w5 = np.ascontiguousarray(lift5(w, spec.nd))
-    if spec.padding_mode == "zeros" and spec.dtype in (np.float32, np.float64):
+    if unpadded_route(spec):
         # zero padding is left to engine.forward: the kernels that read it in place
         # (the depthwise channel-lane kernel) skip the padded copy
-        x5 = lift5(np.ascontiguousarray(x, dtype=spec.dtype), spec.nd)
-        return forward5(spec, x5, w5, b, algorithm, out5, precision, unpadded=True)
+        return forward5(spec, unpadded5(spec, x), w5, b, algorithm, out5, precision,
+                        unpadded=True)
     return forward5(spec, pad5_scratch(spec, x), w5, b, algorithm, out5, precision)
 
 
@@ -123,5 +139,10 @@ def input_grad_unpadded(spec: ConvSpec, go5, w5, algorithm="auto", precision=Non
 
 def weight_grad(spec: ConvSpec, x, go, algorithm="auto", precision=None):
     """dL/dweight, (C_out, C_in/groups, *kernel) in the compute dtype."""
-    gw = weight_grad5(spec, pad5_scratch(spec, x), grad_output5(spec, go), algorithm, precision)
+    if unpadded_route(spec):
+        gw = weight_grad5(spec, unpadded5(spec, x), grad_output5(spec, go), algorithm,
+                          precision, unpadded=True)
+    else:
+        gw = weight_grad5(spec, pad5_scratch(spec, x), grad_output5(spec, go), algorithm,
+                          precision)
     return gw.reshape((spec.C_out, spec.C_in // spec.groups) + spec.kernel)

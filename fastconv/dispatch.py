@@ -84,7 +84,10 @@ _DEFAULT_MODEL = {
     "direct": {"forward": _FORWARD_DEFAULTS["direct"],
                "input_grad": dict(_FORWARD_DEFAULTS["direct"], pad_byte=2e-10),
                "weight_grad": {"overhead": 2.0e-5, "tile_step": 1.0e-10, "tile_call": 2.0e-8,
-                               "copy_byte": 2.0e-10}},
+                               "copy_byte": 2.0e-10,
+                               # cpu/depthwise.weight_grad: as its forward's
+                               "dwlane_mac": 1.2e-10, "dwlane_byte": 2.5e-11,
+                               "dwlane_task": 1.5e-7}},
     "im2col": {"forward": _FORWARD_DEFAULTS["im2col"],
                "input_grad": {"overhead": 4.0e-5, "flop": 1.2e-11, "col_byte": 5e-10,
                               "col_byte_strided": 1e-9, "out_byte": 1e-10},
@@ -245,6 +248,15 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
     if op == "forward":
         return _direct_fwd_counts(spec, Cg, Og, k3, o3, spec.stride3, spec.dilation3, padded,
                                   None, in_bytes, in_bytes if sh * sw > 1 else 0)
+    if op == "input_grad" and direct.runs_lanes(G, Cg, Og, k3, o3, spec.stride3,
+                                                spec.dilation3, padded, spec.dtype):
+        # depthwise (cpu/depthwise.input_grad): grad_out's vectors scattered into the
+        # (window of the) gradient, channels in the lanes, no phases
+        window = spec.lift(spec.in_size if spec.padding_mode == "zeros" else spec.padded_size)
+        macs, moved, tasks = depthwise.input_grad_work(spec.N, G, o3[1:], k3[1:], window[1:],
+                                                       isz)
+        return {"overhead": 1.0, "dwlane_mac": macs, "dwlane_byte": moved,
+                "dwlane_task": tasks}
     if op == "input_grad":
         # polyphase (cpu/engine.direct_input_grad): per phase a forward of grad_out, padded
         # on the grid of the phase's outputs, with the phase's taps; the phases' results
@@ -260,7 +272,8 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
             window = tuple((p[4], o) for p, o in zip(phase, o3))
             c = _direct_fwd_counts(spec, Og, Cg, J, M, (1, 1, 1), tuple(d[2] for d in dims),
                                    U, window, go_bytes, 0)
-            c["pad_byte"] = 0.0 if "lanes_mac" in c else 2.0 * go_bytes   # (lanes: no padding)
+            # (the lanes kernels read grad_out unpadded)
+            c["pad_byte"] = 0.0 if "lanes_mac" in c or "dwlane_mac" in c else 2.0 * go_bytes
             for k, v in c.items():
                 total[k] = total.get(k, 0.0) + v
         return total
@@ -274,6 +287,11 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
     T = Cg * kd * kh * kw
     R, TB = direct.grad_shape(direct.grad_alt(Og, T))
     nob, ntb = -(-Og // R), -(-T // TB)
+    if direct.runs_lanes(G, Cg, Og, k3, o3, spec.stride3, spec.dilation3, padded, spec.dtype):
+        # depthwise (cpu/depthwise.weight_grad): channels in the lanes
+        macs, moved, tasks = depthwise.grad_work(spec.N, G, o3[1:], k3[1:], padded[1:], isz)
+        return {"overhead": 1.0, "dwlane_mac": macs, "dwlane_byte": moved,
+                "dwlane_task": tasks}
     if lanes_weight_grad(spec):
         # cpu/minor.py: the same tile steps along output rows of the batch's vectors
         # (lanes rounded up), after transposing the input and grad_out

@@ -20,7 +20,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from ._common import JIT, U
+from ._common import JIT, U, n_tasks_target
 from ._simd import VECTOR_BYTES, _vector_ops
 from .stencil import _item_pointer, _phi_loop
 
@@ -152,6 +152,174 @@ def work(N, C, out, kernel, stride, padded, itemsize):
     return macs, N * C * (padded[0] * padded[1] + out[0] * out[1]) * itemsize, tasks
 
 
+@njit(inline="always", **JIT)
+def _lanes_in(dst, src, base, P, nl, L):
+    # dst[p*L + l] = src[base + l*P + p] for the P positions of nl planes (contiguous, P
+    # apart): transposes of L x L blocks where all L lanes are channels, the rest by
+    # elements (lanes past nl are left as they are)
+    full = P // L * L if nl == L else 0
+    for p in range(0, full, L):
+        _transpose(dst, p * L, L, src, base + p, P)
+    for l in range(nl):
+        for p in range(full, P):
+            dst[p * L + l] = src[base + l * P + p]
+
+
+@njit(inline="always", **JIT)
+def _padded_in(xi, tmp, xf, base, H, W, pt, pl, Wp, nl, L):
+    # the nl (H, W) planes of xf from base, channels-last, into xi's rows of Wp columns at
+    # (pt, pl) (xi's other positions are not written): straight in when they are xi's
+    # first rows, else through tmp (H * W * L) and row by row into place
+    if pt == 0 and pl == 0 and W == Wp:
+        _lanes_in(xi, xf, base, H * W, nl, L)
+        return
+    _lanes_in(tmp, xf, base, H * W, nl, L)
+    for r in range(H):
+        d = U(((r + pt) * Wp + pl) * L)
+        q = U(r * W * L)
+        for e in range(U(W * L)):        # (unsigned: a vectorised copy)
+            xi[d + e] = tmp[q + e]
+
+
+def _scatter_intrinsic():
+    def scatter(typingctx, acc_t, a0_t, gi_t, g0_t, wv_t, kh_t, kw_t, rs_t, ds_t, cs_t, n_t):
+        """acc[a0 + j*cs + a*rs + b*ds : +L] += wv[(a*kw + b)*L : +L] * gi[g0 + j*L : +L]
+        for the n positions j of a grad_out row and the taps (a, b), in that order
+        (vectors of L lanes; 1-D C-contiguous float arrays): the adjoint of a row of
+        :func:`_tile_intrinsic`'s sums, each grad_out vector loaded once for its taps."""
+        if not (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
+                    for t in (acc_t, gi_t, wv_t)) and isinstance(acc_t.dtype, types.Float)
+                and gi_t.dtype == acc_t.dtype and wv_t.dtype == acc_t.dtype):
+            return None
+        sig = types.void(acc_t, a0_t, gi_t, g0_t, wv_t, kh_t, kw_t, rs_t, ds_t, cs_t, n_t)
+
+        def codegen(context, builder, sig, args):
+            isz, L, vty, vptr, fma = _vector_ops(context, builder, acc_t.dtype, VECTOR_BYTES)
+            i64 = ir.IntType(64)
+            ap = _item_pointer(context, builder, sig, args, 0, [1])
+            gp = _item_pointer(context, builder, sig, args, 2, [3])
+            wp = _item_pointer(context, builder, sig, args, 4, [i64(0)])
+            kh, kw, rs, ds, cs, n = (context.cast(builder, args[k], sig.args[k], types.intp)
+                                     for k in range(5, 11))
+
+            def ptr(base, k):
+                return builder.bitcast(builder.gep(base, [k]), vptr)
+
+            def position(j, _):
+                gv = builder.load(ptr(gp, builder.mul(j, i64(L))), align=isz)
+                aj = builder.gep(ap, [builder.mul(j, cs)])
+
+                def row(a, _):
+                    ar = builder.gep(aj, [builder.mul(a, rs)])
+                    wr = builder.mul(builder.mul(a, kw), i64(L))
+
+                    def col(b, _):
+                        p = ptr(ar, builder.mul(b, ds))
+                        wv = builder.load(ptr(wp, builder.add(wr, builder.mul(b, i64(L)))),
+                                          align=isz)
+                        builder.store(fma(wv, gv, builder.load(p, align=isz)), p, align=isz)
+                        return []
+
+                    return _phi_loop(builder, kw, [], col, "dws.col")
+
+                return _phi_loop(builder, kh, [], row, "dws.row")
+
+            _phi_loop(builder, n, [], position, "dws.pos", guarded=True)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return intrinsic(scatter)
+
+
+_scatter = _scatter_intrinsic()
+
+
+@njit(inline="always", **JIT)
+def _lanes_out(dst, base, src, P, nl, L):
+    # dst[base + l*P + p] = src[p*L + l] for the P positions of nl planes: the inverse
+    # of _lanes_in
+    full = P // L * L if nl == L else 0
+    for p in range(0, full, L):
+        _transpose(dst, base + p, P, src, p * L, L)
+    for l in range(nl):
+        for p in range(full, P):
+            dst[base + l * P + p] = src[p * L + l]
+
+
+@njit(parallel=True, **JIT)
+def _depthwise_input_grad(gx, go, w, sh, sw, dh, dw, y0, x0, Hp, Wp):
+    # gx (N, C, H, W) = the window at (y0, x0) of gxp, the gradient of _depthwise's sums
+    # over a (Hp, Wp) input: gxp[n, c, i*sh + a*dh, j*sw + b*dw] += w[c, a, b] *
+    # go[n, c, i, j]; C-contiguous arrays
+    N, C, H, W = gx.shape
+    OH, OW = go.shape[2], go.shape[3]
+    kh, kw = w.shape[1], w.shape[2]
+    L = VECTOR_BYTES // go.itemsize
+    nb = (C + L - 1) // L
+    gf = go.reshape(-1)
+    xf = gx.reshape(-1)
+    for task in prange(N * nb):
+        n = task // nb
+        c0 = (task % nb) * L
+        nl = min(L, C - c0)
+        acc = np.zeros(Hp * Wp * L, go.dtype)        # gxp's L channels, [row, column, lane]
+        gi = np.zeros(OH * OW * L, go.dtype)
+        tmp = np.empty(H * W * L, go.dtype)
+        wv = np.zeros(kh * kw * L, go.dtype)
+        for l in range(nl):
+            for a in range(kh):
+                for b in range(kw):
+                    wv[(a * kw + b) * L + l] = w[c0 + l, a, b]
+        _lanes_in(gi, gf, (n * C + c0) * OH * OW, OH * OW, nl, L)
+        for i in range(OH):
+            _scatter(acc, i * sh * Wp * L, gi, i * OW * L, wv, kh, kw, dh * Wp * L, dw * L,
+                     sw * L, OW)
+        for r in range(H):                           # the window's rows, contiguous
+            d = U(r * W * L)
+            q = U(((r + y0) * Wp + x0) * L)
+            for e in range(U(W * L)):
+                tmp[d + e] = acc[q + e]
+        _lanes_out(xf, (n * C + c0) * H * W, tmp, H * W, nl, L)
+
+
+def input_grad(go, w, stride, dilation, padded, window=None):
+    """The gradient of :func:`depthwise` with respect to its (zero) input of spatial size
+    ``padded``, or over ``window`` ((start, size) per axis) of it: (N, C) + the size.
+    ``go`` (N, C, OH, OW), ``w`` (C, kh, kw). Every term of the definition, no other."""
+    N, C = go.shape[:2]
+    if window is None:
+        window = tuple((0, n) for n in padded)
+    (y0, H), (x0, W) = window
+    assert 0 <= y0 and y0 + H <= padded[0] and 0 <= x0 and x0 + W <= padded[1], (window, padded)
+    gx = np.empty((N, C, H, W), go.dtype)
+    if gx.size:
+        _depthwise_input_grad(gx, np.ascontiguousarray(go), np.ascontiguousarray(w, go.dtype),
+                              *stride, *dilation, y0, x0, *padded)
+    return gx
+
+
+def input_grad_work(N, C, out, kernel, window, itemsize):
+    """(vector multiply-adds in units of the forward tiles', bytes transposed in and out,
+    tasks) of :func:`input_grad` over ``window`` (H, W), for the cost model: its
+    multiply-adds read and write the gradient's buffer, two memory operands each (the
+    forward tiles' accumulate in registers), counted twice."""
+    L = lanes(itemsize)
+    tasks = N * -(-C // L)
+    macs = 2 * tasks * out[0] * out[1] * kernel[0] * kernel[1]
+    return macs, N * C * (out[0] * out[1] + window[0] * window[1]) * itemsize, tasks
+
+
+def grad_work(N, C, out, kernel, padded, itemsize):
+    """(vector multiply-adds, bytes transposed in, tasks) of :func:`weight_grad`, for
+    the cost model."""
+    L = lanes(itemsize)
+    nb = -(-C // L)
+    macs = N * nb * out[0] * out[1] * kernel[0] * kernel[1]
+    ng = max(1, min(N, -(-n_tasks_target() // nb)))
+    return macs, N * C * (padded[0] * padded[1] + out[0] * out[1]) * itemsize, ng * nb
+
+
 @njit(parallel=True, **JIT)
 def _depthwise(out, x, w, bias, sh, sw, dh, dw, pt, pl, Hp, Wp):
     # out (N, C, OH, OW), x (N, C, H, W), w (C, kh, kw), bias (C,): all C-contiguous. x
@@ -182,21 +350,7 @@ def _depthwise(out, x, w, bias, sh, sw, dh, dw, pt, pl, Hp, Wp):
             for a in range(kh):
                 for b in range(kw):
                     wv[(a * kw + b) * L + l] = w[c0 + l, a, b]
-        base = (n * C + c0) * P
-        whole = pt == 0 and pl == 0 and W == Wp      # x's planes are xp's first rows
-        t = xi if whole else tmp
-        full = P // L * L if nl == L else 0          # whole blocks of L positions
-        for p in range(0, full, L):
-            _transpose(t, p * L, L, xf, base + p, P)
-        for l in range(nl):
-            for p in range(full, P):
-                t[p * L + l] = xf[base + l * P + p]
-        if not whole:
-            for r in range(H):                       # x's rows into place
-                d = U(((r + pt) * Wp + pl) * L)
-                q = U(r * W * L)
-                for e in range(U(W * L)):        # (unsigned: a vectorised copy)
-                    xi[d + e] = tmp[q + e]
+        _padded_in(xi, tmp, xf, (n * C + c0) * P, H, W, pt, pl, Wp, nl, L)
         obase = (n * C + c0) * OH * OW
         rs, cs, ds = dh * Wp * L, sw * L, dw * L
         for i in range(OH):
@@ -226,6 +380,154 @@ def _depthwise(out, x, w, bias, sh, sw, dh, dw, pt, pl, Hp, Wp):
                 of[obase + l * Q + p] = acc[p * L + l]
 
 
+def _grad_tile_intrinsic(T):
+    def tile(typingctx, acc_t, a0_t, xi_t, gi_t, offs_t, t0_t, OH_t, OW_t, rs_t, cs_t):
+        """acc[a0 + q*L : +L] += sum_{i < OH, j < OW} gi[(i*OW + j)*L : +L] *
+        xi[offs[t0 + q] + i*rs + j*cs : +L] for the T taps q of the tile (vectors of L
+        lanes; 1-D C-contiguous float arrays, offs int64): T accumulators in registers
+        while the positions run, each grad_out vector loaded once for all T."""
+        if not (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
+                    for t in (acc_t, xi_t, gi_t, offs_t)) and isinstance(acc_t.dtype, types.Float)
+                and xi_t.dtype == acc_t.dtype and gi_t.dtype == acc_t.dtype
+                and offs_t.dtype == types.int64):
+            return None
+        sig = types.void(acc_t, a0_t, xi_t, gi_t, offs_t, t0_t, OH_t, OW_t, rs_t, cs_t)
+
+        def codegen(context, builder, sig, args):
+            isz, L, vty, vptr, fma = _vector_ops(context, builder, acc_t.dtype, VECTOR_BYTES)
+            i64 = ir.IntType(64)
+            accp = _item_pointer(context, builder, sig, args, 0, [1])
+            xp0 = _item_pointer(context, builder, sig, args, 2, [i64(0)])
+            gp = _item_pointer(context, builder, sig, args, 3, [i64(0)])
+            t0 = context.cast(builder, args[5], sig.args[5], types.intp)
+            OH, OW, rs, cs = (context.cast(builder, args[k], sig.args[k], types.intp)
+                              for k in range(6, 10))
+            xq = [builder.gep(xp0, [builder.load(_item_pointer(
+                context, builder, sig, args, 4, [builder.add(t0, i64(q))]))]) for q in range(T)]
+
+            def vload(ptr, k):
+                return builder.load(builder.bitcast(builder.gep(ptr, [k]), vptr), align=isz)
+
+            def row(i, acc):
+                xr = builder.mul(i, rs)
+                gr = builder.mul(builder.mul(i, OW), i64(L))
+
+                def col(j, acc):
+                    gv = vload(gp, builder.add(gr, builder.mul(j, i64(L))))
+                    xo = builder.add(xr, builder.mul(j, cs))
+                    return [fma(gv, vload(xq[q], xo), acc[q]) for q in range(T)]
+
+                return _phi_loop(builder, OW, acc, col, "dwg.col")
+
+            zero = ir.Constant(vty, [0.0] * L)
+            acc = _phi_loop(builder, OH, [zero] * T, row, "dwg.row")
+            for q in range(T):
+                p = builder.bitcast(builder.gep(accp, [i64(q * L)]), vptr)
+                builder.store(builder.fadd(builder.load(p, align=isz), acc[q]), p, align=isz)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    tile.__name__ = tile.__qualname__ = f"depthwise_grad_tile_{T}"
+    return intrinsic(tile)
+
+
+#: taps per weight-gradient tile, at most (12 accumulators, grad_out's vector and an
+#: input: 14 of AVX2's 16 registers); a kernel's taps run in tiles as equal as they come
+GRAD_TAPS = 12
+(_g1, _g2, _g3, _g4, _g5, _g6, _g7, _g8, _g9, _g10, _g11,
+ _g12) = (_grad_tile_intrinsic(T) for T in range(1, GRAD_TAPS + 1))
+
+
+@njit(inline="always", **JIT)
+def _grad_tile(T, acc, a0, xi, gi, offs, t0, OH, OW, rs, cs):
+    # the tile of T taps (numba needs each intrinsic named)
+    if T == 12:
+        _g12(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    elif T == 11:
+        _g11(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    elif T == 10:
+        _g10(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    elif T == 9:
+        _g9(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    elif T == 8:
+        _g8(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    elif T == 7:
+        _g7(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    elif T == 6:
+        _g6(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    elif T == 5:
+        _g5(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    elif T == 4:
+        _g4(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    elif T == 3:
+        _g3(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    elif T == 2:
+        _g2(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+    else:
+        _g1(acc, a0, xi, gi, offs, t0, OH, OW, rs, cs)
+
+
+@njit(parallel=True, **JIT)
+def _depthwise_grad(part, x, go, offs, sh, sw, pt, pl, Hp, Wp, ng):
+    # part (ng, nb, T * L): per group of images and block of L channels, the weight
+    # gradient's sums over those images, [tap, lane]: tap t of offset offs[t] (its
+    # row and column in the channels-last buffer, times L) takes
+    # sum_{n, i, j} go[n, c, i, j] * xp[n, c, i*sh + a*dh, j*sw + b*dw]; x (N, C, H, W)
+    # at (pt, pl) in the zero input xp of (Hp, Wp), go (N, C, OH, OW), C-contiguous
+    N, C, H, W = x.shape
+    OH, OW = go.shape[2], go.shape[3]
+    T = offs.shape[0]
+    L = VECTOR_BYTES // x.itemsize
+    nb = (C + L - 1) // L
+    xf = x.reshape(-1)
+    gf = go.reshape(-1)
+    nt = (T + GRAD_TAPS - 1) // GRAD_TAPS            # tiles of taps, as equal as they come
+    for task in prange(ng * nb):
+        g = task // nb
+        cb = task % nb
+        c0 = cb * L
+        nl = min(L, C - c0)
+        xi = np.zeros(Hp * Wp * L, x.dtype)          # as in _depthwise
+        tmp = np.empty(H * W * L, x.dtype)
+        gi = np.zeros(OH * OW * L, x.dtype)          # grad_out's L channels, [position, lane]
+        acc = np.zeros(T * L, x.dtype)
+        for n in range(g * N // ng, (g + 1) * N // ng):
+            _padded_in(xi, tmp, xf, (n * C + c0) * H * W, H, W, pt, pl, Wp, nl, L)
+            _lanes_in(gi, gf, (n * C + c0) * OH * OW, OH * OW, nl, L)
+            t0 = 0
+            for k in range(nt):
+                t1 = T * (k + 1) // nt
+                _grad_tile(t1 - t0, acc, t0 * L, xi, gi, offs, t0, OH, OW, sh * Wp * L, sw * L)
+                t0 = t1
+        for q in range(T * L):
+            part[g, cb, q] = acc[q]
+
+
+def weight_grad(x, go, kernel, stride, dilation, origin=(0, 0), padded=None):
+    """The depthwise weight gradient, (C, kh, kw): ``gw[c, a, b] = sum_{n, i, j} go[n, c,
+    i, j] * xp[n, c, i*sh + a*dh, j*sw + b*dw]`` for ``go`` (N, C, OH, OW) and ``xp`` as in
+    :func:`depthwise` (``x``, or a zero input of size ``padded`` holding it at
+    ``origin``). The sums run over every position, padding included (the definition's
+    terms: a NaN or inf of grad_out meets the padding's zeros, as in im2col's GEMM)."""
+    N, C = x.shape[:2]
+    kh, kw = kernel
+    padded = x.shape[2:] if padded is None else padded
+    L = lanes(x.dtype.itemsize)
+    nb = -(-C // L)
+    ng = grad_work(N, C, (1, 1), kernel, padded, x.dtype.itemsize)[2] // nb   # image groups
+    offs = np.array([(a * dilation[0] * padded[1] + b * dilation[1]) * L
+                     for a in range(kh) for b in range(kw)], np.int64)
+    part = np.empty((ng, nb, kh * kw * L), x.dtype)
+    if N and go.size:
+        _depthwise_grad(part, np.ascontiguousarray(x), np.ascontiguousarray(go, x.dtype), offs,
+                        *stride, *origin, *padded, ng)
+    else:
+        part[...] = 0
+    return np.ascontiguousarray(part.sum(axis=0).reshape(nb, kh * kw, L)
+                                .transpose(0, 2, 1).reshape(nb * L, kh, kw)[:C])
+
+
 def depthwise(out, x, w, bias, stride, dilation, origin=(0, 0), padded=None):
     """``out`` (N, C, OH, OW) = the depthwise correlation of ``xp`` with ``w`` (C, kh,
     kw) at ``stride`` and ``dilation`` (2-tuples), plus ``bias`` (C,); ``xp`` is ``x``
@@ -235,6 +537,8 @@ def depthwise(out, x, w, bias, stride, dilation, origin=(0, 0), padded=None):
     if out.size == 0:
         return out
     padded = x.shape[2:] if padded is None else padded
+    assert all(0 <= o and o + n <= p for o, n, p in zip(origin, x.shape[2:], padded)), \
+        (x.shape, origin, padded)
     o = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
     _depthwise(o, np.ascontiguousarray(x), np.ascontiguousarray(w, dtype=out.dtype),
                np.ascontiguousarray(bias, dtype=out.dtype), *stride, *dilation, *origin,

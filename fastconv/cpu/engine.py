@@ -19,10 +19,11 @@ import numpy as np
 
 from .._spec import out_size
 from ._common import workspace
-from .direct import direct_bwd_weight, direct_fwd, direct_fwd_window, padded_copy
+from .direct import (direct_bwd_weight, direct_fwd, direct_fwd_window, padded_copy,
+                     runs_lanes)
 from .fft import abs_max, fft_fwd
 from .im2col import im2col_bwd_input, im2col_bwd_weight, im2col_fwd
-from . import minor, winograd
+from . import depthwise, minor, winograd
 
 
 class Kernels(NamedTuple):
@@ -39,6 +40,9 @@ class Kernels(NamedTuple):
     #: forward of a zero input of spatial size ``padded`` holding x at ``origin``, its
     #: padding read in place (without it, x is first copied into a padded array)
     forward_window: Optional[Callable] = None
+    #: optional: (x, go, kernel, stride, dilation, groups, origin, padded) -> the weight
+    #: gradient for such an input (as forward_window)
+    weight_grad_window: Optional[Callable] = None
 
 
 def forward(xp, w, bias, stride, dilation, groups, kernels: Kernels, out=None, origin=None,
@@ -81,10 +85,17 @@ def backward_input(go, w, padded_size, stride, dilation, groups, kernels: Kernel
     return kernels.input_grad(go, w, tuple(padded_size), *args)
 
 
-def backward_weight(xp, go, kernel, stride, dilation, groups, kernels: Kernels):
+def backward_weight(xp, go, kernel, stride, dilation, groups, kernels: Kernels, origin=None,
+                    padded=None):
     """Gradient of ``forward`` with respect to the weight; shape (O, C/g) + kernel (the
-    caller answers an empty batch: no kernel runs on N == 0)."""
-    return kernels.weight_grad(xp, go, tuple(kernel), tuple(stride), tuple(dilation), groups)
+    caller answers an empty batch: no kernel runs on N == 0); with ``origin`` and
+    ``padded``, ``xp`` is the input before its zero padding (as in :func:`forward`)."""
+    args = (tuple(kernel), tuple(stride), tuple(dilation), groups)
+    if padded is not None and tuple(padded) != xp.shape[2:]:
+        if kernels.weight_grad_window is not None:
+            return kernels.weight_grad_window(xp, go, *args, tuple(origin), tuple(padded))
+        xp = padded_copy(xp, origin, padded)
+    return kernels.weight_grad(xp, go, *args)
 
 
 # --- kernels derived from a forward ------------------------------------------------------
@@ -166,6 +177,9 @@ def direct_input_grad(go, w, padded_size, stride, dilation, groups):
     C = w.shape[1] * groups
     if N == 0:
         return np.zeros((N, C) + tuple(padded_size), dtype=go.dtype)
+    lanes = direct_input_grad_window(go, w, padded_size, None, stride, dilation, groups)
+    if lanes is not None:
+        return lanes
     dims = polyphase(go.shape[2:], stride, dilation, w.shape[2:], padded_size)
     wt = transpose_weight(w, groups)[:, :, ::-1, ::-1, ::-1]    # unflipped (C, O/g, k...)
     full = all(len(ph) == s for (_, _, _, ph), s in zip(dims, stride))
@@ -215,6 +229,38 @@ def weight_grad_by_forward(fwd, xp, go, kernel, stride, dilation, groups):
     return gw
 
 
+def direct_input_grad_window(go, w, padded_size, window, stride, dilation, groups):
+    """Kernels.input_grad_window of the direct algorithm (over the whole padded input
+    for ``window`` None): depthwise layers where direct.runs_lanes says so run
+    cpu/depthwise.input_grad (the definition's terms, whatever the weight holds), which
+    computes just the window; None elsewhere (the caller crops the full gradient)."""
+    if go.shape[0] == 0 or not runs_lanes(groups, w.shape[1], w.shape[0] // groups,
+                                          w.shape[2:], go.shape[2:], tuple(stride),
+                                          tuple(dilation), tuple(padded_size), go.dtype):
+        return None
+    gx = depthwise.input_grad(go[:, :, 0], w[:, 0, 0], tuple(stride[1:]), tuple(dilation[1:]),
+                              tuple(padded_size[1:]), None if window is None else
+                              tuple(window[1:]))
+    return gx[:, :, None]
+
+
+def direct_weight_grad_window(x, go, kernel, stride, dilation, groups, origin, padded):
+    """Kernels.weight_grad_window of the direct algorithm: depthwise layers where
+    direct.runs_lanes says so read the zero padding in place (cpu/depthwise.weight_grad),
+    the others run on a padded copy."""
+    if runs_lanes(groups, x.shape[1] // groups, go.shape[1] // groups, kernel, go.shape[2:],
+                  stride, dilation, padded, x.dtype):
+        return _lanes_weight_grad(x, go, kernel, stride, dilation, origin, padded)
+    return direct_weight_grad(padded_copy(x, origin, padded), go, kernel, stride, dilation,
+                              groups)
+
+
+def _lanes_weight_grad(x, go, kernel, stride, dilation, origin=(0, 0, 0), padded=None):
+    gw = depthwise.weight_grad(x[:, :, 0], go[:, :, 0], kernel[1:], stride[1:], dilation[1:],
+                               origin[1:], x.shape[3:] if padded is None else padded[1:])
+    return gw.reshape(gw.shape[:1] + (1, 1) + gw.shape[1:])
+
+
 def direct_weight_grad(xp, go, kernel, stride, dilation, groups):
     """The direct weight gradient. Its register tiles run along grad_out lines on the
     padded-width grid, whose wrap-around columns multiply zeros by inputs that no tap
@@ -223,14 +269,18 @@ def direct_weight_grad(xp, go, kernel, stride, dilation, groups):
     The check is on the (small) result: the kernel's terms include every true term, so
     a finite result means every term it summed was finite (the extra ones exactly 0)
     and it is the true sum; a non-finite one is recomputed by im2col."""
+    if runs_lanes(groups, xp.shape[1] // groups, go.shape[1] // groups, tuple(kernel),
+                  go.shape[2:], tuple(stride), tuple(dilation), xp.shape[2:], xp.dtype):
+        # depthwise: cpu/depthwise.py, channels in the lanes (the definition's terms only)
+        return _lanes_weight_grad(xp, go, kernel, stride, dilation)
     gw = direct_bwd_weight(xp, go, kernel, stride, dilation, groups)
     if not math.isfinite(abs_max(gw)):
         return im2col_bwd_weight(xp, go, kernel, stride, dilation, groups)
     return gw
 
 
-DIRECT = Kernels(direct_fwd, direct_input_grad, direct_weight_grad,
-                 forward_window=direct_fwd_window)
+DIRECT = Kernels(direct_fwd, direct_input_grad, direct_weight_grad, direct_input_grad_window,
+                 direct_fwd_window, direct_weight_grad_window)
 IM2COL = Kernels(im2col_fwd, im2col_bwd_input, im2col_bwd_weight)
 FFT = Kernels(fft_fwd, functools.partial(input_grad_by_forward, fft_fwd),
               functools.partial(weight_grad_by_forward, fft_fwd))

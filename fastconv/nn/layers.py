@@ -193,14 +193,19 @@ class Conv2d(Module):
         plan = self._plans.get((x.shape, w.dtype)) or self._plan(x)
         spec = plan.spec
         xb = x if plan.batched else x[None]
-        xp5 = _pipeline.pad5(spec, xb) if plan.padded else xb.reshape(plan.xp5_shape)
+        keep = self.training and self.weight.requires_grad and lanes_weight_grad(spec)
+        # zero padding left to the engine (read in place by the kernels that can, see
+        # _pipeline.forward), except where the weight gradient reuses the forward's
+        # transforms of the padded input (lanes_weight_grad)
+        unpadded = plan.padded and _pipeline.unpadded_route(spec) and not keep
+        xp5 = (_pipeline.unpadded5(spec, xb) if unpadded else _pipeline.pad5(spec, xb)) \
+            if plan.padded else xb.reshape(plan.xp5_shape)
         saved = {}      # the kernels' transforms of xp5 that the weight gradient reuses
-        with reuse(saved, self.training and self.weight.requires_grad
-                   and lanes_weight_grad(spec)):
+        with reuse(saved, keep):
             y = _pipeline.forward5(spec, xp5, w.reshape(plan.w5_shape),
                                    None if self.bias is None else self.bias.data,
-                                   self.algorithm, precision=self.precision)
-        self._keep(xp5=xp5, plan=plan, saved=saved)
+                                   self.algorithm, precision=self.precision, unpadded=unpadded)
+        self._keep(xp5=xp5, plan=plan, saved=saved, unpadded=unpadded)
         y = y.reshape(plan.y_shape)
         return y if plan.batched else y[0]
 
@@ -220,7 +225,8 @@ class Conv2d(Module):
         go5 = go.reshape(plan.go5_shape)
         if self.weight.requires_grad:
             with reuse(ctx["saved"], False):
-                gw = _pipeline.weight_grad5(spec, xp5, go5, self.algorithm, self.precision)
+                gw = _pipeline.weight_grad5(spec, xp5, go5, self.algorithm, self.precision,
+                                            ctx["unpadded"])
             self.weight.accumulate(gw.reshape(w.shape))
         if self.bias is not None and self.bias.requires_grad:
             N, O = go5.shape[:2]

@@ -64,6 +64,38 @@ def test_depthwise_sweep(dtype, data):
     assert not big[..., 0].any() and not big[..., -2:].any()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@PROPERTY
+@given(data=st.data())
+def test_depthwise_gradients_sweep(dtype, data):
+    """The input gradient (whole, or over a window: the unpadded input) and the weight
+    gradient (from the padded input, or reading its zero padding in place) over the
+    forward's sweep, against the float64 definitions."""
+    L = depthwise.lanes(np.dtype(dtype).itemsize)
+    C = data.draw(st.sampled_from(sorted({1, L - 1, L, L + 1, 2 * L + 3})))
+    N = data.draw(st.integers(1, 3))
+    k = data.draw(st.integers(1, 5))
+    s, d, p = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 2)), data.draw(st.integers(0, 3))
+    H, W = data.draw(st.integers(1, 16)), data.draw(st.integers(1, 16))
+    assume(H + 2 * p >= (k - 1) * d + 1 and W + 2 * p >= (k - 1) * d + 1)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((C, 1, k, k)).astype(dtype)
+    go = rng.standard_normal(naive.conv(x, w, None, s, p, d, C).shape).astype(dtype)
+    padded = (H + 2 * p, W + 2 * p)
+    want = naive.conv_input_grad(x.shape, w, go, s, p, d, C)
+    assert_close(depthwise.input_grad(go, w[:, 0], (s, s), (d, d), padded, ((p, H), (p, W))),
+                 want, dtype)
+    whole = depthwise.input_grad(go, w[:, 0], (s, s), (d, d), padded)
+    assert whole.shape == (N, C) + padded
+    assert_close(whole[:, :, p:p + H, p:p + W], want, dtype)
+    want = naive.conv_weight_grad(x, w.shape, go, s, p, d, C)[:, 0]
+    assert_close(depthwise.weight_grad(x, go, (k, k), (s, s), (d, d), (p, p), padded), want,
+                 dtype)
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    assert_close(depthwise.weight_grad(xp, go, (k, k), (s, s), (d, d)), want, dtype)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")   # (the reference's)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_depthwise_nonfinite_in_place(dtype):
