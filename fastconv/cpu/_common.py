@@ -31,9 +31,12 @@ def any_layout(kernel, arrays, *args):
     kernels (20-30 s to compile on 2 cores) that read strides anyway are called through
     this, so that each compiles once per dtype, whatever the operands it is given (and
     reuses that compilation from numba's cache). A call costs a few microseconds more
-    than the dispatcher's own: the entry point is looked up by the arguments' dtypes,
-    dimensions and flags, and the numba types are made only on a miss."""
-    key = (kernel, tuple((a.dtype, a.ndim) for a in arrays), tuple(map(_cheap_type, args)))
+    than the dispatcher's own: the entry point is looked up by what decides the
+    arguments' numba types (for arrays: dtype, dimensions, layout flags; else the Python
+    type), and the numba types are made only on a miss."""
+    key = (kernel, tuple([(a.dtype, a.ndim) for a in arrays]),
+           tuple([(a.dtype, a.ndim, a.flags.c_contiguous, a.flags.f_contiguous,
+                   a.flags.writeable) if isinstance(a, np.ndarray) else type(a) for a in args]))
     entry = _ENTRIES.get(key)
     if entry is None:
         if not hasattr(kernel, "compile"):           # NUMBA_DISABLE_JIT: plain Python
@@ -44,33 +47,31 @@ def any_layout(kernel, arrays, *args):
     return entry(*arrays, *args)
 
 
-def _cheap_type(a):
-    # what decides an argument's numba type, quicker to get than the type itself
-    if isinstance(a, np.ndarray):
-        f = a.flags
-        return a.dtype, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable
-    return type(a)
-
-
 _ENTRIES = {}     # (kernel, argument descriptions) -> the compiled entry point
 
 
 SERIAL_BELOW = 1 << 17   # multiply-adds: below this, waking worker threads costs more
 
 
-@contextlib.contextmanager
-def serial_if_small(work: int):
-    """Run a parallel kernel on the calling thread alone when the problem is tiny.
-    (numba's thread count is per calling thread, so concurrent callers are unaffected.)"""
-    if work >= SERIAL_BELOW:
-        yield
-        return
-    n = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(n)
+class serial_if_small:
+    """``with serial_if_small(work):`` runs a parallel kernel on the calling thread alone
+    when the problem is tiny. (numba's thread count is per calling thread, so concurrent
+    callers are unaffected.) A class, not a generator: its few microseconds are a
+    visible part of small calls."""
+
+    __slots__ = ("serial", "threads")
+
+    def __init__(self, work: int):
+        self.serial = work < SERIAL_BELOW
+
+    def __enter__(self):
+        if self.serial:
+            self.threads = numba.get_num_threads()
+            numba.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.serial:
+            numba.set_num_threads(self.threads)
 
 
 @contextlib.contextmanager

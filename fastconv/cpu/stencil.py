@@ -1150,7 +1150,7 @@ L1_BYTES = 24 << 10      # input of one strip (kh + R - 1 rows): half of a typic
 WHOLE_PLANE_BYTES = 8 << 10
 
 
-def whole_planes(planes, OH, OW, kh, kw, itemsize, padded):
+def whole_planes(planes, OH, OW, kh, kw, itemsize, padded, target=None):
     """Whether stencil2d runs each of ``planes`` (OH, OW) output planes whole, from one
     copy of its extended input (_plane_from_copy): padded planes, or planes narrower than
     a half tile (whose half tiles need the copy's wider rows), whose copy fits
@@ -1159,7 +1159,8 @@ def whole_planes(planes, OH, OW, kh, kw, itemsize, padded):
     against 1.05 (one copy per block of rows, the scalar definition below a half tile),
     14x14 0.70 against 1.85."""
     hw = half_width(itemsize)
-    return (padded or OW < hw) and planes >= n_tasks_target() and \
+    target = n_tasks_target() if target is None else target
+    return (padded or OW < hw) and planes >= target and \
         (OH + kh - 1) * (max(OW, hw) + kw - 1) * itemsize <= WHOLE_PLANE_BYTES
 
 
@@ -1222,7 +1223,8 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None,
         x = np.ascontiguousarray(x)
     # C-contiguous and writable (small copies where not): the kernel's one compile per
     # dtype (any_layout) covers the images, these are typed as they come
-    w = np.require(w, out.dtype, ["C", "W"])
+    if not (w.dtype == out.dtype and w.flags.c_contiguous and w.flags.writeable):
+        w = np.require(w, out.dtype, ["C", "W"])
     finite_bias = bias is None
     bias = np.zeros(G, out.dtype) if bias is None else np.require(bias, out.dtype, ["C", "W"])
     if nt is None:
@@ -1241,13 +1243,14 @@ def stencil2d(out, x, w, bias=None, pads=None, boundary="fill", fill=0, nt=None,
                            out.dtype.type(fill), C, -(-nc // ntg), tw, bool(nt))
             return out
     nrb = -(-OH // R)
-    whole = whole_planes(N * G, OH, OW, kh, kw, out.itemsize, max(pt, pb, pl, pr) > 0)
+    target = n_tasks_target()
+    whole = whole_planes(N * G, OH, OW, kh, kw, out.itemsize, max(pt, pb, pl, pr) > 0, target)
     if whole:
         cw, gb = OW, nrb                                        # a task per plane
     else:
         cw = _strip(OW, kh, kw, R, out.itemsize, tw)
         tasks = N * G * -(-OW // cw)
-        gb = max(1, nrb // max(1, -(-n_tasks_target() // tasks)))   # row blocks per task
+        gb = max(1, nrb // max(1, -(-target // tasks)))   # row blocks per task
     with serial_if_small(N * G * OH * OW * kh * kw):
         any_layout(_stencil2d, (out, x), w, bias, pt, pl, EXTENSIONS[boundary],
                    out.dtype.type(fill), R, cw, gb, tw, bool(nt), whole)

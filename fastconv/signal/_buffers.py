@@ -87,12 +87,12 @@ def _take(nbytes):
 def empty(shape, dtype) -> np.ndarray:
     """An uninitialised C-contiguous array, from the pool when it is large."""
     dtype = np.dtype(dtype)
-    shape = tuple(int(s) for s in shape)
     nbytes = dtype.itemsize
     for s in shape:
-        nbytes *= s
+        nbytes *= int(s)
     if nbytes < MIN_BYTES or dtype.hasobject:
         return np.empty(shape, dtype)
+    shape = tuple(int(s) for s in shape)
     return np.asarray(_Lease(_take(nbytes), shape, dtype))
 
 

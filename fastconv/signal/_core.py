@@ -133,8 +133,9 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
     """Compute ``plan`` for arrays ``x``, ``kf`` of one compute dtype; returns a
     C-contiguous array of ``plan.out_shape`` in that dtype."""
     nsp = len(plan.n)
-    xs = x.transpose(plan.order).reshape((plan.N, plan.G) + plan.n)
-    ks = kf.transpose(plan.order).reshape((plan.G, 1) + plan.k)
+    ident = plan.order == tuple(range(len(plan.order)))
+    xs = (x if ident else x.transpose(plan.order)).reshape((plan.N, plan.G) + plan.n)
+    ks = (kf if ident else kf.transpose(plan.order)).reshape((plan.G, 1) + plan.k)
     if nsp == 0:
         res = xs * ks.reshape(1, plan.G)
     elif method == "direct":
@@ -162,6 +163,8 @@ def run(plan: Plan, x, kf, method: str, boundary: str = "fill", fill=0) -> np.nd
             res = res[(slice(None), slice(None)) + tuple(slice(0, o) for o in plan.out)]
     lead = [plan.out_shape[a] for a in plan.order[:len(plan.order) - nsp]]
     res = res.reshape(tuple(lead) + plan.out)
+    if plan.order == tuple(range(len(plan.order))):
+        return np.ascontiguousarray(res)
     return np.ascontiguousarray(res.transpose(np.argsort(plan.order)))
 
 

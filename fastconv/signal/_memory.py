@@ -79,7 +79,9 @@ def _cast(out, res_dtype):
 
 
 def _fill_as(fill, cdt):
-    return np.asarray(fill).astype(cdt)[()] if fill is not None else 0
+    if fill is None or (type(fill) is int and fill == 0):
+        return 0
+    return np.asarray(fill).astype(cdt)[()]
 
 
 def _object_fallback(fn, a, b, mode, method, corr):
@@ -156,10 +158,17 @@ def choose(a, b, mode):
         bound = maxabs(a) * maxabs(b) * min(a.size, b.size)
         if bound > 2 ** np.finfo(np.float64).nmant - 1:
             return "direct"
-    cdt = fft_compute_dtype(fft_dtype(a.dtype, b.dtype))
-    fir = core.fast_fir() and "f" in (a.dtype.kind, b.dtype.kind)   # (a real float result)
-    return _predict(a.shape, b.shape, mode, cdt.itemsize // (2 if cdt.kind == "c" else 1),
-                    a.dtype.kind == "c", b.dtype.kind == "c", fir)
+    return _choose(a.shape, b.shape, a.dtype, b.dtype, mode, core.fast_fir())
+
+
+@lru_cache(maxsize=1024)
+def _choose(s1, s2, d1, d2, mode, fast_fir):
+    """The cost model's choice for these shapes and dtypes (cached: a call's few
+    microseconds of dtype arithmetic are a visible part of small calls)."""
+    cdt = fft_compute_dtype(fft_dtype(d1, d2))
+    fir = fast_fir and "f" in (d1.kind, d2.kind)   # (a real float result)
+    return _predict(s1, s2, mode, cdt.itemsize // (2 if cdt.kind == "c" else 1),
+                    d1.kind == "c", d2.kind == "c", fir)
 
 
 @lru_cache(maxsize=1024)
