@@ -42,10 +42,12 @@ def pad5_scratch(spec: ConvSpec, x) -> np.ndarray:
                      lambda shape, dtype: workspace("pad_x", shape, dtype)), spec.nd)
 
 
-def unpadded_route(spec: ConvSpec) -> bool:
+def unpadded_route(spec: ConvSpec, x) -> bool:
     """Whether the input goes to the engine before its padding (zero padding of floats:
-    engine.forward / backward_weight pad it, or the kernel reads the padding in place)."""
-    return spec.padding_mode == "zeros" and spec.dtype in (np.float32, np.float64)
+    engine.forward / backward_weight pad it, or the kernel reads the padding in place);
+    for a C-contiguous ``x`` of the compute dtype (else padding copies it once, not twice)."""
+    return (spec.padding_mode == "zeros" and spec.dtype in (np.float32, np.float64)
+            and x.dtype == spec.dtype and x.flags.c_contiguous)
 
 
 def _window(spec: ConvSpec):
@@ -112,7 +114,7 @@ def forward(spec: ConvSpec, x, w, b, algorithm="auto", out5=None, precision=None
     """Pad, lift to 5-D, plan and run; the 5-D result in the compute dtype."""
     b = None if b is None else np.ascontiguousarray(b)
     w5 = np.ascontiguousarray(lift5(w, spec.nd))
-    if unpadded_route(spec):
+    if unpadded_route(spec, x):
         # zero padding is left to engine.forward: the kernels that read it in place
         # (the depthwise channel-lane kernel) skip the padded copy
         return forward5(spec, unpadded5(spec, x), w5, b, algorithm, out5, precision,
@@ -139,7 +141,7 @@ def input_grad_unpadded(spec: ConvSpec, go5, w5, algorithm="auto", precision=Non
 
 def weight_grad(spec: ConvSpec, x, go, algorithm="auto", precision=None):
     """dL/dweight, (C_out, C_in/groups, *kernel) in the compute dtype."""
-    if unpadded_route(spec):
+    if unpadded_route(spec, x):
         gw = weight_grad5(spec, unpadded5(spec, x), grad_output5(spec, go), algorithm,
                           precision, unpadded=True)
     else:

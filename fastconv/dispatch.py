@@ -156,10 +156,14 @@ def lanes_weight_grad(spec: ConvSpec) -> bool:
     """Whether direct's weight gradient of ``spec`` runs cpu/minor.py's images-in-lanes
     kernel (direct.minor_wgrad_pays): what its cost features count, and whether a layer
     whose forward ran the lanes kernel keeps the input's transpose for its backward
-    (cpu/_common.reuse; wasted in the rare case that the plan picks another algorithm)."""
+    (cpu/_common.reuse; wasted in the rare case that the plan picks another algorithm).
+    Not for depthwise layers that run the channel-lane kernel (direct.runs_lanes, asked
+    first by the engine)."""
     _, G, Cg, Og, k3, o3 = _dims(spec)
-    return direct.minor_wgrad_pays(spec.N, G, Cg, Og, o3, k3, spec.stride3,
-                                   spec.lift(spec.padded_size), spec.dtype)
+    padded = spec.lift(spec.padded_size)
+    if direct.runs_lanes(G, Cg, Og, k3, o3, spec.stride3, spec.dilation3, padded, spec.dtype):
+        return False
+    return direct.minor_wgrad_pays(spec.N, G, Cg, Og, o3, k3, spec.stride3, padded, spec.dtype)
 
 
 def _direct_counts(isz, N, G, Cg, Og, kernel, out, wq, in_bytes, phase_bytes):

@@ -292,6 +292,7 @@ def input_grad(go, w, stride, dilation, padded, window=None):
         window = tuple((0, n) for n in padded)
     (y0, H), (x0, W) = window
     assert 0 <= y0 and y0 + H <= padded[0] and 0 <= x0 and x0 + W <= padded[1], (window, padded)
+    _check_extent(go.shape[2:], w.shape[1:], stride, dilation, padded)
     gx = np.empty((N, C, H, W), go.dtype)
     if gx.size:
         _depthwise_input_grad(gx, np.ascontiguousarray(go), np.ascontiguousarray(w, go.dtype),
@@ -513,6 +514,9 @@ def weight_grad(x, go, kernel, stride, dilation, origin=(0, 0), padded=None):
     N, C = x.shape[:2]
     kh, kw = kernel
     padded = x.shape[2:] if padded is None else padded
+    _check_origin(x.shape[2:], origin, padded)
+    _check_extent(go.shape[2:], kernel, stride, dilation, padded)
+    assert go.shape[:2] == (N, C), (x.shape, go.shape)
     L = lanes(x.dtype.itemsize)
     nb = -(-C // L)
     ng = grad_work(N, C, (1, 1), kernel, padded, x.dtype.itemsize)[2] // nb   # image groups
@@ -528,6 +532,19 @@ def weight_grad(x, go, kernel, stride, dilation, origin=(0, 0), padded=None):
                                 .transpose(0, 2, 1).reshape(nb * L, kh, kw)[:C])
 
 
+def _check_origin(size, origin, padded):
+    # x (size) lies inside the padded input: the kernels write its rows there
+    assert all(0 <= o and o + n <= p for o, n, p in zip(origin, size, padded)), \
+        (size, origin, padded)
+
+
+def _check_extent(out, kernel, stride, dilation, padded):
+    # every window of the (OH, OW) outputs lies inside the padded input (the kernels
+    # read it without bounds)
+    assert all(p >= (o - 1) * s + (k - 1) * d + 1 for p, o, s, d, k
+               in zip(padded, out, stride, dilation, kernel)), (out, kernel, padded)
+
+
 def depthwise(out, x, w, bias, stride, dilation, origin=(0, 0), padded=None):
     """``out`` (N, C, OH, OW) = the depthwise correlation of ``xp`` with ``w`` (C, kh,
     kw) at ``stride`` and ``dilation`` (2-tuples), plus ``bias`` (C,); ``xp`` is ``x``
@@ -537,8 +554,9 @@ def depthwise(out, x, w, bias, stride, dilation, origin=(0, 0), padded=None):
     if out.size == 0:
         return out
     padded = x.shape[2:] if padded is None else padded
-    assert all(0 <= o and o + n <= p for o, n, p in zip(origin, x.shape[2:], padded)), \
-        (x.shape, origin, padded)
+    _check_origin(x.shape[2:], origin, padded)
+    _check_extent(out.shape[2:], w.shape[1:], stride, dilation, padded)
+    assert out.shape[:2] == x.shape[:2] and w.shape[0] == x.shape[1], (out.shape, x.shape)
     o = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
     _depthwise(o, np.ascontiguousarray(x), np.ascontiguousarray(w, dtype=out.dtype),
                np.ascontiguousarray(bias, dtype=out.dtype), *stride, *dilation, *origin,

@@ -464,13 +464,17 @@ LANES_MAX_VECTORS = 5
 def runs_lanes(G, Cg, Og, kernel, out, stride, dilation, padded, dtype):
     """Whether direct_fwd runs the channel-lane depthwise kernel (cpu/depthwise.py; the
     cost model asks this too): each output channel reads one input channel (depthwise)
-    of 2-D float planes (depth 1) whose task buffer fits (depthwise.fits), strided or
-    dilated (the stencil runs neither), or at unit stride narrower than
-    LANES_MAX_VECTORS vectors."""
+    of 2-D float planes (depth 1) whose task buffer fits (depthwise.fits) and holds the
+    valid correlation's extent (the input gradient's phases pass narrower rows, whose
+    windows wrap into the next row: those run the other kernels), strided or dilated
+    (the stencil runs neither), or at unit stride narrower than LANES_MAX_VECTORS
+    vectors."""
     dtype = np.dtype(dtype)
     if not (Cg == 1 and Og == 1 and padded[0] == kernel[0] == 1
             and dtype in (np.float32, np.float64)
-            and depthwise.fits(padded[1:], dtype.itemsize)):
+            and depthwise.fits(padded[1:], dtype.itemsize)
+            and all(p >= (o - 1) * s + (k - 1) * d + 1 for p, o, s, d, k
+                    in zip(padded[1:], out[1:], stride[1:], dilation[1:], kernel[1:]))):
         return False
     unit = stride[1:] == (1, 1) and dilation[1:] == (1, 1)
     return not unit or out[2] < LANES_MAX_VECTORS * depthwise.lanes(dtype.itemsize)

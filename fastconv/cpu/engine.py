@@ -170,9 +170,11 @@ def direct_input_grad(go, w, padded_size, stride, dilation, groups):
     width, shifted by the phase's last tap, so that the forward's line (cpu/direct.py)
     reads the zeros of the row gaps where a wider padded grid would need extra columns,
     and every position of the line is an output (no wrap-around columns to drop).
-    A non-finite weight always takes cpu/minor.py's kernel, which sums only the taps that
-    reach grad_out: on the zero-padded lines inf or NaN times 0 would be NaN where no true
-    term is (im2col's GEMM and the definition have none)."""
+    A non-finite weight takes cpu/minor.py's kernel, which sums only the taps that reach
+    grad_out: on the zero-padded lines inf or NaN times 0 would be NaN where no true term
+    is (im2col's GEMM and the definition have none). Depthwise layers where
+    direct.runs_lanes says so run cpu/depthwise.input_grad first (the definition's terms
+    only, whatever the weight holds)."""
     N, O = go.shape[:2]
     C = w.shape[1] * groups
     if N == 0:

@@ -197,7 +197,7 @@ class Conv2d(Module):
         # zero padding left to the engine (read in place by the kernels that can, see
         # _pipeline.forward), except where the weight gradient reuses the forward's
         # transforms of the padded input (lanes_weight_grad)
-        unpadded = plan.padded and _pipeline.unpadded_route(spec) and not keep
+        unpadded = plan.padded and _pipeline.unpadded_route(spec, xb) and not keep
         xp5 = (_pipeline.unpadded5(spec, xb) if unpadded else _pipeline.pad5(spec, xb)) \
             if plan.padded else xb.reshape(plan.xp5_shape)
         saved = {}      # the kernels' transforms of xp5 that the weight gradient reuses

@@ -171,3 +171,40 @@ def test_wide_planes_stay_on_the_stencil():
     assert not direct.runs_lanes(*args, (1, tall - 2, 10), *one, (1, tall, 12), np.float32)
     assert not direct.runs_lanes(8, 2, 2, (1, 3, 3), (1, 5, 5), *one, (1, 7, 7), np.float32)
     assert not direct.runs_lanes(*args, (1, 5, 5), *one, (1, 7, 7), np.int64)
+
+
+def test_layer_reads_its_padding_in_place():
+    """nn.Conv2d on a depthwise layer the lanes run keeps its input unpadded for the
+    backward (no padded copy per step: the weight gradient reads the padding in place,
+    it does not reuse cpu/minor.py's transposes) and its gradients match the definition."""
+    rng = np.random.default_rng(5)
+    N, C = 8, 32
+    m = fc.nn.Conv2d(C, C, 3, padding=1, groups=C)
+    assert not dispatch.lanes_weight_grad(conv_spec("t", 2, np.empty((N, C, 7, 7), np.float32),
+                                                    m.weight.data, None, 1, 1, 1, C,
+                                                    "zeros")[0])
+    x = rng.standard_normal((N, C, 7, 7)).astype(np.float32)
+    y = m(x)
+    assert m._ctx["unpadded"] and m._ctx["xp5"].shape[-2:] == (7, 7)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx = m.backward(gy)
+    w = m.weight.data
+    assert_close(gx, naive.conv_input_grad(x.shape, w, gy, 1, 1, 1, C), np.float32)
+    assert_close(m.weight.grad, naive.conv_weight_grad(x, w.shape, gy, 1, 1, 1, C), np.float32)
+
+
+def test_kernels_refuse_inconsistent_extents():
+    """The kernels read without bounds: an output whose windows leave the padded input, or
+    an input outside it, is refused rather than read past."""
+    x = np.zeros((1, 8, 5, 5), np.float32)
+    w = np.zeros((8, 3, 3), np.float32)
+    b = np.zeros(8, np.float32)
+    with pytest.raises(AssertionError):
+        depthwise.depthwise(np.empty((1, 8, 5, 5), np.float32), x, w, b, (1, 1), (1, 1))
+    with pytest.raises(AssertionError):
+        depthwise.depthwise(np.empty((1, 8, 3, 3), np.float32), x, w, b, (1, 1), (1, 1),
+                            (1, 1), (5, 5))
+    with pytest.raises(AssertionError):
+        depthwise.weight_grad(x, np.zeros((1, 8, 4, 4), np.float32), (3, 3), (1, 1), (1, 1))
+    with pytest.raises(AssertionError):
+        depthwise.input_grad(np.zeros((1, 8, 4, 4), np.float32), w, (1, 1), (1, 1), (5, 5))
