@@ -4,7 +4,9 @@
 
 The layer of the issue: N=8, C=256, 56x56, 3x3, padding 1, groups=256; with ``--all``
 also smaller and strided planes (LAYERS). Both libraries
-run round-robin (the machine is shared) and keep their best time; PyTorch uses as many
+run round-robin (the machine is shared), each block after a pause (``--pause``: the
+other's OpenMP workers spin for milliseconds after a call), and keep their best time;
+PyTorch uses as many
 threads as numba. GFLOP/s counts 2 * outputs * taps.
 """
 from __future__ import annotations
@@ -34,6 +36,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--all", action="store_true", help="also the small and strided layers")
+    ap.add_argument("--pause", type=float, default=0.05, help="seconds of sleep before each "
+                    "block of calls (the other library's OpenMP workers stop spinning)")
     args = ap.parse_args()
     import numba
     import torch
@@ -56,7 +60,8 @@ def main():
         with torch.no_grad():
             t = best_times({
                 "fastconv": lambda: fastconv.conv2d(x, w, b, **kw),
-                "torch": lambda: torch.nn.functional.conv2d(xt, wt, bt, **kw)}, args.repeat)
+                "torch": lambda: torch.nn.functional.conv2d(xt, wt, bt, **kw)}, args.repeat,
+                pause=args.pause)
         flops = 2.0 * got.size * k * k
         print(f"| {N} | {C} | {H}x{H} | {k} | {s} | {t['fastconv'] * 1e3:.3f} | "
               f"{flops / t['fastconv'] / 1e9:.1f} | {t['torch'] * 1e3:.3f} | "

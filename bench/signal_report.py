@@ -79,18 +79,23 @@ def scipy_candidates(x, h, image):
 BLOCK = 3     # calls per block; each block's first call is not counted
 
 
-def best_times(fns, repeat, block=None):
+def best_times(fns, repeat, block=None, pause=0.0):
     """Best wall time of each function, running them round-robin in blocks of ``block``
     calls (``repeat`` rounds after a warm-up) so that a change in the machine's load hits
     all of them alike; each block's first call is dropped: it pays for what the previous
     block (another library) left in the caches, which one call of A then one of B would
-    charge to every call."""
+    charge to every call. ``pause`` seconds of sleep before each block let the previous
+    block's worker threads stop spinning (PyTorch's OpenMP workers spin for milliseconds
+    after each op, longer than a block of sub-millisecond calls: every call of the next
+    block would share the cores with them)."""
     block = BLOCK if block is None else block
     best = dict.fromkeys(fns, math.inf)
     for fn in fns.values():
         fn()
     for _ in range(repeat):
         for name, fn in fns.items():
+            if pause:
+                time.sleep(pause)
             for i in range(block):
                 t0 = time.perf_counter()
                 fn()

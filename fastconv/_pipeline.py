@@ -1,10 +1,11 @@
 """The in-memory CPU pipeline after validation: pad, plan, run, unpad.
 
-One path for the public functions, the nn layers (which keep the padded input between
+One path for the public functions, the nn layers (which keep the (padded) input between
 forward and backward, so they call the ``*5`` steps) and the Dask chunks. Every step
 takes a validated :class:`~fastconv._spec.ConvSpec`; :func:`fastconv.dispatch.plan`
 chooses the algorithm (also for autotuning and the non-finite rule) and
-:mod:`fastconv.cpu.engine` runs its kernel.
+:mod:`fastconv.cpu.engine` runs its kernel. Zero padding of float inputs is left to the
+engine (``unpadded``: it pads, or the kernel reads the padding in place).
 """
 from __future__ import annotations
 
