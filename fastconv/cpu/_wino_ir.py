@@ -337,12 +337,32 @@ def channel_transform(BT, name):
     return intrinsic(gen)
 
 
+def transpose_registers(builder, rows):
+    """The L x L transpose of ``rows`` (L vectors of L lanes) in registers: log2(L) stages
+    of two-vector shuffles, each swapping the off-diagonal sub-blocks of size b = L/2,
+    L/4, ..., 1. Returns the L transposed vectors."""
+    L = len(rows)
+    mk = ir.VectorType(_i32, L)
+    b = L // 2
+    while b >= 1:
+        nxt = list(rows)
+        for i in range(L):
+            if (i // b) % 2:
+                continue
+            lo = [c if (c // b) % 2 == 0 else L + c - b for c in range(L)]
+            hi = [c + b if (c // b) % 2 == 0 else L + c for c in range(L)]
+            nxt[i] = builder.shuffle_vector(rows[i], rows[i + b], ir.Constant(mk, lo))
+            nxt[i + b] = builder.shuffle_vector(rows[i], rows[i + b], ir.Constant(mk, hi))
+        rows = nxt
+        b //= 2
+    return rows
+
+
 def transpose_block():
     """tb(dst, d0, ds, dn, src, s0, ss, sn, rows): an L x L block moved channels-last:
     dst[d0 + r*ds + l] = src[s0 + l*ss + r] for r < L and lanes l < L, reading only
     r < sn and l < rows (zero elsewhere) and writing rows r < dn, lanes l < rows. In
-    registers: L masked row loads, log2(L) stages of two-vector shuffles (each swaps the
-    off-diagonal sub-blocks of size b = L/2, L/4, ..., 1), L row stores."""
+    registers: L masked row loads, transpose_registers, L row stores."""
 
     def gen(typingctx, dst_t, d0_t, ds_t, dn_t, src_t, s0_t, ss_t, sn_t, rows_t):
         if not _arrays_ok(dst_t, src_t):
@@ -362,19 +382,7 @@ def transpose_block():
                                                     ir.VectorType(ir.IntType(1), L)))
                 p = builder.gep(Sa.data, [builder.add(s0, builder.mul(ss, _i64(l)))])
                 vrows.append(vc.load(p, live))
-            b = L // 2
-            while b >= 1:
-                nxt = list(vrows)
-                for i in range(L):
-                    if (i // b) % 2:
-                        continue
-                    lo = [c if (c // b) % 2 == 0 else L + c - b for c in range(L)]
-                    hi = [c + b if (c // b) % 2 == 0 else L + c for c in range(L)]
-                    mk = ir.VectorType(_i32, L)
-                    nxt[i] = builder.shuffle_vector(vrows[i], vrows[i + b], ir.Constant(mk, lo))
-                    nxt[i + b] = builder.shuffle_vector(vrows[i], vrows[i + b], ir.Constant(mk, hi))
-                vrows = nxt
-                b //= 2
+            vrows = transpose_registers(builder, vrows)
             full = vc.mask(rows)
             for r in range(L):
                 live = vc.splat(builder.icmp_signed("<", _i64(r), dn),

@@ -22,6 +22,7 @@ from numba.extending import intrinsic
 
 from ._common import JIT, U, n_tasks_target
 from ._simd import VECTOR_BYTES, _vector_ops
+from ._wino_ir import transpose_registers
 from .stencil import _item_pointer, _phi_loop
 
 #: buffer bytes per task above which the channel-lane kernel does not run (its padded
@@ -91,9 +92,10 @@ def _tile_intrinsic(J):
 @intrinsic
 def _transpose(typingctx, dst_t, d0_t, ds_t, src_t, s0_t, ss_t):
     """dst[d0 + r*ds + l] = src[s0 + l*ss + r] for r, l < L (an L x L block, L the
-    vector lanes; 1-D C-contiguous arrays of one float dtype): L vector loads, log2(L)
-    stages of two-vector shuffles, L vector stores (no masked loads or stores: those
-    are slow on some hosts, the block must lie inside both arrays)."""
+    vector lanes; 1-D C-contiguous arrays of one float dtype): L vector loads,
+    _wino_ir.transpose_registers, L vector stores (no masked loads or stores, as
+    _wino_ir.transpose_block's: masked stores are slow on AMD hosts; the block must lie
+    inside both arrays)."""
     if not (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
                 for t in (dst_t, src_t)) and isinstance(dst_t.dtype, types.Float)
             and src_t.dtype == dst_t.dtype):
@@ -102,25 +104,13 @@ def _transpose(typingctx, dst_t, d0_t, ds_t, src_t, s0_t, ss_t):
 
     def codegen(context, builder, sig, args):
         isz, L, vty, vptr, _ = _vector_ops(context, builder, dst_t.dtype, VECTOR_BYTES)
-        i64, i32 = ir.IntType(64), ir.IntType(32)
+        i64 = ir.IntType(64)
         dp = _item_pointer(context, builder, sig, args, 0, [1])
         sp = _item_pointer(context, builder, sig, args, 3, [4])
         ds, ss = (context.cast(builder, args[k], sig.args[k], types.intp) for k in (2, 5))
         rows = [builder.load(builder.bitcast(builder.gep(sp, [builder.mul(ss, i64(l))]), vptr),
                              align=isz) for l in range(L)]
-        b = L // 2
-        while b >= 1:                    # swap the off-diagonal sub-blocks of size b
-            nxt = list(rows)
-            for i in range(L):
-                if (i // b) % 2:
-                    continue
-                lo = [c if (c // b) % 2 == 0 else L + c - b for c in range(L)]
-                hi = [c + b if (c // b) % 2 == 0 else L + c for c in range(L)]
-                mk = ir.VectorType(i32, L)
-                nxt[i] = builder.shuffle_vector(rows[i], rows[i + b], ir.Constant(mk, lo))
-                nxt[i + b] = builder.shuffle_vector(rows[i], rows[i + b], ir.Constant(mk, hi))
-            rows = nxt
-            b //= 2
+        rows = transpose_registers(builder, rows)
         for r in range(L):
             builder.store(rows[r], builder.bitcast(builder.gep(dp, [builder.mul(ds, i64(r))]),
                                                    vptr), align=isz)
