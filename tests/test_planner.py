@@ -102,23 +102,22 @@ def _cpu_spec(x_shape, w_shape, dtype=np.float32, stride=1, padding=0, groups=1)
 
 
 def test_depthwise_costs_count_the_stencil_and_winograds_tasks():
-    """Unit-stride depthwise layers of LANES_MAX_VECTORS vectors and wider run the
-    one-channel stencil (cpu/stencil.py): the direct estimate counts its vector
-    multiply-adds (below half a tile, for planes whose task buffer the channel-lane kernel
-    has no room for: the scalar definition's), its planes and the padded input it reads.
-    Narrower and strided ones run channels in the lanes (cpu/depthwise.py): its tiles'
-    vector multiply-adds (rows covered by tiles of 8, 4, 2, 1 positions), the bytes it
-    transposes, its tasks. Winograd counts its tasks' GEMM batches (groups x panels of
-    tiles x alpha^2): a depthwise layer has C times those of a dense layer of the same
-    size."""
-    from fastconv.cpu import depthwise, direct, stencil, winograd
+    """Unit-stride depthwise layers whose planes do not fit the channel-lane kernels'
+    task buffer run the one-channel stencil (cpu/stencil.py): the direct estimate counts
+    its vector multiply-adds (below half a tile: the scalar definition's), its planes and
+    the padded input it reads. The others, and strided ones, run channels in the lanes
+    (cpu/depthwise.py): its tiles' vector multiply-adds (rows covered by tiles of 8, 4,
+    2, 1 positions), the bytes it transposes, its tasks. Winograd counts its tasks'
+    GEMM batches (groups x panels of tiles x alpha^2): a depthwise layer has C times
+    those of a dense layer of the same size."""
+    from fastconv.cpu import depthwise, stencil, winograd
     lanes = stencil.lanes(4)
-    W = direct.LANES_MAX_VECTORS * depthwise.lanes(4)
-    f = dispatch.direct_features(_cpu_spec((8, 64, 20, W), (64, 1, 3, 3), padding=1,
-                                           groups=64), "forward")
-    assert f["stencil_plane"] == 8 * 64 and f["stencil_scalar_mac"] == 0
-    assert f["stencil_mac"] == 8 * 64 * 20 * -(-W // lanes) * 9
-    assert f["stencil_byte"] == 8 * 64 * 22 * (W + 2) * 4 and "line" not in f
+    W = int((depthwise.MAX_BUFFER_BYTES // (depthwise.lanes(4) * 4)) ** 0.5) + 2   # no room
+    f = dispatch.direct_features(_cpu_spec((1, 8, W, W), (8, 1, 3, 3), padding=1,
+                                           groups=8), "forward")
+    assert f["stencil_plane"] == 8 and f["stencil_scalar_mac"] == 0
+    assert f["stencil_mac"] == 8 * W * -(-W // lanes) * 9
+    assert f["stencil_byte"] == 8 * (W + 2) ** 2 * 4 and "line" not in f
     tall = depthwise.MAX_BUFFER_BYTES // (depthwise.lanes(4) * 4 * 9) + 1     # no room
     few = dispatch.direct_features(_cpu_spec((1, 4, tall, 7), (4, 1, 3, 3), padding=1,
                                              groups=4), "forward")

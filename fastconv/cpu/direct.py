@@ -453,31 +453,24 @@ def direct_fwd(xp, w, bias, stride, dilation, groups, out, origin=None, padded=N
     return out
 
 
-#: stride-1 depthwise planes narrower than this many vectors run channels in the lanes
-#: (cpu/depthwise.py) rather than on the stencil; on the AVX2 host (Zen 3; N=8, C=32-256,
-#: 3x3 and 5x5, 7x7 to 112x112 planes, the kernels alone) the lanes took 0.25-0.8x the
-#: stencil's time up to 4-5 vectors (float32 28x28: 0.59x, float64 14x14: 0.71x), 1.0-1.3x
-#: from 7 (float32 56x56, float64 28x28)
-LANES_MAX_VECTORS = 5
-
-
 def runs_lanes(G, Cg, Og, kernel, out, stride, dilation, padded, dtype):
-    """Whether direct_fwd runs the channel-lane depthwise kernel (cpu/depthwise.py; the
-    cost model asks this too): each output channel reads one input channel (depthwise)
-    of 2-D float planes (depth 1) whose task buffer fits (depthwise.fits) and holds the
-    valid correlation's extent (the input gradient's phases pass narrower rows, whose
-    windows wrap into the next row: those run the other kernels), strided or dilated
-    (the stencil runs neither), or at unit stride narrower than LANES_MAX_VECTORS
-    vectors."""
+    """Whether direct_fwd (and the direct gradients) run the channel-lane depthwise
+    kernels (cpu/depthwise.py; the cost model asks this too): each output channel reads
+    one input channel (depthwise) of 2-D float planes (depth 1) whose task buffer fits
+    (depthwise.fits) and holds the valid correlation's extent (the input gradient's
+    phases pass narrower rows, whose windows wrap into the next row: those run the
+    other kernels). At any stride and dilation, and at any width that fits: full calls on
+    the AVX2 host (Zen 3, N=2-32, C=16-256, 3x3, float32/64, 40x40 to 224x224, the
+    stencil with the padded copy it needs against the lanes reading the padding in
+    place) took 0.53-0.91x the forward's time, 0.49-0.70x the input gradient's and
+    0.33-0.62x the weight gradient's; planes whose buffer does not fit keep the stencil
+    (unit stride) or the line kernels."""
     dtype = np.dtype(dtype)
-    if not (Cg == 1 and Og == 1 and padded[0] == kernel[0] == 1
+    return (Cg == 1 and Og == 1 and padded[0] == kernel[0] == 1
             and dtype in (np.float32, np.float64)
             and depthwise.fits(padded[1:], dtype.itemsize)
             and all(p >= (o - 1) * s + (k - 1) * d + 1 for p, o, s, d, k
-                    in zip(padded[1:], out[1:], stride[1:], dilation[1:], kernel[1:]))):
-        return False
-    unit = stride[1:] == (1, 1) and dilation[1:] == (1, 1)
-    return not unit or out[2] < LANES_MAX_VECTORS * depthwise.lanes(dtype.itemsize)
+                    in zip(padded[1:], out[1:], stride[1:], dilation[1:], kernel[1:])))
 
 
 def runs_stencil(G, Cg, Og, kernel, out, stride, dilation, padded, dtype):

@@ -156,19 +156,18 @@ def test_conv2d_routes_depthwise_layers_to_lanes(dtype, layer):
                  naive.conv_weight_grad(x, w.shape, go, s, p, d, C), dtype)
 
 
-def test_wide_planes_stay_on_the_stencil():
-    """Unit-stride planes of LANES_MAX_VECTORS vectors and more run on the stencil; planes
-    whose task buffer would not fit, and grouped layers of several channels per group,
-    on neither of the two."""
+def test_planes_whose_buffer_does_not_fit_stay_on_the_stencil():
+    """Depthwise planes run on the lanes at any width whose task buffer fits; larger ones
+    keep the stencil (unit stride); grouped layers of several channels per group and
+    integer dtypes run neither."""
     L = depthwise.lanes(4)
-    wide = direct.LANES_MAX_VECTORS * L
+    side = int((depthwise.MAX_BUFFER_BYTES // (L * 4)) ** 0.5)       # buffer just fits
     args = (8, 1, 1, (1, 3, 3))
     one = ((1, 1, 1),) * 2
-    assert direct.runs_lanes(*args, (1, 8, wide - 1), *one, (1, 10, wide + 1), np.float32)
-    assert not direct.runs_lanes(*args, (1, 8, wide), *one, (1, 10, wide + 2), np.float32)
-    assert direct.runs_stencil(*args, (1, 8, wide), *one, (1, 10, wide + 2), np.float32)
-    tall = depthwise.MAX_BUFFER_BYTES // (L * 4 * 12) + 1
-    assert not direct.runs_lanes(*args, (1, tall - 2, 10), *one, (1, tall, 12), np.float32)
+    assert direct.runs_lanes(*args, (1, side - 2, side - 2), *one, (1, side, side), np.float32)
+    big = side + 2
+    assert not direct.runs_lanes(*args, (1, big - 2, big - 2), *one, (1, big, big), np.float32)
+    assert direct.runs_stencil(*args, (1, big - 2, big - 2), *one, (1, big, big), np.float32)
     assert not direct.runs_lanes(8, 2, 2, (1, 3, 3), (1, 5, 5), *one, (1, 7, 7), np.float32)
     assert not direct.runs_lanes(*args, (1, 5, 5), *one, (1, 7, 7), np.int64)
 
