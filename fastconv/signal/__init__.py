@@ -82,7 +82,7 @@ def convolve(in1, in2, mode="full", method="auto"):
         respect to the full output.
     method : {'auto', 'direct', 'fft', 'oa'}, optional
         ``'direct'``: the definition (exact for integers; float and complex kernels of
-        one row, at least 81 taps, along outputs of at least ~2000 (float64) or ~4000
+        one row, at least 81 taps, along outputs of at least ~3000 (float64) or ~6000
         (float32) samples by the 2-parallel fast FIR algorithm, 3/4 of the
         multiply-adds, at every precision level but ``"highest"``, see
         ``fastconv.set_precision``: its odd outputs' error is relative to their
