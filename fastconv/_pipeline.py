@@ -51,6 +51,11 @@ def unpadded_route(spec: ConvSpec, x) -> bool:
             and x.dtype == spec.dtype and x.flags.c_contiguous)
 
 
+def _input5(spec: ConvSpec, x, unpadded: bool) -> np.ndarray:
+    """The call's 5-D input: before its padding (``unpadded``) or padded in the workspace."""
+    return unpadded5(spec, x) if unpadded else pad5_scratch(spec, x)
+
+
 def _window(spec: ConvSpec):
     """(origin, padded size) of the unpadded input in the padded one, 3-D."""
     return tuple(b for b, _ in spec.padding3), spec.lift(spec.padded_size)
@@ -114,13 +119,11 @@ def grad_output5(spec: ConvSpec, go):
 def forward(spec: ConvSpec, x, w, b, algorithm="auto", out5=None, precision=None):
     """Pad, lift to 5-D, plan and run; the 5-D result in the compute dtype."""
     b = None if b is None else np.ascontiguousarray(b)
-    w5 = np.ascontiguousarray(lift5(w, spec.nd))
-    if unpadded_route(spec, x):
-        # zero padding is left to engine.forward: the kernels that read it in place
-        # (the depthwise channel-lane kernel) skip the padded copy
-        return forward5(spec, unpadded5(spec, x), w5, b, algorithm, out5, precision,
-                        unpadded=True)
-    return forward5(spec, pad5_scratch(spec, x), w5, b, algorithm, out5, precision)
+    # zero padding left to engine.forward: the kernels that read it in place (the
+    # depthwise channel-lane kernel) skip the padded copy
+    unpadded = unpadded_route(spec, x)
+    return forward5(spec, _input5(spec, x, unpadded), np.ascontiguousarray(lift5(w, spec.nd)),
+                    b, algorithm, out5, precision, unpadded)
 
 
 def input_grad(spec: ConvSpec, go, w, algorithm="auto", precision=None):
@@ -142,10 +145,7 @@ def input_grad_unpadded(spec: ConvSpec, go5, w5, algorithm="auto", precision=Non
 
 def weight_grad(spec: ConvSpec, x, go, algorithm="auto", precision=None):
     """dL/dweight, (C_out, C_in/groups, *kernel) in the compute dtype."""
-    if unpadded_route(spec, x):
-        gw = weight_grad5(spec, unpadded5(spec, x), grad_output5(spec, go), algorithm,
-                          precision, unpadded=True)
-    else:
-        gw = weight_grad5(spec, pad5_scratch(spec, x), grad_output5(spec, go), algorithm,
-                          precision)
+    unpadded = unpadded_route(spec, x)
+    gw = weight_grad5(spec, _input5(spec, x, unpadded), grad_output5(spec, go), algorithm,
+                      precision, unpadded)
     return gw.reshape((spec.C_out, spec.C_in // spec.groups) + spec.kernel)

@@ -206,10 +206,8 @@ def _direct_fwd_counts(spec, Cg, Og, kernel, out, stride, dilation, padded, wind
     isz, N, G = spec.dtype.itemsize, spec.N, spec.groups
     if direct.runs_lanes(G, Cg, Og, kernel, out, tuple(stride), tuple(dilation),
                          tuple(padded), spec.dtype):
-        macs, moved, tasks = depthwise.work(N, G, out[1:], kernel[1:], stride[1:],
-                                            padded[1:], isz)
-        return {"overhead": 1.0, "dwlane_mac": macs, "dwlane_byte": moved,
-                "dwlane_task": tasks}
+        return _dwlane_counts(depthwise.work(N, G, out[1:], kernel[1:], stride[1:],
+                                             padded[1:], isz))
     if direct.minor_pays(N, G, Cg, Og, out, kernel, stride, dilation, padded, window,
                          spec.dtype):
         return {"overhead": 1.0, "lanes_row": G * -(-Og // minor.rows(Og)) * out[0] * out[1],
@@ -222,6 +220,13 @@ def _direct_fwd_counts(spec, Cg, Og, kernel, out, stride, dilation, padded, wind
         return _stencil_counts(isz, N * G, kernel, out, in_bytes)
     return _direct_counts(isz, N, G, Cg, Og, kernel, out,
                           -(-padded[2] // stride[2]), in_bytes, phase_bytes)
+
+
+def _dwlane_counts(work):
+    """Counts of cpu/depthwise.py's kernels from one of its (vector multiply-adds, bytes,
+    tasks) work tallies."""
+    macs, moved, tasks = work
+    return {"overhead": 1.0, "dwlane_mac": macs, "dwlane_byte": moved, "dwlane_task": tasks}
 
 
 def _stencil_counts(isz, planes, kernel, out, in_bytes):
@@ -257,10 +262,8 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
         # depthwise (cpu/depthwise.input_grad): grad_out's vectors scattered into the
         # (window of the) gradient, channels in the lanes, no phases
         window = spec.lift(spec.in_size if spec.padding_mode == "zeros" else spec.padded_size)
-        macs, moved, tasks = depthwise.input_grad_work(spec.N, G, o3[1:], k3[1:], window[1:],
-                                                       isz)
-        return {"overhead": 1.0, "dwlane_mac": macs, "dwlane_byte": moved,
-                "dwlane_task": tasks}
+        return _dwlane_counts(depthwise.input_grad_work(spec.N, G, o3[1:], k3[1:], window[1:],
+                                                        isz))
     if op == "input_grad":
         # polyphase (cpu/engine.direct_input_grad): per phase a forward of grad_out, padded
         # on the grid of the phase's outputs, with the phase's taps; the phases' results
@@ -293,9 +296,7 @@ def direct_features(spec: ConvSpec, op: str = "forward") -> dict:
     nob, ntb = -(-Og // R), -(-T // TB)
     if direct.runs_lanes(G, Cg, Og, k3, o3, spec.stride3, spec.dilation3, padded, spec.dtype):
         # depthwise (cpu/depthwise.weight_grad): channels in the lanes
-        macs, moved, tasks = depthwise.grad_work(spec.N, G, o3[1:], k3[1:], padded[1:], isz)
-        return {"overhead": 1.0, "dwlane_mac": macs, "dwlane_byte": moved,
-                "dwlane_task": tasks}
+        return _dwlane_counts(depthwise.grad_work(spec.N, G, o3[1:], k3[1:], padded[1:], isz))
     if lanes_weight_grad(spec):
         # cpu/minor.py: the same tile steps along output rows of the batch's vectors
         # (lanes rounded up), after transposing the input and grad_out

@@ -1,19 +1,22 @@
-"""Depthwise convolution with the channels in the vector lanes, for small or strided planes.
+"""Depthwise convolution with the channels in the vector lanes: forward and both gradients.
 
 The stencil kernel (cpu/stencil.py) runs a depthwise layer plane by plane, its vectors
 along each plane's rows. Planes narrower than a few of its vectors (the 7x7 to 28x28
 planes of a network's later stages) leave much of each tile idle and pay a plane's
 set-up for a few hundred multiply-adds, strided or dilated layers do not run on it at
-all, and it needs a padded copy of the input. Here a task takes L channels of one image (L = the host's vector lanes) and
-moves them channels-last into a buffer (``xi[row, column, lane]``: register transposes
-of L x L blocks of the planes, which are contiguous, then the rows into place inside a
-zero border, the layer's zero padding, never materialised in memory). Every output
-position is then one vector of L channels: register tiles of 8 positions (4, 2, 1 for a
-row's last ones) hold their accumulators while the kh x kw taps run, each tap's lane
-weights loaded once for all of them, each input vector read at the position's strided,
-dilated tap. The output plane, channels-last, goes back to the L planes by transposes
-again. Every multiply-add fills all L lanes whatever the plane's width, stride or
-dilation, and the padding is never copied. Planes up to MAX_BUFFER_BYTES per task.
+all, and it needs a padded copy of the input. Here a task takes L channels of one
+image (L = the host's vector lanes) and moves them channels-last into a buffer
+(``xi[row, column, lane]``: register transposes of L x L blocks of the planes, which
+are contiguous, then the rows into place inside a zero border, the layer's zero
+padding, never materialised in memory). Every output position is then one vector of L
+channels: register tiles of 8 positions (4, 2, 1 for a row's last ones) hold their
+accumulators while the kh x kw taps run, each tap's lane weights loaded once for all of
+them, each input vector read at the position's strided, dilated tap. The output plane,
+channels-last, goes back to the L planes by transposes again. The input gradient
+scatters grad_out's vectors into such a buffer (only the unpadded input's window goes
+back), the weight gradient runs tiles of up to GRAD_TAPS taps over the positions.
+Every multiply-add fills all L lanes whatever the plane's width, stride or dilation;
+planes up to MAX_BUFFER_BYTES per task.
 """
 import numpy as np
 from llvmlite import ir
@@ -158,6 +161,27 @@ def _lanes_in(dst, src, base, P, nl, L):
 
 
 @njit(inline="always", **JIT)
+def _copy_rows(dst, d0, dw, src, s0, sw, rows, n):
+    # dst[d0 + r*dw + e] = src[s0 + r*sw + e] for rows r and n elements each (unsigned
+    # indices: a vectorised copy)
+    for r in range(rows):
+        d = U(d0 + r * dw)
+        q = U(s0 + r * sw)
+        for e in range(U(n)):
+            dst[d + e] = src[q + e]
+
+
+@njit(inline="always", **JIT)
+def _lane_weights(wv, w, c0, nl, L):
+    # wv[(a*kw + b)*L + l] = w[c0 + l, a, b] for the nl channels' lanes
+    kh, kw = w.shape[1], w.shape[2]
+    for l in range(nl):
+        for a in range(kh):
+            for b in range(kw):
+                wv[(a * kw + b) * L + l] = w[c0 + l, a, b]
+
+
+@njit(inline="always", **JIT)
 def _padded_in(xi, tmp, xf, base, H, W, pt, pl, Wp, nl, L):
     # the nl (H, W) planes of xf from base, channels-last, into xi's rows of Wp columns at
     # (pt, pl) (xi's other positions are not written): straight in when they are xi's
@@ -166,11 +190,7 @@ def _padded_in(xi, tmp, xf, base, H, W, pt, pl, Wp, nl, L):
         _lanes_in(xi, xf, base, H * W, nl, L)
         return
     _lanes_in(tmp, xf, base, H * W, nl, L)
-    for r in range(H):
-        d = U(((r + pt) * Wp + pl) * L)
-        q = U(r * W * L)
-        for e in range(U(W * L)):        # (unsigned: a vectorised copy)
-            xi[d + e] = tmp[q + e]
+    _copy_rows(xi, (pt * Wp + pl) * L, Wp * L, tmp, 0, W * L, H, W * L)
 
 
 def _scatter_intrinsic():
@@ -259,19 +279,13 @@ def _depthwise_input_grad(gx, go, w, sh, sw, dh, dw, y0, x0, Hp, Wp):
         gi = np.zeros(OH * OW * L, go.dtype)
         tmp = np.empty(H * W * L, go.dtype)
         wv = np.zeros(kh * kw * L, go.dtype)
-        for l in range(nl):
-            for a in range(kh):
-                for b in range(kw):
-                    wv[(a * kw + b) * L + l] = w[c0 + l, a, b]
+        _lane_weights(wv, w, c0, nl, L)
         _lanes_in(gi, gf, (n * C + c0) * OH * OW, OH * OW, nl, L)
         for i in range(OH):
             _scatter(acc, i * sh * Wp * L, gi, i * OW * L, wv, kh, kw, dh * Wp * L, dw * L,
                      sw * L, OW)
-        for r in range(H):                           # the window's rows, contiguous
-            d = U(r * W * L)
-            q = U(((r + y0) * Wp + x0) * L)
-            for e in range(U(W * L)):
-                tmp[d + e] = acc[q + e]
+        # the window's rows, contiguous, back to the planes
+        _copy_rows(tmp, 0, W * L, acc, (y0 * Wp + x0) * L, Wp * L, H, W * L)
         _lanes_out(xf, (n * C + c0) * H * W, tmp, H * W, nl, L)
 
 
@@ -306,11 +320,16 @@ def input_grad_work(N, C, out, kernel, window, itemsize):
 def grad_work(N, C, out, kernel, padded, itemsize):
     """(vector multiply-adds, bytes transposed in, tasks) of :func:`weight_grad`, for
     the cost model."""
-    L = lanes(itemsize)
-    nb = -(-C // L)
+    nb = -(-C // lanes(itemsize))
     macs = N * nb * out[0] * out[1] * kernel[0] * kernel[1]
-    ng = max(1, min(N, -(-n_tasks_target() // nb)))
-    return macs, N * C * (padded[0] * padded[1] + out[0] * out[1]) * itemsize, ng * nb
+    return macs, N * C * (padded[0] * padded[1] + out[0] * out[1]) * itemsize, \
+        _image_groups(N, nb) * nb
+
+
+def _image_groups(N, nb):
+    """Groups of images the weight gradient splits its sums into, for enough tasks for
+    the threads with nb blocks of channels (their partial sums added up after)."""
+    return max(1, min(N, -(-n_tasks_target() // nb)))
 
 
 @njit(parallel=True, **JIT)
@@ -338,11 +357,9 @@ def _depthwise(out, x, w, bias, sh, sw, dh, dw, pt, pl, Hp, Wp):
         wv = np.zeros((kh * kw + 1) * L, x.dtype)     # [tap, lane], then the bias lanes
         acc = np.empty((OH * OW + TILE) * L, x.dtype)   # the output plane: [position,
         # lane] (a row's last tile spills into the next row's positions, computed after)
+        _lane_weights(wv, w, c0, nl, L)
         for l in range(nl):
             wv[kh * kw * L + l] = bias[c0 + l]
-            for a in range(kh):
-                for b in range(kw):
-                    wv[(a * kw + b) * L + l] = w[c0 + l, a, b]
         _padded_in(xi, tmp, xf, (n * C + c0) * P, H, W, pt, pl, Wp, nl, L)
         obase = (n * C + c0) * OH * OW
         rs, cs, ds = dh * Wp * L, sw * L, dw * L
@@ -364,13 +381,7 @@ def _depthwise(out, x, w, bias, sh, sw, dh, dw, pt, pl, Hp, Wp):
                 else:
                     _t1(acc, a0, xi, x0, wv, kh, kw, rs, cs, ds)
                     j += 1
-        Q = OH * OW
-        full = Q // L * L if nl == L else 0
-        for p in range(0, full, L):
-            _transpose(of, obase + p, Q, acc, p * L, L)
-        for l in range(nl):
-            for p in range(full, Q):
-                of[obase + l * Q + p] = acc[p * L + l]
+        _lanes_out(of, obase, acc, OH * OW, nl, L)
 
 
 def _grad_tile_intrinsic(T):
@@ -511,7 +522,7 @@ def weight_grad(x, go, kernel, stride, dilation, origin=(0, 0), padded=None):
     assert go.shape[:2] == (N, C), (x.shape, go.shape)
     L = lanes(x.dtype.itemsize)
     nb = -(-C // L)
-    ng = grad_work(N, C, (1, 1), kernel, padded, x.dtype.itemsize)[2] // nb   # image groups
+    ng = _image_groups(N, nb)
     offs = np.array([(a * dilation[0] * padded[1] + b * dilation[1]) * L
                      for a in range(kh) for b in range(kw)], np.int64)
     part = np.empty((ng, nb, kh * kw * L), x.dtype)
@@ -530,11 +541,15 @@ def _check_origin(size, origin, padded):
         (size, origin, padded)
 
 
+def covers(out, kernel, stride, dilation, padded):
+    """Whether every window of the ``out`` outputs lies inside the ``padded`` input (per
+    axis; the kernels read it without bounds)."""
+    return all(p >= (o - 1) * s + (k - 1) * d + 1 for p, o, s, d, k
+               in zip(padded, out, stride, dilation, kernel))
+
+
 def _check_extent(out, kernel, stride, dilation, padded):
-    # every window of the (OH, OW) outputs lies inside the padded input (the kernels
-    # read it without bounds)
-    assert all(p >= (o - 1) * s + (k - 1) * d + 1 for p, o, s, d, k
-               in zip(padded, out, stride, dilation, kernel)), (out, kernel, padded)
+    assert covers(out, kernel, stride, dilation, padded), (out, kernel, padded)
 
 
 def depthwise(out, x, w, bias, stride, dilation, origin=(0, 0), padded=None):
